@@ -1,0 +1,204 @@
+"""The ``star-kit`` command line: ``run``, ``plugins`` (and more subcommands as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Any, Sequence
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from .config import RunConfig, load_config_file
+from .errors import StarKitError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("all", "none") else int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="star-kit", description="STaR: a language model teaches itself to reason.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    S = argparse.SUPPRESS
+    run = sub.add_parser("run", help="run STaR iterations (sample, rationalize, fine-tune, evaluate)",
+                         argument_default=S)
+    run.add_argument("--config", help="YAML file with any of the run keys; flags override it")
+    run.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its first unfinished step")
+    run.add_argument("--task", help="task name (see `star-kit plugins`); default arithmetic")
+    run.add_argument("--model", help="model alias, local folder, .gguf file or hub id; default smollm2-135m")
+    run.add_argument("--sampler", help="sampler (model backend) name; default hf")
+    run.add_argument("--trainer", help="trainer name; default trl-sft")
+    run.add_argument("--out", help="run directory; default runs/star")
+    run.add_argument("--iterations", type=int, help="maximum STaR iterations; default 3")
+    run.add_argument("--patience", type=int, help="stop after this many iterations without improvement; default 2")
+    run.add_argument("--train-size", type=_optional_int, help="training questions per iteration ('all' for all)")
+    run.add_argument("--eval-size", type=_optional_int, help="held-out evaluation questions ('all' for all)")
+    run.add_argument("--no-rationalize", dest="rationalize", action="store_false",
+                     help="do not rationalize failures (STaR without rationalization)")
+    run.add_argument("--no-baseline", dest="baseline", action="store_false",
+                     help="skip evaluating the base model as iteration 0")
+    run.add_argument("--seed", type=int, help="random seed (data, sampling, training); default 0")
+    run.add_argument("--temperature", type=float, help="sampling temperature for rationales; 0 = greedy")
+    run.add_argument("--top-p", type=float, help="nucleus sampling for rationales; default 1.0")
+    run.add_argument("--base-steps", type=int, help="training steps of iteration 1; default 40")
+    run.add_argument("--step-growth", type=float, help="steps grow by this factor per iteration; default 1.2")
+    run.add_argument("--step-schedule", choices=["exponential", "linear"], help="steps schedule")
+    run.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
+    run.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", metavar="KEY=VALUE",
+                     help="task option, e.g. digits=1-3 (repeatable)")
+    run.add_argument("--sampler-opt", dest="sampler_options", type=_key_value, action="append",
+                     metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
+    run.add_argument("--trainer-opt", dest="trainer_options", type=_key_value, action="append",
+                     metavar="KEY=VALUE", help="trainer option, e.g. learning_rate=2e-5 (repeatable)")
+    run.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE[:OBJECT]",
+                     help="load a plugin without installing it (repeatable)")
+    run.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+    plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers and trainers")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]")
+    return parser
+
+
+def merged_config(args: argparse.Namespace) -> RunConfig:
+    """Defaults < --resume DIR's config.yaml < --config FILE < flags."""
+    data: dict[str, Any] = {}
+    if getattr(args, "resume", None):
+        path = os.path.join(args.resume, "config.yaml")
+        if not os.path.exists(path):
+            raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
+        data.update(load_config_file(path))
+    if getattr(args, "config", None):
+        file_data = load_config_file(args.config)
+        RunConfig.from_dict(file_data, source=args.config)  # validates the keys
+        data.update(file_data)
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("command", "config", "print_config", "resume", "progress")}
+    for key in ("task_options", "sampler_options", "trainer_options"):
+        if key in flags:
+            flags[key] = {**data.get(key, {}), **dict(flags[key])}
+    data.update(flags)
+    if getattr(args, "resume", None):
+        data["out"] = args.resume
+    return RunConfig.from_dict(data)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = merged_config(args)
+    if getattr(args, "print_config", False):
+        console.print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", markup=False, highlight=False)
+        return 0
+    config.validate()
+    _quiet_libraries()
+    from .loop import StarRun
+    from .progress import Phases
+    from .registry import load_registry
+
+    registry = load_registry(config.plugins)
+    for problem in registry.problems:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    with Phases(err_console, enabled=getattr(args, "progress", True)) as phases:
+        star = StarRun(config, registry, phases, log=lambda m: phases.progress.console.print(m, highlight=False))
+        history = star.run(resume=bool(getattr(args, "resume", None)))
+    console.print(results_table(history))
+    console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)
+    return 0
+
+
+def results_table(history) -> Table:
+    table = Table(title="STaR iterations")
+    for col in ("iter", "accuracy", "±", "kept", "no answer", "rationalized", "train", "steps",
+                "sample s", "rationalize s", "train s", "eval s"):
+        table.add_column(col, justify="right")
+    for r in sorted(history, key=lambda r: r.iteration):
+        s = r.seconds
+        table.add_row(
+            str(r.iteration),
+            "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",
+            "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
+            f"{r.kept}/{r.sampled}" if r.iteration else "few-shot",
+            str(r.no_answer) if r.iteration else "",
+            f"{r.rationalized}/{r.rationalization_attempts}" if r.iteration else "",
+            str(r.train_examples) if r.iteration else "",
+            str(r.steps) if r.iteration else "",
+            *(f"{s[k]:.0f}" if k in s else "" for k in ("sample", "rationalize", "train", "evaluate")),
+        )
+    return table
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .registry import load_registry
+
+    registry = load_registry(args.plugins)
+    if args.json:
+        print(json.dumps({**registry.as_json(), "problems": registry.problems}, indent=2))
+        return 0
+    table = Table(title="star-kit plugins")
+    for col in ("kind", "name", "plugin", "distribution"):
+        table.add_column(col)
+    for kind, entries in registry.as_json().items():
+        for e in entries:
+            table.add_row(kind[:-1], e["name"], e["plugin"], e["distribution"])
+    console.print(table)
+    for problem in registry.problems:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StarKitError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        where = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
+        err_console.print(f"interrupted; continue with `star-kit run --resume {where}`", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

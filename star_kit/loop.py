@@ -1,0 +1,275 @@
+"""The STaR loop (Zelikman et al. 2022, Algorithm 1), one function per step.
+
+    for n in 1..N:
+        1. sample      rationales from M(n-1) with the few-shot prompt, for every training question
+        2. filter      keep those whose extracted answer is correct
+        3. rationalize each failure: prompt again with the gold answer as a hint; keep it if it now reaches the
+                       answer, and train on it WITHOUT the hint
+        4. fine-tune   the base model M0 (not M(n-1)) on everything kept, for 40·1.2^(n-1) steps
+        5. evaluate    M(n) with lm-eval on the held-out split
+        6. repeat      until n = N or accuracy has not improved for `patience` iterations
+
+Every step writes its artifact atomically into the run directory; a resumed run skips finished steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import RunConfig, steps_for
+from .errors import StarKitError
+from .evaluation import evaluate
+from .models import resolve_model
+from .progress import Phases
+from .protocols import Sampler, Task
+from .records import Example, GenerationParams, IterationResult, Sample, TrainExample
+from .registry import Registry
+from .store import RunStore, read_json, read_jsonl, write_jsonl, write_yaml
+
+Log = Callable[[str], None]
+
+
+# -- the steps -----------------------------------------------------------------------------------------------
+def sample_rationales(
+    task: Task,
+    sampler: Sampler,
+    extract: Callable[[str], str | None],
+    examples: Sequence[Example],
+    params: GenerationParams,
+    hint: bool,
+    advance=None,
+) -> list[Sample]:
+    """Steps 1 and 3: prompt the model (with or without the hint) and grade every completion."""
+    prompts = [task.prompt(e, hint=hint) for e in examples]
+    completions = sampler.generate(prompts, params, advance) if prompts else []
+    samples = []
+    for example, outs in zip(examples, completions):
+        for completion in outs:
+            predicted = extract(completion)
+            samples.append(Sample(
+                example_id=example.id,
+                question=example.question,
+                completion=completion,
+                predicted=predicted,
+                gold=example.answer,
+                correct=task.is_correct(predicted, example.answer),
+                hinted=hint,
+            ))
+    return samples
+
+
+def build_training_set(
+    task: Task, examples: Sequence[Example], kept: Sequence[Sample], rationalized: Sequence[Sample]
+) -> tuple[list[TrainExample], int]:
+    """The SFT set: the hint-free prompt + the kept rationale and the gold answer.
+
+    Rationalized rationales are trained *as if the model found them itself*: the prompt is built without the
+    hint, and a rationale that quotes the hint is dropped (returned count). Identical pairs are deduplicated.
+    """
+    by_id = {e.id: e for e in examples}
+    seen, out, dropped = set(), [], 0
+    for source, samples in (("sampled", kept), ("rationalized", rationalized)):
+        for s in samples:
+            example = by_id[s.example_id]
+            rationale = task.rationale_of(s.completion)
+            if task.hint(example) in rationale or task.hint(example) in s.completion:
+                dropped += 1
+                continue
+            pair = TrainExample(example.id, task.prompt(example, hint=False), task.target(rationale, example.answer),
+                                source)
+            key = (pair.prompt, pair.completion)
+            if key not in seen:
+                seen.add(key)
+                out.append(pair)
+    return out, dropped
+
+
+def should_stop(history: Sequence[IterationResult], patience: int) -> bool:
+    """True when none of the last ``patience`` accuracies beat the best one before them."""
+    accs = [r.accuracy for r in history if r.accuracy is not None]
+    if patience <= 0 or len(accs) <= patience:
+        return False
+    return max(accs[-patience:]) <= max(accs[:-patience])
+
+
+# -- the run -------------------------------------------------------------------------------------------------
+@dataclass
+class StarRun:
+    """Everything a run needs, built from a config and a plugin registry."""
+
+    config: RunConfig
+    registry: Registry
+    phases: Phases
+    log: Log = print
+    store: RunStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = RunStore(Path(self.config.out))
+
+    # Bookkeeping -------------------------------------------------------------------------------------------
+    def prepare(self, resume: bool) -> None:
+        """Write ``config.yaml``, or on resume check that it matches (mismatch names the key)."""
+        config, store = self.config, self.store
+        if store.config_path.exists():
+            if not resume:
+                raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
+            from .config import load_config_file
+
+            saved = load_config_file(store.config_path)
+            for key, value in config.to_dict().items():
+                if key in RunConfig.RESUMABLE:
+                    continue
+                if saved.get(key) != value:
+                    raise StarKitError(
+                        f"--resume {store.root}: config key {key!r} differs ({saved.get(key)!r} in config.yaml, "
+                        f"{value!r} now)", 2)
+        elif resume:
+            raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
+        store.root.mkdir(parents=True, exist_ok=True)
+        write_yaml(store.config_path, config.to_dict())
+
+    def run(self, resume: bool = False) -> list[IterationResult]:
+        config, registry = self.config, self.registry
+        config.validate()
+        task: Task = registry.create("tasks", config.task, data_dir=config.data_dir, **config.task_options)
+        self.task = task
+        self.extract = registry.extractor(task.extractor)
+        base_model = resolve_model(config.model)
+        self.prepare(resume)
+        train_set = task.examples("train", config.train_size, config.seed)
+        eval_set = task.examples("eval", config.eval_size, config.seed)
+        if not train_set or not eval_set:
+            raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
+        self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
+                 f"model {config.model} -> {base_model}")
+        history = [IterationResult(**row) for row in self.store.metrics()]
+        done = {r.iteration for r in history}
+        current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
+        sampler: Sampler = registry.create("samplers", config.sampler, current, **config.sampler_options)
+        trainer = registry.create("trainers", config.trainer, **config.trainer_options)
+        try:
+            if config.baseline and 0 not in done:
+                history.append(self.baseline(sampler, eval_set))
+            for n in range(1, config.iterations + 1):
+                if n in done:
+                    continue
+                if should_stop(history, config.patience):
+                    self.log(f"stopping: accuracy has not improved for {config.patience} iterations")
+                    break
+                if sampler.model != current:
+                    sampler.load(current)
+                result = self.iteration(n, sampler, trainer, base_model, train_set, eval_set)
+                history.append(result)
+                current = result.checkpoint or base_model
+        finally:
+            sampler.close()
+        return history
+
+    def baseline(self, sampler: Sampler, eval_set: Sequence[Example]) -> IterationResult:
+        """Iteration 0: the few-shot accuracy of the base model."""
+        out_dir = self.store.iter_dir(0)
+        t0 = time.perf_counter()
+        with self.phases.phase("iter 0 · evaluate", len(eval_set), "q") as advance:
+            ev = evaluate(self.task, sampler, eval_set, out_dir, self.registry, advance)
+        result = IterationResult(iteration=0, accuracy=ev.accuracy, accuracy_stderr=ev.stderr, eval_examples=ev.n,
+                                 seconds={"evaluate": round(time.perf_counter() - t0, 2)})
+        self.record(result)
+        return result
+
+    def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
+        config, store, task = self.config, self.store, self.task
+        self.registry.emit("star_kit_iteration_start", iteration=n, config=config, run_dir=store.root)
+        seconds: dict[str, float] = {}
+        params = GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
+                                  top_p=config.top_p, n=1, stop=task.stop, seed=config.seed * 1000 + n)
+
+        # 1. Sample rationales with the few-shot prompt; 2. keep those that reach the gold answer.
+        samples = self.cached_samples(n, "samples.jsonl", "sample", seconds, lambda advance: sample_rationales(
+            task, sampler, self.extract, train_set, params, hint=False, advance=advance), len(train_set))
+        kept = [s for s in samples if s.correct]
+        solved = {s.example_id for s in kept}
+        failures = [e for e in train_set if e.id not in solved]
+
+        # 3. Rationalize the failures: the gold answer as a hint.
+        rationalized: list[Sample] = []
+        if config.rationalize:
+            rationalized = self.cached_samples(n, "rationalized.jsonl", "rationalize", seconds,
+                lambda advance: sample_rationales(task, sampler, self.extract, failures, params, hint=True,
+                                                  advance=advance), len(failures))
+        rescued = [s for s in rationalized if s.correct]
+
+        # Build the hint-free SFT set.
+        train, dropped = build_training_set(task, train_set, kept, rescued)
+        if dropped:
+            self.log(f"iteration {n}: dropped {dropped} rationales that quote the hint")
+        if not store.has(n, "train.jsonl"):
+            write_jsonl(store.artifact(n, "train.jsonl"), (t.to_dict() for t in train))
+
+        # 4. Fine-tune the BASE model on everything kept.
+        steps = steps_for(n, config) if train else 0
+        checkpoint = None
+        if train and store.has(n, "checkpoint"):
+            checkpoint = str(store.artifact(n, "checkpoint"))
+        elif train:
+            t0 = time.perf_counter()
+            tmp = store.artifact(n, "checkpoint.partial")
+            with self.phases.phase(f"iter {n} · train", steps, "step") as advance:
+                trainer.train(base_model, train, steps, tmp, seed=config.seed, advance=advance)
+            checkpoint = str(store.publish_dir(tmp, n, "checkpoint"))
+            seconds["train"] = round(time.perf_counter() - t0, 2)
+        else:
+            self.log(f"iteration {n}: nothing to train on; M({n}) is the base model")
+
+        # 5. Evaluate M(n) with lm-eval on the held-out split.
+        model = checkpoint or base_model
+        if sampler.model != model:
+            sampler.load(model)
+        if store.has(n, "eval.json"):
+            ev = read_json(store.artifact(n, "eval.json"))
+            accuracy, stderr, n_eval = ev["accuracy"], ev["stderr"], ev["n"]
+        else:
+            t0 = time.perf_counter()
+            with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance:
+                ev = evaluate(task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
+            accuracy, stderr, n_eval = ev.accuracy, ev.stderr, ev.n
+            seconds["evaluate"] = round(time.perf_counter() - t0, 2)
+
+        # 6. Record.
+        result = IterationResult(
+            iteration=n, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
+            sampled=len(samples), kept=len(kept), no_answer=sum(1 for s in samples if s.predicted is None),
+            rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
+            train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=seconds,
+        )
+        self.record(result)
+        return result
+
+    def cached_samples(self, n, name, phase, seconds, compute, total) -> list[Sample]:
+        path = self.store.artifact(n, name)
+        if path.exists():
+            return [Sample(**row) for row in read_jsonl(path)]
+        t0 = time.perf_counter()
+        with self.phases.phase(f"iter {n} · {phase}", total, "q") as advance:
+            samples = compute(advance)
+        write_jsonl(path, (s.to_dict() for s in samples))
+        seconds[phase] = round(time.perf_counter() - t0, 2)
+        return samples
+
+    def record(self, result: IterationResult) -> None:
+        self.store.record(result.to_dict())
+        self.registry.emit("star_kit_iteration_end", iteration=result.iteration, result=result,
+                           config=self.config, run_dir=self.store.root)
+        self.log(describe(result))
+
+
+def describe(r: IterationResult) -> str:
+    acc = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%"
+    if r.iteration == 0:
+        return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}"
+    secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
+    return (f"iteration {r.iteration}: accuracy {acc} on {r.eval_examples} | kept {r.kept}/{r.sampled}, "
+            f"no answer {r.no_answer}, rationalized {r.rationalized}/{r.rationalization_attempts}, "
+            f"train {r.train_examples} for {r.steps} steps | {secs}")

@@ -1,0 +1,100 @@
+"""Typed records that flow through the STaR loop (all JSON-serialisable)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    """One problem without a rationale.
+
+    ``id`` is stable across runs (it keys samples, resume and the report); ``question`` is the text the task
+    puts into its prompt; ``answer`` is the gold answer in the extractor's canonical form; ``fields`` holds
+    task-specific data (e.g. multiple-choice options).
+    """
+
+    id: str
+    question: str
+    answer: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """A few-shot exemplar: a question with a hand-written rationale and its answer."""
+
+    question: str
+    rationale: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How a sampler should generate. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass
+class Sample:
+    """One completion for one example, with what was extracted from it.
+
+    ``predicted`` is None when the extractor found no answer ("no answer" is counted, never raised).
+    ``hinted`` is True for rationalization samples (the prompt carried the gold answer as a hint).
+    """
+
+    example_id: str
+    question: str
+    completion: str
+    predicted: str | None
+    gold: str
+    correct: bool
+    hinted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainExample:
+    """One supervised fine-tuning pair. ``prompt`` never contains a rationalization hint."""
+
+    example_id: str
+    prompt: str
+    completion: str
+    source: str  # "sampled" or "rationalized"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class IterationResult:
+    """What one STaR iteration produced; one line of ``metrics.jsonl``."""
+
+    iteration: int
+    accuracy: float | None
+    accuracy_stderr: float | None = None
+    eval_examples: int = 0
+    sampled: int = 0
+    kept: int = 0
+    no_answer: int = 0
+    rationalization_attempts: int = 0
+    rationalized: int = 0
+    train_examples: int = 0
+    steps: int = 0
+    checkpoint: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

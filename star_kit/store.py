@@ -1,0 +1,120 @@
+"""The run directory: atomic writes, torn-line-tolerant JSONL, and what is already done (for resume).
+
+Layout::
+
+    RUN/config.yaml
+    RUN/iter_NN/{samples.jsonl, rationalized.jsonl, train.jsonl, checkpoint/, eval.json, eval_samples.jsonl}
+    RUN/metrics.jsonl
+
+A step is done when its artifact exists: every artifact is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import StarKitError
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StarKitError(f"could not write {path}: {exc.strerror or exc}") from exc
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+    _atomic_write_bytes(Path(path), text.encode())
+
+
+def write_yaml(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(Path(path), yaml.safe_dump(obj, sort_keys=False).encode())
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (from a kill mid-append) is dropped."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # torn tail
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+class RunStore:
+    """Paths and state of one run directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def iter_dir(self, iteration: int) -> Path:
+        return self.root / f"iter_{iteration:02d}"
+
+    def artifact(self, iteration: int, name: str) -> Path:
+        return self.iter_dir(iteration) / name
+
+    def has(self, iteration: int, name: str) -> bool:
+        path = self.artifact(iteration, name)
+        if name == "checkpoint":
+            return (path / "config.json").is_file()
+        return path.exists()
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Add (or replace) one iteration's metrics line; rewrites the file atomically."""
+        rows = [r for r in self.metrics() if r.get("iteration") != row["iteration"]]
+        rows.append(row)
+        rows.sort(key=lambda r: r["iteration"])
+        write_jsonl(self.metrics_path, rows)
+
+    def publish_dir(self, tmp: Path, iteration: int, name: str) -> Path:
+        """Move a finished folder (e.g. a checkpoint) into place atomically."""
+        final = self.artifact(iteration, name)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final

@@ -1,0 +1,119 @@
+"""A base class for few-shot question/answer tasks (optional: any object satisfying ``protocols.Task`` works).
+
+Prompt format (rationale, then a fixed answer phrase)::
+
+    Q: <question>
+    A: <rationale> The answer is <answer>.
+
+For rationalization the hint follows the question, in the exemplars too, so the model sees the format::
+
+    Q: <question> (Hint: the answer is <answer>.)
+
+The task's lm-eval YAML (under ``tasks/``) is the single source of its generation settings: the stop strings
+(``generation_kwargs.until``), ``max_gen_toks`` and the extractor named in its ``star_kit_extract`` filter.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import DataError
+from .records import Example, Exemplar
+
+
+def load_lm_eval_yaml(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def load_exemplars(path: Path) -> list[Exemplar]:
+    """Few-shot exemplars from a JSONL file of {question, rationale, answer}; errors name file and line."""
+    exemplars = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                exemplars.append(Exemplar(str(row["question"]), str(row["rationale"]), str(row["answer"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}:{lineno}: bad exemplar ({type(exc).__name__}: {exc})") from exc
+    return exemplars
+
+
+class FewShotTask:
+    """Shared prompt/target/hint logic; subclasses provide ``name``, data and the YAML/exemplar files."""
+
+    name: str = ""
+    answer_phrase = "The answer is"
+    lm_eval_yaml: Path
+    fewshot_file: Path
+
+    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
+        self.data_dir = data_dir
+        self.options = options
+        self.lm_eval_config = load_lm_eval_yaml(self.lm_eval_yaml)
+        gen = self.lm_eval_config.get("generation_kwargs", {})
+        self.stop: tuple[str, ...] = tuple(gen.get("until", ("\n\n",)))
+        self.max_new_tokens: int = int(gen.get("max_gen_toks", 128))
+        self.extractor: str = self._extractor_from_yaml()
+        self._fewshot = load_exemplars(self.fewshot_file)
+
+    def _extractor_from_yaml(self) -> str:
+        for flt in self.lm_eval_config.get("filter_list", []):
+            for step in flt.get("filter", []):
+                if step.get("function") == "star_kit_extract":
+                    return step["extractor"]
+        raise DataError(f"{self.lm_eval_yaml}: no star_kit_extract filter naming the task's extractor")
+
+    # -- data --------------------------------------------------------------------------------------------
+    def examples(self, split: str, n: int | None, seed: int) -> list[Example]:
+        rows = self.load_split(split, seed)
+        rows = list(rows)
+        random.Random(f"{self.name}:{split}:{seed}").shuffle(rows)
+        return rows if n is None else rows[:n]
+
+    def load_split(self, split: str, seed: int) -> list[Example]:
+        raise NotImplementedError
+
+    # -- prompts -----------------------------------------------------------------------------------------
+    def fewshot(self) -> list[Exemplar]:
+        return list(self._fewshot)
+
+    def format_question(self, question: str, fields: dict[str, Any]) -> str:
+        return question
+
+    def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
+        return f"(Hint: the answer is {answer}.)"
+
+    def hint(self, example: Example) -> str:
+        return self.hint_text(example.answer, example.fields)
+
+    def _block(self, question: str, hint: str | None) -> str:
+        return f"Q: {question}" + (f" {hint}" if hint else "") + "\nA:"
+
+    def prompt(self, example: Example, hint: bool = False) -> str:
+        parts = []
+        for ex in self._fewshot:
+            ex_hint = self.hint_text(ex.answer, {}) if hint else None
+            parts.append(self._block(ex.question, ex_hint) + self.target(ex.rationale, ex.answer))
+        question = self.format_question(example.question, example.fields)
+        parts.append(self._block(question, self.hint(example) if hint else None))
+        return "".join(parts)
+
+    def rationale_of(self, completion: str) -> str:
+        cut = completion.rfind(self.answer_phrase)
+        return (completion[:cut] if cut >= 0 else completion).strip()
+
+    def target(self, rationale: str, answer: str) -> str:
+        rationale = rationale.strip()
+        body = f"{rationale} {self.answer_phrase} {answer}." if rationale else f"{self.answer_phrase} {answer}."
+        return " " + body + self.stop[0]
+
+    def is_correct(self, predicted: str | None, gold: str) -> bool:
+        return predicted is not None and predicted == gold
