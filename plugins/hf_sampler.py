@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import gc
+import sys
 from typing import Sequence
 
 import star_kit
@@ -24,9 +26,12 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 class HFSampler:
     """Options: ``dtype`` (auto | bfloat16 | float16 | float32; auto = bf16 where supported, on CPU too),
-    ``device`` (auto | cpu | cuda[:N]), ``batch_size`` (prompts per generate call, default 32)."""
+    ``device`` (auto | cpu | cuda[:N]), ``batch_size`` (sequences per generate call, default 32),
+    ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true)."""
 
-    def __init__(self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int = 32, prefix_cache: bool = True
+    ) -> None:
         import torch
 
         self.torch = torch
@@ -42,6 +47,7 @@ class HFSampler:
             raise StarKitError(f"sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got {dtype!r}", 2)
         self.dtype = getattr(torch, dtype)
         self.batch_size = int(batch_size)
+        self.prefix_cache = bool(prefix_cache)
         self.model = ""
         self._model = None
         self.tokenizer = None
@@ -73,12 +79,21 @@ class HFSampler:
     def generate(
         self, prompts: Sequence[str], params: GenerationParams, advance: Advance | None = None
     ) -> list[list[str]]:
+        """Greedy or sampled completions. The prompts' shared token prefix (the few-shot exemplars, ~95% of
+        every prompt) is run through the model once and its KV cache reused by every batch; each batch holds
+        ``[prefix | left-padded suffix]`` and stops each sequence at the first stop string."""
         from transformers import GenerationConfig
 
         torch = self.torch
         tok = self.tokenizer
-        lengths = [len(ids) for ids in tok(list(prompts), add_special_tokens=False)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # long first: OOM shows up at once
+        if not prompts:
+            return []
+        # n completions per prompt: repeat the prompt (one code path for greedy and sampling).
+        flat = [p for p in prompts for _ in range(params.n)]
+        ids = tok(flat, add_special_tokens=False)["input_ids"]
+        prefix_len = shared_prefix_length(ids) if self.prefix_cache else 0
+        prefix_cache = self._prefix_cache(ids[0][:prefix_len]) if prefix_len else None
+        order = sorted(range(len(flat)), key=lambda i: -len(ids[i]))  # long first: OOM shows up at once
         sample = params.temperature > 0
         gen_cfg = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
@@ -86,45 +101,80 @@ class HFSampler:
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None,
             top_k=None,
-            num_return_sequences=params.n,
             pad_token_id=tok.pad_token_id,
             eos_token_id=self._model.generation_config.eos_token_id,
             stop_strings=[s for s in params.stop if s] or None,
         )
-        results: list[list[str]] = [[] for _ in prompts]
+        texts: list[str] = [""] * len(flat)
         start, batch_index, batch_size = 0, 0, self.batch_size
         while start < len(order):
             idx = order[start : start + batch_size]
             try:
-                texts = self._generate_batch([prompts[i] for i in idx], gen_cfg, params.seed + batch_index)
+                out = self._generate_batch([ids[i] for i in idx], prefix_len, prefix_cache, gen_cfg,
+                                           params.seed + batch_index)
             except torch.OutOfMemoryError:
                 if batch_size == 1:
                     raise StarKitError("sampler 'hf': out of memory at batch size 1") from None
                 batch_size = max(1, batch_size // 2)
                 if not self._warned_oom:
-                    print(f"sampler 'hf': out of memory; batch size halved to {batch_size}")
+                    print(f"sampler 'hf': out of memory; batch size halved to {batch_size}", file=sys.stderr)
                     self._warned_oom = True
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
             for j, i in enumerate(idx):
-                results[i] = [cut_at_stop(t, params.stop) for t in texts[j * params.n : (j + 1) * params.n]]
+                texts[i] = cut_at_stop(out[j], params.stop)
             start += len(idx)
             batch_index += 1
             if advance is not None:
-                advance(len(idx))
-        return results
+                advance(len(idx) // params.n if params.n > 1 else len(idx))
+        return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
 
-    def _generate_batch(self, prompts: list[str], gen_cfg, seed: int) -> list[str]:
+    def _prefix_cache(self, prefix: list[int]):
         torch = self.torch
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            out = self._model(torch.tensor([prefix], device=self.device), use_cache=True)
+        return out.past_key_values
+
+    def _generate_batch(self, rows: list[list[int]], prefix_len: int, prefix_cache, gen_cfg, seed: int) -> list[str]:
+        torch = self.torch
+        width = max(len(r) for r in rows) - prefix_len
+        input_ids = torch.full((len(rows), prefix_len + width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for r, row in enumerate(rows):
+            suffix = row[prefix_len:]
+            input_ids[r, :prefix_len] = torch.tensor(row[:prefix_len])
+            input_ids[r, prefix_len + width - len(suffix) :] = torch.tensor(suffix)
+            attention[r, :prefix_len] = 1
+            attention[r, prefix_len + width - len(suffix) :] = 1
+        kwargs = {}
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+            kwargs["past_key_values"] = cache
         if gen_cfg.do_sample:
             torch.manual_seed(seed)
         with torch.inference_mode():
-            out = self._model.generate(**enc, generation_config=gen_cfg, tokenizer=self.tokenizer)
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            out = self._model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                generation_config=gen_cfg,
+                tokenizer=self.tokenizer,
+                **kwargs,
+            )
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+
+
+def shared_prefix_length(ids: Sequence[Sequence[int]], minimum: int = 16) -> int:
+    """Length of the longest token prefix shared by every row, leaving each row at least one token of its
+    own; 0 when shorter than ``minimum`` (not worth a cache)."""
+    first = ids[0]
+    limit = min(len(r) for r in ids) - 1
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in ids):
+        n += 1
+    return n if n >= minimum else 0
 
 
 @star_kit.hookimpl

@@ -3,6 +3,7 @@ completion only."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,7 +57,7 @@ class TRLSFTTrainer:
     ) -> Path:
         import torch
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+        from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
         from trl import SFTConfig, SFTTrainer
 
         if not examples:
@@ -113,8 +114,9 @@ class TRLSFTTrainer:
             peft_config=peft_config,
             callbacks=[_Progress()],
         )
+        trainer.remove_callback(PrinterCallback)  # star-kit shows progress; the log is saved below
         trainer.train()
-        self.last_log = [h for h in trainer.state.log_history if "loss" in h]
+        log = [h for h in trainer.state.log_history if "loss" in h]
         final = trainer.model
         if self.lora:
             final = final.merge_and_unload()
@@ -122,6 +124,7 @@ class TRLSFTTrainer:
         output_dir.mkdir(parents=True, exist_ok=True)
         final.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
+        (output_dir / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
         shutil.rmtree(work, ignore_errors=True)
         return output_dir
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from .config import RunConfig, load_config_file
 from .errors import StarKitError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -24,6 +24,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # library bars; star-kit shows its own rich progress
     warnings.filterwarnings("ignore")
     try:
         import transformers
@@ -81,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--base-steps", type=int, help="training steps of iteration 1; default 40")
     run.add_argument("--step-growth", type=float, help="steps grow by this factor per iteration; default 1.2")
     run.add_argument("--step-schedule", choices=["exponential", "linear"], help="steps schedule")
+    run.add_argument("--train-fewshot", action="store_true",
+                     help="fine-tune on the full few-shot prompt (default: the question alone, ~10x fewer tokens)")
     run.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     run.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", metavar="KEY=VALUE",
                      help="task option, e.g. digits=1-3 (repeatable)")
@@ -145,8 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def results_table(history) -> Table:
     table = Table(title="STaR iterations")
-    for col in ("iter", "accuracy", "±", "kept", "no answer", "rationalized", "train", "steps",
-                "sample s", "rationalize s", "train s", "eval s"):
+    for col in ("iter", "accuracy", "±", "kept", "no answer", "rationalized", "train ex", "steps",
+                "sample s", "ration. s", "train s", "eval s"):
         table.add_column(col, justify="right")
     for r in sorted(history, key=lambda r: r.iteration):
         s = r.seconds

@@ -33,6 +33,7 @@ class RunConfig:
     base_steps: int = 40
     step_growth: float = 1.2
     step_schedule: str = "exponential"  # exponential: base·growth^(n-1); linear: base + 20·(n-1)
+    train_fewshot: bool = False  # fine-tune on the few-shot prompt too (10x the tokens), not just the question
     data_dir: str | None = None
     task_options: dict[str, Any] = field(default_factory=dict)
     sampler_options: dict[str, Any] = field(default_factory=dict)

@@ -62,9 +62,14 @@ def sample_rationales(
 
 
 def build_training_set(
-    task: Task, examples: Sequence[Example], kept: Sequence[Sample], rationalized: Sequence[Sample]
+    task: Task,
+    examples: Sequence[Example],
+    kept: Sequence[Sample],
+    rationalized: Sequence[Sample],
+    fewshot: bool = False,
 ) -> tuple[list[TrainExample], int]:
-    """The SFT set: the hint-free prompt + the kept rationale and the gold answer.
+    """The SFT set: the hint-free prompt (the question alone unless ``fewshot``) + the kept rationale and the
+    gold answer.
 
     Rationalized rationales are trained *as if the model found them itself*: the prompt is built without the
     hint, and a rationale that quotes the hint is dropped (returned count). Identical pairs are deduplicated.
@@ -78,8 +83,8 @@ def build_training_set(
             if task.hint(example) in rationale or task.hint(example) in s.completion:
                 dropped += 1
                 continue
-            pair = TrainExample(example.id, task.prompt(example, hint=False), task.target(rationale, example.answer),
-                                source)
+            pair = TrainExample(example.id, task.prompt(example, hint=False, fewshot=fewshot),
+                                task.target(rationale, example.answer), source)
             key = (pair.prompt, pair.completion)
             if key not in seen:
                 seen.add(key)
@@ -202,7 +207,7 @@ class StarRun:
         rescued = [s for s in rationalized if s.correct]
 
         # Build the hint-free SFT set.
-        train, dropped = build_training_set(task, train_set, kept, rescued)
+        train, dropped = build_training_set(task, train_set, kept, rescued, fewshot=config.train_fewshot)
         if dropped:
             self.log(f"iteration {n}: dropped {dropped} rationales that quote the hint")
         if not store.has(n, "train.jsonl"):

@@ -33,8 +33,9 @@ class Task(Protocol):
     def hint(self, example: Example) -> str:
         """The rationalization hint for ``example`` (it reveals the gold answer)."""
 
-    def prompt(self, example: Example, hint: bool = False) -> str:
-        """The few-shot prompt for ``example``; with ``hint=True`` it carries :meth:`hint` (rationalization)."""
+    def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
+        """The prompt for ``example``: with ``hint=True`` it carries :meth:`hint` (rationalization); with
+        ``fewshot=False`` it is the question alone, without the exemplars (the fine-tuning format)."""
 
     def rationale_of(self, completion: str) -> str:
         """The rationale part of a completion (the text before the final answer phrase)."""

@@ -97,9 +97,9 @@ class FewShotTask:
     def _block(self, question: str, hint: str | None) -> str:
         return f"Q: {question}" + (f" {hint}" if hint else "") + "\nA:"
 
-    def prompt(self, example: Example, hint: bool = False) -> str:
+    def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
         parts = []
-        for ex in self._fewshot:
+        for ex in self._fewshot if fewshot else ():
             ex_hint = self.hint_text(ex.answer, {}) if hint else None
             parts.append(self._block(ex.question, ex_hint) + self.target(ex.rationale, ex.answer))
         question = self.format_question(example.question, example.fields)
@@ -112,6 +112,8 @@ class FewShotTask:
 
     def target(self, rationale: str, answer: str) -> str:
         rationale = rationale.strip()
+        if rationale and rationale[-1] not in ".!?":
+            rationale += "."
         body = f"{rationale} {self.answer_phrase} {answer}." if rationale else f"{self.answer_phrase} {answer}."
         return " " + body + self.stop[0]
 
