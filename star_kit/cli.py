@@ -17,7 +17,7 @@ from .config import RunConfig, load_config_file
 from .errors import StarKitError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def _quiet_libraries() -> None:

@@ -139,6 +139,8 @@ class StarRun:
     def run(self, resume: bool = False) -> list[IterationResult]:
         config, registry = self.config, self.registry
         config.validate()
+        registry.get("samplers", config.sampler)  # unknown names fail before any work is done
+        registry.get("trainers", config.trainer)
         task: Task = registry.create("tasks", config.task, data_dir=config.data_dir, **config.task_options)
         self.task = task
         self.extract = registry.extractor(task.extractor)

@@ -69,7 +69,7 @@ class Registry:
         """Call every plugin's ``register_*`` hooks, one plugin at a time, so errors name the plugin."""
         for kind, hook_name in KINDS.items():
             hook = getattr(self.pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order
                 plugin = impl.plugin_name
                 dist = self._dist.get(plugin, "?")
 
@@ -137,7 +137,7 @@ class Registry:
 
     def emit(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin; an exception names the plugin that raised it."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
             except Exception as exc:

@@ -1,0 +1,180 @@
+"""Loading task data: local JSONL files under a data folder, or the Hugging Face hub.
+
+A data folder (``--data-dir ROOT`` or ``$STAR_KIT_DATA_DIR``) is laid out like::
+
+    ROOT/gsm8k/{train,test}.jsonl
+    ROOT/commonsenseqa/{train,dev}_rand_split.jsonl
+
+Without one, tasks load their hub dataset through ``datasets.load_dataset``; offline, that fails with one line
+saying to pass ``--data-dir`` or set ``$STAR_KIT_DATA_DIR``. Every error about a bad row names where it is
+(``file:line`` for local files, ``dataset[split] row i`` for the hub) so a user can open it and look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from .errors import DataError, StarKitError
+
+ENV_VAR = "STAR_KIT_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One raw record and where it came from (``where`` prefixes every error about it)."""
+
+    where: str
+    index: int  # 0-based position in its file or split (stable: used for ids when the data has none)
+    data: dict[str, Any]
+
+    def field(self, dotted: str) -> Any:
+        """The value at ``a.b.c``; a missing key (or a non-object on the way) is a DataError naming the row."""
+        value: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise DataError(f"{self.where}: missing field {dotted!r}")
+            value = value[part]
+        return value
+
+    def text(self, dotted: str) -> str:
+        """A non-empty string field (whitespace stripped)."""
+        value = self.field(dotted)
+        if not isinstance(value, str):
+            raise DataError(f"{self.where}: field {dotted!r} should be a string, got {type(value).__name__}")
+        value = value.strip()
+        if not value:
+            raise DataError(f"{self.where}: empty {dotted!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """Where a split lives on the Hugging Face hub."""
+
+    path: str
+    name: str | None
+    split: str
+
+    def __str__(self) -> str:
+        return f"{self.path}" + (f" ({self.name})" if self.name else "") + f" [{self.split}]"
+
+
+def data_root(data_dir: str | os.PathLike | None) -> Path | None:
+    """The local data folder: ``data_dir``, else ``$STAR_KIT_DATA_DIR``, else None (use the hub)."""
+    chosen, source = (data_dir, "--data-dir") if data_dir else (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")
+    if not chosen:
+        return None
+    root = Path(chosen).expanduser()
+    if not root.is_dir():
+        raise StarKitError(f"{source} {chosen}: no such folder", 2)
+    return root
+
+
+def read_jsonl_rows(path: Path) -> list[Row]:
+    """Every non-blank line of a JSONL file as a :class:`Row`; bad JSON or a non-object names file:line."""
+    rows: list[Row] = []
+    try:
+        fh = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    with fh:
+        try:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(data, dict):
+                    raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
+                rows.append(Row(where, len(rows), data))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return rows
+
+
+def _hub_host() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return urlparse(endpoint).hostname or "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host name resolves (a quick probe: ``datasets`` itself retries for ~25 s offline)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.getaddrinfo(_hub_host(), 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_offline_mode() -> bool:
+    """True when the user asked the Hugging Face libraries to use only their local cache."""
+    truthy = {"1", "true", "yes", "on"}
+    return any(os.environ.get(v, "").strip().lower() in truthy
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def no_data_message(task: str, what: str) -> str:
+    return (f"task {task!r}: cannot load {what} from the Hugging Face hub (offline?); pass --data-dir ROOT or set "
+            f"${ENV_VAR} to a folder of local files")
+
+
+def load_hub_rows(task: str, source: HubSource) -> list[Row]:
+    """A hub split as :class:`Row` s; any failure is one StarKitError line (no traceback)."""
+    if not hub_offline_mode() and not hub_reachable():
+        raise StarKitError(no_data_message(task, str(source)))
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(source.path, source.name, split=source.split)
+    except Exception as exc:  # ConnectionError, DatasetNotFoundError, ... : all mean "not available here"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StarKitError(f"{no_data_message(task, str(source))} [{type(exc).__name__}: {reason}]") from None
+    return [Row(f"{source} row {i}", i, dict(record)) for i, record in enumerate(ds)]
+
+
+def load_rows(
+    task: str,
+    data_dir: str | os.PathLike | None,
+    local: str,
+    hub: HubSource,
+    adapt_hub: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> list[Row]:
+    """Rows of one split: ``ROOT/<local>`` when a data folder is given, else the hub split ``hub``.
+
+    ``adapt_hub`` reshapes a hub record into the local file's layout, so one parser handles both.
+    """
+    root = data_root(data_dir)
+    if root is not None:
+        path = root / local
+        if not path.is_file():
+            raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local})")
+        return read_jsonl_rows(path)
+    rows = load_hub_rows(task, hub)
+    if adapt_hub is None:
+        return rows
+    out = []
+    for row in rows:
+        try:
+            data = adapt_hub(row.data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"{row.where}: unexpected hub record layout ({type(exc).__name__}: {exc})") from None
+        out.append(Row(row.where, row.index, data))
+    return out

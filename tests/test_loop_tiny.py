@@ -1,0 +1,74 @@
+"""The whole loop on a tiny model built from a config: real transformers generate, real TRL, real lm-eval."""
+
+import json
+from pathlib import Path
+
+from star_kit.cli import main
+from star_kit.store import read_jsonl
+
+METRIC_KEYS = {"iteration", "accuracy", "kept", "rationalized", "train_examples", "steps", "seconds"}
+
+
+def _run(tiny_model, out, *extra):
+    return main(["run", "--model", tiny_model, "--out", str(out), "--train-size", "6", "--eval-size", "4",
+                 "--base-steps", "2", "--no-progress", "--sampler-opt", "batch_size=4",
+                 "--trainer-opt", "per_device_train_batch_size=2", *extra])
+
+
+def test_loop_garbage_output_is_counted_not_raised(tiny_model, tmp_path):
+    """A random model answers nothing: every sample is 'no answer', nothing to train on, the loop goes on."""
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "1", "--task-opt", "digits=1") == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1]
+    it1 = rows[1]
+    assert METRIC_KEYS <= set(it1)
+    assert it1["sampled"] == 6 and it1["no_answer"] == 6 and it1["kept"] == 0
+    assert it1["rationalization_attempts"] == 6 and it1["train_examples"] == 0 and it1["steps"] == 0
+    assert it1["accuracy"] == 0.0
+    samples = read_jsonl(out / "iter_01" / "samples.jsonl")
+    assert len(samples) == 6 and all(s["predicted"] is None and s["correct"] is False for s in samples)
+    assert len(read_jsonl(out / "iter_01" / "rationalized.jsonl")) == 6
+    assert (out / "config.yaml").exists() and (out / "iter_01" / "eval.json").exists()
+
+
+def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_plugin):
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--task", "lenient-arithmetic", "--iterations", "2", "--patience", "0") == 0
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert [r["steps"] for r in rows[1:]] == [2, 2]  # round(2·1.2) = 2
+    for n in (1, 2):
+        d = out / f"iter_{n:02d}"
+        assert rows[n]["train_examples"] > 0 and rows[n]["kept"] == rows[n]["train_examples"]
+        assert (d / "checkpoint" / "config.json").exists()
+        assert rows[n]["checkpoint"] == str(d / "checkpoint")
+        assert set(rows[n]["seconds"]) == {"sample", "rationalize", "train", "evaluate"}
+        assert rows[n]["rationalization_attempts"] == 0  # every sample was accepted
+        ev = json.loads((d / "eval.json").read_text())
+        assert ev["n"] == 4 and 0.0 <= ev["accuracy"] <= 1.0
+        assert "results" in ev["lm_eval"]
+        for t in read_jsonl(d / "train.jsonl"):
+            assert "Hint" not in t["prompt"] + t["completion"]
+    # A finished run resumes to the same place without redoing anything.
+    before = (out / "metrics.jsonl").read_text()
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    assert (out / "metrics.jsonl").read_text() == before
+    # Drop iteration 2's evaluation: resume re-evaluates only that (the checkpoint is not retrained).
+    ckpt_mtime = (out / "iter_02" / "checkpoint" / "config.json").stat().st_mtime_ns
+    (out / "iter_02" / "eval.json").unlink()
+    (out / "metrics.jsonl").write_text("".join(before.splitlines(keepends=True)[:2]))
+    assert main(["run", "--resume", str(out), "--no-progress", "--iterations", "2"]) == 0
+    rows2 = read_jsonl(out / "metrics.jsonl")
+    assert [r["iteration"] for r in rows2] == [0, 1, 2]
+    assert set(rows2[2]["seconds"]) == {"evaluate"}
+    assert (out / "iter_02" / "checkpoint" / "config.json").stat().st_mtime_ns == ckpt_mtime
+    assert rows2[2]["accuracy"] == rows[2]["accuracy"]
+
+
+def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "0", "--task-opt", "digits=1") == 0
+    assert main(["run", "--resume", str(out), "--seed", "5", "--no-progress"]) == 2
+    assert "config key 'seed' differs" in capsys.readouterr().err
+    assert _run(tiny_model, out, "--iterations", "0") == 2  # existing run without --resume

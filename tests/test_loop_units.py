@@ -1,0 +1,92 @@
+"""The loop's pure parts: step schedule, training-set building (never a hint), patience, config, CLI errors."""
+
+import json
+
+import pytest
+
+from star_kit.cli import main
+from star_kit.config import RunConfig, steps_for
+from star_kit.loop import build_training_set, should_stop
+from star_kit.records import IterationResult, Sample
+from star_kit.registry import load_registry
+
+
+def test_step_schedule_exponential_and_linear():
+    config = RunConfig()
+    assert [steps_for(n, config) for n in range(1, 6)] == [40, 48, 58, 69, 83]  # 40·1.2^(n-1)
+    assert steps_for(16, config) == round(40 * 1.2**15)
+    linear = RunConfig(step_schedule="linear")
+    assert [steps_for(n, linear) for n in (1, 2, 3)] == [40, 60, 80]
+    assert steps_for(2, RunConfig(base_steps=10, step_growth=2.0)) == 20
+    with pytest.raises(ValueError):
+        steps_for(0, config)
+
+
+def _sample(example, completion, hinted=False):
+    return Sample(example.id, example.question, completion, None, example.answer, True, hinted)
+
+
+def test_training_set_never_contains_the_hint():
+    task = load_registry().create("tasks", "arithmetic")
+    examples = task.examples("train", 4, 0)
+    kept = [_sample(examples[0], f" {examples[0].question} is easy. The answer is {examples[0].answer}.")]
+    rationalized = [
+        _sample(examples[1], f" As the hint says. The answer is {examples[1].answer}.", hinted=True),
+        _sample(examples[2], f" {task.hint(examples[2])} so The answer is {examples[2].answer}.", hinted=True),
+    ]
+    train, dropped = build_training_set(task, examples, kept, rationalized)
+    assert dropped == 1  # the rationale that quotes the hint
+    assert [t.source for t in train] == ["sampled", "rationalized"]
+    for t in train:
+        text = t.prompt + t.completion
+        assert "Hint" not in text
+        for ex in examples:
+            assert task.hint(ex) not in text
+        assert t.prompt == f"Q: {next(e for e in examples if e.id == t.example_id).question}\nA:"
+        assert t.completion.endswith(".\n\n")
+    fewshot_train, _ = build_training_set(task, examples, kept, [], fewshot=True)
+    assert fewshot_train[0].prompt == task.prompt(examples[0])
+    # duplicates collapse
+    again, _ = build_training_set(task, examples, kept + kept, [])
+    assert len(again) == 1
+
+
+def test_patience():
+    hist = lambda *accs: [IterationResult(iteration=i, accuracy=a) for i, a in enumerate(accs)]
+    assert not should_stop(hist(0.1, 0.2), 1)
+    assert should_stop(hist(0.1, 0.2, 0.2), 1)
+    assert not should_stop(hist(0.1, 0.2, 0.2), 2)
+    assert should_stop(hist(0.3, 0.2, 0.25), 2)
+    assert not should_stop(hist(0.3, 0.2, 0.35), 2)
+    assert not should_stop(hist(0.3, 0.2, 0.1), 0)
+
+
+def test_config_file_flags_and_print_config(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: arithmetic\niterations: 7\ntrain_size: 10\ntask_options: {digits: 1-2}\n")
+    assert main(["run", "--config", str(cfg), "--iterations", "2", "--task-opt", "eval_digits=3",
+                 "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "iterations: 2" in out and "train_size: 10" in out
+    assert "digits: 1-2" in out and "eval_digits: 3" in out
+
+
+def test_bad_config_key_names_it(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("iteratons: 7\n")
+    assert main(["run", "--config", str(cfg), "--print-config"]) == 2
+    assert "unknown key 'iteratons'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,kind", [
+    ("--task", "sudoku", "task"),
+    ("--sampler", "nope", "sampler"),
+    ("--trainer", "nope", "trainer"),
+    ("--model", "no-such-model-anywhere", "model"),
+])
+def test_unknown_names_exit_2_with_one_line(tmp_path, capsys, flag, value, kind):
+    code = main(["run", flag, value, "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert f"unknown {kind} '{value}'" in err and "available:" in err
+    assert len(err.splitlines()) == 1

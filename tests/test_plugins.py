@@ -1,0 +1,104 @@
+"""Plugin discovery: built-ins come through the same entry-point group a third party uses."""
+
+import importlib.metadata as md
+import json
+import sys
+import types
+
+import pytest
+
+import star_kit
+from star_kit.cli import main
+from star_kit.errors import UnknownNameError
+from star_kit.registry import Registry, load_registry
+
+
+def test_builtins_are_registered_through_entry_points():
+    eps = {ep.name: ep for ep in md.entry_points(group="star_kit")}
+    for name in ("arithmetic", "hf", "trl-sft"):
+        assert name in eps and eps[name].dist.name == "star-kit"
+    registry = load_registry()
+    assert registry.get("tasks", "arithmetic").distribution == "star-kit"
+    assert registry.get("tasks", "arithmetic").plugin == "arithmetic"  # the entry point's name
+    assert registry.get("extractors", "arithmetic").distribution == "star-kit"
+    assert registry.get("samplers", "hf").distribution == "star-kit"
+    assert registry.get("trainers", "trl-sft").distribution == "star-kit"
+    assert registry.problems == []
+
+
+def test_plugins_json(capsys):
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) >= {"tasks", "extractors", "samplers", "trainers"}
+    names = {k: {e["name"] for e in v} for k, v in data.items() if k != "problems"}
+    assert "arithmetic" in names["tasks"] and "hf" in names["samplers"] and "trl-sft" in names["trainers"]
+    assert all(e["distribution"] == "star-kit" for e in data["tasks"] if e["name"] == "arithmetic")
+
+
+def test_plugin_spec_and_env_var(test_plugin, capsys):
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    entry = next(e for e in data["tasks"] if e["name"] == "lenient-arithmetic")
+    assert entry["distribution"] == "(--plugin)"
+
+
+def test_load_plugins_filter(monkeypatch):
+    monkeypatch.setenv("STAR_KIT_LOAD_PLUGINS", "arithmetic")
+    registry = load_registry()
+    assert registry.names("tasks") == ["arithmetic"]
+    assert registry.names("samplers") == []
+
+
+def _module(name, **hooks):
+    mod = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(mod, hook, star_kit.hookimpl(fn))
+    return mod
+
+
+def test_duplicate_names_are_refused_with_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_module("a", register_samplers=lambda register: register("dup", object)), "a", "dist-a")
+    registry.add_plugin(_module("b", register_samplers=lambda register: register("dup", object)), "b", "dist-b")
+    registry.collect()
+    assert registry.get("samplers", "dup").distribution == "dist-a"
+    assert len(registry.problems) == 1
+    assert "dist-a" in registry.problems[0] and "dist-b" in registry.problems[0]
+
+
+def test_a_raising_plugin_is_named_and_the_rest_still_load():
+    def broken(register):
+        raise RuntimeError("boom")
+
+    registry = Registry()
+    registry.add_plugin(_module("bad", register_tasks=broken), "bad", "dist-bad")
+    registry.add_plugin(_module("good", register_tasks=lambda register: register("ok", object)), "good", "dist-good")
+    registry.collect()
+    assert registry.names("tasks") == ["ok"]
+    assert "'bad'" in registry.problems[0] and "dist-bad" in registry.problems[0] and "boom" in registry.problems[0]
+
+
+def test_factory_errors_name_the_plugin():
+    def factory(**options):
+        raise ValueError("no GPU here")
+
+    registry = Registry()
+    registry.add_plugin(_module("p", register_samplers=lambda register: register("s", factory)), "p", "dist-p")
+    registry.collect()
+    with pytest.raises(star_kit.errors.PluginError, match="sampler 's' .*plugin 'p'.*dist-p.*no GPU here"):
+        registry.create("samplers", "s")
+
+
+def test_unknown_name_lists_what_exists():
+    registry = load_registry()
+    with pytest.raises(UnknownNameError) as err:
+        registry.get("tasks", "nope")
+    assert err.value.exit_code == 2
+    assert "unknown task 'nope'" in str(err.value) and "arithmetic" in str(err.value)
+
+
+def test_extractor_wrapper_never_raises():
+    registry = Registry()
+    registry.add_plugin(_module("x", register_extractors=lambda register: register("bad", lambda t: 1 / 0)), "x", "d")
+    registry.collect()
+    assert registry.extractor("bad")("anything") is None
