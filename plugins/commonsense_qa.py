@@ -1,0 +1,197 @@
+"""The CommonsenseQA task (5-way multiple choice) and its answer extractor.
+
+Prompt (the question text carries the lettered choices; the gold answer is the lowercase letter)::
+
+    Q: Where would you put a letter so that the mail carrier takes it away?
+    Answer Choices:
+    (a) drawer
+    (b) mailbox
+    ...
+    A: The letter has to be left where the mail carrier collects mail. ... The answer is (b).
+
+Rationalization hint (as in the STaR paper): " (CORRECT)" after the right choice, in the exemplars too::
+
+    (b) mailbox (CORRECT)
+
+Data: ``ROOT/commonsenseqa/{train,dev}_rand_split.jsonl`` (CommonsenseQA v1.11 layout: ``answerKey``,
+``question.stem``, ``question.choices[{label, text}]``) or the hub's ``tau/commonsense_qa`` (train/validation).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import star_kit
+from star_kit.data import HubSource, Row, load_rows
+from star_kit.errors import DataError, StarKitError
+from star_kit.records import Example
+from star_kit.task import FewShotTask
+from star_kit_tasks import TASKS_DIR
+
+HINT_MARK = "(CORRECT)"
+LOCAL_FILES = {"train": "commonsenseqa/train_rand_split.jsonl", "eval": "commonsenseqa/dev_rand_split.jsonl"}
+HUB_SPLITS = {"train": "train", "eval": "validation"}
+SPLIT_ALIASES = {"dev": "eval", "validation": "eval"}
+HUB_PATH = "tau/commonsense_qa"
+
+
+def format_choices(stem: str, choices: list[tuple[str, str]]) -> str:
+    """'stem\\nAnswer Choices:\\n(a) text\\n(b) text ...' (labels lowercased)."""
+    lines = [stem, "Answer Choices:"]
+    lines += [f"({label.lower()}) {text}" for label, text in choices]
+    return "\n".join(lines)
+
+
+def mark_correct(question: str, letter: str) -> str:
+    """The question with ' (CORRECT)' after the choice line of ``letter`` (unchanged when there is none)."""
+    prefix = f"({letter.strip('()').lower()}) "
+    lines = question.split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith(prefix) and not line.endswith(HINT_MARK):
+            lines[i] = f"{line} {HINT_MARK}"
+            return "\n".join(lines)
+    return question
+
+
+def choice_line(question: str, letter: str) -> str | None:
+    prefix = f"({letter.strip('()').lower()}) "
+    return next((line for line in question.split("\n") if line.startswith(prefix)), None)
+
+
+# -- extractor -------------------------------------------------------------------------------------------------
+_PHRASE = re.compile(r"answer\s+(?:is|would\s+be)\b|answer\s*:", re.IGNORECASE)
+# Right after the phrase: "(b)", "b", "B)", "[b]", "choice b", "option (B)". A bare letter must stand alone
+# (end, punctuation or end of line follows), so "the answer is a bank" is not read as choice (a).
+_LETTER = re.compile(
+    r"\s*[:\-]?\s*(?:(?:choice|option|letter)\s+)?"
+    r"(?:\(\s*([a-e])\s*\)|\[\s*([a-e])\s*\]|([a-e])\s*\)|([a-e])(?=\s*(?:[.,;:!?]|\n|$)))",
+    re.IGNORECASE,
+)
+_PAREN_LETTER = re.compile(r"\(\s*([a-e])\s*\)", re.IGNORECASE)
+
+
+def extract_choice(text: str) -> str | None:
+    """The letter (a-e, lowercase) chosen after the last answer phrase, or None.
+
+    Letters are read reliably ("(b)", "b", "B)", "The answer is (b) mailbox"); choice text is read only when the
+    letter follows it in parentheses in the same sentence ("The answer is mailbox (b)."). Never raises.
+    """
+    if not isinstance(text, str):
+        return None
+    phrases = list(_PHRASE.finditer(text))
+    if not phrases:
+        return None
+    rest = text[phrases[-1].end():]
+    m = _LETTER.match(rest)
+    if m:
+        return next(g for g in m.groups() if g).lower()
+    sentence = re.split(r"\n|\.(?:\s|$)", rest, maxsplit=1)[0]
+    m = _PAREN_LETTER.search(sentence)
+    return m.group(1).lower() if m else None
+
+
+# -- data ------------------------------------------------------------------------------------------------------
+def adapt_hub_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """tau/commonsense_qa layout -> the v1.11 JSONL layout (one parser for both)."""
+    choices = rec["choices"]
+    return {
+        "id": rec.get("id"),
+        "answerKey": rec.get("answerKey"),
+        "question": {
+            "stem": rec["question"],
+            "question_concept": rec.get("question_concept"),
+            "choices": [{"label": lab, "text": txt} for lab, txt in zip(choices["label"], choices["text"])],
+        },
+    }
+
+
+def parse_row(row: Row, split: str) -> Example:
+    """One CommonsenseQA record -> Example (errors name file:line)."""
+    stem = row.text("question.stem")
+    raw_choices = row.field("question.choices")
+    if not isinstance(raw_choices, list) or len(raw_choices) < 2:
+        raise DataError(f"{row.where}: 'question.choices' should be a list of at least 2 {{label, text}} objects")
+    choices: list[tuple[str, str]] = []
+    for k, choice in enumerate(raw_choices):
+        if not isinstance(choice, dict) or "label" not in choice or "text" not in choice:
+            raise DataError(f"{row.where}: choice {k + 1} should be an object with 'label' and 'text'")
+        label, text = str(choice["label"]).strip(), str(choice["text"]).strip()
+        if not re.fullmatch(r"[A-Za-z]", label):
+            raise DataError(f"{row.where}: choice {k + 1} has label {label!r}; expected a single letter")
+        if not text:
+            raise DataError(f"{row.where}: choice {label} has empty text")
+        choices.append((label.upper(), text))
+    labels = [label for label, _ in choices]
+    if len(set(labels)) != len(labels):
+        raise DataError(f"{row.where}: duplicate choice labels {labels}")
+    key = row.field("answerKey")
+    key = key.strip().upper() if isinstance(key, str) else key
+    if key not in labels:
+        raise DataError(f"{row.where}: answerKey {key!r} is not among the choices {labels}")
+    ident = row.data.get("id")
+    ident = str(ident) if isinstance(ident, (str, int)) and str(ident) else f"{split}-{row.index:05d}"
+    concept = row.data["question"].get("question_concept")
+    return Example(
+        id=ident,
+        question=format_choices(stem, choices),
+        answer=key.lower(),
+        fields={"stem": stem, "choices": [[label.lower(), text] for label, text in choices], "concept": concept},
+    )
+
+
+class CommonsenseQATask(FewShotTask):
+    """CommonsenseQA v1.11: split ``train`` (9741) and ``eval`` (the dev split, 1221)."""
+
+    name = "commonsense_qa"
+    lm_eval_yaml = TASKS_DIR / "commonsense_qa" / "commonsense_qa.yaml"
+    fewshot_file = TASKS_DIR / "commonsense_qa" / "fewshot.jsonl"
+
+    def __init__(self, data_dir: str | None = None) -> None:
+        super().__init__(data_dir=data_dir)
+        self._cache: dict[str, list[Example]] = {}
+        for ex in self._fewshot:  # a broken exemplar file would silently lose its hints
+            if choice_line(ex.question, ex.answer) is None:
+                raise DataError(f"{self.fewshot_file}: exemplar answer ({ex.answer}) is not among its choices")
+
+    def load_split(self, split: str, seed: int) -> list[Example]:
+        split = SPLIT_ALIASES.get(split, split)
+        if split not in LOCAL_FILES:
+            raise StarKitError(f"task {self.name!r}: unknown split {split!r} (train, eval)", 2)
+        if split not in self._cache:
+            rows = load_rows(self.name, self.data_dir, LOCAL_FILES[split],
+                             HubSource(HUB_PATH, None, HUB_SPLITS[split]), adapt_hub_record)
+            self._cache[split] = [parse_row(row, split) for row in rows]
+        return self._cache[split]
+
+    # -- prompts: the hint marks the right choice inside the question -----------------------------------------
+    def hint(self, example: Example) -> str:
+        """The marked choice line, e.g. '(b) mailbox (CORRECT)' (what the hinted prompt shows)."""
+        line = choice_line(example.question, example.answer)
+        return f"{line} {HINT_MARK}" if line else f"({example.answer}) {HINT_MARK}"
+
+    def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
+        return f"({answer}) {HINT_MARK}"
+
+    def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
+        parts = []
+        for ex in self._fewshot if fewshot else ():
+            question = mark_correct(ex.question, ex.answer) if hint else ex.question
+            parts.append(self._block(question, None) + self.target(ex.rationale, ex.answer))
+        question = self.format_question(example.question, example.fields)
+        parts.append(self._block(mark_correct(question, example.answer) if hint else question, None))
+        return "".join(parts)
+
+    def target(self, rationale: str, answer: str) -> str:
+        letter = answer.strip().strip("()").lower()
+        return super().target(rationale, f"({letter})")
+
+
+@star_kit.hookimpl
+def register_tasks(register):
+    register("commonsense_qa", CommonsenseQATask)
+
+
+@star_kit.hookimpl
+def register_extractors(register):
+    register("commonsense_qa", extract_choice)
