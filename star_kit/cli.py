@@ -13,6 +13,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from . import bench
 from .config import RunConfig, load_config_file
 from .errors import StarKitError
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers and trainers")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]")
+
+    bench.add_parser(sub)
     return parser
 
 
@@ -186,7 +189,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": bench.cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except StarKitError as exc:
+        if os.environ.get("STAR_KIT_DEBUG"):
+            raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -117,9 +117,12 @@ def evaluate(
     task_name = config["task"]
     _ACTIVE_REGISTRY = registry
     try:
+        from lm_eval.tasks import TaskManager
+
         results = lm_eval.simple_evaluate(
             model=sampler_lm(sampler, advance),
             tasks=[config],
+            task_manager=TaskManager(include_defaults=False),  # our config is complete; skip indexing ~13k YAMLs
             log_samples=True,
             verbosity="ERROR",
             random_seed=0,

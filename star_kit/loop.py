@@ -167,7 +167,8 @@ class StarRun:
                     self.log(f"stopping: accuracy has not improved for {config.patience} iterations")
                     break
                 if sampler.model != current:
-                    sampler.load(current)
+                    with registry.guard("samplers", config.sampler):
+                        sampler.load(current)
                 result = self.iteration(n, sampler, trainer, base_model, train_set, eval_set)
                 history.append(result)
                 current = result.checkpoint or base_model
@@ -179,7 +180,8 @@ class StarRun:
         """Iteration 0: the few-shot accuracy of the base model."""
         out_dir = self.store.iter_dir(0)
         t0 = time.perf_counter()
-        with self.phases.phase("iter 0 · evaluate", len(eval_set), "q") as advance:
+        with self.phases.phase("iter 0 · evaluate", len(eval_set), "q") as advance, \
+                self.registry.guard("samplers", self.config.sampler):
             ev = evaluate(self.task, sampler, eval_set, out_dir, self.registry, advance)
         result = IterationResult(iteration=0, accuracy=ev.accuracy, accuracy_stderr=ev.stderr, eval_examples=ev.n,
                                  seconds={"evaluate": round(time.perf_counter() - t0, 2)})
@@ -223,7 +225,8 @@ class StarRun:
         elif train:
             t0 = time.perf_counter()
             tmp = store.artifact(n, "checkpoint.partial")
-            with self.phases.phase(f"iter {n} · train", steps, "step") as advance:
+            with self.phases.phase(f"iter {n} · train", steps, "step") as advance, \
+                    self.registry.guard("trainers", config.trainer):
                 trainer.train(base_model, train, steps, tmp, seed=config.seed, advance=advance)
             checkpoint = str(store.publish_dir(tmp, n, "checkpoint"))
             seconds["train"] = round(time.perf_counter() - t0, 2)
@@ -233,13 +236,15 @@ class StarRun:
         # 5. Evaluate M(n) with lm-eval on the held-out split.
         model = checkpoint or base_model
         if sampler.model != model:
-            sampler.load(model)
+            with self.registry.guard("samplers", config.sampler):
+                sampler.load(model)
         if store.has(n, "eval.json"):
             ev = read_json(store.artifact(n, "eval.json"))
             accuracy, stderr, n_eval = ev["accuracy"], ev["stderr"], ev["n"]
         else:
             t0 = time.perf_counter()
-            with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance:
+            with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance, \
+                    self.registry.guard("samplers", config.sampler):
                 ev = evaluate(task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
             accuracy, stderr, n_eval = ev.accuracy, ev.stderr, ev.n
             seconds["evaluate"] = round(time.perf_counter() - t0, 2)
@@ -259,7 +264,8 @@ class StarRun:
         if path.exists():
             return [Sample(**row) for row in read_jsonl(path)]
         t0 = time.perf_counter()
-        with self.phases.phase(f"iter {n} · {phase}", total, "q") as advance:
+        with self.phases.phase(f"iter {n} · {phase}", total, "q") as advance, \
+                self.registry.guard("samplers", self.config.sampler):
             samples = compute(advance)
         write_jsonl(path, (s.to_dict() for s in samples))
         seconds[phase] = round(time.perf_counter() - t0, 2)

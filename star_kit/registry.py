@@ -12,8 +12,9 @@ import importlib
 import inspect
 import importlib.metadata as md
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 
@@ -120,6 +121,18 @@ class Registry:
             raise
         except Exception as exc:
             raise PluginError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def guard(self, kind: str, name: str) -> Iterator[None]:
+        """Turn an exception raised inside a plugin's object into a PluginError naming the plugin."""
+        try:
+            yield
+        except StarKitError:
+            raise
+        except Exception as exc:
+            entry = self.items[kind].get(name)
+            who = f"plugin {entry.plugin!r}, distribution {entry.distribution!r}" if entry else "unregistered"
+            raise PluginError(f"{SINGULAR[kind]} {name!r} ({who}) failed: {type(exc).__name__}: {exc}") from exc
 
     def extractor(self, name: str) -> Callable[[str], str | None]:
         """The named answer extractor, wrapped so that it never raises (a raise counts as "no answer")."""

@@ -33,3 +33,24 @@ def register_tasks(register):
 @star_kit.hookimpl
 def register_extractors(register):
     register("first-word", first_word)
+
+
+class BrokenSampler:
+    """Loads nothing and fails on generate, to check that errors name the plugin."""
+
+    def __init__(self, model, **options):
+        self.model = model
+
+    def generate(self, prompts, params, advance=None):
+        raise RuntimeError("CUDA kernel exploded")
+
+    def load(self, model):
+        self.model = model
+
+    def close(self):
+        pass
+
+
+@star_kit.hookimpl
+def register_samplers(register):
+    register("broken", BrokenSampler)

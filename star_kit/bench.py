@@ -1,0 +1,325 @@
+"""``star-kit bench``: few-shot accuracy of one or more models on one or more tasks, side by side.
+
+Each (model, task) pair is evaluated through lm-eval exactly as a STaR run evaluates its checkpoints
+(:func:`star_kit.evaluation.evaluate`: the task's own few-shot prompt, its extractor as an lm-eval filter,
+``exact_match``), with a sampler built from the plugin registry. ``--run DIR`` benches every iteration's checkpoint
+of a run (the base model as iteration 0) on the run's task and evaluation questions.
+
+A task name that star-kit does not provide but lm-eval knows (``arc_easy``, ``hellaswag`` ...; force lm-eval's
+own with the prefix ``lm-eval:``, e.g. ``lm-eval:gsm8k``) is evaluated by lm-eval's own ``HFLM`` and task
+definition; its dataset comes from the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import StarKitError, UnknownNameError
+
+LM_EVAL_PREFIX = "lm-eval:"
+# Preferred headline metric of an lm-eval-native task (the first one present wins).
+_METRIC_PREFERENCE = ("exact_match", "acc", "acc_norm", "f1", "em", "bleu")
+
+
+@dataclass
+class Target:
+    """One model to bench: a label for the table, the name the user gave, and what ``from_pretrained`` loads."""
+
+    label: str
+    name: str
+    path: str = ""
+    iteration: int | None = None
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    kind: str  # "star-kit" or "lm-eval"
+    lm_eval_name: str = ""
+    task: Any = None
+    examples: list = field(default_factory=list)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def _optional_int(text: str) -> int | None:
+    if text.lower() in ("all", "none"):
+        return None
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--limit must be positive, got {value}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``star-kit bench`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "bench", help="few-shot accuracy of models on tasks, side by side (through lm-eval)",
+        description="Evaluate each --model (and/or each iteration of a --run) on each task through lm-eval. "
+                    "Tasks: star-kit tasks (see `star-kit plugins`) or any lm-eval task name.")
+    p.add_argument("--model", dest="models", action="append", default=[], metavar="MODEL",
+                   help="model alias, local folder, .gguf file or hub id (repeatable)")
+    p.add_argument("--run", metavar="DIR", help="bench every iteration's checkpoint of a star-kit run directory "
+                   "(iteration 0 = its base model) on the run's task and evaluation questions")
+    p.add_argument("--tasks", help="comma-separated task names (default: the run's task with --run)")
+    p.add_argument("--limit", type=_optional_int, metavar="N",
+                   help="evaluate the first N examples of each task's eval split after a seeded shuffle "
+                        "(default: all; with --run: the run's eval size)")
+    p.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
+    p.add_argument("--json", metavar="FILE", help="write the results as a JSON list of objects")
+    p.add_argument("--out", metavar="DIR", help="keep each evaluation's prompts and samples under DIR/<model>/<task>")
+    p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default hf")
+    p.add_argument("--sampler-opt", dest="sampler_options", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
+    p.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="option for the star-kit tasks, e.g. digits=1-3 (repeatable)")
+    p.add_argument("--seed", type=int, help="seed of the example shuffle (default 0; with --run: the run's)")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
+                   help="load a plugin without installing it (repeatable)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    return p
+
+
+# -- what to bench ---------------------------------------------------------------------------------------------
+def run_targets(run_dir: Path) -> tuple[dict[str, Any], list[Target]]:
+    """A run's config and its models: the base model (iteration 0), then each finished checkpoint."""
+    from .config import load_config_file
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise StarKitError(f"--run {run_dir}: no config.yaml there (not a star-kit run directory)", 2)
+    config = load_config_file(config_path)
+    base = str(config.get("model") or "smollm2-135m")
+    targets = [Target(f"iter 0 ({base})", base, iteration=0)]
+    for d in sorted(run_dir.glob("iter_[0-9]*")):
+        ckpt = d / "checkpoint"
+        try:
+            n = int(d.name.split("_", 1)[1])
+        except ValueError:
+            continue
+        if n > 0 and (ckpt / "config.json").is_file():
+            targets.append(Target(f"iter {n}", str(ckpt), iteration=n))
+    return config, targets
+
+
+def _lm_eval_task_manager():
+    import logging
+
+    from lm_eval.tasks import TaskManager
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    return TaskManager()
+
+
+def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed) -> list[TaskSpec]:
+    """Star-kit tasks first (built, examples loaded: data errors surface before any model loads), then lm-eval's."""
+    specs: list[TaskSpec] = []
+    manager = None
+    for name in names:
+        if not name.startswith(LM_EVAL_PREFIX) and name in registry.names("tasks"):
+            task = registry.create("tasks", name, data_dir=data_dir, **task_options)
+            examples = task.examples("eval", limit, seed)
+            if not examples:
+                raise StarKitError(f"task {name!r} has no evaluation examples")
+            specs.append(TaskSpec(name, "star-kit", task=task, examples=examples))
+            continue
+        lm_name = name[len(LM_EVAL_PREFIX):] if name.startswith(LM_EVAL_PREFIX) else name
+        manager = manager or _lm_eval_task_manager()
+        if lm_name not in manager.task_index:
+            raise UnknownNameError(
+                "task", name, registry.names("tasks"),
+                hint=f"star-kit's tasks; or any of lm-eval's {len(manager.all_tasks)} task names, "
+                     f"listed by `lm-eval ls tasks`")
+        specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name))
+    return specs
+
+
+# -- evaluating ------------------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "model"
+
+
+def bench_star_kit(spec: TaskSpec, sampler, out_dir: Path, registry, phases, label: str) -> dict[str, Any]:
+    from .evaluation import evaluate
+
+    t0 = time.perf_counter()
+    with phases.phase(f"{label} · {spec.name}", len(spec.examples), "q") as advance:
+        ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance)
+    return {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
+            "metric": "exact_match", "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _dataset_of(manager, name: str) -> str:
+    entry = manager.task_index.get(name)
+    cfg = getattr(entry, "cfg", None) or {}
+    path = cfg.get("dataset_path")
+    if path:
+        return f"{path}" + (f" ({cfg['dataset_name']})" if cfg.get("dataset_name") else "")
+    return f"the datasets of {name!r}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def bench_lm_eval(spec: TaskSpec, model_path: str, limit, seed, phases, label: str) -> dict[str, Any]:
+    """Evaluate with lm-eval's own task definition and HFLM; a missing dataset is one StarKitError line."""
+    import lm_eval
+
+    from .data import hub_offline_mode, hub_reachable
+
+    manager = _lm_eval_task_manager()
+    dataset = _dataset_of(manager, spec.lm_eval_name)
+    if not hub_offline_mode() and not hub_reachable():
+        raise StarKitError(f"lm-eval task {spec.lm_eval_name!r} needs the dataset {dataset} from the Hugging Face "
+                           f"hub, which is not reachable (offline?)")
+    try:
+        manager.load([spec.lm_eval_name])  # downloads/loads the dataset before the model is loaded
+    except Exception as exc:
+        raise StarKitError(f"lm-eval task {spec.lm_eval_name!r}: cannot load the dataset {dataset} "
+                           f"({_one_line(exc)})") from None
+    from lm_eval.models.huggingface import HFLM
+
+    t0 = time.perf_counter()
+    with phases.phase(f"{label} · {spec.name}", limit or 0, "q") as advance:
+        try:
+            lm = HFLM(pretrained=model_path)
+            results = lm_eval.simple_evaluate(model=lm, tasks=[spec.lm_eval_name], limit=limit, task_manager=manager,
+                                              log_samples=False, random_seed=seed, numpy_random_seed=seed,
+                                              torch_random_seed=seed, fewshot_random_seed=seed)
+        except StarKitError:
+            raise
+        except Exception as exc:
+            raise StarKitError(f"lm-eval task {spec.lm_eval_name!r} on {model_path}: {_one_line(exc)}") from None
+        n = int((results.get("n-samples") or {}).get(spec.lm_eval_name, {}).get("effective", limit or 0))
+        advance(n)
+    metrics = results["results"].get(spec.lm_eval_name) or next(iter(results["results"].values()))
+    metric, accuracy, stderr = headline_metric(metrics)
+    return {"accuracy": accuracy, "stderr": stderr, "n": n, "no_answer": None, "metric": metric,
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def headline_metric(metrics: dict[str, Any]) -> tuple[str, float | None, float | None]:
+    """('acc,none', value, stderr) for the preferred metric of an lm-eval result row."""
+    numeric = {k: v for k, v in metrics.items()
+               if isinstance(v, (int, float)) and "," in k and "_stderr," not in k}
+    if not numeric:
+        return "", None, None
+    ranked = sorted(numeric, key=lambda k: next(
+        (i for i, m in enumerate(_METRIC_PREFERENCE) if k.split(",")[0] == m), len(_METRIC_PREFERENCE)))
+    key = ranked[0]
+    metric, _, filt = key.partition(",")
+    stderr = metrics.get(f"{metric}_stderr,{filt}")
+    return key, float(numeric[key]), float(stderr) if isinstance(stderr, (int, float)) else None
+
+
+# -- the command -----------------------------------------------------------------------------------------------
+def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: list[TaskSpec]):
+    from rich.table import Table
+
+    table = Table(title="star-kit bench (few-shot accuracy)")
+    table.add_column("model")
+    for spec in tasks:
+        table.add_column(spec.name, justify="right")
+    by_key = {(r["model"], r["task"]): r for r in results}
+    for t in targets:
+        cells = []
+        for spec in tasks:
+            r = by_key.get((t.label, spec.name))
+            if r is None or r["accuracy"] is None:
+                cells.append("—")
+                continue
+            err = f" ± {100 * r['stderr']:.1f}" if r.get("stderr") is not None else ""
+            cells.append(f"{100 * r['accuracy']:.1f}{err}%\nn={r['n']} · {r['seconds']:.0f} s")
+        table.add_row(t.label, *cells)
+    return table
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .cli import _quiet_libraries, console, err_console
+    from .models import resolve_model
+    from .progress import Phases
+    from .registry import load_registry
+    from .store import write_json
+
+    targets = [Target(m, m) for m in args.models]
+    run_config: dict[str, Any] = {}
+    if args.run:
+        run_config, run_models = run_targets(Path(args.run))
+        targets = run_models + targets
+    if not targets:
+        raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
+    task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    if not task_names and run_config.get("task"):
+        task_names = [str(run_config["task"])]
+    if not task_names:
+        raise StarKitError("bench: pass --tasks NAME[,NAME...] (see `star-kit plugins`)", 2)
+    labels = [t.label for t in targets]
+    if len(set(labels)) != len(labels):
+        raise StarKitError(f"bench: a model is named twice: {labels}", 2)
+    limit = args.limit if args.limit is not None else (run_config.get("eval_size") if args.run else None)
+    seed = args.seed if args.seed is not None else int(run_config.get("seed", 0) or 0)
+    data_dir = args.data_dir or run_config.get("data_dir")
+    task_options = {**(run_config.get("task_options") or {}), **dict(args.task_options)}
+    sampler_name = args.sampler or run_config.get("sampler") or "hf"
+    sampler_options = {**(run_config.get("sampler_options") or {}), **dict(args.sampler_options)}
+
+    _quiet_libraries()
+    registry = load_registry([*(run_config.get("plugins") or []), *args.plugins])
+    for problem in registry.problems:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, seed)
+    if any(s.kind == "star-kit" for s in specs):
+        registry.get("samplers", sampler_name)  # unknown sampler: exit 2 before loading anything
+    for t in targets:
+        t.path = resolve_model(t.name)
+
+    keep = Path(args.out) if args.out else None
+    scratch = tempfile.TemporaryDirectory(prefix="star-kit-bench-") if keep is None else None
+    root = keep or Path(scratch.name)
+    results: list[dict[str, Any]] = []
+    sampler = None
+    try:
+        with Phases(err_console, enabled=args.progress) as phases:
+            for t in targets:
+                for spec in specs:
+                    if spec.kind == "star-kit":
+                        if sampler is None:
+                            sampler = registry.create("samplers", sampler_name, t.path, **sampler_options)
+                        elif sampler.model != t.path:
+                            sampler.load(t.path)
+                        out_dir = root / _slug(t.label) / _slug(spec.name)
+                        row = bench_star_kit(spec, sampler, out_dir, registry, phases, t.label)
+                    else:
+                        row = bench_lm_eval(spec, t.path, limit, seed, phases, t.label)
+                    result = {"model": t.label, "model_path": t.path, "task": spec.name, "source": spec.kind, **row}
+                    if t.iteration is not None:
+                        result["iteration"] = t.iteration
+                    results.append(result)
+                    if args.json:  # rewritten after each pair: a long bench that dies keeps what it measured
+                        write_json(Path(args.json), results)
+    finally:
+        if sampler is not None:
+            sampler.close()
+        if scratch is not None:
+            scratch.cleanup()
+    console.print(results_table(results, targets, specs))
+    if args.json:
+        console.print(f"results: {args.json}", highlight=False)
+    if keep is not None:
+        console.print(f"prompts and samples: {keep}/<model>/<task>/", highlight=False)
+    return 0
