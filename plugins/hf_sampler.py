@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gc
 import sys
+import warnings
 from typing import Sequence
 
 import star_kit
@@ -155,7 +156,8 @@ class HFSampler:
             kwargs["past_key_values"] = cache
         if gen_cfg.do_sample:
             torch.manual_seed(seed)
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # newer transformers prefer `cache=`; older lack it
             out = self._model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention.to(self.device),
