@@ -36,7 +36,7 @@ _MINUS = "-\u2212"  # ASCII hyphen-minus and the Unicode minus sign
 # an optional '$' (a sign may follow it: '$-5'), digits with well-formed thousands commas, an optional decimal part.
 _NUMBER = re.compile(
     r"(?:(?<![\w)])([" + _MINUS + r"]))?(?:\$\s?([" + _MINUS + r"])?)?"
-    r"((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+    r"((?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
 )
 _MARKER = re.compile(r"answer\s+is\b|answer\s*:|####", re.IGNORECASE)
 

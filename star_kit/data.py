@@ -7,7 +7,7 @@ A data folder (``--data-dir ROOT`` or ``$STAR_KIT_DATA_DIR``) is laid out like::
 
 Without one, tasks load their hub dataset through ``datasets.load_dataset``; offline, that fails with one line
 saying to pass ``--data-dir`` or set ``$STAR_KIT_DATA_DIR``. Every error about a bad row names where it is
-(``file:line`` for local files, ``dataset[split] row i`` for the hub) so a user can open it and look.
+(``file:line`` for local files, ``dataset, split S, row i`` for the hub) so a user can open it and look.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class HubSource:
     split: str
 
     def __str__(self) -> str:
-        return f"{self.path}" + (f" ({self.name})" if self.name else "") + f" [{self.split}]"
+        return f"{self.path}" + (f" ({self.name})" if self.name else "") + f", split {self.split}"
 
 
 def data_root(data_dir: str | os.PathLike | None) -> Path | None:
@@ -146,8 +146,8 @@ def load_hub_rows(task: str, source: HubSource) -> list[Row]:
         ds = datasets.load_dataset(source.path, source.name, split=source.split)
     except Exception as exc:  # ConnectionError, DatasetNotFoundError, ... : all mean "not available here"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StarKitError(f"{no_data_message(task, str(source))} [{type(exc).__name__}: {reason}]") from None
-    return [Row(f"{source} row {i}", i, dict(record)) for i, record in enumerate(ds)]
+        raise StarKitError(f"{no_data_message(task, str(source))} ({type(exc).__name__}: {reason})") from None
+    return [Row(f"{source}, row {i}", i, dict(record)) for i, record in enumerate(ds)]
 
 
 def load_rows(
