@@ -46,6 +46,7 @@ class TaskSpec:
     lm_eval_name: str = ""
     task: Any = None
     examples: list = field(default_factory=list)
+    manager: Any = None  # lm-eval's TaskManager (built once: indexing its ~15k task configs takes seconds)
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -85,7 +86,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--sampler-opt", dest="sampler_options", type=_key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
     p.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", default=[],
-                   metavar="KEY=VALUE", help="option for the star-kit tasks, e.g. digits=1-3 (repeatable)")
+                   metavar="[TASK.]KEY=VALUE",
+                   help="task option, e.g. arithmetic.digits=1-3 (repeatable; without TASK. it goes to every task)")
     p.add_argument("--seed", type=int, help="seed of the example shuffle (default 0; with --run: the run's)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")
@@ -124,17 +126,21 @@ def _lm_eval_task_manager():
     return TaskManager()
 
 
+def options_for(task: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of one task: unscoped ``key`` options plus its own ``task.key`` ones (which win)."""
+    mine = {k: v for k, v in options.items() if "." not in k}
+    mine.update({k.split(".", 1)[1]: v for k, v in options.items() if k.startswith(task + ".")})
+    return mine
+
+
 def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed) -> list[TaskSpec]:
-    """Star-kit tasks first (built, examples loaded: data errors surface before any model loads), then lm-eval's."""
+    """Check every name first (an unknown one exits 2 before any work), then build the star-kit tasks and load
+    their examples (data errors surface before any model loads)."""
     specs: list[TaskSpec] = []
     manager = None
     for name in names:
         if not name.startswith(LM_EVAL_PREFIX) and name in registry.names("tasks"):
-            task = registry.create("tasks", name, data_dir=data_dir, **task_options)
-            examples = task.examples("eval", limit, seed)
-            if not examples:
-                raise StarKitError(f"task {name!r} has no evaluation examples")
-            specs.append(TaskSpec(name, "star-kit", task=task, examples=examples))
+            specs.append(TaskSpec(name, "star-kit"))
             continue
         lm_name = name[len(LM_EVAL_PREFIX):] if name.startswith(LM_EVAL_PREFIX) else name
         manager = manager or _lm_eval_task_manager()
@@ -143,7 +149,13 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
                 "task", name, registry.names("tasks"),
                 hint=f"star-kit's tasks; or any of lm-eval's {len(manager.all_tasks)} task names, "
                      f"listed by `lm-eval ls tasks`")
-        specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name))
+        specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name, manager=manager))
+    for spec in specs:
+        if spec.kind == "star-kit":
+            spec.task = registry.create("tasks", spec.name, data_dir=data_dir, **options_for(spec.name, task_options))
+            spec.examples = spec.task.examples("eval", limit, seed)
+            if not spec.examples:
+                raise StarKitError(f"task {spec.name!r} has no evaluation examples")
     return specs
 
 
@@ -182,7 +194,7 @@ def bench_lm_eval(spec: TaskSpec, model_path: str, limit, seed, phases, label: s
 
     from .data import hub_offline_mode, hub_reachable
 
-    manager = _lm_eval_task_manager()
+    manager = spec.manager or _lm_eval_task_manager()
     dataset = _dataset_of(manager, spec.lm_eval_name)
     if not hub_offline_mode() and not hub_reachable():
         raise StarKitError(f"lm-eval task {spec.lm_eval_name!r} needs the dataset {dataset} from the Hugging Face "
@@ -274,7 +286,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     limit = args.limit if args.limit is not None else (run_config.get("eval_size") if args.run else None)
     seed = args.seed if args.seed is not None else int(run_config.get("seed", 0) or 0)
     data_dir = args.data_dir or run_config.get("data_dir")
-    task_options = {**(run_config.get("task_options") or {}), **dict(args.task_options)}
+    run_task = str(run_config.get("task") or "")
+    task_options = {f"{run_task}.{k}": v for k, v in (run_config.get("task_options") or {}).items()}
+    task_options.update(dict(args.task_options))
     sampler_name = args.sampler or run_config.get("sampler") or "hf"
     sampler_options = {**(run_config.get("sampler_options") or {}), **dict(args.sampler_options)}
 

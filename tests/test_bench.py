@@ -1,0 +1,94 @@
+"""`star-kit bench` on a tiny randomly initialised model (real transformers generate, real lm-eval)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from star_kit.cli import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
+KEYS = {"model", "task", "accuracy", "stderr", "n", "seconds"}
+FAST = ["--sampler-opt", "dtype=float32"]  # a 32-wide model decodes ~20x faster in fp32 than bf16 on CPU
+
+
+def test_bench_models_by_tasks_writes_json(tiny_model, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--model", tiny_model, "--tasks", "arithmetic,commonsense_qa,gsm8k", "--limit", "3",
+               "--data-dir", str(FIXTURES), "--json", str(out), "--no-progress", "--task-opt", "arithmetic.digits=1",
+               "--out", str(tmp_path / "samples"), *FAST])
+    assert rc == 0
+    rows = json.loads(out.read_text())
+    assert [r["task"] for r in rows] == ["arithmetic", "commonsense_qa", "gsm8k"]
+    for r in rows:
+        assert KEYS <= set(r)
+        assert r["model"] == tiny_model and 0.0 <= r["accuracy"] <= 1.0 and r["seconds"] >= 0
+    # --limit 3, but the fixture eval splits hold 2 rows each
+    assert [r["n"] for r in rows] == [3, 2, 2]
+    printed = capsys.readouterr().out
+    assert "star-kit bench" in printed and "commonsense_qa" in printed and "n=2" in printed
+    kept = list((tmp_path / "samples").rglob("eval_samples.jsonl"))
+    assert len(kept) == 3
+
+
+def test_bench_a_run_directory_side_by_side(tiny_model, tmp_path):
+    """--run benches iteration 0 (the base model from config.yaml) and each iteration's checkpoint."""
+    run = tmp_path / "run"
+    (run / "iter_01").mkdir(parents=True)
+    shutil.copytree(tiny_model, run / "iter_01" / "checkpoint")
+    (run / "iter_02").mkdir()  # unfinished iteration: no checkpoint, not benched
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"task": "arithmetic", "model": tiny_model, "eval_size": 2, "seed": 3, "task_options": {"digits": 1}}))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--run", str(run), "--json", str(out), "--no-progress", *FAST]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["iteration"], r["task"], r["n"]) for r in rows] == [(0, "arithmetic", 2), (1, "arithmetic", 2)]
+    assert rows[1]["model_path"] == str(run / "iter_01" / "checkpoint")
+
+
+def test_bench_unknown_task_exits_2_with_the_list(tiny_model, capsys):
+    assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic,no-such-task", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-task" in err
+    for name in ("arithmetic", "commonsense_qa", "gsm8k", "lm-eval"):
+        assert name in err
+
+
+def test_bench_needs_a_model_and_a_task(tiny_model, capsys):
+    assert main(["bench", "--tasks", "arithmetic"]) == 2
+    assert main(["bench", "--model", tiny_model]) == 2
+    assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--sampler", "nope"]) == 2
+    assert main(["bench", "--model", "no/such-model-here", "--tasks", "arithmetic"]) == 2
+
+
+def test_bench_offline_without_data_is_one_line(tiny_model, monkeypatch, capsys):
+    monkeypatch.delenv("STAR_KIT_DATA_DIR", raising=False)
+    assert main(["bench", "--model", tiny_model, "--tasks", "gsm8k", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--data-dir" in err and "STAR_KIT_DATA_DIR" in err
+    assert "Traceback" not in err
+
+
+def test_bench_lm_eval_task_offline_names_the_dataset(tiny_model, monkeypatch, capsys):
+    """A task lm-eval knows (not star-kit's) goes through lm-eval's HFLM; offline it fails in one line."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["bench", "--model", tiny_model, "--tasks", "arc_easy", "--limit", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "allenai/ai2_arc" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("metrics, expected", [
+    ({"alias": "x", "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_norm,none": 0.6, "acc_norm_stderr,none": 0.1},
+     ("acc,none", 0.5, 0.1)),
+    ({"exact_match,strict-match": 0.2, "exact_match_stderr,strict-match": 0.05}, ("exact_match,strict-match", 0.2, 0.05)),
+    ({"bits,none": 1.5, "bits_stderr,none": "N/A"}, ("bits,none", 1.5, None)),
+    ({"alias": "x"}, ("", None, None)),
+])
+def test_headline_metric(metrics, expected):
+    from star_kit.bench import headline_metric
+
+    assert headline_metric(metrics) == expected
