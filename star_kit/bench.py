@@ -164,11 +164,13 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "model"
 
 
-def bench_star_kit(spec: TaskSpec, sampler, out_dir: Path, registry, phases, label: str) -> dict[str, Any]:
+def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, registry, phases,
+                   label: str) -> dict[str, Any]:
     from .evaluation import evaluate
 
     t0 = time.perf_counter()
-    with phases.phase(f"{label} · {spec.name}", len(spec.examples), "q") as advance:
+    with phases.phase(f"{label} · {spec.name}", len(spec.examples), "q") as advance, \
+            registry.guard("samplers", sampler_name):
         ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance)
     return {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
             "metric": "exact_match", "seconds": round(time.perf_counter() - t0, 2)}
@@ -315,9 +317,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         if sampler is None:
                             sampler = registry.create("samplers", sampler_name, t.path, **sampler_options)
                         elif sampler.model != t.path:
-                            sampler.load(t.path)
+                            with registry.guard("samplers", sampler_name):
+                                sampler.load(t.path)
                         out_dir = root / _slug(t.label) / _slug(spec.name)
-                        row = bench_star_kit(spec, sampler, out_dir, registry, phases, t.label)
+                        row = bench_star_kit(spec, sampler, sampler_name, out_dir, registry, phases, t.label)
                     else:
                         row = bench_lm_eval(spec, t.path, limit, seed, phases, t.label)
                     result = {"model": t.label, "model_path": t.path, "task": spec.name, "source": spec.kind, **row}

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--step-schedule", choices=["exponential", "linear"], help="steps schedule")
     run.add_argument("--train-fewshot", action="store_true",
                      help="fine-tune on the full few-shot prompt (default: the question alone, ~10x fewer tokens)")
+    run.add_argument("--chunk-size", type=int, help="questions sampled and saved per chunk (resume unit); 128")
     run.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     run.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", metavar="KEY=VALUE",
                      help="task option, e.g. digits=1-3 (repeatable)")

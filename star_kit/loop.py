@@ -14,6 +14,7 @@ Every step writes its artifact atomically into the run directory; a resumed run 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from .progress import Phases
 from .protocols import Sampler, Task
 from .records import Example, GenerationParams, IterationResult, Sample, TrainExample
 from .registry import Registry
-from .store import RunStore, read_json, read_jsonl, write_jsonl, write_yaml
+from .store import AppendLog, RunStore, read_json, read_jsonl, write_jsonl, write_yaml
 
 Log = Callable[[str], None]
 
@@ -196,8 +197,7 @@ class StarRun:
                                   top_p=config.top_p, n=1, stop=task.stop, seed=config.seed * 1000 + n)
 
         # 1. Sample rationales with the few-shot prompt; 2. keep those that reach the gold answer.
-        samples = self.cached_samples(n, "samples.jsonl", "sample", seconds, lambda advance: sample_rationales(
-            task, sampler, self.extract, train_set, params, hint=False, advance=advance), len(train_set))
+        samples = self.sample_step(n, "samples.jsonl", "sample", seconds, sampler, train_set, params, hint=False)
         kept = [s for s in samples if s.correct]
         solved = {s.example_id for s in kept}
         failures = [e for e in train_set if e.id not in solved]
@@ -205,9 +205,8 @@ class StarRun:
         # 3. Rationalize the failures: the gold answer as a hint.
         rationalized: list[Sample] = []
         if config.rationalize:
-            rationalized = self.cached_samples(n, "rationalized.jsonl", "rationalize", seconds,
-                lambda advance: sample_rationales(task, sampler, self.extract, failures, params, hint=True,
-                                                  advance=advance), len(failures))
+            rationalized = self.sample_step(n, "rationalized.jsonl", "rationalize", seconds, sampler, failures,
+                                            params, hint=True)
         rescued = [s for s in rationalized if s.correct]
 
         # Build the hint-free SFT set.
@@ -259,17 +258,34 @@ class StarRun:
         self.record(result)
         return result
 
-    def cached_samples(self, n, name, phase, seconds, compute, total) -> list[Sample]:
+    def sample_step(self, n, name, phase, seconds, sampler, examples, params, hint) -> list[Sample]:
+        """Steps 1/3 with crash safety: fixed chunks of examples are sampled in order and appended to
+        ``NAME.partial`` as they finish, so a killed run resumes after the last whole chunk. The chunks (and
+        their seeds) do not depend on where a run was interrupted, so a resumed run samples exactly what an
+        uninterrupted one would."""
         path = self.store.artifact(n, name)
         if path.exists():
             return [Sample(**row) for row in read_jsonl(path)]
+        partial = path.with_name(path.name + ".partial")
+        done = [Sample(**row) for row in read_jsonl(partial)] if partial.exists() else []
+        finished = {s.example_id for s in done}
+        chunk = max(1, int(self.config.chunk_size))
         t0 = time.perf_counter()
-        with self.phases.phase(f"iter {n} · {phase}", total, "q") as advance, \
-                self.registry.guard("samplers", self.config.sampler):
-            samples = compute(advance)
-        write_jsonl(path, (s.to_dict() for s in samples))
+        with self.phases.phase(f"iter {n} · {phase}", len(examples), "q") as advance, \
+                self.registry.guard("samplers", self.config.sampler), AppendLog(partial, keep=done) as log:
+            advance(len(finished))
+            for c, start in enumerate(range(0, len(examples), chunk)):
+                part = examples[start : start + chunk]
+                if all(e.id in finished for e in part):
+                    continue
+                chunk_params = dataclasses.replace(params, seed=params.seed * 100_003 + c)
+                new = sample_rationales(self.task, sampler, self.extract, part, chunk_params, hint, advance)
+                log.append(s.to_dict() for s in new)
+                done.extend(new)
+        write_jsonl(path, (s.to_dict() for s in done))
+        partial.unlink(missing_ok=True)
         seconds[phase] = round(time.perf_counter() - t0, 2)
-        return samples
+        return done
 
     def record(self, result: IterationResult) -> None:
         self.store.record(result.to_dict())

@@ -76,6 +76,37 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
+class AppendLog:
+    """An append-only JSONL file for work in progress: each batch of rows is written and fsync'ed whole.
+
+    On open, the file is rewritten with ``keep`` (the rows already read back, torn tail dropped), so a line torn
+    by a kill never sits in the middle of the file.
+    """
+
+    def __init__(self, path: Path, keep: Iterable[dict[str, Any]] | Iterable[Any] = ()):
+        self.path = Path(path)
+        self.keep = [r if isinstance(r, dict) else r.to_dict() for r in keep]
+        self.fh = None
+
+    def __enter__(self) -> "AppendLog":
+        write_jsonl(self.path, self.keep)
+        self.fh = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+        try:
+            self.fh.write(text)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+        except OSError as exc:
+            raise StarKitError(f"could not write {self.path}: {exc.strerror or exc}") from exc
+
+    def __exit__(self, *exc) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
 class RunStore:
     """Paths and state of one run directory."""
 

@@ -72,3 +72,36 @@ def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
     assert main(["run", "--resume", str(out), "--seed", "5", "--no-progress"]) == 2
     assert "config key 'seed' differs" in capsys.readouterr().err
     assert _run(tiny_model, out, "--iterations", "0") == 2  # existing run without --resume
+
+
+def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin):
+    """Cut a finished run back to 'killed after the first sampling chunk, mid-write of the second' and resume:
+    samples, training set and metrics come out identical to the uninterrupted run."""
+    import shutil
+
+    out = tmp_path / "run"
+    args = ("--task", "lenient-arithmetic", "--iterations", "1", "--no-baseline", "--seed", "3",
+            "--sampler-opt", "batch_size=2")
+    assert _run(tiny_model, out, *args, "--config", str(_chunked(tmp_path))) == 0
+    it = out / "iter_01"
+    before = {name: (it / name).read_text() for name in ("samples.jsonl", "train.jsonl")}
+    metrics_before = read_jsonl(out / "metrics.jsonl")
+    lines = before["samples.jsonl"].splitlines(keepends=True)
+    (it / "samples.jsonl.partial").write_text("".join(lines[:2]) + lines[2][:25])  # chunk 1 + a torn line
+    for name in ("samples.jsonl", "rationalized.jsonl", "train.jsonl", "eval.json"):
+        (it / name).unlink(missing_ok=True)
+    shutil.rmtree(it / "checkpoint")
+    (out / "metrics.jsonl").unlink()
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    assert not (it / "samples.jsonl.partial").exists()
+    for name, text in before.items():
+        assert (it / name).read_text() == text, name
+    after = read_jsonl(out / "metrics.jsonl")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(after) == strip(metrics_before)
+
+
+def _chunked(tmp_path):
+    cfg = tmp_path / "chunked.yaml"
+    cfg.write_text("chunk_size: 2\n")
+    return cfg
