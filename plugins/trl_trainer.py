@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -78,7 +77,9 @@ class TRLSFTTrainer:
                                      target_modules="all-linear")
         data = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
         output_dir = Path(output_dir)
-        work = Path(tempfile.mkdtemp(prefix="trl-", dir=output_dir.parent if output_dir.parent.exists() else None))
+        work = output_dir.with_name(output_dir.name + ".work")  # TRL's scratch; a killed run's is discarded
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
         args = SFTConfig(
             output_dir=str(work),
             max_steps=steps,

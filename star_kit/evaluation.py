@@ -87,6 +87,14 @@ def sampler_lm(sampler: Sampler, advance: Advance | None = None):
     return SamplerLM()
 
 
+def _extract_filter_name(config: dict) -> str:
+    """The name of the filter pipeline that applies ``star_kit_extract`` (its metrics are reported)."""
+    for flt in config.get("filter_list", []):
+        if any(step.get("function") == "star_kit_extract" for step in flt.get("filter", [])):
+            return flt.get("name", "none")
+    raise StarKitError(f"lm-eval config {config.get('task')!r}: no filter applies star_kit_extract")
+
+
 @dataclass
 class EvalResult:
     accuracy: float
@@ -133,8 +141,9 @@ def evaluate(
     finally:
         _ACTIVE_REGISTRY = None
     metrics = results["results"][task_name]
-    accuracy = float(metrics["exact_match,star_kit"])
-    stderr = metrics.get("exact_match_stderr,star_kit")
+    flt = _extract_filter_name(config)
+    accuracy = float(metrics[f"exact_match,{flt}"])
+    stderr = metrics.get(f"exact_match_stderr,{flt}")
     stderr = float(stderr) if isinstance(stderr, (int, float)) else None
     rows = []
     for s in sorted(results["samples"][task_name], key=lambda s: s["doc_id"]):

@@ -185,7 +185,10 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
     """Build a fresh registry from the installed entry points plus ``extra_plugins`` (``module[:object]``)."""
     registry = Registry()
     only = _selected(os.environ.get("STAR_KIT_LOAD_PLUGINS"))
-    for ep in sorted(md.entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+    # star-kit's own plugins load first, so a third party can never silently take a built-in name.
+    eps = sorted(md.entry_points(group=GROUP),
+                 key=lambda e: (e.dist is None or e.dist.name != "star-kit", e.dist.name if e.dist else "", e.name))
+    for ep in eps:
         dist = ep.dist.name if ep.dist else "?"
         if only is not None and dist not in only and ep.name not in only:
             continue

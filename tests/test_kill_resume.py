@@ -1,0 +1,87 @@
+"""SIGKILL a real run (subprocess, tiny model, CPU, fixed seed) during sampling, training and evaluation; resume
+it; the final metrics.jsonl, samples and train.jsonl are identical to an uninterrupted run's."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from star_kit.store import read_jsonl
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _cmd(tiny_model, out, resume=False):
+    if resume:
+        return [sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress"]
+    return [sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out", str(out),
+            "--task", "lenient-arithmetic", "--iterations", "1", "--seed", "7", "--no-progress",
+            "--train-size", "24", "--eval-size", "16", "--base-steps", "25", "--chunk-size", "2",
+            "--sampler-opt", "batch_size=2", "--trainer-opt", "per_device_train_batch_size=2"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["STAR_KIT_PLUGINS"] = "plugins_for_tests"
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _results(out):
+    it = out / "iter_01"
+    metrics = [{k: v for k, v in r.items() if k not in ("seconds", "checkpoint")}
+               for r in read_jsonl(out / "metrics.jsonl")]
+    return metrics, (it / "samples.jsonl").read_text(), (it / "train.jsonl").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    subprocess.run(_cmd(tiny_model, out), env=_env(), check=True, capture_output=True, timeout=600)
+    return _results(out)
+
+
+def _partial_lines(path):
+    try:
+        return path.read_text().count("\n")
+    except OSError:
+        return 0
+
+
+MARKERS = {
+    # sampling: two chunks of samples are on disk, more are coming
+    "sampling": lambda it: _partial_lines(it / "samples.jsonl.partial") >= 4,
+    # training: the trainer's work folder exists, no checkpoint yet
+    "training": lambda it: any(it.glob("*.work")) and not (it / "checkpoint").exists(),
+    # evaluation: the evaluation input is written, no result yet
+    "evaluation": lambda it: (it / "eval_docs.jsonl").exists() and not (it / "eval.json").exists(),
+}
+
+
+@pytest.mark.parametrize("phase", list(MARKERS))
+def test_sigkill_then_resume_matches_uninterrupted(phase, tiny_model, tmp_path, reference):
+    out = tmp_path / "run"
+    it = out / "iter_01"
+    proc = subprocess.Popen(_cmd(tiny_model, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if MARKERS[phase](it):
+            os.kill(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    assert killed, f"the run ended before reaching {phase}: {proc.stderr.read().decode()[-1500:]}"
+    assert not (out / "metrics.jsonl").exists() or len(read_jsonl(out / "metrics.jsonl")) < 2
+    done = subprocess.run(_cmd(tiny_model, out, resume=True), env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _results(out) == reference
+    assert not list(it.glob("*.partial")) and not list(it.glob("*.work"))
