@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from . import bench
+from . import bench, report
 from .config import RunConfig, load_config_file
 from .errors import StarKitError
 
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]")
 
     bench.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
@@ -147,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         history = star.run(resume=bool(getattr(args, "resume", None)))
     console.print(results_table(history))
     console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)
+    report.after_run(config.out)  # report.html + accuracy.png; a failure only prints a warning
     return 0
 
 
@@ -190,7 +192,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": bench.cmd_bench}
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": bench.cmd_bench, "report": report.cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

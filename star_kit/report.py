@@ -512,7 +512,7 @@ function stacked(p, series, labelTotal) {
 
 function drawCharts() {
   var host = document.getElementById("charts");
-  var Wt = 1200, Ht = 560, pw = Wt / 2, ph = Ht / 2;
+  var Wt = 1200, Ht = 500, pw = Wt / 2, ph = Ht / 2;
   var svg = document.createElementNS(SVGNS, "svg");
   svg.setAttribute("viewBox", "0 0 " + Wt + " " + Ht);
   svg.setAttribute("role", "img");
