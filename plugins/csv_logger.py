@@ -1,0 +1,68 @@
+"""Built-in logger: ``RUN/metrics.csv``, one row per iteration (0 = the few-shot baseline).
+
+On every ``star_kit_iteration_end`` event the row of that iteration is added (or replaced, when a resumed run
+records an iteration again) and the file is rewritten atomically. Columns: the fields of
+:class:`star_kit.records.IterationResult`, with ``seconds`` flattened to ``seconds_sample``, ``seconds_rationalize``,
+``seconds_train``, ``seconds_evaluate`` (+ any other phase). A failure to write prints a warning and never stops
+the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import star_kit
+
+FILENAME = "metrics.csv"
+FIELDS = ["iteration", "accuracy", "accuracy_stderr", "eval_examples", "sampled", "kept", "no_answer",
+          "rationalization_attempts", "rationalized", "train_examples", "steps", "checkpoint"]
+PHASES = ["sample", "rationalize", "train", "evaluate"]
+
+
+def row_of(result: Any) -> dict[str, Any]:
+    """One CSV row from an IterationResult (or its dict)."""
+    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    row = {key: data.get(key) for key in FIELDS}
+    for phase, seconds in (data.get("seconds") or {}).items():
+        row[f"seconds_{phase}"] = seconds
+    return row
+
+
+def _iteration(row: dict[str, Any]) -> int:
+    try:
+        return int(row.get("iteration"))
+    except (TypeError, ValueError):
+        return -1
+
+
+def update_csv(path: Path, row: dict[str, Any]) -> None:
+    """Add or replace ``row`` (by iteration) in the CSV at ``path``; rewrite it atomically."""
+    from star_kit.store import _atomic_write_bytes
+
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [r for r in csv.DictReader(fh) if _iteration(r) != _iteration(row)]
+    rows.append(row)
+    rows.sort(key=_iteration)
+    extra = sorted({k for r in rows for k in r if k and k not in FIELDS} - {f"seconds_{p}" for p in PHASES})
+    columns = FIELDS + [f"seconds_{p}" for p in PHASES] + extra
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    _atomic_write_bytes(path, out.getvalue().encode("utf-8"))
+
+
+@star_kit.hookimpl
+def star_kit_iteration_end(iteration, result, run_dir):
+    try:
+        update_csv(Path(run_dir) / FILENAME, row_of(result))
+    except Exception as exc:  # a logger never stops a run
+        print(f"warning: csv logger: could not update {Path(run_dir) / FILENAME}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)

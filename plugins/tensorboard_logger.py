@@ -1,0 +1,67 @@
+"""Built-in logger: TensorBoard scalars in ``RUN/tensorboard/`` (``tensorboard --logdir RUN/tensorboard``).
+
+On every ``star_kit_iteration_end`` event, with the iteration as the step: ``accuracy``, ``accuracy_stderr``,
+``samples/{sampled,kept,no_answer,rationalization_attempts,rationalized}``, ``train/{examples,steps}`` and
+``seconds/<phase>``; the run's config as text at the first event of a process. Written through
+``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package). Any failure, a missing package
+included, prints one warning and never stops the run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import star_kit
+
+SUBDIR = "tensorboard"
+_warned: set[str] = set()
+_config_logged: set[str] = set()  # run directories whose config this process has logged (once per process)
+
+
+def scalars(result: Any) -> dict[str, float]:
+    """The tag -> value pairs of one IterationResult (or its dict); None values are left out."""
+    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    tags = {
+        "accuracy": data.get("accuracy"),
+        "accuracy_stderr": data.get("accuracy_stderr"),
+        "eval_examples": data.get("eval_examples"),
+    }
+    if data.get("iteration", 0) > 0:
+        for key in ("sampled", "kept", "no_answer", "rationalization_attempts", "rationalized"):
+            tags[f"samples/{key}"] = data.get(key)
+        tags["train/examples"] = data.get("train_examples")
+        tags["train/steps"] = data.get("steps")
+    for phase, seconds in (data.get("seconds") or {}).items():
+        tags[f"seconds/{phase}"] = seconds
+    return {k: float(v) for k, v in tags.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        print(f"warning: tensorboard logger: {message}", file=sys.stderr)
+
+
+@star_kit.hookimpl
+def star_kit_iteration_end(iteration, result, config, run_dir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as exc:  # tensorboard not installed (torch raises ImportError), or broken
+        _warn_once("import", f"disabled ({type(exc).__name__}: {exc}); pip install tensorboard")
+        return
+    log_dir = Path(run_dir) / SUBDIR
+    try:
+        with SummaryWriter(log_dir=str(log_dir)) as writer:
+            for tag, value in scalars(result).items():
+                writer.add_scalar(tag, value, global_step=int(iteration))
+            if config is not None and str(log_dir) not in _config_logged:
+                import yaml
+
+                text = yaml.safe_dump(config.to_dict() if hasattr(config, "to_dict") else dict(config),
+                                      sort_keys=False)
+                writer.add_text("config", "```\n" + text + "```", global_step=int(iteration))
+                _config_logged.add(str(log_dir))
+    except Exception as exc:  # a logger never stops a run
+        _warn_once(str(log_dir), f"could not write {log_dir}: {type(exc).__name__}: {exc}")
