@@ -52,7 +52,6 @@ class HFSampler:
         self.model = ""
         self._model = None
         self.tokenizer = None
-        self._warned_oom = False
         self.load(model)
 
     def load(self, model: str) -> None:
@@ -116,10 +115,8 @@ class HFSampler:
             except torch.OutOfMemoryError:
                 if batch_size == 1:
                     raise StarKitError("sampler 'hf': out of memory at batch size 1") from None
-                batch_size = max(1, batch_size // 2)
-                if not self._warned_oom:
-                    print(f"sampler 'hf': out of memory; batch size halved to {batch_size}", file=sys.stderr)
-                    self._warned_oom = True
+                batch_size = self.batch_size = max(1, batch_size // 2)  # remembered for later calls
+                print(f"sampler 'hf': out of memory; batch size halved to {batch_size}", file=sys.stderr)
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()

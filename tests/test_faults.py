@@ -1,0 +1,95 @@
+"""Faults: every built-in extractor fuzzed, disk full, out of memory, nothing executed."""
+
+import ast
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from star_kit.errors import StarKitError
+from star_kit.records import GenerationParams
+from star_kit.registry import load_registry
+from star_kit.store import read_jsonl, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRACTORS = load_registry().items["extractors"]
+
+answerish = st.one_of(
+    st.text(),
+    st.builds(lambda a, b, c: f"{a} The answer is {b}{c}", st.text(max_size=30),
+              st.text(alphabet="0123456789,.-$ ()abcdeABCDE", max_size=40), st.text(max_size=10)),
+    st.builds(lambda n: "#### " + n, st.text(alphabet="0123456789,.-", max_size=60)),
+)
+
+
+@pytest.mark.parametrize("name", sorted(EXTRACTORS))
+@settings(max_examples=300, deadline=None)
+@given(text=answerish)
+def test_no_builtin_extractor_raises(name, text):
+    if EXTRACTORS[name].distribution != "star-kit":
+        pytest.skip("only built-ins")
+    result = EXTRACTORS[name].obj(text)  # the raw function, not the safety wrapper
+    assert result is None or isinstance(result, str)
+
+
+def test_disk_full_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    write_jsonl(path, [{"iteration": 0}])
+    class Full:
+        def __init__(self, fd, mode):
+            self.fd = fd
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            os.close(self.fd)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", Full)
+    with pytest.raises(StarKitError, match=r"could not write .*metrics.jsonl: No space left on device"):
+        write_jsonl(path, [{"iteration": 0}, {"iteration": 1}])
+    monkeypatch.undo()
+    assert read_jsonl(path) == [{"iteration": 0}]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temp file left behind
+
+
+def test_out_of_memory_halves_the_batch_and_says_so_once(tiny_model, capsys):
+    import torch
+
+    sampler = load_registry().create("samplers", "hf", tiny_model, batch_size=8)
+    task = load_registry().create("tasks", "arithmetic")
+    prompts = [task.prompt(e) for e in task.examples("eval", 8, 0)]
+    params = GenerationParams(max_new_tokens=4, stop=task.stop)
+    expected = sampler.generate(prompts, params)
+    real = sampler._generate_batch
+
+    def flaky(rows, *args):
+        if len(rows) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(rows, *args)
+
+    sampler._generate_batch = flaky
+    capsys.readouterr()
+    got = sampler.generate(prompts, params)
+    sampler.generate(prompts, params)
+    err = capsys.readouterr().err
+    assert err.count("out of memory; batch size halved to 4") == 1
+    assert err.count("out of memory; batch size halved to 2") == 1  # and remembered: the 2nd call says nothing
+    assert len(got) == 8 and all(len(g) == 1 for g in got)
+    assert sum(a == b for a, b in zip(got, expected)) >= 6  # same text, up to batch-composition ties
+
+
+def test_nothing_is_executed():
+    """No eval/exec/compile of data or model output anywhere in the package or the built-in plugins."""
+    for folder in ("star_kit", "plugins"):
+        for path in (ROOT / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                    assert node.func.id not in ("eval", "exec", "compile"), f"{path}:{node.lineno}"
