@@ -25,3 +25,8 @@ def test_iteration_phases_quick(tiny_model, tmp_path):
     data = _last_json([sys.executable, "benchmarks/iteration_phases.py", "--quick", "--model", tiny_model,
                        "--out", str(tmp_path)])
     assert {"sample", "rationalize", "evaluate"} <= set(data["seconds"])
+
+
+def test_train_throughput_quick(tiny_model):
+    data = _last_json([sys.executable, "benchmarks/train_throughput.py", "--quick", "--model", tiny_model])
+    assert data["plain_tok_s"] > 0 and data["trl_tok_s"] > 0
