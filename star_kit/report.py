@@ -95,7 +95,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not store.metrics_path.is_file():
         raise StarKitError(f"report: {root} has no metrics.jsonl (not a star-kit run directory, or no iteration "
                            f"has finished yet)", 2)
-    metrics = sorted((r for r in store.metrics() if isinstance(r.get("iteration"), int)),
+    metrics = sorted((r for r in _rows(store.metrics_path) if isinstance(r.get("iteration"), int)),
                      key=lambda r: r["iteration"])
     config: dict[str, Any] = {}
     if store.config_path.is_file():
