@@ -15,18 +15,18 @@ from star_kit.records import TrainExample
 
 
 class TRLSFTTrainer:
-    """Options (TRL ``SFTConfig`` names): ``learning_rate`` (1e-5), ``per_device_train_batch_size`` (8),
-    ``gradient_accumulation_steps`` (1), ``lr_scheduler_type`` (constant_with_warmup), ``warmup_steps`` (5),
+    """Options (TRL ``SFTConfig`` names): ``learning_rate`` (5e-5), ``per_device_train_batch_size`` (8),
+    ``gradient_accumulation_steps`` (1), ``lr_scheduler_type`` (constant_with_warmup), ``warmup_steps`` (2),
     ``weight_decay`` (0.0), ``max_length`` (1024), ``bf16`` (auto: on where the GPU supports it),
     ``lora`` (False; needs peft), ``lora_r`` (16), ``lora_alpha`` (32)."""
 
     def __init__(
         self,
-        learning_rate: float = 1e-5,
+        learning_rate: float = 5e-5,
         per_device_train_batch_size: int = 8,
         gradient_accumulation_steps: int = 1,
         lr_scheduler_type: str = "constant_with_warmup",
-        warmup_steps: int = 5,
+        warmup_steps: int = 2,
         weight_decay: float = 0.0,
         max_length: int = 1024,
         bf16: str | bool = "auto",

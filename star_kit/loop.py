@@ -28,7 +28,7 @@ from .progress import Phases
 from .protocols import Sampler, Task
 from .records import Example, GenerationParams, IterationResult, Sample, TrainExample
 from .registry import Registry
-from .store import AppendLog, RunStore, read_json, read_jsonl, write_jsonl, write_yaml
+from .store import AppendLog, RunStore, read_json, read_jsonl, write_json, write_jsonl, write_yaml
 
 Log = Callable[[str], None]
 
@@ -101,6 +101,19 @@ def should_stop(history: Sequence[IterationResult], patience: int) -> bool:
     return max(accs[-patience:]) <= max(accs[:-patience])
 
 
+class Timings(dict):
+    """Seconds per phase of one iteration, saved on every update so a resumed iteration keeps the phases it
+    does not redo."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(read_json(path) if path.exists() else {})
+        self.path = path
+
+    def __setitem__(self, phase: str, value: float) -> None:
+        super().__setitem__(phase, value)
+        write_json(self.path, dict(self))
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 @dataclass
 class StarRun:
@@ -153,7 +166,9 @@ class StarRun:
             raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}")
-        history = [IterationResult(**row) for row in self.store.metrics()]
+        known = set(IterationResult.__dataclass_fields__)
+        history = [IterationResult(**{k: v for k, v in row.items() if k in known})
+                   for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
         done = {r.iteration for r in history}
         current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
         sampler: Sampler = registry.create("samplers", config.sampler, current, **config.sampler_options)
@@ -192,7 +207,7 @@ class StarRun:
     def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
         config, store, task = self.config, self.store, self.task
         self.registry.emit("star_kit_iteration_start", iteration=n, config=config, run_dir=store.root)
-        seconds: dict[str, float] = {}
+        seconds = Timings(store.artifact(n, "seconds.json"))  # survives a resume
         params = GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
                                   top_p=config.top_p, n=1, stop=task.stop, seed=config.seed * 1000 + n)
 
@@ -253,7 +268,7 @@ class StarRun:
             iteration=n, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
             sampled=len(samples), kept=len(kept), no_answer=sum(1 for s in samples if s.predicted is None),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
-            train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=seconds,
+            train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds),
         )
         self.record(result)
         return result

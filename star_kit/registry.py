@@ -12,6 +12,7 @@ import importlib
 import inspect
 import importlib.metadata as md
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
@@ -148,16 +149,20 @@ class Registry:
         safe.__name__ = f"extractor_{name}"
         return safe
 
-    def emit(self, hook_name: str, **kwargs: Any) -> None:
-        """Call an event hook on every plugin; an exception names the plugin that raised it."""
+    def emit(self, hook_name: str, **kwargs: Any) -> list[str]:
+        """Call an event hook on every plugin. An event plugin (a logger) that raises does not stop the run:
+        the returned warnings (also printed to stderr) name the plugin and its distribution."""
+        warnings = []
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
             except Exception as exc:
-                raise PluginError(
+                warnings.append(
                     f"plugin {impl.plugin_name!r} (distribution {self._dist.get(impl.plugin_name, '?')!r}) "
                     f"raised in {hook_name}: {type(exc).__name__}: {exc}"
-                ) from exc
+                )
+                print(f"warning: {warnings[-1]}", file=sys.stderr)
+        return warnings
 
     def as_json(self) -> dict[str, list[dict[str, str]]]:
         return {

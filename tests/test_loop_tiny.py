@@ -61,7 +61,8 @@ def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_pl
     assert main(["run", "--resume", str(out), "--no-progress", "--iterations", "2"]) == 0
     rows2 = read_jsonl(out / "metrics.jsonl")
     assert [r["iteration"] for r in rows2] == [0, 1, 2]
-    assert set(rows2[2]["seconds"]) == {"evaluate"}
+    assert set(rows2[2]["seconds"]) == {"sample", "rationalize", "train", "evaluate"}  # earlier phases kept
+    assert rows2[2]["seconds"]["train"] == rows[2]["seconds"]["train"]
     assert (out / "iter_02" / "checkpoint" / "config.json").stat().st_mtime_ns == ckpt_mtime
     assert rows2[2]["accuracy"] == rows[2]["accuracy"]
 
