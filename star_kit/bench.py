@@ -13,15 +13,14 @@ definition; its dataset comes from the Hugging Face hub.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from .cli_common import key_value, optional_int, quiet_libraries
 from .errors import StarKitError, UnknownNameError
 
 LM_EVAL_PREFIX = "lm-eval:"
@@ -49,22 +48,6 @@ class TaskSpec:
     manager: Any = None  # lm-eval's TaskManager (built once: indexing its ~15k task configs takes seconds)
 
 
-def _key_value(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), yaml.safe_load(value)
-
-
-def _optional_int(text: str) -> int | None:
-    if text.lower() in ("all", "none"):
-        return None
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--limit must be positive, got {value}")
-    return value
-
-
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``star-kit bench`` on the CLI's subparsers."""
     p = subparsers.add_parser(
@@ -76,16 +59,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="DIR", help="bench every iteration's checkpoint of a star-kit run directory "
                    "(iteration 0 = its base model) on the run's task and evaluation questions")
     p.add_argument("--tasks", help="comma-separated task names (default: the run's task with --run)")
-    p.add_argument("--limit", type=_optional_int, metavar="N",
+    p.add_argument("--limit", type=optional_int, metavar="N",
                    help="evaluate the first N examples of each task's eval split after a seeded shuffle "
                         "(default: all; with --run: the run's eval size)")
     p.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     p.add_argument("--json", metavar="FILE", help="write the results as a JSON list of objects")
     p.add_argument("--out", metavar="DIR", help="keep each evaluation's prompts and samples under DIR/<model>/<task>")
     p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default hf")
-    p.add_argument("--sampler-opt", dest="sampler_options", type=_key_value, action="append", default=[],
+    p.add_argument("--sampler-opt", dest="sampler_options", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
-    p.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", default=[],
+    p.add_argument("--task-opt", dest="task_options", type=key_value, action="append", default=[],
                    metavar="[TASK.]KEY=VALUE",
                    help="task option, e.g. arithmetic.digits=1-3 (repeatable; without TASK. it goes to every task)")
     p.add_argument("--seed", type=int, help="seed of the example shuffle (default 0; with --run: the run's)")
@@ -264,7 +247,7 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import _quiet_libraries, console, err_console
+    from .cli import console, err_console
     from .models import resolve_model
     from .progress import Phases
     from .registry import load_registry
@@ -294,7 +277,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sampler_name = args.sampler or run_config.get("sampler") or "hf"
     sampler_options = {**(run_config.get("sampler_options") or {}), **dict(args.sampler_options)}
 
-    _quiet_libraries()
+    quiet_libraries()
     registry = load_registry([*(run_config.get("plugins") or []), *args.plugins])
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)

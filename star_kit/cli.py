@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import warnings
 from typing import Any, Sequence
 
 import yaml
@@ -14,44 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from . import bench, report
+from .cli_common import key_value, optional_int, quiet_libraries
 from .config import RunConfig, load_config_file
 from .errors import StarKitError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # library bars; star-kit shows its own rich progress
-    warnings.filterwarnings("ignore")
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.logging.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), yaml.safe_load(value)
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("all", "none") else int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory; default runs/star")
     run.add_argument("--iterations", type=int, help="maximum STaR iterations; default 3")
     run.add_argument("--patience", type=int, help="stop after this many iterations without improvement; default 2")
-    run.add_argument("--train-size", type=_optional_int, help="training questions per iteration ('all' for all)")
-    run.add_argument("--eval-size", type=_optional_int, help="held-out evaluation questions ('all' for all)")
+    run.add_argument("--train-size", type=optional_int, help="training questions per iteration ('all' for all)")
+    run.add_argument("--eval-size", type=optional_int, help="held-out evaluation questions ('all' for all)")
     run.add_argument("--no-rationalize", dest="rationalize", action="store_false",
                      help="do not rationalize failures (STaR without rationalization)")
     run.add_argument("--no-baseline", dest="baseline", action="store_false",
@@ -87,11 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fine-tune on the full few-shot prompt (default: the question alone, ~10x fewer tokens)")
     run.add_argument("--chunk-size", type=int, help="questions sampled and saved per chunk (resume unit); 128")
     run.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
-    run.add_argument("--task-opt", dest="task_options", type=_key_value, action="append", metavar="KEY=VALUE",
+    run.add_argument("--task-opt", dest="task_options", type=key_value, action="append", metavar="KEY=VALUE",
                      help="task option, e.g. digits=1-3 (repeatable)")
-    run.add_argument("--sampler-opt", dest="sampler_options", type=_key_value, action="append",
+    run.add_argument("--sampler-opt", dest="sampler_options", type=key_value, action="append",
                      metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
-    run.add_argument("--trainer-opt", dest="trainer_options", type=_key_value, action="append",
+    run.add_argument("--trainer-opt", dest="trainer_options", type=key_value, action="append",
                      metavar="KEY=VALUE", help="trainer option, e.g. learning_rate=2e-5 (repeatable)")
     run.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE[:OBJECT]",
                      help="load a plugin without installing it (repeatable)")
@@ -135,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", markup=False, highlight=False)
         return 0
     config.validate()
-    _quiet_libraries()
+    quiet_libraries()
     from .loop import StarRun
     from .progress import Phases
     from .registry import load_registry
