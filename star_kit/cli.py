@@ -111,7 +111,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     with Phases(err_console, enabled=getattr(args, "progress", True)) as phases:
-        star = StarRun(config, registry, phases, log=lambda m: phases.progress.console.print(m, highlight=False))
+        live = lambda history: phases.progress.console.print(results_table(history))  # noqa: E731
+        star = StarRun(config, registry, phases, log=lambda m: phases.progress.console.print(m, highlight=False),
+                       on_record=live if sys.stderr.isatty() else None)
         history = star.run(resume=bool(getattr(args, "resume", None)))
     console.print(results_table(history))
     console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)

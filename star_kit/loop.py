@@ -123,6 +123,7 @@ class StarRun:
     registry: Registry
     phases: Phases
     log: Log = print
+    on_record: Callable[[list[IterationResult]], None] | None = None  # e.g. a live summary table
     store: RunStore = field(init=False)
 
     def __post_init__(self) -> None:
@@ -166,9 +167,7 @@ class StarRun:
             raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}")
-        known = set(IterationResult.__dataclass_fields__)
-        history = [IterationResult(**{k: v for k, v in row.items() if k in known})
-                   for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
+        history = self.history()
         done = {r.iteration for r in history}
         current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
         sampler: Sampler = registry.create("samplers", config.sampler, current, **config.sampler_options)
@@ -307,6 +306,14 @@ class StarRun:
         self.registry.emit("star_kit_iteration_end", iteration=result.iteration, result=result,
                            config=self.config, run_dir=self.store.root)
         self.log(describe(result))
+        if self.on_record is not None:
+            self.on_record(self.history())
+
+    def history(self) -> list[IterationResult]:
+        """The recorded iterations (metrics.jsonl), tolerant of lines a kill or a person left behind."""
+        known = set(IterationResult.__dataclass_fields__)
+        return [IterationResult(**{k: v for k, v in row.items() if k in known})
+                for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
 
 
 def describe(r: IterationResult) -> str:
