@@ -1,0 +1,253 @@
+"""The ``openai`` sampler: any OpenAI-compatible ``/v1/completions`` server (vLLM, SGLang, llama.cpp, TGI ...).
+
+Standard library only (``urllib`` + threads). Prompts are sent several per request (the completions API takes a
+list of prompts) and requests run concurrently; completions come back in prompt order, cut before the first stop
+string (client-side too, so a server that keeps the stop string, or caps how many it accepts, changes nothing).
+
+**Pairing with the local trainer.** A remote server cannot load weights that star-kit hands it, so ``load(model)``
+(called by the STaR loop with each iteration's newest checkpoint folder) does two things:
+
+1. it switches the model name sent in requests: ``served_model`` is a template, default ``{model}`` — the path
+   itself, which is what ``vllm serve PATH`` serves under; a fixed name (``served_model=star``) stays fixed;
+2. when the option ``reload_command`` is given, it runs it through the shell with ``{model}`` and
+   ``{served_model}`` replaced (shell-quoted) — e.g. a script that restarts ``vllm serve {model}`` in the
+   background, or a ``curl`` to a hot-load endpoint — and then polls ``GET {base_url}/models`` until the served
+   name is listed (``reload_timeout`` seconds). The command must return (start a server with ``nohup ... &``), and
+   the server must be able to read the checkpoint path (same machine or a shared file system).
+
+Without ``reload_command`` the server is expected to serve the model already (construction checks
+``GET /models`` unless ``check_models=false``), so a run with more than the baseline needs one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Sequence
+
+import star_kit
+from star_kit.errors import StarKitError
+from star_kit.protocols import Advance
+from star_kit.records import GenerationParams
+
+from .hf_sampler import cut_at_stop
+
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "no", "off", "")
+    return bool(value)
+
+
+class OpenAISampler:
+    """Options: ``base_url`` (default ``$OPENAI_BASE_URL`` or ``http://127.0.0.1:8000/v1``), ``api_key``
+    (default ``$OPENAI_API_KEY``; none sent when unset), ``served_model`` (name sent as ``model``; ``{model}`` is
+    replaced by the loaded model; default ``{model}``), ``batch_size`` (prompts per request, default 16),
+    ``concurrency`` (requests in flight, default 8), ``timeout`` (seconds per request, default 300),
+    ``max_retries`` (on connection errors, timeouts, 429 and 5xx, with exponential backoff from ``backoff``
+    seconds, default 4 and 0.5), ``reload_command`` (see the module docstring), ``reload_timeout`` (default 600),
+    ``check_models`` (check ``GET /models`` lists the model at start, default true)."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        served_model: str = "{model}",
+        batch_size: int = 16,
+        concurrency: int = 8,
+        timeout: float = 300.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        reload_command: str | None = None,
+        reload_timeout: float = 600.0,
+        check_models: bool = True,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.served_template = str(served_model)
+        self.batch_size = max(1, int(batch_size))
+        self.concurrency = max(1, int(concurrency))
+        self.timeout = float(timeout)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff = float(backoff)
+        self.reload_command = reload_command or None
+        self.reload_timeout = float(reload_timeout)
+        self.check_models = _as_bool(check_models)
+        self.model = ""
+        self.served_model = ""
+        self._started = False
+        self.load(model)
+        self._started = True
+
+    # -- transport ---------------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> dict:
+        """One JSON request with retries; a final failure is a StarKitError of one line."""
+        url = f"{self.base_url}{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        retries = self.max_retries if retries is None else retries
+        attempt = 0
+        while True:
+            delay = self.backoff * (2 ** attempt)
+            try:
+                req = urllib.request.Request(url, data=data, headers=headers, method=method)
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    raise StarKitError(
+                        f"sampler 'openai': {method} {url}: HTTP {resp.status} but not JSON: {_excerpt(raw)}"
+                    ) from None
+            except urllib.error.HTTPError as exc:
+                body_text = _excerpt(exc.read() if exc.fp else b"")
+                why = f"HTTP {exc.code}: {body_text}"
+                if exc.code not in RETRY_STATUS:
+                    raise StarKitError(f"sampler 'openai': {method} {url} failed: {why}") from None
+                after = exc.headers.get("Retry-After") if exc.headers else None
+                if after:
+                    try:
+                        delay = max(delay, min(float(after), 60.0))
+                    except ValueError:
+                        pass
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                why = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+            if attempt >= retries:
+                raise StarKitError(
+                    f"sampler 'openai': {method} {url} failed after {attempt + 1} attempt(s): {why}"
+                )
+            time.sleep(delay)
+            attempt += 1
+
+    def served_models(self, retries: int | None = None) -> list[str]:
+        reply = self._request("GET", "/models", retries=retries)
+        data = reply.get("data") if isinstance(reply, dict) else None
+        return [m.get("id") for m in data or [] if isinstance(m, dict)]
+
+    # -- the Sampler protocol ----------------------------------------------------------------------------
+    def load(self, model: str) -> None:
+        """Point requests at ``model``; with ``reload_command``, (re)start the server on it and wait."""
+        served = self.served_template.replace("{model}", model)
+        if self._started and model == self.model:
+            return
+        if self.reload_command and not self._started and self._lists(served):
+            pass  # the server already serves the starting model: no restart
+        elif self.reload_command:
+            cmd = self.reload_command.replace("{model}", shlex.quote(model)).replace(
+                "{served_model}", shlex.quote(served))
+            try:
+                done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, timeout=self.reload_timeout)
+            except subprocess.TimeoutExpired:
+                raise StarKitError(f"sampler 'openai': reload_command ran over {self.reload_timeout:g}s: {cmd}")
+            if done.returncode != 0:
+                raise StarKitError(f"sampler 'openai': reload_command exited with {done.returncode}: {cmd}")
+            self._wait_for(served, self.reload_timeout)
+        elif self.check_models and not self._started:
+            listed = self.served_models()
+            if served not in listed:
+                raise StarKitError(
+                    f"sampler 'openai': {self.base_url} serves {listed}, not {served!r} "
+                    "(set served_model, or reload_command to start the server on it)"
+                )
+        self.model, self.served_model = model, served
+
+    def _lists(self, served: str) -> bool:
+        try:
+            return served in self.served_models(retries=0)
+        except StarKitError:
+            return False
+
+    def _wait_for(self, served: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                listed = self.served_models(retries=0)
+                if served in listed:
+                    return
+                last = f"serves {listed}"
+            except StarKitError as exc:
+                last = str(exc)
+            time.sleep(1.0)
+        raise StarKitError(f"sampler 'openai': {self.base_url} did not list {served!r} within {timeout:g}s ({last})")
+
+    def close(self) -> None:
+        """Nothing to free on this side; a server started by ``reload_command`` is the command's to manage."""
+
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, advance: Advance | None = None
+    ) -> list[list[str]]:
+        if not prompts:
+            return []
+        chunks = [list(range(i, min(i + self.batch_size, len(prompts)))) for i in range(0, len(prompts),
+                                                                                      self.batch_size)]
+        out: list[list[str] | None] = [None] * len(prompts)
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+            futures = {pool.submit(self._complete, [prompts[i] for i in idx], params, params.seed + k): idx
+                       for k, idx in enumerate(chunks)}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in finished:
+                    if fut.exception() is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise fut.exception()
+                    idx = futures[fut]
+                    for i, texts in zip(idx, fut.result()):
+                        out[i] = texts
+                    if advance is not None:
+                        advance(len(idx))
+        return out  # type: ignore[return-value]
+
+    def _complete(self, prompts: list[str], params: GenerationParams, seed: int) -> list[list[str]]:
+        body = {
+            "model": self.served_model,
+            "prompt": prompts,
+            "n": params.n,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p if params.temperature > 0 else 1.0,
+            "seed": seed,
+        }
+        stop = [s for s in params.stop if s]
+        if stop:
+            body["stop"] = stop
+        reply = self._request("POST", "/completions", body)
+        choices = reply.get("choices") if isinstance(reply, dict) else None
+        want = len(prompts) * params.n
+        if not isinstance(choices, list) or len(choices) != want:
+            got = len(choices) if isinstance(choices, list) else "no"
+            raise StarKitError(f"sampler 'openai': POST {self.base_url}/completions returned {got} choices, "
+                               f"expected {want}: {_excerpt(json.dumps(reply).encode())}")
+        # Choice i*n + j is completion j of prompt i (the API's index); sort, since order is not promised.
+        choices = sorted(choices, key=lambda c: c.get("index", 0))
+        texts = [cut_at_stop(str(c.get("text") or ""), params.stop) for c in choices]
+        return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
+
+
+def _excerpt(raw: bytes, limit: int = 200) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
+    text = " ".join(text.split())
+    return (text[:limit] + "…") if len(text) > limit else (text or "(empty body)")
+
+
+@star_kit.hookimpl
+def register_samplers(register):
+    register("openai", OpenAISampler)

