@@ -75,6 +75,10 @@ class OpenAISampler:
         reload_timeout: float = 600.0,
         check_models: bool = True,
     ) -> None:
+        for key, value in (("served_model", served_model), ("reload_command", reload_command)):
+            if value is not None and not isinstance(value, str):  # --sampler-opt values are YAML: {model} is a map
+                raise StarKitError(f"sampler 'openai': {key} must be a string, got {value!r} (on the command "
+                                   f"line quote it for YAML: {key}=\"'...{{model}}...'\")", 2)
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.served_template = str(served_model)

@@ -1,0 +1,60 @@
+"""Throughput of one sampler (model backend) on the same arithmetic prompts: useful tokens per second.
+
+    python benchmarks/backend_throughput.py --sampler hf [--n 64] [--model smollm2-135m] [--sampler-opt K=V ...]
+    .venv-vllm/bin/python benchmarks/backend_throughput.py --sampler vllm
+    python benchmarks/backend_throughput.py --sampler openai --sampler-opt base_url=http://127.0.0.1:8000/v1
+
+Greedy, the task's stop strings and token budget, one warm-up call on 4 prompts, then one timed call on ``--n``
+prompts (1–5 digit addition, seed 0). Tokens are the completions (cut at the stop string) re-tokenized with the
+model's tokenizer. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--sampler", default="hf")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--sampler-opt", action="append", default=[], metavar="K=V")
+    args = p.parse_args()
+    from transformers import AutoTokenizer
+
+    from star_kit.models import resolve_model
+    from star_kit.records import GenerationParams
+    from star_kit.registry import load_registry
+
+    registry = load_registry()
+    task = registry.create("tasks", "arithmetic")
+    prompts = [task.prompt(e) for e in task.examples("eval", args.n, 0)]
+    params = GenerationParams(max_new_tokens=task.max_new_tokens, stop=task.stop)
+    model = resolve_model(args.model)
+    options = dict(kv.split("=", 1) for kv in args.sampler_opt)
+    t0 = time.perf_counter()
+    sampler = registry.create("samplers", args.sampler, model, **options)
+    load_s = time.perf_counter() - t0
+    try:
+        sampler.generate(prompts[:4], params)
+        t0 = time.perf_counter()
+        out = sampler.generate(prompts, params)
+        seconds = time.perf_counter() - t0
+    finally:
+        sampler.close()
+    tok = AutoTokenizer.from_pretrained(model)
+    tokens = sum(len(tok(c[0], add_special_tokens=False)["input_ids"]) for c in out)
+    print(json.dumps({"sampler": args.sampler, "prompts": len(prompts), "tokens": tokens,
+                      "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
+                      "load_s": round(load_s, 1)}))
+
+
+if __name__ == "__main__":
+    main()
