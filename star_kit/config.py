@@ -23,8 +23,8 @@ class RunConfig:
     out: str = "runs/star"
     iterations: int = 3
     patience: int = 2
-    train_size: int | None = 200
-    eval_size: int | None = 100
+    train_size: int | None = 128
+    eval_size: int | None = 64
     rationalize: bool = True
     baseline: bool = True
     seed: int = 0
