@@ -9,8 +9,8 @@ vLLM starts worker processes: a script that builds this sampler itself must do s
 ``if __name__ == "__main__":`` (the ``star-kit`` command already does).
 
 ``load(model)`` (called with each new checkpoint) tears the engine down and builds a new one on the new folder:
-vLLM cannot swap the weights of a running engine in place. That costs an engine start per iteration (seconds on
-a small model), small next to sampling.
+vLLM cannot swap the weights of a running engine in place. That costs an engine start per iteration: on 2 CPU
+cores with SmolLM2-135M, 80 s warm and 2.5 min the first time (torch.compile; cached in ~/.cache/vllm).
 """
 
 from __future__ import annotations
