@@ -225,6 +225,17 @@ def _vllm_env() -> dict:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when pytest dies (a killed pytest runs no teardown), Linux only."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; vLLM ignores SIGTERM while starting
+    except Exception:
+        pass
+
+
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     if not VLLM_READY.exists():
@@ -238,7 +249,7 @@ def vllm_server(tmp_path_factory):
         proc = subprocess.Popen(
             [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
              "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "2048", "--seed", "0"],
-            stdout=fh, stderr=subprocess.STDOUT, env=_vllm_env(), start_new_session=True)
+            stdout=fh, stderr=subprocess.STDOUT, env=_vllm_env(), preexec_fn=_die_with_parent)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 300
     try:
