@@ -271,11 +271,16 @@ def vllm_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=30)
+            pass
+        _kill_group(proc.pid)  # vLLM's engine-core/worker processes may outlive the server
+        proc.wait(timeout=30)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.mark.slow
@@ -319,8 +324,14 @@ def test_vllm_sampler_agrees_with_hf_greedy(smollm2, tmp_path):
             "params": {"max_new_tokens": params.max_new_tokens, "stop": list(params.stop)}}
     script = tmp_path / "run_vllm.py"
     script.write_text(VLLM_SCRIPT)
-    done = subprocess.run([str(VLLM_PY), str(script)], input=json.dumps(spec), capture_output=True, text=True,
-                          timeout=540, env=_vllm_env(), cwd=tmp_path)
+    proc = subprocess.Popen([str(VLLM_PY), str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_vllm_env(), cwd=tmp_path,
+                            preexec_fn=_die_with_parent)
+    try:
+        stdout, stderr = proc.communicate(json.dumps(spec), timeout=540)
+    finally:
+        _kill_group(proc.pid)  # no engine process outlives the test
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     via_vllm = [c[0] for c in json.loads(lines[-1][len("RESULT "):])]
