@@ -23,10 +23,10 @@ import re
 from typing import Any
 
 import star_kit
-from star_kit.data import HubSource, Row, load_rows
-from star_kit.errors import DataError, StarKitError
+from star_kit.data import HubSource, Row
+from star_kit.errors import DataError
 from star_kit.records import Example
-from star_kit.task import FewShotTask
+from star_kit.task import DatasetTask
 from star_kit_tasks import TASKS_DIR
 
 HINT_MARK = "(CORRECT)"
@@ -140,29 +140,24 @@ def parse_row(row: Row, split: str) -> Example:
     )
 
 
-class CommonsenseQATask(FewShotTask):
+class CommonsenseQATask(DatasetTask):
     """CommonsenseQA v1.11: split ``train`` (9741) and ``eval`` (the dev split, 1221)."""
 
     name = "commonsense_qa"
     lm_eval_yaml = TASKS_DIR / "commonsense_qa" / "commonsense_qa.yaml"
     fewshot_file = TASKS_DIR / "commonsense_qa" / "fewshot.jsonl"
 
-    def __init__(self, data_dir: str | None = None) -> None:
-        super().__init__(data_dir=data_dir)
-        self._cache: dict[str, list[Example]] = {}
+    local_files = LOCAL_FILES
+    hub_splits = {split: HubSource(HUB_PATH, None, hub) for split, hub in HUB_SPLITS.items()}
+    split_aliases = SPLIT_ALIASES
+    adapt_hub = staticmethod(adapt_hub_record)
+    parse_row = staticmethod(parse_row)
+
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False) -> None:
+        super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows)
         for ex in self._fewshot:  # a broken exemplar file would silently lose its hints
             if choice_line(ex.question, ex.answer) is None:
                 raise DataError(f"{self.fewshot_file}: exemplar answer ({ex.answer}) is not among its choices")
-
-    def load_split(self, split: str, seed: int) -> list[Example]:
-        split = SPLIT_ALIASES.get(split, split)
-        if split not in LOCAL_FILES:
-            raise StarKitError(f"task {self.name!r}: unknown split {split!r} (train, eval)", 2)
-        if split not in self._cache:
-            rows = load_rows(self.name, self.data_dir, LOCAL_FILES[split],
-                             HubSource(HUB_PATH, None, HUB_SPLITS[split]), adapt_hub_record)
-            self._cache[split] = [parse_row(row, split) for row in rows]
-        return self._cache[split]
 
     # -- prompts: the hint marks the right choice inside the question -----------------------------------------
     def hint(self, example: Example) -> str:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 
 import star_kit
-from star_kit.data import HubSource, Row, load_rows
-from star_kit.errors import DataError, StarKitError
+from star_kit.data import HubSource, Row
+from star_kit.errors import DataError
 from star_kit.records import Example
-from star_kit.task import FewShotTask
+from star_kit.task import DatasetTask
 from star_kit_tasks import TASKS_DIR
 
 SPLITS = {"train": "train", "eval": "test"}  # star-kit split -> file / hub split
@@ -95,26 +95,17 @@ def parse_row(row: Row, split: str) -> Example:
                    fields={"solution": reasoning.strip()})
 
 
-class GSM8KTask(FewShotTask):
+class GSM8KTask(DatasetTask):
     """GSM8K: split ``train`` (7473) and ``eval`` (the test split, 1319)."""
 
     name = "gsm8k"
     lm_eval_yaml = TASKS_DIR / "gsm8k" / "gsm8k.yaml"
     fewshot_file = TASKS_DIR / "gsm8k" / "fewshot.jsonl"
 
-    def __init__(self, data_dir: str | None = None) -> None:
-        super().__init__(data_dir=data_dir)
-        self._cache: dict[str, list[Example]] = {}
-
-    def load_split(self, split: str, seed: int) -> list[Example]:
-        split = SPLIT_ALIASES.get(split, split)
-        if split not in SPLITS:
-            raise StarKitError(f"task {self.name!r}: unknown split {split!r} (train, eval)", 2)
-        if split not in self._cache:
-            rows = load_rows(self.name, self.data_dir, f"gsm8k/{SPLITS[split]}.jsonl",
-                             HubSource(HUB_PATH, HUB_CONFIG, SPLITS[split]))
-            self._cache[split] = [parse_row(row, split) for row in rows]
-        return self._cache[split]
+    local_files = {split: f"gsm8k/{name}.jsonl" for split, name in SPLITS.items()}
+    hub_splits = {split: HubSource(HUB_PATH, HUB_CONFIG, name) for split, name in SPLITS.items()}
+    split_aliases = SPLIT_ALIASES
+    parse_row = staticmethod(parse_row)
 
     def is_correct(self, predicted: str | None, gold: str) -> bool:
         return predicted is not None and canonical_answer(predicted) == canonical_answer(gold)

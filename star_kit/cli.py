@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--step-schedule", choices=["exponential", "linear"], help="steps schedule")
     run.add_argument("--train-fewshot", action="store_true",
                      help="fine-tune on the full few-shot prompt (default: the question alone, ~10x fewer tokens)")
+    run.add_argument("--skip-bad-rows", action="store_true",
+                     help="drop malformed data rows (counted and reported) instead of stopping at the first")
     run.add_argument("--chunk-size", type=int, help="questions sampled and saved per chunk (resume unit); 128")
     run.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     run.add_argument("--task-opt", dest="task_options", type=key_value, action="append", metavar="KEY=VALUE",
@@ -116,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                        on_record=live if sys.stderr.isatty() else None)
         history = star.run(resume=bool(getattr(args, "resume", None)))
     console.print(results_table(history))
+    if star.skipped_rows:
+        err_console.print(f"[yellow]skipped {len(star.skipped_rows)} malformed data rows[/] "
+                          f"(see {config.out}/skipped_rows.json)", highlight=False)
     console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)
     report.after_run(config.out)  # report.html + accuracy.png; a failure only prints a warning
     return 0

@@ -35,6 +35,7 @@ class RunConfig:
     step_schedule: str = "exponential"  # exponential: base·growth^(n-1); linear: base + 20·(n-1)
     train_fewshot: bool = False  # fine-tune on the few-shot prompt too (10x the tokens), not just the question
     data_dir: str | None = None
+    skip_bad_rows: bool = False  # drop (and count) malformed data rows instead of stopping at the first
     chunk_size: int = 128  # questions sampled (and saved for resume) per chunk
     task_options: dict[str, Any] = field(default_factory=dict)
     sampler_options: dict[str, Any] = field(default_factory=dict)

@@ -77,8 +77,9 @@ def data_root(data_dir: str | os.PathLike | None) -> Path | None:
     return root
 
 
-def read_jsonl_rows(path: Path) -> list[Row]:
-    """Every non-blank line of a JSONL file as a :class:`Row`; bad JSON or a non-object names file:line."""
+def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
+    """Every non-blank line of a JSONL file as a :class:`Row`; bad JSON or a non-object names file:line
+    (raised, or appended to ``skipped`` when given)."""
     rows: list[Row] = []
     try:
         fh = open(path, encoding="utf-8")
@@ -91,12 +92,18 @@ def read_jsonl_rows(path: Path) -> list[Row]:
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(data, dict):
-                    raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
-                rows.append(Row(where, len(rows), data))
+                    try:
+                        data = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    if not isinstance(data, dict):
+                        raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
+                except DataError as exc:
+                    if skipped is None:
+                        raise
+                    skipped.append(str(exc))
+                    continue
+                rows.append(Row(where, lineno - 1, data))
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
     return rows
@@ -156,6 +163,7 @@ def load_rows(
     local: str,
     hub: HubSource,
     adapt_hub: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Row]:
     """Rows of one split: ``ROOT/<local>`` when a data folder is given, else the hub split ``hub``.
 
@@ -166,7 +174,7 @@ def load_rows(
         path = root / local
         if not path.is_file():
             raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local})")
-        return read_jsonl_rows(path)
+        return read_jsonl_rows(path, skipped)
     rows = load_hub_rows(task, hub)
     if adapt_hub is None:
         return rows
@@ -177,4 +185,17 @@ def load_rows(
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataError(f"{row.where}: unexpected hub record layout ({type(exc).__name__}: {exc})") from None
         out.append(Row(row.where, row.index, data))
+    return out
+
+
+def parse_rows(rows: list[Row], parse: Callable[[Row], Any], skipped: list[str] | None = None) -> list[Any]:
+    """``parse`` each row; a DataError is raised, or (with ``skipped`` given) counted there and the row dropped."""
+    out = []
+    for row in rows:
+        try:
+            out.append(parse(row))
+        except DataError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
     return out

@@ -156,7 +156,10 @@ class StarRun:
         config.validate()
         registry.get("samplers", config.sampler)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
-        task: Task = registry.create("tasks", config.task, data_dir=config.data_dir, **config.task_options)
+        options = dict(config.task_options)
+        if config.skip_bad_rows:
+            options["skip_bad_rows"] = True
+        task: Task = registry.create("tasks", config.task, data_dir=config.data_dir, **options)
         self.task = task
         self.extract = registry.extractor(task.extractor)
         base_model = resolve_model(config.model)
@@ -167,6 +170,11 @@ class StarRun:
             raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}")
+        self.skipped_rows = list(getattr(task, "skipped_rows", None) or [])
+        if self.skipped_rows:
+            write_json(self.store.root / "skipped_rows.json", self.skipped_rows)
+            self.log(f"skipped {len(self.skipped_rows)} malformed data rows (listed in skipped_rows.json); "
+                     f"first: {self.skipped_rows[0]}")
         history = self.history()
         done = {r.iteration for r in history}
         current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model

@@ -54,9 +54,11 @@ class FewShotTask:
     lm_eval_yaml: Path
     fewshot_file: Path
 
-    def __init__(self, data_dir: str | None = None, **options: Any) -> None:
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, **options: Any) -> None:
         self.data_dir = data_dir
         self.options = options
+        #: with ``skip_bad_rows``, malformed data rows are dropped and described here (else they raise)
+        self.skipped_rows: list[str] | None = [] if skip_bad_rows else None
         self.lm_eval_config = load_lm_eval_yaml(self.lm_eval_yaml)
         gen = self.lm_eval_config.get("generation_kwargs", {})
         self.stop: tuple[str, ...] = tuple(gen.get("until", ("\n\n",)))
@@ -119,3 +121,38 @@ class FewShotTask:
 
     def is_correct(self, predicted: str | None, gold: str) -> bool:
         return predicted is not None and predicted == gold
+
+
+class DatasetTask(FewShotTask):
+    """A task over a fixed dataset: local JSONL files under a data folder (``--data-dir``) or a hub dataset.
+
+    Subclasses set ``local_files`` and ``hub_splits`` (star-kit split -> file / :class:`star_kit.data.HubSource`),
+    optionally ``split_aliases`` and ``adapt_hub`` (a hub record -> the local layout), and implement
+    ``parse_row(row, split) -> Example`` raising :class:`DataError` on a malformed row.
+    """
+
+    local_files: dict[str, str] = {}
+    hub_splits: dict[str, Any] = {}
+    split_aliases: dict[str, str] = {}
+    adapt_hub = None
+
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False) -> None:
+        super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows)
+        self._cache: dict[str, list[Example]] = {}
+
+    def parse_row(self, row: Any, split: str) -> Example:
+        raise NotImplementedError
+
+    def load_split(self, split: str, seed: int) -> list[Example]:
+        from .data import load_rows, parse_rows
+        from .errors import StarKitError
+
+        split = self.split_aliases.get(split, split)
+        if split not in self.local_files:
+            raise StarKitError(f"task {self.name!r}: unknown split {split!r} ({', '.join(self.local_files)})", 2)
+        if split not in self._cache:
+            adapt = type(self).adapt_hub
+            rows = load_rows(self.name, self.data_dir, self.local_files[split], self.hub_splits[split],
+                             adapt, self.skipped_rows)
+            self._cache[split] = parse_rows(rows, lambda row: self.parse_row(row, split), self.skipped_rows)
+        return self._cache[split]
