@@ -3,8 +3,10 @@ completion only."""
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -56,8 +58,7 @@ class TRLSFTTrainer:
     ) -> Path:
         import torch
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-        from trl import SFTConfig, SFTTrainer
+        from transformers import AutoTokenizer
 
         if not examples:
             raise StarKitError("trainer 'trl-sft': no training examples")
@@ -66,7 +67,6 @@ class TRLSFTTrainer:
         tokenizer = AutoTokenizer.from_pretrained(base_model)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         peft_config = None
         if self.lora:
             try:
@@ -80,6 +80,39 @@ class TRLSFTTrainer:
         work = output_dir.with_name(output_dir.name + ".work")  # TRL's scratch; a killed run's is discarded
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
+        while True:  # out of memory: halve the per-device batch, double accumulation (same effective batch)
+            try:
+                trainer = self._fit(base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance)
+                break
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise StarKitError("trainer 'trl-sft': out of memory at batch size 1") from None
+                self.batch_size //= 2
+                self.grad_accum *= 2
+                print(f"trainer 'trl-sft': out of memory; per-device batch halved to {self.batch_size} "
+                      f"(gradient accumulation {self.grad_accum}, same effective batch)", file=sys.stderr)
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
+        log = [h for h in trainer.state.log_history if "loss" in h]
+        final = trainer.model
+        if self.lora:
+            final = final.merge_and_unload()
+        final = final.to(torch.bfloat16)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        final.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        (output_dir / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+        shutil.rmtree(work, ignore_errors=True)
+        return output_dir
+
+    def _fit(self, base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance):
+        """Load the base model fresh and train it; returns the TRL trainer."""
+        import torch
+        from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
+        from trl import SFTConfig, SFTTrainer
+
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         args = SFTConfig(
             output_dir=str(work),
             max_steps=steps,
@@ -117,17 +150,7 @@ class TRLSFTTrainer:
         )
         trainer.remove_callback(PrinterCallback)  # star-kit shows progress; the log is saved below
         trainer.train()
-        log = [h for h in trainer.state.log_history if "loss" in h]
-        final = trainer.model
-        if self.lora:
-            final = final.merge_and_unload()
-        final = final.to(torch.bfloat16)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        final.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-        (output_dir / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
-        shutil.rmtree(work, ignore_errors=True)
-        return output_dir
+        return trainer
 
 
 @star_kit.hookimpl

@@ -93,3 +93,27 @@ def test_nothing_is_executed():
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                     assert node.func.id not in ("eval", "exec", "compile"), f"{path}:{node.lineno}"
+
+
+def test_trainer_out_of_memory_halves_the_batch_keeps_the_effective_batch(tiny_model, tmp_path, capsys):
+    import torch
+
+    from star_kit.records import TrainExample
+
+    trainer = load_registry().create("trainers", "trl-sft", per_device_train_batch_size=4)
+    real = trainer._fit
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append((trainer.batch_size, trainer.grad_accum))
+        if trainer.batch_size > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    trainer._fit = flaky
+    data = [TrainExample(f"e{i}", f"Q: {i} + 1 = ?\nA:", f" {i} + 1 = {i + 1}. The answer is {i + 1}.\n\n", "sampled")
+            for i in range(8)]
+    out = trainer.train(tiny_model, data, 2, tmp_path / "ckpt")
+    assert (out / "config.json").exists()
+    assert calls == [(4, 1), (2, 2)]
+    assert "per-device batch halved to 2 (gradient accumulation 2, same effective batch)" in capsys.readouterr().err
