@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from .cli_common import key_value, optional_int, quiet_libraries
 from .errors import StarKitError, UnknownNameError
 
@@ -268,6 +267,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     labels = [t.label for t in targets]
     if len(set(labels)) != len(labels):
         raise StarKitError(f"bench: a model is named twice: {labels}", 2)
+    if args.limit is not None and args.limit <= 0:
+        raise StarKitError(f"--limit must be positive (or 'all'), got {args.limit}", 2)
     limit = args.limit if args.limit is not None else (run_config.get("eval_size") if args.run else None)
     seed = args.seed if args.seed is not None else int(run_config.get("seed", 0) or 0)
     data_dir = args.data_dir or run_config.get("data_dir")

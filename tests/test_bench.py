@@ -63,6 +63,7 @@ def test_bench_needs_a_model_and_a_task(tiny_model, capsys):
     assert main(["bench", "--model", tiny_model]) == 2
     assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--sampler", "nope"]) == 2
     assert main(["bench", "--model", "no/such-model-here", "--tasks", "arithmetic"]) == 2
+    assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--limit", "-1"]) == 2
 
 
 def test_bench_offline_without_data_is_one_line(tiny_model, monkeypatch, capsys):
