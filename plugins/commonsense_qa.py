@@ -9,9 +9,18 @@ Prompt (the question text carries the lettered choices; the gold answer is the l
     ...
     A: The letter has to be left where the mail carrier collects mail. ... The answer is (b).
 
-Rationalization hint (as in the STaR paper): " (CORRECT)" after the right choice, in the exemplars too::
+Rationalization hint (task option ``hint_style``; the exemplars show it too):
 
-    (b) mailbox (CORRECT)
+* ``both`` (default): the paper's " (CORRECT)" after the right choice, plus a hint sentence after the question::
+
+      (b) mailbox (CORRECT)
+      (c) bookshelf ... (Hint: the answer is (b) mailbox.)
+
+* ``correct``: the STaR paper's marker alone; ``answer``: the hint sentence alone.
+
+Measured with SmolLM2-135M on 60 training questions (greedy): the marker alone led it to the gold choice 14/60
+times (no hint: 13/60; it answers "(c)" to almost everything), the sentence alone 35/60, both 30/60. A model this
+small ignores the marker, so the default adds the sentence: rationalization rescues failures instead of none.
 
 Data: ``ROOT/commonsenseqa/{train,dev}_rand_split.jsonl`` (CommonsenseQA v1.11 layout: ``answerKey``,
 ``question.stem``, ``question.choices[{label, text}]``) or the hub's ``tau/commonsense_qa`` (train/validation).
@@ -24,12 +33,13 @@ from typing import Any
 
 import star_kit
 from star_kit.data import HubSource, Row
-from star_kit.errors import DataError
+from star_kit.errors import DataError, StarKitError
 from star_kit.records import Example
 from star_kit.task import DatasetTask
 from star_kit_tasks import TASKS_DIR
 
 HINT_MARK = "(CORRECT)"
+HINT_STYLES = ("both", "correct", "answer")
 LOCAL_FILES = {"train": "commonsenseqa/train_rand_split.jsonl", "eval": "commonsenseqa/dev_rand_split.jsonl"}
 HUB_SPLITS = {"train": "train", "eval": "validation"}
 SPLIT_ALIASES = {"dev": "eval", "validation": "eval"}
@@ -153,15 +163,34 @@ class CommonsenseQATask(DatasetTask):
     adapt_hub = staticmethod(adapt_hub_record)
     parse_row = staticmethod(parse_row)
 
-    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False) -> None:
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both") -> None:
         super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows)
+        if hint_style not in HINT_STYLES:
+            raise StarKitError(f"task 'commonsense_qa': hint_style must be one of {', '.join(HINT_STYLES)}, "
+                               f"got {hint_style!r}", 2)
+        self.hint_style = hint_style
         for ex in self._fewshot:  # a broken exemplar file would silently lose its hints
             if choice_line(ex.question, ex.answer) is None:
                 raise DataError(f"{self.fewshot_file}: exemplar answer ({ex.answer}) is not among its choices")
 
-    # -- prompts: the hint marks the right choice inside the question -----------------------------------------
+    # -- prompts: the hint marks the right choice inside the question (and/or names it after the question) ----
+    def hint_sentence(self, question: str, answer: str) -> str:
+        """'(Hint: the answer is (b) mailbox.)'."""
+        line = choice_line(question, answer) or f"({answer.strip('()').lower()})"
+        return f"(Hint: the answer is {line}.)"
+
+    def hinted_question(self, question: str, answer: str) -> str:
+        """The question as the hinted prompt shows it (choices and all)."""
+        out = mark_correct(question, answer) if self.hint_style in ("both", "correct") else question
+        if self.hint_style in ("both", "answer"):
+            out += " " + self.hint_sentence(question, answer)
+        return out
+
     def hint(self, example: Example) -> str:
-        """The marked choice line, e.g. '(b) mailbox (CORRECT)' (what the hinted prompt shows)."""
+        """What the hinted prompt adds: the hint sentence ('(Hint: the answer is (b) mailbox.)'), or with
+        ``hint_style=correct`` the marked choice line ('(b) mailbox (CORRECT)')."""
+        if self.hint_style != "correct":
+            return self.hint_sentence(example.question, example.answer)
         line = choice_line(example.question, example.answer)
         return f"{line} {HINT_MARK}" if line else f"({example.answer}) {HINT_MARK}"
 
@@ -171,10 +200,10 @@ class CommonsenseQATask(DatasetTask):
     def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
         parts = []
         for ex in self._fewshot if fewshot else ():
-            question = mark_correct(ex.question, ex.answer) if hint else ex.question
+            question = self.hinted_question(ex.question, ex.answer) if hint else ex.question
             parts.append(self._block(question, None) + self.target(ex.rationale, ex.answer))
         question = self.format_question(example.question, example.fields)
-        parts.append(self._block(mark_correct(question, example.answer) if hint else question, None))
+        parts.append(self._block(self.hinted_question(question, example.answer) if hint else question, None))
         return "".join(parts)
 
     def target(self, rationale: str, answer: str) -> str:

@@ -338,31 +338,60 @@ def test_commonsense_qa_prompt_target_and_hint():
     task = CommonsenseQATask(data_dir=str(FIXTURES))
     ex = next(e for e in task.examples("eval", None, 0) if e.answer == "d")
     prompt = task.prompt(ex)
-    assert prompt.endswith(f"Q: {ex.question}\nA:") and "(CORRECT)" not in prompt
+    assert prompt.endswith(f"Q: {ex.question}\nA:") and "(CORRECT)" not in prompt and "Hint" not in prompt
     assert prompt.count("Answer Choices:") == len(task.fewshot()) + 1
-    assert task.hint(ex) == "(d) water (CORRECT)"
+    assert task.hint_style == "both"
+    assert task.hint(ex) == "(Hint: the answer is (d) water.)"
     hinted = task.prompt(ex, hint=True)
-    assert hinted.endswith("(c) smoke\n(d) water (CORRECT)\n(e) glue\nA:")
-    assert hinted.count("(CORRECT)") == len(task.fewshot()) + 1  # one per exemplar, on its right choice
+    assert hinted.endswith("(c) smoke\n(d) water (CORRECT)\n(e) glue (Hint: the answer is (d) water.)\nA:")
+    # the exemplars show the hint format: their right choice marked, and the hint sentence
+    assert hinted.count("(CORRECT)") == hinted.count("(Hint: the answer is (") == len(task.fewshot()) + 1
     for exemplar in task.fewshot():
         marked = mark_correct(exemplar.question, exemplar.answer)
         assert f"\n({exemplar.answer}) " in marked and marked in hinted
     assert task.prompt(ex, fewshot=False) == f"Q: {ex.question}\nA:"
+    assert task.prompt(ex, hint=True, fewshot=False).startswith("Q: ")  # hinted, question only
     target = task.target("People drink water when thirsty", "d")
     assert target == " People drink water when thirsty. The answer is (d).\n\n"
     assert extract_choice(target) == "d"
     assert task.rationale_of(target) == "People drink water when thirsty."
 
 
-def test_commonsense_qa_hint_quoting_rationale_is_not_trained_on():
-    """A rationalization that copies the marked choice is dropped from the (hint-free) training set."""
-    task = CommonsenseQATask(data_dir=str(FIXTURES))
+@pytest.mark.parametrize("style, ending, marks, sentences", [
+    ("correct", "(d) water (CORRECT)\n(e) glue\nA:", 1, 0),
+    ("answer", "(d) water\n(e) glue (Hint: the answer is (d) water.)\nA:", 0, 1),
+    ("both", "(d) water (CORRECT)\n(e) glue (Hint: the answer is (d) water.)\nA:", 1, 1),
+])
+def test_commonsense_qa_hint_styles(style, ending, marks, sentences):
+    task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style)
     ex = next(e for e in task.examples("eval", None, 0) if e.answer == "d")
-    quoting = Sample(ex.id, ex.question, " Look: (d) water (CORRECT). The answer is (d).", "d", "d", True, True)
+    hinted = task.prompt(ex, hint=True)
+    assert hinted.endswith(ending)
+    k = len(task.fewshot()) + 1
+    assert hinted.count("(CORRECT)") == marks * k and hinted.count("(Hint:") == sentences * k
+    assert task.hint(ex) in hinted
+    assert task.hint(ex) == ("(d) water (CORRECT)" if style == "correct" else "(Hint: the answer is (d) water.)")
+
+
+def test_commonsense_qa_unknown_hint_style():
+    with pytest.raises(StarKitError, match="hint_style must be one of both, correct, answer") as err:
+        CommonsenseQATask(hint_style="loud")
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("style, quoted", [
+    ("both", "(Hint: the answer is (d) water.)"),
+    ("correct", "(d) water (CORRECT)"),
+])
+def test_commonsense_qa_hint_quoting_rationale_is_not_trained_on(style, quoted):
+    """A rationalization that copies the hint is dropped from the (hint-free) training set."""
+    task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style)
+    ex = next(e for e in task.examples("eval", None, 0) if e.answer == "d")
+    quoting = Sample(ex.id, ex.question, f" Look: {quoted} The answer is (d).", "d", "d", True, True)
     clean = Sample(ex.id, ex.question, " People drink water. The answer is (d).", "d", "d", True, True)
     train, dropped = build_training_set(task, [ex], [], [quoting, clean])
     assert dropped == 1 and len(train) == 1
-    assert "(CORRECT)" not in train[0].prompt + train[0].completion
+    assert "(CORRECT)" not in train[0].prompt + train[0].completion and "Hint" not in train[0].prompt
     assert train[0].completion == " People drink water. The answer is (d).\n\n"
 
 
@@ -427,7 +456,7 @@ def test_real_commonsense_qa_rows():
     ex = dev[0]
     hinted = task.prompt(ex, hint=True)
     assert hinted.count("(CORRECT)") == len(task.fewshot()) + 1
-    assert task.hint(ex) in hinted and task.hint(ex).startswith(f"({ex.answer}) ")
+    assert task.hint(ex) in hinted and task.hint(ex).startswith(f"(Hint: the answer is ({ex.answer}) ")
 
 
 @needs_shared
