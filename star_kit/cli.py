@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import bench, report
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StarKitError as exc:
         if os.environ.get("STAR_KIT_DEBUG"):
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         where = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
