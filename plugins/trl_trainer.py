@@ -4,7 +4,6 @@ completion only."""
 from __future__ import annotations
 
 import gc
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import star_kit
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
+from star_kit.store import write_jsonl
 
 
 class TRLSFTTrainer:
@@ -102,7 +102,7 @@ class TRLSFTTrainer:
         output_dir.mkdir(parents=True, exist_ok=True)
         final.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
-        (output_dir / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in log))
+        write_jsonl(output_dir / "train_log.jsonl", log)
         shutil.rmtree(work, ignore_errors=True)
         return output_dir
 

@@ -45,9 +45,13 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 
 
+def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
+    """Rows as JSONL text, one object a line (the one serialisation every JSONL file here uses)."""
+    return "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
-    _atomic_write_bytes(Path(path), text.encode())
+    _atomic_write_bytes(Path(path), jsonl_text(rows).encode())
 
 
 def write_yaml(path: Path, obj: Any) -> None:
@@ -94,9 +98,8 @@ class AppendLog:
         return self
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
-        text = "".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
         try:
-            self.fh.write(text)
+            self.fh.write(jsonl_text(rows))
             self.fh.flush()
             os.fsync(self.fh.fileno())
         except OSError as exc:
