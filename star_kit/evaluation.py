@@ -21,6 +21,7 @@ from .errors import StarKitError
 from .protocols import Advance, Sampler, Task
 from .records import Example, GenerationParams
 from .store import write_json, write_jsonl
+from .task import extract_filter
 
 NO_ANSWER = "[no answer]"
 _ACTIVE_REGISTRY = None  # the registry whose extractors the lm-eval filter uses
@@ -87,14 +88,6 @@ def sampler_lm(sampler: Sampler, advance: Advance | None = None):
     return SamplerLM()
 
 
-def _extract_filter_name(config: dict) -> str:
-    """The name of the filter pipeline that applies ``star_kit_extract`` (its metrics are reported)."""
-    for flt in config.get("filter_list", []):
-        if any(step.get("function") == "star_kit_extract" for step in flt.get("filter", [])):
-            return flt.get("name", "none")
-    raise StarKitError(f"lm-eval config {config.get('task')!r}: no filter applies star_kit_extract")
-
-
 @dataclass
 class EvalResult:
     accuracy: float
@@ -123,6 +116,10 @@ def evaluate(
     config = copy.deepcopy(task.lm_eval_config)
     config.setdefault("dataset_kwargs", {}).setdefault("data_files", {})["test"] = str(docs_path.resolve())
     task_name = config["task"]
+    found = extract_filter(config)
+    if found is None:
+        raise StarKitError(f"lm-eval config {task_name!r}: no filter applies star_kit_extract")
+    flt = found[0]
     _ACTIVE_REGISTRY = registry
     try:
         from lm_eval.tasks import TaskManager
@@ -141,7 +138,6 @@ def evaluate(
     finally:
         _ACTIVE_REGISTRY = None
     metrics = results["results"][task_name]
-    flt = _extract_filter_name(config)
     accuracy = float(metrics[f"exact_match,{flt}"])
     stderr = metrics.get(f"exact_match_stderr,{flt}")
     stderr = float(stderr) if isinstance(stderr, (int, float)) else None

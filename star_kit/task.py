@@ -31,6 +31,15 @@ def load_lm_eval_yaml(path: Path) -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+def extract_filter(config: dict[str, Any]) -> tuple[str, str] | None:
+    """(filter pipeline name, extractor name) of the lm-eval config's ``star_kit_extract`` step, or None."""
+    for flt in config.get("filter_list", []):
+        for step in flt.get("filter", []):
+            if step.get("function") == "star_kit_extract":
+                return flt.get("name", "none"), step["extractor"]
+    return None
+
+
 def load_exemplars(path: Path) -> list[Exemplar]:
     """Few-shot exemplars from a JSONL file of {question, rationale, answer}; errors name file and line."""
     exemplars = []
@@ -67,11 +76,10 @@ class FewShotTask:
         self._fewshot = load_exemplars(self.fewshot_file)
 
     def _extractor_from_yaml(self) -> str:
-        for flt in self.lm_eval_config.get("filter_list", []):
-            for step in flt.get("filter", []):
-                if step.get("function") == "star_kit_extract":
-                    return step["extractor"]
-        raise DataError(f"{self.lm_eval_yaml}: no star_kit_extract filter naming the task's extractor")
+        found = extract_filter(self.lm_eval_config)
+        if found is None:
+            raise DataError(f"{self.lm_eval_yaml}: no star_kit_extract filter naming the task's extractor")
+        return found[1]
 
     # -- data --------------------------------------------------------------------------------------------
     def examples(self, split: str, n: int | None, seed: int) -> list[Example]:
