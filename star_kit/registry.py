@@ -109,7 +109,7 @@ class Registry:
     def create(self, kind: str, name: str, *args: Any, **options: Any) -> Any:
         """Build a task, sampler or trainer through its factory; a failure names the plugin."""
         entry = self.get(kind, name)
-        where = f"{SINGULAR[kind]} {name!r} (plugin {entry.plugin!r}, distribution {entry.distribution!r})"
+        where = self.where(kind, name)
         try:
             inspect.signature(entry.obj).bind(*args, **options)
         except TypeError as exc:
@@ -131,9 +131,13 @@ class Registry:
         except StarKitError:
             raise
         except Exception as exc:
-            entry = self.items[kind].get(name)
-            who = f"plugin {entry.plugin!r}, distribution {entry.distribution!r}" if entry else "unregistered"
-            raise PluginError(f"{SINGULAR[kind]} {name!r} ({who}) failed: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{self.where(kind, name)} failed: {type(exc).__name__}: {exc}") from exc
+
+    def where(self, kind: str, name: str) -> str:
+        """'sampler 'hf' (plugin 'hf', distribution 'star-kit')': how errors name a registered thing."""
+        entry = self.items[kind].get(name)
+        who = f"plugin {entry.plugin!r}, distribution {entry.distribution!r}" if entry else "unregistered"
+        return f"{SINGULAR[kind]} {name!r} ({who})"
 
     def extractor(self, name: str) -> Callable[[str], str | None]:
         """The named answer extractor, wrapped so that it never raises (a raise counts as "no answer")."""
