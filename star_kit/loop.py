@@ -81,7 +81,7 @@ def build_training_set(
         for s in samples:
             example = by_id[s.example_id]
             rationale = task.rationale_of(s.completion)
-            if task.hint(example) in rationale or task.hint(example) in s.completion:
+            if task.hint(example) in s.completion:  # the rationale is part of the completion
                 dropped += 1
                 continue
             pair = TrainExample(example.id, task.prompt(example, hint=False, fewshot=fewshot),
@@ -201,15 +201,25 @@ class StarRun:
 
     def baseline(self, sampler: Sampler, eval_set: Sequence[Example]) -> IterationResult:
         """Iteration 0: the few-shot accuracy of the base model."""
-        out_dir = self.store.iter_dir(0)
-        t0 = time.perf_counter()
-        with self.phases.phase("iter 0 · evaluate", len(eval_set), "q") as advance, \
-                self.registry.guard("samplers", self.config.sampler):
-            ev = evaluate(self.task, sampler, eval_set, out_dir, self.registry, advance)
-        result = IterationResult(iteration=0, accuracy=ev.accuracy, accuracy_stderr=ev.stderr, eval_examples=ev.n,
-                                 seconds={"evaluate": round(time.perf_counter() - t0, 2)})
+        seconds = Timings(self.store.artifact(0, "seconds.json"))
+        accuracy, stderr, n_eval = self.evaluate_step(0, sampler, eval_set, seconds)
+        result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
+                                 seconds=dict(seconds))
         self.record(result)
         return result
+
+    def evaluate_step(self, n, sampler, eval_set, seconds) -> tuple[float, float | None, int]:
+        """Step 5: lm-eval on the held-out split (accuracy, stderr, n); a finished evaluation is read back."""
+        store = self.store
+        if store.has(n, "eval.json"):
+            ev = read_json(store.artifact(n, "eval.json"))
+            return ev["accuracy"], ev["stderr"], ev["n"]
+        t0 = time.perf_counter()
+        with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance, \
+                self.registry.guard("samplers", self.config.sampler):
+            ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
+        seconds["evaluate"] = round(time.perf_counter() - t0, 2)
+        return ev.accuracy, ev.stderr, ev.n
 
     def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
         config, store, task = self.config, self.store, self.task
@@ -259,16 +269,7 @@ class StarRun:
         if sampler.model != model:
             with self.registry.guard("samplers", config.sampler):
                 sampler.load(model)
-        if store.has(n, "eval.json"):
-            ev = read_json(store.artifact(n, "eval.json"))
-            accuracy, stderr, n_eval = ev["accuracy"], ev["stderr"], ev["n"]
-        else:
-            t0 = time.perf_counter()
-            with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance, \
-                    self.registry.guard("samplers", config.sampler):
-                ev = evaluate(task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
-            accuracy, stderr, n_eval = ev.accuracy, ev.stderr, ev.n
-            seconds["evaluate"] = round(time.perf_counter() - t0, 2)
+        accuracy, stderr, n_eval = self.evaluate_step(n, sampler, eval_set, seconds)
 
         # 6. Record.
         result = IterationResult(
