@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import star_kit
+from star_kit import arith
 from star_kit.errors import StarKitError
 from star_kit.records import Example
 from star_kit.task import FewShotTask
@@ -51,6 +52,40 @@ def place_value_rationale(a: int, b: int) -> str:
     return f"{a} + {b} = {' + '.join(groups)} = {' + '.join(partials)} = {a + b}"
 
 
+def verify_addition(example: Example, rationale: str) -> str | None:
+    """Every step of an addition rationale: ``a + b = ... = s`` restates the question, every segment equals
+    a + b (computed exactly), the last is the sum alone, and for operands of two or more digits one segment
+    splits them by place value (each term a single digit times a power of ten). Catches "a + b = s" and
+    "a + b = (a + b) = s", which reach the answer without reasoning. None = accepted, else why not."""
+    a, b = example.fields.get("a"), example.fields.get("b")
+    if not isinstance(a, int) or not isinstance(b, int):
+        return "the example has no operands a, b"
+    start = rationale.find(f"{a} + {b}")
+    if start < 0:
+        return f"the rationale does not write {a} + {b}"
+    segments = [seg.strip() for seg in rationale[start:].strip().rstrip(".").split("=")]
+    if len(segments) < 2:
+        return "no steps after the question"
+    total = a + b
+    for i, seg in enumerate(segments[1:], 1):
+        got = arith.value(seg)
+        if got is None:
+            return f"step {i}: cannot read {seg!r}"
+        if got != total:
+            return f"step {i}: {seg} is {got}, not {total}"
+    if arith.numbers(segments[-1]) != [str(total)]:
+        return f"the last step {segments[-1]!r} is not the sum alone"
+    if max(len(str(a)), len(str(b))) > 1 and not any(_place_value_split(seg) for seg in segments[1:-1]):
+        return "no place-value step (the rationale skips the reasoning)"
+    return None
+
+
+def _place_value_split(segment: str) -> bool:
+    """Whether every number in ``segment`` is one digit times a power of ten, and there are several."""
+    nums = arith.numbers(segment)
+    return bool(nums) and len(nums) > 2 and all(len(n.rstrip("0")) <= 1 and "." not in n for n in nums)
+
+
 def parse_digits(spec: Any, key: str) -> list[int]:
     """'1-5' / '3' / [1, 2] -> sorted digit counts."""
     try:
@@ -73,14 +108,17 @@ def parse_digits(spec: Any, key: str) -> list[int]:
 
 
 class ArithmeticTask(FewShotTask):
-    """Seeded n-digit addition. Options: ``digits`` (train, default '1-5'), ``eval_digits`` (default: digits)."""
+    """Seeded n-digit addition. Options: ``digits`` (train, default '1-5'), ``eval_digits`` (default: digits),
+    ``rationales`` (False: direct answers, the baseline)."""
 
     name = "arithmetic"
+    verifier = "arithmetic"
     lm_eval_yaml = TASKS_DIR / "arithmetic" / "arithmetic.yaml"
     fewshot_file = TASKS_DIR / "arithmetic" / "fewshot.jsonl"
 
-    def __init__(self, data_dir: str | None = None, digits: Any = "1-5", eval_digits: Any = None) -> None:
-        super().__init__(data_dir=data_dir)
+    def __init__(self, data_dir: str | None = None, digits: Any = "1-5", eval_digits: Any = None,
+                 rationales: bool = True) -> None:
+        super().__init__(data_dir=data_dir, rationales=rationales)
         self.digits = parse_digits(digits, "digits")
         self.eval_digits = parse_digits(eval_digits, "eval_digits") if eval_digits is not None else self.digits
 
@@ -108,3 +146,8 @@ def register_tasks(register):
 @star_kit.hookimpl
 def register_extractors(register):
     register("arithmetic", extract_integer_answer)
+
+
+@star_kit.hookimpl
+def register_verifiers(register):
+    register("arithmetic", verify_addition)

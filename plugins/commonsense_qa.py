@@ -154,6 +154,7 @@ class CommonsenseQATask(DatasetTask):
     """CommonsenseQA v1.11: split ``train`` (9741) and ``eval`` (the dev split, 1221)."""
 
     name = "commonsense_qa"
+    verifier = "commonsense_qa"
     lm_eval_yaml = TASKS_DIR / "commonsense_qa" / "commonsense_qa.yaml"
     fewshot_file = TASKS_DIR / "commonsense_qa" / "fewshot.jsonl"
 
@@ -163,8 +164,9 @@ class CommonsenseQATask(DatasetTask):
     adapt_hub = staticmethod(adapt_hub_record)
     parse_row = staticmethod(parse_row)
 
-    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both") -> None:
-        super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows)
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both",
+                 rationales: bool = True) -> None:
+        super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows, rationales=rationales)
         if hint_style not in HINT_STYLES:
             raise StarKitError(f"task 'commonsense_qa': hint_style must be one of {', '.join(HINT_STYLES)}, "
                                f"got {hint_style!r}", 2)
@@ -197,6 +199,10 @@ class CommonsenseQATask(DatasetTask):
     def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
         return f"({answer}) {HINT_MARK}"
 
+    def quotes_hint(self, example: Example, text: str) -> bool:
+        """The hint sentence, or the (CORRECT) marker alone, repeated in a rationalized completion."""
+        return super().quotes_hint(example, text) or HINT_MARK in text
+
     def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
         parts = []
         for ex in self._fewshot if fewshot else ():
@@ -219,3 +225,18 @@ def register_tasks(register):
 @star_kit.hookimpl
 def register_extractors(register):
     register("commonsense_qa", extract_choice)
+
+
+def verify_explanation(example: Example, rationale: str) -> str | None:
+    """A CommonsenseQA rationale must explain something: at least 5 words before "The answer is", and no
+    trace of the hint. None = accepted, else why not."""
+    if HINT_MARK in rationale or "hint" in rationale.lower():
+        return "the rationale mentions the hint"
+    if len(rationale.split()) < 5:
+        return f"no explanation ({len(rationale.split())} words)"
+    return None
+
+
+@star_kit.hookimpl
+def register_verifiers(register):
+    register("commonsense_qa", verify_explanation)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 import star_kit
+from star_kit import arith
 from star_kit.data import HubSource, Row
 from star_kit.errors import DataError
 from star_kit.records import Example
@@ -99,6 +100,7 @@ class GSM8KTask(DatasetTask):
     """GSM8K: split ``train`` (7473) and ``eval`` (the test split, 1319)."""
 
     name = "gsm8k"
+    verifier = "gsm8k"
     lm_eval_yaml = TASKS_DIR / "gsm8k" / "gsm8k.yaml"
     fewshot_file = TASKS_DIR / "gsm8k" / "fewshot.jsonl"
 
@@ -119,3 +121,29 @@ def register_tasks(register):
 @star_kit.hookimpl
 def register_extractors(register):
     register("gsm8k", extract_number)
+
+
+def verify_calculations(example: Example, rationale: str) -> str | None:
+    """Every calculation a GSM8K rationale writes ('12 - 5 = 7', '$3 x 24 = $72', '10 / 3 = 3.33') is computed
+    exactly (parsed, never evaluated as code) and must hold, up to the rounding its decimals show. A rationale
+    without any words of reasoning is rejected. None = accepted, else the first wrong calculation."""
+    if len(rationale.split()) < 3:
+        return f"no reasoning ({len(rationale.split())} words)"
+    for segments in arith.chains(rationale):
+        for left, right in zip(segments, segments[1:]):
+            if not arith.has_operator(left):
+                continue  # "x = 5 + 3" or "7 = 7": nothing computed on this side
+            got = arith.value(left)
+            if got is None:
+                continue  # not arithmetic we can read (e.g. "2 x" as a word); not counted against it
+            target = right if not arith.has_operator(right) else None
+            if target is not None and not arith.matches_written(got, target):
+                return f"{left} = {right} is wrong ({left} is {float(got):g})"
+            if target is None and arith.value(right) is not None and arith.value(right) != got:
+                return f"{left} = {right} is wrong"
+    return None
+
+
+@star_kit.hookimpl
+def register_verifiers(register):
+    register("gsm8k", verify_calculations)

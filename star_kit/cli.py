@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval-size", type=optional_int, help="held-out evaluation questions ('all' for all)")
     run.add_argument("--no-rationalize", dest="rationalize", action="store_false",
                      help="do not rationalize failures (STaR without rationalization)")
+    run.add_argument("--verifier", help="rationale verifier: auto (the task's own; default), none, or a name")
     run.add_argument("--no-baseline", dest="baseline", action="store_false",
                      help="skip evaluating the base model as iteration 0")
     run.add_argument("--seed", type=int, help="random seed (data, sampling, training); default 0")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="load a plugin without installing it (repeatable)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
-    plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers and trainers")
+    plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers, trainers and verifiers")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]")
 
@@ -129,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def results_table(history) -> Table:
     table = Table(title="STaR iterations")
-    for col in ("iter", "accuracy", "±", "kept", "no answer", "rationalized", "train ex", "steps",
+    for col in ("iter", "accuracy", "±", "kept", "no answer", "rejected", "rationalized", "train ex", "steps",
                 "sample s", "ration. s", "train s", "eval s"):
         table.add_column(col, justify="right")
     for r in sorted(history, key=lambda r: r.iteration):
@@ -140,6 +141,7 @@ def results_table(history) -> Table:
             "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
             f"{r.kept}/{r.sampled}" if r.iteration else "few-shot",
             str(r.no_answer) if r.iteration else "",
+            str(r.unverified) if r.iteration else "",
             f"{r.rationalized}/{r.rationalization_attempts}" if r.iteration else "",
             str(r.train_examples) if r.iteration else "",
             str(r.steps) if r.iteration else "",

@@ -26,6 +26,7 @@ class RunConfig:
     train_size: int | None = 128
     eval_size: int | None = 64
     rationalize: bool = True
+    verifier: str = "auto"  # auto: the task's own rationale verifier; none: no check beyond the answer; or a name
     baseline: bool = True
     seed: int = 0
     temperature: float = 0.0

@@ -5,7 +5,7 @@ A plugin is a module (or object) exposed through the ``star_kit`` entry-point gr
     [project.entry-points.star_kit]
     my_plugin = "my_package.my_module"
 
-and implements any of the hooks below with the ``@star_kit.hookimpl`` marker. The four ``register_*`` hooks
+and implements any of the hooks below with the ``@star_kit.hookimpl`` marker. The five ``register_*`` hooks
 receive a ``register(name, obj)`` callback, so one plugin can register several things and star-kit controls
 naming and duplicates (a second registration of a taken name is refused with a message naming both
 distributions). The built-in plugins register through exactly the same entry-point group.
@@ -59,6 +59,22 @@ def register_trainers(register):
     When: once, when the plugin registry is built.
     Arguments: ``register(name, factory)``; ``factory(**options)`` returns an object satisfying
     :class:`star_kit.protocols.Trainer`.
+    Return: nothing.
+    """
+
+
+@hookspec
+def register_verifiers(register):
+    """Register rationale verifiers: they decide whether a rationale that reached the right answer is
+    acceptable to train on (its steps hold, it did not skip the reasoning).
+
+    When: once, when the plugin registry is built. A verifier is called by the STaR loop for every sampled or
+    rationalized completion whose answer is correct, before the training set is built.
+    Arguments: ``register(name, verifier)``; ``verifier(example: Example, rationale: str) -> str | None``
+    receives the problem (:class:`star_kit.records.Example`) and the rationale (the completion before its final
+    answer phrase); it returns None to accept, else a short reason ("step 2: 500 + 120 is 620, not 632"). It
+    must never raise (a raise is counted as a rejection, with the exception as the reason).
+    A task names its own verifier in its ``verifier`` attribute; ``--verifier`` overrides it.
     Return: nothing.
     """
 

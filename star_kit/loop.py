@@ -2,7 +2,8 @@
 
     for n in 1..N:
         1. sample      rationales from M(n-1) with the few-shot prompt, for every training question
-        2. filter      keep those whose extracted answer is correct
+        2. filter      keep those whose extracted answer is correct (and whose rationale the task's verifier
+                       accepts: its steps hold, it does not skip the reasoning)
         3. rationalize each failure: prompt again with the gold answer as a hint; keep it if it now reaches the
                        answer, and train on it WITHOUT the hint
         4. fine-tune   the base model M0 (not M(n-1)) on everything kept, for 40·1.2^(n-1) steps
@@ -25,7 +26,7 @@ from .errors import StarKitError
 from .evaluation import evaluate
 from .models import resolve_model
 from .progress import Phases
-from .protocols import Sampler, Task
+from .protocols import Sampler, Task, Verifier
 from .records import Example, GenerationParams, IterationResult, Sample, TrainExample
 from .registry import Registry
 from .store import AppendLog, RunStore, read_json, read_jsonl, write_json, write_jsonl, write_yaml
@@ -42,22 +43,28 @@ def sample_rationales(
     params: GenerationParams,
     hint: bool,
     advance=None,
+    verify: Verifier | None = None,
 ) -> list[Sample]:
-    """Steps 1 and 3: prompt the model (with or without the hint) and grade every completion."""
+    """Steps 1 and 3: prompt the model (with or without the hint), grade every completion and, when it is
+    right, have ``verify`` check its rationale."""
     prompts = [task.prompt(e, hint=hint) for e in examples]
     completions = sampler.generate(prompts, params, advance) if prompts else []
     samples = []
     for example, outs in zip(examples, completions):
         for completion in outs:
             predicted = extract(completion)
+            correct = task.is_correct(predicted, example.answer)
+            rejected = verify(example, task.rationale_of(completion)) if correct and verify else None
             samples.append(Sample(
                 example_id=example.id,
                 question=example.question,
                 completion=completion,
                 predicted=predicted,
                 gold=example.answer,
-                correct=task.is_correct(predicted, example.answer),
+                correct=correct,
                 hinted=hint,
+                verified=(rejected is None) if correct and verify else None,
+                rejected=rejected,
             ))
     return samples
 
@@ -81,7 +88,7 @@ def build_training_set(
         for s in samples:
             example = by_id[s.example_id]
             rationale = task.rationale_of(s.completion)
-            if task.hint(example) in s.completion:  # the rationale is part of the completion
+            if s.hinted and task.quotes_hint(example, s.completion):
                 dropped += 1
                 continue
             pair = TrainExample(example.id, task.prompt(example, hint=False, fewshot=fewshot),
@@ -162,6 +169,7 @@ class StarRun:
         task: Task = registry.create("tasks", config.task, data_dir=config.data_dir, **options)
         self.task = task
         self.extract = registry.extractor(task.extractor)
+        self.verify = self.verifier_for(task)
         base_model = resolve_model(config.model)
         self.prepare(resume)
         train_set = task.examples("train", config.train_size, config.seed)
@@ -199,6 +207,15 @@ class StarRun:
             sampler.close()
         return history
 
+    def verifier_for(self, task: Task) -> Verifier | None:
+        """``--verifier``: auto (the task's own, if it names one), none, or a registered verifier's name."""
+        name = self.config.verifier
+        if name == "auto":
+            name = getattr(task, "verifier", None)
+        if not name or name == "none":
+            return None
+        return self.registry.verifier(name)
+
     def baseline(self, sampler: Sampler, eval_set: Sequence[Example]) -> IterationResult:
         """Iteration 0: the few-shot accuracy of the base model."""
         seconds = Timings(self.store.artifact(0, "seconds.json"))
@@ -230,7 +247,7 @@ class StarRun:
 
         # 1. Sample rationales with the few-shot prompt; 2. keep those that reach the gold answer.
         samples = self.sample_step(n, "samples.jsonl", "sample", seconds, sampler, train_set, params, hint=False)
-        kept = [s for s in samples if s.correct]
+        kept = [s for s in samples if s.accepted]
         solved = {s.example_id for s in kept}
         failures = [e for e in train_set if e.id not in solved]
 
@@ -239,7 +256,7 @@ class StarRun:
         if config.rationalize:
             rationalized = self.sample_step(n, "rationalized.jsonl", "rationalize", seconds, sampler, failures,
                                             params, hint=True)
-        rescued = [s for s in rationalized if s.correct]
+        rescued = [s for s in rationalized if s.accepted]
 
         # Build the hint-free SFT set.
         train, dropped = build_training_set(task, train_set, kept, rescued, fewshot=config.train_fewshot)
@@ -275,6 +292,7 @@ class StarRun:
         result = IterationResult(
             iteration=n, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
             sampled=len(samples), kept=len(kept), no_answer=sum(1 for s in samples if s.predicted is None),
+            unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds),
         )
@@ -302,7 +320,8 @@ class StarRun:
                 if all(e.id in finished for e in part):
                     continue
                 chunk_params = dataclasses.replace(params, seed=params.seed * 100_003 + c)
-                new = sample_rationales(self.task, sampler, self.extract, part, chunk_params, hint, advance)
+                new = sample_rationales(self.task, sampler, self.extract, part, chunk_params, hint, advance,
+                                        self.verify)
                 log.append(s.to_dict() for s in new)
                 done.extend(new)
         write_jsonl(path, (s.to_dict() for s in done))
@@ -331,5 +350,5 @@ def describe(r: IterationResult) -> str:
         return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}"
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
     return (f"iteration {r.iteration}: accuracy {acc} on {r.eval_examples} | kept {r.kept}/{r.sampled}, "
-            f"no answer {r.no_answer}, rationalized {r.rationalized}/{r.rationalization_attempts}, "
+            f"no answer {r.no_answer}, rejected by the verifier {r.unverified}, rationalized {r.rationalized}/{r.rationalization_attempts}, "
             f"train {r.train_examples} for {r.steps} steps | {secs}")

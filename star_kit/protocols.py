@@ -13,6 +13,9 @@ Advance = Callable[[int], None]
 #: An answer extractor: text -> canonical answer, or None. Never raises.
 AnswerExtractor = Callable[[str], "str | None"]
 
+#: A rationale verifier: (example, rationale) -> None when acceptable, else the reason. Never raises.
+Verifier = Callable[[Example, str], "str | None"]
+
 
 @runtime_checkable
 class Task(Protocol):
@@ -20,6 +23,7 @@ class Task(Protocol):
 
     name: str
     extractor: str  # name of the registered answer extractor
+    verifier: str | None  # name of the registered rationale verifier, or None
     stop: tuple[str, ...]  # generation stops at the first of these
     max_new_tokens: int
     lm_eval_config: dict  # the lm-eval task config (from the YAML under tasks/)
@@ -36,6 +40,9 @@ class Task(Protocol):
     def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
         """The prompt for ``example``: with ``hint=True`` it carries :meth:`hint` (rationalization); with
         ``fewshot=False`` it is the question alone, without the exemplars (the fine-tuning format)."""
+
+    def quotes_hint(self, example: Example, text: str) -> bool:
+        """Whether a rationalized completion repeats the hint (then it is not trained on)."""
 
     def rationale_of(self, completion: str) -> str:
         """The rationale part of a completion (the text before the final answer phrase)."""

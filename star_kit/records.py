@@ -51,6 +51,8 @@ class Sample:
 
     ``predicted`` is None when the extractor found no answer ("no answer" is counted, never raised).
     ``hinted`` is True for rationalization samples (the prompt carried the gold answer as a hint).
+    ``verified`` is the rationale verifier's verdict on a correct sample (None: not checked), ``rejected`` its
+    reason when False.
     """
 
     example_id: str
@@ -60,6 +62,13 @@ class Sample:
     gold: str
     correct: bool
     hinted: bool = False
+    verified: bool | None = None
+    rejected: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Kept for training: the answer is right and the verifier (if any) accepts the rationale."""
+        return self.correct and self.verified is not False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +98,7 @@ class IterationResult:
     sampled: int = 0
     kept: int = 0
     no_answer: int = 0
+    unverified: int = 0  # right answers whose rationale the verifier rejected (sampled and rationalized)
     rationalization_attempts: int = 0
     rationalized: int = 0
     train_examples: int = 0

@@ -28,8 +28,10 @@ KINDS = {
     "extractors": "register_extractors",
     "samplers": "register_samplers",
     "trainers": "register_trainers",
+    "verifiers": "register_verifiers",
 }
-SINGULAR = {"tasks": "task", "extractors": "extractor", "samplers": "sampler", "trainers": "trainer"}
+SINGULAR = {"tasks": "task", "extractors": "extractor", "samplers": "sampler", "trainers": "trainer",
+            "verifiers": "verifier"}
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,21 @@ class Registry:
             return answer if isinstance(answer, str) and answer != "" else None
 
         safe.__name__ = f"extractor_{name}"
+        return safe
+
+    def verifier(self, name: str) -> Callable[[Any, str], str | None]:
+        """The named rationale verifier, wrapped so that it never raises (a raise is a rejection, with the
+        exception as its reason) and always answers None or a non-empty reason."""
+        fn = self.get("verifiers", name).obj
+
+        def safe(example: Any, rationale: str) -> str | None:
+            try:
+                reason = fn(example, rationale if isinstance(rationale, str) else "")
+            except Exception as exc:
+                return f"verifier {name!r} raised {type(exc).__name__}: {exc}"
+            return None if reason is None else (str(reason) or "rejected")
+
+        safe.__name__ = f"verifier_{name}"
         return safe
 
     def emit(self, hook_name: str, **kwargs: Any) -> list[str]:

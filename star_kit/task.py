@@ -60,10 +60,14 @@ class FewShotTask:
 
     name: str = ""
     answer_phrase = "The answer is"
+    verifier: str | None = None  # name of the registered verifier for this task's rationales (None: none)
     lm_eval_yaml: Path
     fewshot_file: Path
 
-    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, **options: Any) -> None:
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, rationales: bool = True,
+                 **options: Any) -> None:
+        """``rationales=False`` turns the task into its direct-answer baseline: the exemplars show only
+        "The answer is X." (few-shot direct prompting; direct fine-tuning on gold answers)."""
         self.data_dir = data_dir
         self.options = options
         #: with ``skip_bad_rows``, malformed data rows are dropped and described here (else they raise)
@@ -74,6 +78,9 @@ class FewShotTask:
         self.max_new_tokens: int = int(gen.get("max_gen_toks", 128))
         self.extractor: str = self._extractor_from_yaml()
         self._fewshot = load_exemplars(self.fewshot_file)
+        self.rationales = bool(rationales)
+        if not self.rationales:
+            self._fewshot = [Exemplar(ex.question, "", ex.answer) for ex in self._fewshot]
 
     def _extractor_from_yaml(self) -> str:
         found = extract_filter(self.lm_eval_config)
@@ -103,6 +110,10 @@ class FewShotTask:
 
     def hint(self, example: Example) -> str:
         return self.hint_text(example.answer, example.fields)
+
+    def quotes_hint(self, example: Example, text: str) -> bool:
+        """Whether ``text`` (a rationalized completion) repeats the hint; such a rationale is not trained on."""
+        return self.hint(example) in text or "(Hint:" in text
 
     def _block(self, question: str, hint: str | None) -> str:
         return f"Q: {question}" + (f" {hint}" if hint else "") + "\nA:"
@@ -144,8 +155,8 @@ class DatasetTask(FewShotTask):
     split_aliases: dict[str, str] = {}
     adapt_hub = None
 
-    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False) -> None:
-        super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows)
+    def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, rationales: bool = True) -> None:
+        super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows, rationales=rationales)
         self._cache: dict[str, list[Example]] = {}
 
     def parse_row(self, row: Any, split: str) -> Example:

@@ -10,6 +10,7 @@ from star_kit_plugins.arithmetic import ArithmeticTask
 
 class LenientArithmetic(ArithmeticTask):
     name = "lenient-arithmetic"
+    verifier = None  # a random tiny model never writes a valid addition; see the "even-length" verifier
 
     def __init__(self, data_dir=None, **options):
         super().__init__(data_dir=data_dir, **options)
@@ -33,6 +34,21 @@ def register_tasks(register):
 @star_kit.hookimpl
 def register_extractors(register):
     register("first-word", first_word)
+
+
+def even_length(example, rationale):
+    """Accepts rationales of even length: splits a tiny model's output into kept and rejected, deterministically."""
+    return None if len(rationale) % 2 == 0 else f"odd length {len(rationale)}"
+
+
+def raising_verifier(example, rationale):
+    raise ValueError("verifier bug")
+
+
+@star_kit.hookimpl
+def register_verifiers(register):
+    register("even-length", even_length)
+    register("raising", raising_verifier)
 
 
 class BrokenSampler:

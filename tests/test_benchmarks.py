@@ -30,3 +30,22 @@ def test_iteration_phases_quick(tiny_model, tmp_path):
 def test_train_throughput_quick(tiny_model):
     data = _last_json([sys.executable, "benchmarks/train_throughput.py", "--quick", "--model", tiny_model])
     assert data["plain_tok_s"] > 0 and data["trl_tok_s"] > 0
+
+
+def test_paper_table_quick(tiny_model, tmp_path):
+    """All five conditions on the same questions; arithmetic per digit count, with unseen digit counts marked."""
+    md = tmp_path / "table.md"
+    data = _last_json([sys.executable, "benchmarks/paper_table.py", "--quick", "--model", tiny_model,
+                       "--out", str(tmp_path / "paper"), "--markdown", str(md)])
+    conditions = [c["condition"] for c in data["conditions"]]
+    assert conditions == ["few-shot direct", "few-shot rationale", "direct fine-tune", "STaR",
+                          "STaR + rationalization"]
+    for c in data["conditions"]:
+        assert c["n"] == 4 and 0.0 <= c["accuracy"] <= 1.0
+        assert set(c["per_digits"]) == {"1", "2", "3", "4"}  # --quick evaluates 1-4 digits, trains on 1-2
+    star = {c["condition"]: c for c in data["conditions"]}
+    assert len(star["STaR + rationalization"]["per_iteration"]) == 2  # few-shot, then iteration 1
+    assert (tmp_path / "paper" / "direct_finetune" / "checkpoint" / "config.json").exists()
+    assert "| STaR + rationalization |" in md.read_text() and "3 digits *" in md.read_text()
+    saved = json.loads((tmp_path / "paper" / "paper_table.json").read_text())
+    assert saved["conditions"] == data["conditions"]

@@ -1,0 +1,161 @@
+"""Rationale verifiers: the fifth plugin kind. Safe arithmetic, the built-in verifiers, and the loop using them."""
+
+import json
+import random
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from star_kit import arith
+from star_kit.cli import main
+from star_kit.records import Example
+from star_kit.registry import load_registry
+from star_kit.store import read_jsonl
+from star_kit_plugins.arithmetic import place_value_rationale, verify_addition
+from star_kit_plugins.commonsense_qa import verify_explanation
+from star_kit_plugins.gsm8k import verify_calculations
+
+
+# -- safe arithmetic -------------------------------------------------------------------------------------------
+def test_arith_values_exactly_and_refuses_what_is_not_arithmetic():
+    assert arith.value("(300 + 200) + (40 + 80) + (7 + 5)") == 632
+    assert arith.value("$1,080 / 3 x 2") == 720
+    assert arith.value("10 / 4") == Fraction(5, 2)
+    assert arith.value("2 * -3") == -6
+    assert arith.value("0.1 + 0.2") == Fraction(3, 10)  # exact, no float error
+    for bad in ("", "1 / 0", "(1 + 2", "1 +", "import os", "__import__('os')", "2 ** 3", "9" * 80,
+                "99999999999 * " * 30 + "9", "a + b"):
+        assert arith.value(bad) is None, bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789+-*/×x÷()$.,= abc\u2212", max_size=120))
+def test_arith_and_verifiers_never_raise(text):
+    arith.value(text)
+    arith.chains(text)
+    example = Example("x", "12 + 34 = ?", "46", {"a": 12, "b": 34})
+    assert verify_addition(example, text) is None or isinstance(verify_addition(example, text), str)
+    verify_calculations(example, text)
+    verify_explanation(example, text)
+
+
+def test_chains_find_calculations_in_prose():
+    text = ("Mia has 12 - 5 = 7 pencils. At $3 each that is 72 x 3 = $216, so 10 / 3 = 3.33 each, "
+            "and 1,080 + 20 = 1,100. The answer is 5.")
+    assert arith.chains(text) == [["12 - 5", "7"], ["72 x 3", "$216"], ["10 / 3", "3.33"], ["1,080 + 20", "1,100"]]
+    assert arith.matches_written(arith.value("10 / 3"), "3.33")
+    assert not arith.matches_written(arith.value("10 / 3"), "3.4")
+
+
+# -- the built-in verifiers -----------------------------------------------------------------------------------
+def _addition(a, b):
+    return Example("x", f"{a} + {b} = ?", str(a + b), {"a": a, "b": b})
+
+
+def test_arithmetic_verifier_accepts_every_place_value_rationale():
+    rng = random.Random(0)
+    for _ in range(500):
+        d = rng.randint(1, 8)
+        a, b = rng.randint(0, 10**d - 1), rng.randint(0, 10**d - 1)
+        assert verify_addition(_addition(a, b), place_value_rationale(a, b)) is None, (a, b)
+
+
+@pytest.mark.parametrize("rationale, reason", [
+    ("347 + 285 = (347 + 285) = 632", "no place-value step"),  # the collapse seen with a hint
+    ("347 + 285 = 632", "no place-value step"),
+    ("", "does not write 347 + 285"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 110 + 12 = 632", "step 2: 500 + 110 + 12 is 622"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632 + 0", "not the sum alone"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = five hundred = 632", "cannot read"),
+])
+def test_arithmetic_verifier_rejects_skipped_or_wrong_steps(rationale, reason):
+    got = verify_addition(_addition(347, 285), rationale)
+    assert got is not None and reason in got
+    assert verify_addition(_addition(347, 285),
+                           "347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632") is None
+    assert verify_addition(_addition(3, 5), "3 + 5 = 8") is None  # one digit: nothing to split
+
+
+def test_gsm8k_verifier_checks_the_written_calculations():
+    ex = Example("x", "q", "15")
+    assert verify_calculations(ex, "She has 12 - 5 = 7, then 7 + 8 = 15 pencils.") is None
+    assert verify_calculations(ex, "Each costs 10 / 3 = 3.33 dollars, so 3.33 * 3 = 9.99.") is None
+    assert "12 - 5 = 8 is wrong" in verify_calculations(ex, "She has 12 - 5 = 8, then 8 + 7 = 15.")
+    assert "wrong" in verify_calculations(ex, "At $3 each that is 72 x 3 = $206 in all, so 15.")
+    assert "no reasoning" in verify_calculations(ex, "15")
+    assert verify_calculations(ex, "There are fifteen pencils in the box.") is None  # nothing to compute
+
+
+def test_commonsense_qa_verifier_needs_an_explanation_and_no_hint():
+    ex = Example("x", "q", "b")
+    assert verify_explanation(ex, "Letters are collected by the mail carrier from a mailbox.") is None
+    assert "no explanation" in verify_explanation(ex, "")
+    assert "hint" in verify_explanation(ex, "(b) mailbox (CORRECT) is where letters go.")
+
+
+@pytest.mark.parametrize("task", ["arithmetic", "gsm8k", "commonsense_qa"])
+def test_every_task_exemplar_passes_its_own_verifier(task):
+    registry = load_registry()
+    t = registry.create("tasks", task)
+    verify = registry.verifier(t.verifier)
+    for ex in t.fewshot():
+        example = Example("x", ex.question, ex.answer)
+        if task == "arithmetic":
+            a, b = (int(p) for p in ex.question.split(" = ")[0].split(" + "))
+            example = _addition(a, b)
+        assert verify(example, ex.rationale) is None, ex.rationale
+
+
+def test_commonsense_qa_drops_a_rationale_that_repeats_the_marker_alone():
+    from star_kit.loop import build_training_set
+    from star_kit.records import Sample
+
+    registry = load_registry()
+    task = registry.create("tasks", "commonsense_qa", data_dir=None)
+    ex = Example("q1", "Where do you put a letter?\n(a) bank\n(b) mailbox\n(c) oven", "b")
+    marker_only = Sample(ex.id, ex.question, " (b) mailbox (CORRECT). The answer is (b).", "b", "b", True, True)
+    train, dropped = build_training_set(task, [ex], [], [marker_only])
+    assert dropped == 1 and train == []
+
+
+# -- the plugin kind ------------------------------------------------------------------------------------------
+def test_verifiers_are_listed_and_a_raising_one_is_a_rejection(test_plugin, capsys):
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {e["name"]: e["distribution"] for e in data["verifiers"]}
+    assert names["arithmetic"] == names["gsm8k"] == names["commonsense_qa"] == "star-kit"
+    assert names["even-length"] == "(--plugin)"
+    safe = load_registry().verifier("raising")
+    assert safe(Example("x", "q", "1"), "text") == "verifier 'raising' raised ValueError: verifier bug"
+
+
+def test_unknown_verifier_exits_2(tiny_model, tmp_path, capsys):
+    assert main(["run", "--model", tiny_model, "--out", str(tmp_path / "r"), "--verifier", "nope",
+                 "--no-progress"]) == 2
+    assert "unknown verifier 'nope'" in capsys.readouterr().err
+
+
+def test_the_loop_trains_only_on_verified_rationales(tiny_model, tmp_path, test_plugin):
+    """Real loop, real tiny model: the test verifier rejects odd-length rationales; they are counted, marked in
+    samples.jsonl with the reason, rationalized like failures, and never reach train.jsonl."""
+    out = tmp_path / "run"
+    assert main(["run", "--model", tiny_model, "--out", str(out), "--task", "lenient-arithmetic",
+                 "--verifier", "even-length", "--iterations", "1", "--train-size", "12", "--eval-size", "2",
+                 "--base-steps", "1", "--no-progress", "--no-baseline", "--sampler-opt", "batch_size=4",
+                 "--trainer-opt", "per_device_train_batch_size=2"]) == 0
+    samples = read_jsonl(out / "iter_01" / "samples.jsonl")
+    rationalized = read_jsonl(out / "iter_01" / "rationalized.jsonl")
+    both = samples + rationalized
+    rejected = [s for s in both if s["verified"] is False]
+    assert rejected and all(s["rejected"].startswith("odd length") for s in rejected)
+    assert all(s["verified"] is True for s in both if s["correct"] and s["rejected"] is None)
+    kept_ids = {s["example_id"] for s in samples if s["verified"]}
+    assert {s["example_id"] for s in rationalized} == {s["example_id"] for s in samples} - kept_ids
+    row = read_jsonl(out / "metrics.jsonl")[-1]
+    assert row["unverified"] == len(rejected)
+    assert row["kept"] == len(kept_ids)
+    accepted_ids = {s["example_id"] for s in both if s["correct"] and s["verified"]}
+    train = read_jsonl(out / "iter_01" / "train.jsonl")
+    assert train and {t["example_id"] for t in train} <= accepted_ids
