@@ -1,7 +1,6 @@
 """SIGKILL a real run (subprocess, tiny model, CPU, fixed seed) during sampling, training and evaluation; resume
 it; the final metrics.jsonl, samples and train.jsonl are identical to an uninterrupted run's."""
 
-import json
 import os
 import signal
 import subprocess

@@ -1,7 +1,6 @@
 """The whole loop on a tiny model built from a config: real transformers generate, real TRL, real lm-eval."""
 
 import json
-from pathlib import Path
 
 from star_kit.cli import main
 from star_kit.store import read_jsonl

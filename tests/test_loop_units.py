@@ -1,6 +1,5 @@
 """The loop's pure parts: step schedule, training-set building (never a hint), patience, config, CLI errors."""
 
-import json
 
 import pytest
 

@@ -2,7 +2,6 @@
 
 import importlib.metadata as md
 import json
-import sys
 import types
 
 import pytest

@@ -21,7 +21,7 @@ import pytest
 from star_kit.cli import main
 from star_kit.config import RunConfig
 from star_kit.records import IterationResult
-from star_kit.report import load_run, write_report
+from star_kit.report import write_report
 from star_kit.store import read_jsonl, write_jsonl, write_yaml
 
 TESTS = Path(__file__).resolve().parent

@@ -15,7 +15,7 @@ import pytest
 
 from star_kit.errors import DataError, StarKitError
 from star_kit.loop import build_training_set
-from star_kit.records import Example, Sample
+from star_kit.records import Sample
 from star_kit.registry import load_registry
 from star_kit_plugins.commonsense_qa import CommonsenseQATask, extract_choice, mark_correct
 from star_kit_plugins.gsm8k import GSM8KTask, canonical_answer, extract_number
