@@ -4,7 +4,10 @@ The data are arithmetic SFT pairs (question prompt, place-value rationale comple
 The plain loop: AdamW, fp32, batches padded to the longest, loss on the completion tokens only; the same batch
 size, learning rate and number of steps. Both start from the same base model.
 
-    python benchmarks/train_throughput.py [--quick] [--steps 20] [--batch-size 8] [--model smollm2-135m]
+    python benchmarks/train_throughput.py [--quick] [--steps 20] [--batch-size 8] [--model smollm2-135m] [--bf16]
+
+``--bf16`` also trains with the trainer's ``bf16=true`` (autocast; on CPU it needs AVX512-BF16 or AMX to pay) and
+reports ``trl_bf16_tok_s``.
 
 The last line printed is one JSON object.
 """
@@ -71,6 +74,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--bf16", action="store_true", help="also measure the trainer with bf16=true")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.batch_size = 2, 2
@@ -79,22 +83,34 @@ def main() -> None:
 
     path = resolve_model(args.model)
     data = pairs(max(64, args.steps * args.batch_size))
-    trainer = load_registry().create("trainers", "trl-sft", per_device_train_batch_size=args.batch_size,
-                                     warmup_steps=0)
-    plain_tokens, plain_s = plain_loop(path, data, args.steps, args.batch_size, trainer.learning_rate)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        trainer.train(path, data[: args.steps * args.batch_size], args.steps, os.path.join(tmp, "ckpt"))
-        trl_s = time.perf_counter() - t0
-        log = [json.loads(line) for line in open(os.path.join(tmp, "ckpt", "train_log.jsonl"))]
-    trl_tokens = int(log[-1].get("num_tokens", 0)) if log else 0
-    print(json.dumps({
+    registry = load_registry()
+
+    def trl(**options):
+        trainer = registry.create("trainers", "trl-sft", per_device_train_batch_size=args.batch_size,
+                                  warmup_steps=0, **options)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            trainer.train(path, data[: args.steps * args.batch_size], args.steps, os.path.join(tmp, "ckpt"))
+            seconds = time.perf_counter() - t0
+            log = [json.loads(line) for line in open(os.path.join(tmp, "ckpt", "train_log.jsonl"))]
+        tokens = int(log[-1].get("num_tokens", 0)) if log else 0
+        return tokens, seconds, trainer.learning_rate
+
+    trl_tokens, trl_s, lr = trl()
+    plain_tokens, plain_s = plain_loop(path, data, args.steps, args.batch_size, lr)
+    result = {
         "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
         "plain_s": round(plain_s, 2), "plain_tok_s": round(plain_tokens / plain_s, 1),
         "trl_s_including_load_and_save": round(trl_s, 2),
         "trl_tok_s": round(trl_tokens / trl_s, 1) if trl_tokens else None,
         "trl_vs_plain": round((trl_tokens / trl_s) / (plain_tokens / plain_s), 2) if trl_tokens else None,
-    }))
+    }
+    if args.bf16:
+        tokens, seconds, _ = trl(bf16=True)
+        result["trl_bf16_s_including_load_and_save"] = round(seconds, 2)
+        result["trl_bf16_tok_s"] = round(tokens / seconds, 1) if tokens else None
+        result["bf16_vs_fp32"] = round(trl_s / seconds, 2)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

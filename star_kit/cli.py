@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip evaluating the base model as iteration 0")
     run.add_argument("--seed", type=int, help="random seed (data, sampling, training); default 0")
     run.add_argument("--temperature", type=float, help="sampling temperature for rationales; 0 = greedy")
+    run.add_argument("--samples", type=int,
+                     help="rationales sampled per question (k > 1 needs --temperature > 0); default 1")
     run.add_argument("--top-p", type=float, help="nucleus sampling for rationales; default 1.0")
     run.add_argument("--base-steps", type=int, help="training steps of iteration 1; default 40")
     run.add_argument("--step-growth", type=float, help="steps grow by this factor per iteration; default 1.2")

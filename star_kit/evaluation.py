@@ -34,6 +34,7 @@ def _lm_eval():
     from lm_eval.api.registry import filter_registry, register_filter
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    _quiet_git_hash()
     if "star_kit_extract" not in filter_registry:
 
         @register_filter("star_kit_extract")
@@ -50,6 +51,27 @@ def _lm_eval():
                 return [[self.extract(r) or NO_ANSWER for r in inst] for inst in resps]
 
     return lm_eval, LM
+
+
+def _quiet_git_hash() -> None:
+    """lm-eval records ``git describe`` of the working directory in its results, letting git print
+    "fatal: not a git repository" on the terminal outside a repository; same value, without the noise."""
+    import subprocess
+
+    import lm_eval.evaluator as evaluator
+
+    if getattr(evaluator.get_git_commit_hash, "star_kit_quiet", False):
+        return
+
+    def git_commit_hash() -> str | None:
+        try:
+            out = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() or None if out.returncode == 0 else None
+
+    git_commit_hash.star_kit_quiet = True
+    evaluator.get_git_commit_hash = git_commit_hash
 
 
 def sampler_lm(sampler: Sampler, advance: Advance | None = None):

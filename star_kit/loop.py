@@ -243,9 +243,10 @@ class StarRun:
         self.registry.emit("star_kit_iteration_start", iteration=n, config=config, run_dir=store.root)
         seconds = Timings(store.artifact(n, "seconds.json"))  # survives a resume
         params = GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
-                                  top_p=config.top_p, n=1, stop=task.stop, seed=config.seed * 1000 + n)
+                                  top_p=config.top_p, n=config.samples, stop=task.stop, seed=config.seed * 1000 + n)
 
-        # 1. Sample rationales with the few-shot prompt; 2. keep those that reach the gold answer.
+        # 1. Sample rationales (``--samples`` per question) with the few-shot prompt; 2. keep those that reach
+        # the gold answer and pass the verifier.
         samples = self.sample_step(n, "samples.jsonl", "sample", seconds, sampler, train_set, params, hint=False)
         kept = [s for s in samples if s.accepted]
         solved = {s.example_id for s in kept}

@@ -10,7 +10,7 @@ from star_kit_plugins.arithmetic import ArithmeticTask
 
 class LenientArithmetic(ArithmeticTask):
     name = "lenient-arithmetic"
-    verifier = None  # a random tiny model never writes a valid addition; see the "even-length" verifier
+    verifier = None  # a random tiny model never writes a valid addition; see the "even-examples" verifier
 
     def __init__(self, data_dir=None, **options):
         super().__init__(data_dir=data_dir, **options)
@@ -36,9 +36,9 @@ def register_extractors(register):
     register("first-word", first_word)
 
 
-def even_length(example, rationale):
-    """Accepts rationales of even length: splits a tiny model's output into kept and rejected, deterministically."""
-    return None if len(rationale) % 2 == 0 else f"odd length {len(rationale)}"
+def even_examples(example, rationale):
+    """Accepts the rationales of even-numbered examples only: a deterministic split whatever a tiny model writes."""
+    return None if int(example.id[-1]) % 2 == 0 else f"odd example {example.id}"
 
 
 def raising_verifier(example, rationale):
@@ -47,7 +47,7 @@ def raising_verifier(example, rationale):
 
 @star_kit.hookimpl
 def register_verifiers(register):
-    register("even-length", even_length)
+    register("even-examples", even_examples)
     register("raising", raising_verifier)
 
 

@@ -28,8 +28,8 @@ def test_iteration_phases_quick(tiny_model, tmp_path):
 
 
 def test_train_throughput_quick(tiny_model):
-    data = _last_json([sys.executable, "benchmarks/train_throughput.py", "--quick", "--model", tiny_model])
-    assert data["plain_tok_s"] > 0 and data["trl_tok_s"] > 0
+    data = _last_json([sys.executable, "benchmarks/train_throughput.py", "--quick", "--model", tiny_model, "--bf16"])
+    assert data["plain_tok_s"] > 0 and data["trl_tok_s"] > 0 and data["trl_bf16_tok_s"] > 0
 
 
 def test_paper_table_quick(tiny_model, tmp_path):

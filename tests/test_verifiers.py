@@ -126,7 +126,7 @@ def test_verifiers_are_listed_and_a_raising_one_is_a_rejection(test_plugin, caps
     data = json.loads(capsys.readouterr().out)
     names = {e["name"]: e["distribution"] for e in data["verifiers"]}
     assert names["arithmetic"] == names["gsm8k"] == names["commonsense_qa"] == "star-kit"
-    assert names["even-length"] == "(--plugin)"
+    assert names["even-examples"] == "(--plugin)"
     safe = load_registry().verifier("raising")
     assert safe(Example("x", "q", "1"), "text") == "verifier 'raising' raised ValueError: verifier bug"
 
@@ -138,24 +138,38 @@ def test_unknown_verifier_exits_2(tiny_model, tmp_path, capsys):
 
 
 def test_the_loop_trains_only_on_verified_rationales(tiny_model, tmp_path, test_plugin):
-    """Real loop, real tiny model: the test verifier rejects odd-length rationales; they are counted, marked in
-    samples.jsonl with the reason, rationalized like failures, and never reach train.jsonl."""
+    """Real loop, real tiny model: the test verifier rejects odd-numbered examples; their samples are counted,
+    marked in samples.jsonl with the reason, rationalized like failures, and never reach train.jsonl."""
     out = tmp_path / "run"
     assert main(["run", "--model", tiny_model, "--out", str(out), "--task", "lenient-arithmetic",
-                 "--verifier", "even-length", "--iterations", "1", "--train-size", "12", "--eval-size", "2",
+                 "--verifier", "even-examples", "--iterations", "1", "--train-size", "12", "--eval-size", "2",
                  "--base-steps", "1", "--no-progress", "--no-baseline", "--sampler-opt", "batch_size=4",
                  "--trainer-opt", "per_device_train_batch_size=2"]) == 0
     samples = read_jsonl(out / "iter_01" / "samples.jsonl")
     rationalized = read_jsonl(out / "iter_01" / "rationalized.jsonl")
-    both = samples + rationalized
-    rejected = [s for s in both if s["verified"] is False]
-    assert rejected and all(s["rejected"].startswith("odd length") for s in rejected)
-    assert all(s["verified"] is True for s in both if s["correct"] and s["rejected"] is None)
-    kept_ids = {s["example_id"] for s in samples if s["verified"]}
-    assert {s["example_id"] for s in rationalized} == {s["example_id"] for s in samples} - kept_ids
+    odd = {f"train-{i:05d}" for i in range(1, 12, 2)}
+    for s in samples + rationalized:  # the lenient task accepts every answer; the verifier decides
+        assert s["correct"] is True
+        assert s["verified"] is (s["example_id"] not in odd)
+        assert s["rejected"] == (f"odd example {s['example_id']}" if s["example_id"] in odd else None)
+    assert {s["example_id"] for s in rationalized} == odd  # rejected questions are rationalized like failures
     row = read_jsonl(out / "metrics.jsonl")[-1]
-    assert row["unverified"] == len(rejected)
-    assert row["kept"] == len(kept_ids)
-    accepted_ids = {s["example_id"] for s in both if s["correct"] and s["verified"]}
+    assert row["kept"] == 6 and row["unverified"] == 12 and row["rationalized"] == 0
     train = read_jsonl(out / "iter_01" / "train.jsonl")
-    assert train and {t["example_id"] for t in train} <= accepted_ids
+    assert train and {t["example_id"] for t in train} <= {f"train-{i:05d}" for i in range(0, 12, 2)}
+
+
+def test_k_samples_per_question_need_temperature_and_train_each_rationale_once(tiny_model, tmp_path, test_plugin,
+                                                                                capsys):
+    base = ["run", "--model", tiny_model, "--task", "lenient-arithmetic", "--iterations", "1", "--train-size", "4",
+            "--eval-size", "2", "--base-steps", "1", "--no-progress", "--no-baseline",
+            "--sampler-opt", "batch_size=4", "--trainer-opt", "per_device_train_batch_size=2"]
+    assert main([*base, "--out", str(tmp_path / "greedy"), "--samples", "3"]) == 2
+    assert "--samples 3 needs --temperature > 0" in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main([*base, "--out", str(out), "--samples", "3", "--temperature", "1.0"]) == 0
+    samples = read_jsonl(out / "iter_01" / "samples.jsonl")
+    assert len(samples) == 12 and {s["example_id"] for s in samples} == {f"train-{i:05d}" for i in range(4)}
+    train = read_jsonl(out / "iter_01" / "train.jsonl")
+    pairs = [(t["prompt"], t["completion"]) for t in train]
+    assert len(pairs) == len(set(pairs)) and len(pairs) > 4  # several distinct rationales per question
