@@ -59,10 +59,11 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _attempt(row: dict[str, Any]) -> list[Any]:
-    """[completion, predicted, correct, hinted] of one sample row."""
+    """[completion, predicted, accepted, hinted] of one sample row (accepted: the answer is right and the
+    rationale verifier, if any, did not reject it)."""
     predicted = row.get("predicted")
     return [_text(row.get("completion")), None if predicted is None else _text(predicted),
-            bool(row.get("correct")), bool(row.get("hinted"))]
+            bool(row.get("correct")) and row.get("verified") is not False, bool(row.get("hinted"))]
 
 
 def _status(attempts: list[list[Any]]) -> str:
@@ -175,7 +176,8 @@ def _pct(value: Any) -> str:
 def _metrics_table(data: dict[str, Any]) -> str:
     """The metrics as a static table (readable without JavaScript); every cell escaped."""
     phases = data["phases"]
-    head = ["iteration", "accuracy", "± stderr", "eval n", "kept / sampled", "no answer", "rationalized / tried",
+    head = ["iteration", "accuracy", "± stderr", "eval n", "kept / sampled", "no answer", "rejected by verifier",
+            "rationalized / tried",
             "train ex", "steps", *(f"{p} s" for p in phases)]
     lines = ["<table class='metrics'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
              + "</tr></thead><tbody>"]
@@ -190,6 +192,7 @@ def _metrics_table(data: dict[str, Any]) -> str:
             str(r.get("eval_examples", "")),
             f"{r.get('kept', 0)} / {r.get('sampled', 0)}" if n else "",
             str(r.get("no_answer", "")) if n else "",
+            str(r.get("unverified", 0)) if n else "",
             f"{r.get('rationalized', 0)} / {r.get('rationalization_attempts', 0)}" if n else "",
             str(r.get("train_examples", "")) if n else "",
             str(r.get("steps", "")) if n else "",

@@ -85,14 +85,6 @@ def test_out_of_memory_halves_the_batch_and_says_so_once(tiny_model, capsys):
     assert sum(a == b for a, b in zip(got, expected)) >= 6  # same text, up to batch-composition ties
 
 
-def test_hf_batch_size_auto_and_bad_values(tiny_model):
-    registry = load_registry()
-    assert registry.create("samplers", "hf", tiny_model).batch_size == 32  # auto on CPU (256 on a GPU)
-    for bad in ("big", 0):
-        with pytest.raises(StarKitError, match="batch_size must be auto or a positive integer"):
-            registry.create("samplers", "hf", tiny_model, batch_size=bad)
-
-
 def test_nothing_is_executed():
     """No eval/exec/compile of data or model output anywhere in the package or the built-in plugins."""
     for folder in ("star_kit", "plugins"):
