@@ -59,11 +59,12 @@ def _rows(path: Path) -> list[dict[str, Any]]:
 
 
 def _attempt(row: dict[str, Any]) -> list[Any]:
-    """[completion, predicted, accepted, hinted] of one sample row (accepted: the answer is right and the
-    rationale verifier, if any, did not reject it)."""
-    predicted = row.get("predicted")
+    """[completion, predicted, accepted, hinted, rejected] of one sample row (accepted: the answer is right and the
+    rationale verifier, if any, did not reject it; rejected: the verifier's reason, or None)."""
+    predicted, rejected = row.get("predicted"), row.get("rejected") if row.get("verified") is False else None
     return [_text(row.get("completion")), None if predicted is None else _text(predicted),
-            bool(row.get("correct")) and row.get("verified") is not False, bool(row.get("hinted"))]
+            bool(row.get("correct")) and row.get("verified") is not False, bool(row.get("hinted")),
+            None if rejected is None else _text(rejected)]
 
 
 def _status(attempts: list[list[Any]]) -> str:
@@ -681,7 +682,8 @@ function render() {
     var last = e.a[e.a.length - 1];
     li.appendChild(el("div", "meta", e.id + " \u00b7 gold " + qq[1] + " \u00b7 predicted " +
                       (first[1] === null ? "no answer" : first[1]) +
-                      (e.a.length > 1 ? " \u00b7 with hint " + (last[1] === null ? "no answer" : last[1]) : "")));
+                      (e.a.length > 1 ? " \u00b7 with hint " + (last[1] === null ? "no answer" : last[1]) : "") +
+                      (first[4] ? " \u00b7 rejected: " + first[4] : "")));
     li.appendChild(el("div", "c", first[0]));
     var pick = function () { state.selected = e.id; render(); renderDetail(); };
     li.addEventListener("click", pick);
@@ -720,7 +722,8 @@ function renderDetail() {
     (entry ? entry.a : []).forEach(function (a) {
       col.appendChild(el("div", "label", a[3] ? "with the answer as a hint" : (state.set === "eval" ? "answer" : "sampled")));
       col.appendChild(el("pre", null, a[0]));
-      col.appendChild(el("div", "pred", "\u2192 " + (a[1] === null ? "no answer" : a[1]) + (a[2] ? " \u2714" : " \u2718")));
+      col.appendChild(el("div", "pred", "\u2192 " + (a[1] === null ? "no answer" : a[1]) + (a[2] ? " \u2714" : " \u2718") +
+                         (a[4] ? " rejected by the verifier: " + a[4] : "")));
     });
     cols.appendChild(col);
   });

@@ -423,3 +423,15 @@ def test_docs_screenshot(browser):
     target.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(target))
     assert target.stat().st_size > 10_000
+
+
+def test_a_rationale_the_verifier_rejected_is_not_kept_in_the_report():
+    from star_kit.report import _attempt, _status
+
+    row = {"completion": " 27 + 28 = 55. The answer is 55.", "predicted": "55", "correct": True, "hinted": False,
+           "verified": False, "rejected": "no place-value step (the rationale skips the reasoning)"}
+    attempt = _attempt(row)
+    assert attempt == [row["completion"], "55", False, False, row["rejected"]]
+    assert _status([attempt]) == "failed"
+    kept = dict(row, verified=True, rejected=None)
+    assert _attempt(kept)[2:] == [True, False, None] and _status([_attempt(kept)]) == "correct"
