@@ -147,7 +147,7 @@ class StarRun:
 
             saved = load_config_file(store.config_path)
             for key, value in config.to_dict().items():
-                if key in RunConfig.RESUMABLE:
+                if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
                 if saved.get(key) != value:
                     raise StarKitError(

@@ -72,6 +72,11 @@ def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
     assert main(["run", "--resume", str(out), "--seed", "5", "--no-progress"]) == 2
     assert "config key 'seed' differs" in capsys.readouterr().err
     assert _run(tiny_model, out, "--iterations", "0") == 2  # existing run without --resume
+    # A run made before a config key existed (here: verifier) resumes; the key takes its default.
+    config = out / "config.yaml"
+    config.write_text("".join(l for l in config.read_text().splitlines(True) if not l.startswith("verifier:")))
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    assert "verifier: auto" in config.read_text()
 
 
 def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin):
