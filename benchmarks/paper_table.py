@@ -35,16 +35,19 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 CONDITIONS = ["few-shot direct", "few-shot rationale", "direct fine-tune", "STaR", "STaR + rationalization"]
 
 
+def accuracy(rows: list[dict]) -> float | None:
+    """The share of an evaluation's rows that are correct (None for no rows)."""
+    return sum(bool(r["correct"]) for r in rows) / len(rows) if rows else None
+
+
 def per_group(rows: list[dict], group_of: dict[str, str]) -> dict[str, float]:
     """Accuracy per group (e.g. digit count) of an evaluation's rows."""
-    totals: dict[str, list[int]] = {}
+    groups: dict[str, list[dict]] = {}
     for r in rows:
         g = group_of.get(r["example_id"])
         if g is not None:
-            totals.setdefault(g, [0, 0])
-            totals[g][0] += bool(r["correct"])
-            totals[g][1] += 1
-    return {g: c / n for g, (c, n) in sorted(totals.items(), key=lambda kv: int(kv[0]))}
+            groups.setdefault(g, []).append(r)
+    return {g: accuracy(groups[g]) for g in sorted(groups, key=int)}
 
 
 def star_run(args, out: Path, rationalize: bool, baseline: bool) -> list[dict]:
@@ -189,15 +192,12 @@ def main() -> None:
     table_rows = []
     for name in CONDITIONS:
         rows = rows_of[name]
-        acc = sum(bool(r["correct"]) for r in rows) / len(rows)
-        entry = {"condition": name, "accuracy": round(acc, 4), "n": len(rows)}
+        entry = {"condition": name, "accuracy": round(accuracy(rows), 4), "n": len(rows)}
         if arithmetic:
-            groups = per_group(rows, group_of)
-            entry["per_digits"] = {g: round(a, 4) for g, a in groups.items()}
-            seen = [r for r in rows if group_of.get(r["example_id"]) in trained]
-            unseen = [r for r in rows if group_of.get(r["example_id"]) not in trained]
-            entry["trained_digits"] = round(sum(r["correct"] for r in seen) / len(seen), 4) if seen else None
-            entry["unseen_digits"] = round(sum(r["correct"] for r in unseen) / len(unseen), 4) if unseen else None
+            entry["per_digits"] = {g: round(a, 4) for g, a in per_group(rows, group_of).items()}
+            for key, trained_on in (("trained_digits", True), ("unseen_digits", False)):
+                part = accuracy([r for r in rows if (group_of.get(r["example_id"]) in trained) == trained_on])
+                entry[key] = None if part is None else round(part, 4)
         if name in curves:
             entry["per_iteration"] = [round(a, 4) for a in curves[name]]
         table_rows.append(entry)
@@ -215,9 +215,14 @@ def main() -> None:
     table.add_column("all", justify="right")
     table.add_column("per iteration", justify="left")
     pct = lambda a: "" if a is None else f"{100 * a:.0f}"  # noqa: E731
+
+    def cells(e: dict) -> list[str]:
+        """One condition's row of the table (terminal and Markdown alike)."""
+        return [e["condition"], *(pct(e.get("per_digits", {}).get(g)) for g in groups), pct(e["accuracy"]),
+                " → ".join(pct(a) for a in e.get("per_iteration", []))]
+
     for e in table_rows:
-        table.add_row(e["condition"], *(pct(e.get("per_digits", {}).get(g)) for g in groups), pct(e["accuracy"]),
-                      " → ".join(pct(a) for a in e.get("per_iteration", [])))
+        table.add_row(*cells(e))
     console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     if groups:
@@ -231,10 +236,7 @@ def main() -> None:
     if args.markdown:
         head = ["condition", *[f"{g} digits{'' if g in trained else ' *'}" for g in groups], "all", "per iteration"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for e in table_rows:
-            cells = [e["condition"], *(pct(e.get("per_digits", {}).get(g)) for g in groups), pct(e["accuracy"]),
-                     " → ".join(pct(a) for a in e.get("per_iteration", []))]
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["| " + " | ".join(cells(e)) + " |" for e in table_rows]
         Path(args.markdown).write_text("\n".join(lines) + "\n")
     print(json.dumps(summary))
 

@@ -136,10 +136,12 @@ def verify_calculations(example: Example, rationale: str) -> str | None:
             got = arith.value(left)
             if got is None:
                 continue  # not arithmetic we can read (e.g. "2 x" as a word); not counted against it
-            target = right if not arith.has_operator(right) else None
-            if target is not None and not arith.matches_written(got, target):
-                return f"{left} = {right} is wrong ({left} is {float(got):g})"
-            if target is None and arith.value(right) is not None and arith.value(right) != got:
+            if not arith.has_operator(right):  # "= 7", "= $72", "= 3.33": a written result, maybe rounded
+                if not arith.matches_written(got, right):
+                    return f"{left} = {right} is wrong ({left} is {float(got):g})"
+                continue
+            shown = arith.value(right)  # "= 6 + 1": another expression
+            if shown is not None and shown != got:
                 return f"{left} = {right} is wrong"
     return None
 

@@ -57,8 +57,7 @@ class HFSampler:
         try:
             self.batch_size = int(batch_size)
         except (TypeError, ValueError):
-            raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}",
-                               2) from None
+            self.batch_size = 0
         if self.batch_size < 1:
             raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}", 2)
         if static_cache == "auto":

@@ -18,6 +18,8 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<num>\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\$?\s?\.\d+)|(?P<op>[-+*/×x÷()\u2212]))"
 )
 _OPS = {"×": "*", "x": "*", "÷": "/", "\u2212": "-"}
+_OPERATORS = ("+", "-", "*", "/")
+_SYMBOLS = (*_OPERATORS, "(", ")")  # every non-number token _tokens() yields
 
 
 class _Unreadable(Exception):
@@ -97,7 +99,7 @@ class _Parser:
             if self.take() != ")":
                 raise _Unreadable
             return value
-        if token in ("+", "-", "*", "/", ")"):
+        if token in _SYMBOLS:  # "(" was handled above
             raise _Unreadable
         return _number(token)
 
@@ -117,14 +119,14 @@ def value(text: str) -> Fraction | None:
 def numbers(text: str) -> list[str] | None:
     """The numbers written in an expression, as written (without '$' and commas), or None if unreadable."""
     try:
-        return [t for t in _tokens(text) if t not in ("+", "-", "*", "/", "(", ")")]
+        return [t for t in _tokens(text) if t not in _SYMBOLS]
     except _Unreadable:
         return None
 
 
 def has_operator(text: str) -> bool:
     try:
-        return any(t in ("+", "-", "*", "/") for t in _tokens(text))
+        return any(t in _OPERATORS for t in _tokens(text))
     except _Unreadable:
         return False
 

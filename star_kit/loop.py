@@ -54,7 +54,8 @@ def sample_rationales(
         for completion in outs:
             predicted = extract(completion)
             correct = task.is_correct(predicted, example.answer)
-            rejected = verify(example, task.rationale_of(completion)) if correct and verify else None
+            checked = correct and verify is not None
+            rejected = verify(example, task.rationale_of(completion)) if checked else None
             samples.append(Sample(
                 example_id=example.id,
                 question=example.question,
@@ -63,7 +64,7 @@ def sample_rationales(
                 gold=example.answer,
                 correct=correct,
                 hinted=hint,
-                verified=(rejected is None) if correct and verify else None,
+                verified=(rejected is None) if checked else None,
                 rejected=rejected,
             ))
     return samples
@@ -351,5 +352,6 @@ def describe(r: IterationResult) -> str:
         return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}"
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
     return (f"iteration {r.iteration}: accuracy {acc} on {r.eval_examples} | kept {r.kept}/{r.sampled}, "
-            f"no answer {r.no_answer}, rejected by the verifier {r.unverified}, rationalized {r.rationalized}/{r.rationalization_attempts}, "
+            f"no answer {r.no_answer}, rejected by the verifier {r.unverified}, "
+            f"rationalized {r.rationalized}/{r.rationalization_attempts}, "
             f"train {r.train_examples} for {r.steps} steps | {secs}")
