@@ -1,52 +1,106 @@
 """The TRL ``SFTTrainer`` trainer (``trl-sft``): full fine-tuning (or LoRA through peft) with the loss on the
-completion only."""
+completion only.
+
+Two launchers, one training function (:meth:`TRLSFTTrainer.fit`):
+
+* ``inprocess`` (default): the loop's own process trains on its one device.
+* ``accelerate``: every fine-tune runs in fresh processes started by ``accelerate launch`` (DDP, FSDP or DeepSpeed
+  ZeRO as the user's ``accelerate_config`` file says, on one or several machines). The trainer writes what the
+  worker needs (``spec.json``, ``train.jsonl``) into its scratch folder and runs
+  ``accelerate launch [--config_file F] [--num_processes N] -m star_kit_plugins.trl_worker SPEC``; the worker
+  calls the same :meth:`~TRLSFTTrainer.fit` and rank 0 saves the checkpoint where the in-process path does. A fresh
+  process per fine-tune frees all (GPU) memory between iterations. A worker that dies is one error line with its
+  exit code and the end of its log (``iter_NN/train_worker.log``); ``--resume`` retrains that iteration.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
+import os
 import shutil
+import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import star_kit
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
-from star_kit.store import write_jsonl
+from star_kit.store import read_jsonl, write_json, write_jsonl
+
+LAUNCHERS = ("inprocess", "accelerate")
+WORKER_MODULE = "star_kit_plugins.trl_worker"
+
+# Our defaults for SFTConfig fields (TRL's own defaults for every other field).
+SFT_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "lr_scheduler_type": "constant_with_warmup",
+    "warmup_steps": 2,
+    "weight_decay": 0.0,
+    "max_length": 1024,
+}
+# SFTConfig fields the trainer sets itself (from the loop's arguments or its own bookkeeping).
+SFT_RESERVED = ("output_dir", "max_steps", "completion_only_loss", "seed", "data_seed", "save_strategy",
+                "report_to", "disable_tqdm", "use_cpu", "bf16", "num_train_epochs")
 
 
 class TRLSFTTrainer:
-    """Options (TRL ``SFTConfig`` names): ``learning_rate`` (5e-5), ``per_device_train_batch_size`` (8),
-    ``gradient_accumulation_steps`` (1), ``lr_scheduler_type`` (constant_with_warmup), ``warmup_steps`` (2),
-    ``weight_decay`` (0.0), ``max_length`` (1024), ``bf16`` (mixed precision; auto: on where the GPU supports
-    it, and on CPUs with bf16 instructions (AVX512-BF16 / AMX), where it measured 1.9x faster than fp32),
-    ``lora`` (False; needs peft), ``lora_r`` (16), ``lora_alpha`` (32)."""
+    """Options: any TRL ``SFTConfig`` field by its TRL name (``learning_rate`` 5e-5, ``per_device_train_batch_size``
+    8, ``gradient_accumulation_steps`` 1, ``lr_scheduler_type`` constant_with_warmup, ``warmup_steps`` 2,
+    ``weight_decay`` 0.0, ``max_length`` 1024 are star-kit's defaults; every other field keeps TRL's), plus:
+    ``bf16`` (mixed precision; auto: on where the GPU supports it, and on CPUs with bf16 instructions (AVX512-BF16 /
+    AMX), where it measured 1.9x faster than fp32), ``lora`` (False; needs peft), ``lora_r`` (16), ``lora_alpha``
+    (32), ``launcher`` (inprocess | accelerate), ``num_processes`` (accelerate: training processes; default: what
+    the accelerate config says, else 1), ``accelerate_config`` (accelerate: a config file from ``accelerate config``,
+    passed through untouched: DDP, FSDP, DeepSpeed ZeRO-2/3, several machines), ``main_process_port`` (accelerate:
+    default a free port), ``launch_args`` (accelerate: more ``accelerate launch`` arguments, a list or a string)."""
 
     def __init__(
         self,
-        learning_rate: float = 5e-5,
-        per_device_train_batch_size: int = 8,
-        gradient_accumulation_steps: int = 1,
-        lr_scheduler_type: str = "constant_with_warmup",
-        warmup_steps: int = 2,
-        weight_decay: float = 0.0,
-        max_length: int = 1024,
         bf16: str | bool = "auto",
         lora: bool = False,
         lora_r: int = 16,
         lora_alpha: int = 32,
+        launcher: str = "inprocess",
+        num_processes: int | None = None,
+        accelerate_config: str | None = None,
+        main_process_port: int | None = None,
+        launch_args: Sequence[str] | str = (),
+        **sft_options: Any,
     ) -> None:
-        self.learning_rate = float(learning_rate)
-        self.batch_size = int(per_device_train_batch_size)
-        self.grad_accum = int(gradient_accumulation_steps)
-        self.lr_scheduler_type = lr_scheduler_type
-        self.warmup_steps = int(warmup_steps)
-        self.weight_decay = float(weight_decay)
-        self.max_length = int(max_length)
+        if bf16 not in ("auto", True, False):
+            raise StarKitError(f"trainer 'trl-sft': bf16 must be auto, true or false, got {bf16!r}", 2)
+        if launcher not in LAUNCHERS:
+            raise StarKitError(f"trainer 'trl-sft': launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}", 2)
+        if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
+            raise StarKitError(f"trainer 'trl-sft': num_processes must be a positive integer, got {num_processes!r}", 2)
+        if accelerate_config is not None and not Path(accelerate_config).is_file():
+            raise StarKitError(f"trainer 'trl-sft': accelerate_config {accelerate_config!r} is not a file", 2)
+        if launcher == "inprocess" and (num_processes not in (None, 1) or accelerate_config or launch_args):
+            raise StarKitError("trainer 'trl-sft': num_processes, accelerate_config and launch_args need "
+                               "launcher=accelerate", 2)
+        self.sft_options = {**SFT_DEFAULTS, **check_sft_options(sft_options)}
         self.bf16 = bf16
         self.lora = bool(lora)
         self.lora_r, self.lora_alpha = int(lora_r), int(lora_alpha)
+        self.launcher = launcher
+        self.num_processes = num_processes
+        self.accelerate_config = str(Path(accelerate_config).resolve()) if accelerate_config else None
+        self.main_process_port = main_process_port
+        self.launch_args = launch_args.split() if isinstance(launch_args, str) else list(launch_args)
+
+    def options(self) -> dict[str, Any]:
+        """The options a worker process re-creates this trainer with (the in-process launcher)."""
+        return {"bf16": self.bf16, "lora": self.lora, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
+                **self.sft_options}
 
     def train(
         self,
@@ -57,12 +111,27 @@ class TRLSFTTrainer:
         seed: int = 0,
         advance: Advance | None = None,
     ) -> Path:
+        if not examples:
+            raise StarKitError("trainer 'trl-sft': no training examples")
+        output_dir = Path(output_dir)
+        work = output_dir.with_name(output_dir.name + ".work")  # scratch; a killed run's is discarded
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        try:
+            if self.launcher == "accelerate":
+                self._launch(base_model, examples, steps, output_dir, seed, advance, work)
+            else:
+                self.fit(base_model, examples, steps, output_dir, seed, advance, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return output_dir
+
+    # -- in this process (also what each accelerate worker runs) ---------------------------------------------
+    def fit(self, base_model, examples, steps, output_dir, seed, advance, work) -> None:
         import torch
         from datasets import Dataset
         from transformers import AutoTokenizer
 
-        if not examples:
-            raise StarKitError("trainer 'trl-sft': no training examples")
         cuda = torch.cuda.is_available()
         bf16 = bf16_supported(cuda) if self.bf16 == "auto" else bool(self.bf16)
         tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -77,68 +146,53 @@ class TRLSFTTrainer:
             peft_config = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, task_type="CAUSAL_LM",
                                      target_modules="all-linear")
         data = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
-        output_dir = Path(output_dir)
-        work = output_dir.with_name(output_dir.name + ".work")  # TRL's scratch; a killed run's is discarded
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        options = dict(self.sft_options)
         while True:  # out of memory: halve the per-device batch, double accumulation (same effective batch)
             try:
-                trainer = self._fit(base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance)
+                trainer = self._fit(base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda,
+                                    advance, options)
                 break
             except torch.OutOfMemoryError:
-                if self.batch_size == 1:
+                if options["per_device_train_batch_size"] == 1:
                     raise StarKitError("trainer 'trl-sft': out of memory at batch size 1") from None
-                self.batch_size //= 2
-                self.grad_accum *= 2
-                print(f"trainer 'trl-sft': out of memory; per-device batch halved to {self.batch_size} "
-                      f"(gradient accumulation {self.grad_accum}, same effective batch)", file=sys.stderr)
+                options["per_device_train_batch_size"] //= 2
+                options["gradient_accumulation_steps"] *= 2
+                print(f"trainer 'trl-sft': out of memory; per-device batch halved to "
+                      f"{options['per_device_train_batch_size']} (gradient accumulation "
+                      f"{options['gradient_accumulation_steps']}, same effective batch)", file=sys.stderr)
                 gc.collect()
                 if cuda:
                     torch.cuda.empty_cache()
-        log = [h for h in trainer.state.log_history if "loss" in h]
-        final = trainer.model
-        if self.lora:
-            final = final.merge_and_unload()
-        final = final.to(torch.bfloat16)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        final.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-        write_jsonl(output_dir / "train_log.jsonl", log)
-        shutil.rmtree(work, ignore_errors=True)
-        return output_dir
+        self._save(trainer, tokenizer, output_dir)
 
-    def _fit(self, base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance):
+    def _fit(self, base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance, options):
         """Load the base model fresh and train it; returns the TRL trainer."""
         import torch
         from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
         from trl import SFTConfig, SFTTrainer
 
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        options = dict(options)
+        options["warmup_steps"] = min(int(options.get("warmup_steps", 0)), max(steps - 1, 0))
+        options.setdefault("logging_steps", max(1, steps // 10))
+        options.setdefault("dataloader_num_workers", 0)
         args = SFTConfig(
             output_dir=str(work),
             max_steps=steps,
-            per_device_train_batch_size=self.batch_size,
-            gradient_accumulation_steps=self.grad_accum,
-            learning_rate=self.learning_rate,
-            lr_scheduler_type=self.lr_scheduler_type,
-            warmup_steps=min(self.warmup_steps, max(steps - 1, 0)),
-            weight_decay=self.weight_decay,
-            max_length=self.max_length,
             completion_only_loss=True,
             bf16=bf16,
             use_cpu=not cuda,
             seed=seed,
             data_seed=seed,
             save_strategy="no",
-            logging_steps=max(1, steps // 10),
             report_to=[],
             disable_tqdm=True,
-            dataloader_num_workers=0,
+            **options,
         )
 
         class _Progress(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                if advance is not None:
+                if advance is not None and state.is_world_process_zero:
                     advance(1)
 
         trainer = SFTTrainer(
@@ -150,8 +204,106 @@ class TRLSFTTrainer:
             callbacks=[_Progress()],
         )
         trainer.remove_callback(PrinterCallback)  # star-kit shows progress; the log is saved below
+        world = args.world_size
+        if trainer.is_world_process_zero():
+            print(f"trainer 'trl-sft': {world} training process{'es' if world > 1 else ''} "
+                  f"({trainer.accelerator.distributed_type.value}) x per-device batch "
+                  f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
+                  f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
+                  f"{steps} optimizer steps", file=sys.stderr, flush=True)
         trainer.train()
         return trainer
+
+    def _save(self, trainer, tokenizer, output_dir: Path) -> None:
+        """Rank 0 saves a bf16 model folder and the loss log; FSDP/DeepSpeed gather the full state dict first."""
+        import torch
+
+        log = [h for h in trainer.state.log_history if "loss" in h]
+        if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+            trainer.save_model(str(output_dir))  # every rank takes part in gathering the shards
+        elif trainer.is_world_process_zero():
+            final = trainer.accelerator.unwrap_model(trainer.model)
+            if self.lora:
+                final = final.merge_and_unload()
+            output_dir.mkdir(parents=True, exist_ok=True)
+            final.to(torch.bfloat16).save_pretrained(output_dir)
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(output_dir)
+            write_jsonl(output_dir / "train_log.jsonl", log)
+        trainer.accelerator.wait_for_everyone()
+
+    # -- in fresh processes, started by accelerate launch ----------------------------------------------------
+    def launch_command(self, spec: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+        if self.accelerate_config:
+            cmd += ["--config_file", self.accelerate_config]
+        processes = self.num_processes
+        if processes is not None:
+            cmd += ["--num_processes", str(processes)]
+        if processes and processes > 1 and not self.accelerate_config and not _has_cuda():
+            # accelerate's multi-CPU path wants mpirun; its torchrun path ("multi_gpu") runs gloo on CPUs.
+            cmd += ["--multi_gpu"]
+        if not self.accelerate_config and "--main_process_port" not in self.launch_args:
+            cmd += ["--main_process_port", str(self.main_process_port or _free_port())]
+        cmd += [*self.launch_args, "-m", WORKER_MODULE, str(spec)]
+        return cmd
+
+    def _launch(self, base_model, examples, steps, output_dir, seed, advance, work) -> None:
+        spec = work / "spec.json"
+        progress = work / "progress.jsonl"
+        write_jsonl(work / "train.jsonl", (dataclasses.asdict(e) for e in examples))
+        write_json(spec, {"base_model": str(base_model), "train": str(work / "train.jsonl"), "steps": steps,
+                          "output_dir": str(output_dir), "seed": seed, "work": str(work / "trl"),
+                          "progress": str(progress), "options": self.options(), "parent_pid": os.getpid()})
+        log_path = output_dir.parent / "train_worker.log"
+        cmd = self.launch_command(spec)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        print(f"trainer 'trl-sft': accelerate launch ({' '.join(cmd[3:-3]) or 'accelerate defaults'}); "
+              f"log in {log_path}", file=sys.stderr, flush=True)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+            try:
+                reported = 0
+                while True:
+                    code = proc.poll()
+                    done = _count_lines(progress)
+                    if advance is not None and done > reported:
+                        advance(done - reported)
+                        reported = done
+                    if code is not None:
+                        break
+                    time.sleep(0.5)
+            except BaseException:  # Ctrl-C or an error here: take the workers down with us
+                _kill_group(proc)
+                raise
+        if code != 0 or not (output_dir / "config.json").is_file():
+            tail = _tail(log_path, 12)
+            raise StarKitError(f"trainer 'trl-sft': the accelerate training worker exited with code {code} "
+                               f"(log {log_path}); last lines:\n{tail}")
+        for line in _tail(log_path, 200).splitlines():
+            if line.startswith("trainer 'trl-sft': ") and "training process" in line:
+                print(line, file=sys.stderr, flush=True)
+
+
+def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Unknown keys, and keys the trainer sets itself, are one clear error (TRL's SFTConfig names are accepted)."""
+    if not options:
+        return {}
+    try:
+        from trl import SFTConfig
+    except ImportError:  # checked again when training starts
+        return dict(options)
+    fields = {f.name for f in dataclasses.fields(SFTConfig)}
+    for key in options:
+        if key in SFT_RESERVED:
+            raise StarKitError(f"trainer 'trl-sft': option {key!r} is set by star-kit (from the run config); "
+                               "remove it", 2)
+        if key not in fields:
+            raise StarKitError(f"trainer 'trl-sft': unknown option {key!r} (not a trl.SFTConfig field, nor one of "
+                               "bf16, lora, lora_r, lora_alpha, launcher, num_processes, accelerate_config, "
+                               "main_process_port, launch_args)", 2)
+    return dict(options)
 
 
 def bf16_supported(cuda: bool) -> bool:
@@ -164,6 +316,79 @@ def bf16_supported(cuda: bool) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().count(b"\n")
+    except OSError:
+        return 0
+
+
+def _tail(path: Path, n: int) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:]) or "(empty log)"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def run_worker(spec_path: str) -> None:
+    """What each process started by ``accelerate launch`` runs: the in-process fine-tune on its rank."""
+    spec = json.loads(Path(spec_path).read_text())
+    _exit_with_parent(spec["parent_pid"])
+    examples = [TrainExample(**row) for row in read_jsonl(Path(spec["train"]))]
+    progress = Path(spec["progress"])
+    lock = threading.Lock()
+
+    def advance(k: int) -> None:
+        with lock, open(progress, "a") as fh:
+            fh.write("1\n" * k)
+
+    trainer = TRLSFTTrainer(**spec["options"])
+    work = Path(spec["work"])
+    work.mkdir(parents=True, exist_ok=True)
+    trainer.fit(spec["base_model"], examples, int(spec["steps"]), Path(spec["output_dir"]), int(spec["seed"]),
+                advance, work)
+
+
+def _exit_with_parent(pid: int) -> None:
+    """A worker whose star-kit process died (SIGKILL) stops too, so it never trains beside a resumed run."""
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, daemon=True, name="star-kit-parent-watch").start()
 
 
 @star_kit.hookimpl
