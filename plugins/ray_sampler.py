@@ -1,0 +1,235 @@
+"""The ``ray`` sampler: fans prompts out over N Ray actors, each hosting a star-kit sampler backend.
+
+Each actor builds the backend (``hf`` by default, or ``vllm``, or any registered sampler) through the plugin
+registry, on its own device or CPU share, with the backend's own options. Prompts are dealt to the actors balanced
+by length (longest first, each to the least-loaded actor), in chunks, and the completions come back in the
+caller's order. ``load(checkpoint)`` reaches every actor. ``address`` joins an existing cluster (``ray start
+--head`` on one machine, ``ray start --address HEAD:6379`` on the others; every node needs star-kit installed and
+the checkpoint path readable, e.g. a shared file system); without it a local Ray instance is started. An actor
+that dies is started again on the current model and its unfinished chunks retried, at most ``max_restarts`` times
+per call, then one clear error.
+
+Ray is an optional extra: ``pip install 'star-kit[ray]'``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Sequence
+
+import star_kit
+from star_kit.errors import StarKitError
+from star_kit.protocols import Advance
+from star_kit.records import GenerationParams
+
+INSTALL_HINT = "sampler 'ray' needs Ray: pip install 'star-kit[ray]'"
+
+
+class SamplerActor:
+    """One Ray actor: a star-kit sampler backend, built through the plugin registry inside the actor."""
+
+    def __init__(self, backend: str, model: str, options: dict[str, Any], threads: int | None) -> None:
+        import os
+
+        from star_kit.cli_common import quiet_libraries
+        from star_kit.registry import load_registry
+
+        quiet_libraries()
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.pid = os.getpid()
+        self.sampler = load_registry().create("samplers", backend, model, **options)
+
+    def generate(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
+        return self.sampler.generate(prompts, params)
+
+    def load(self, model: str) -> int:
+        self.sampler.load(model)
+        return self.pid
+
+    def info(self) -> dict[str, Any]:
+        import socket
+
+        return {"pid": self.pid, "host": socket.gethostname()}
+
+    def close(self) -> None:
+        self.sampler.close()
+
+
+class RaySampler:
+    """Options: ``workers`` (actors, default 2), ``backend`` (the sampler each actor hosts: hf (default), vllm or
+    any registered name), ``address`` (an existing Ray cluster: ``auto``, ``HOST:PORT`` or ``ray://HOST:10001``;
+    default: start a local one), ``cpus_per_worker`` (default 1), ``gpus_per_worker`` (default 1 when the cluster
+    has GPUs, else 0), ``chunk_size`` (prompts per task, the unit of progress and of retry; default 64),
+    ``max_restarts`` (restarts of dead actors per generate call before giving up; default 2). Every other option is
+    the backend's (``batch_size=16``, ``dtype=float32``, vLLM's ``tensor_parallel_size`` ...)."""
+
+    def __init__(
+        self,
+        model: str,
+        workers: int = 2,
+        backend: str = "hf",
+        address: str | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float | None = None,
+        chunk_size: int = 64,
+        max_restarts: int = 2,
+        **backend_options: Any,
+    ) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise StarKitError(INSTALL_HINT, 2) from exc
+        for key, value, low in (("workers", workers, 1), ("chunk_size", chunk_size, 1),
+                                ("max_restarts", max_restarts, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise StarKitError(f"sampler 'ray': {key} must be an integer >= {low}, got {value!r}", 2)
+        if backend == "ray":
+            raise StarKitError("sampler 'ray': backend cannot be ray itself", 2)
+        from star_kit.registry import load_registry
+
+        load_registry().get("samplers", backend)  # an unknown backend fails here, before any actor starts
+        self.ray = ray
+        self.started_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "configure_logging": False}
+            if address:
+                kwargs["address"] = address
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # ConnectionError and Ray's own errors
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise StarKitError(f"sampler 'ray': cannot start or join {where}: {exc}".splitlines()[0]) from exc
+            self.started_ray = True
+        if gpus_per_worker is None:
+            gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        self.backend, self.backend_options = backend, dict(backend_options)
+        self.workers, self.chunk_size, self.max_restarts = workers, chunk_size, max_restarts
+        self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(SamplerActor)
+        self.threads = max(1, int(cpus_per_worker)) if not gpus_per_worker else None
+        self.model = model
+        self.actors: list[Any] = []
+        try:
+            self.actors = [self._start() for _ in range(workers)]
+            infos = ray.get([a.info.remote() for a in self.actors])
+        except StarKitError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise StarKitError(f"sampler 'ray': starting {workers} '{backend}' actors failed: "
+                               f"{_first_line(exc)}") from exc
+        hosts = sorted({i["host"] for i in infos})
+        print(f"sampler 'ray': {workers} sampling actors ('{backend}' backend, {cpus_per_worker} CPU"
+              f"{f', {gpus_per_worker} GPU' if gpus_per_worker else ''} each) on {len(hosts)} node"
+              f"{'s' if len(hosts) > 1 else ''}: pids {', '.join(str(i['pid']) for i in infos)}",
+              file=sys.stderr, flush=True)
+
+    def _start(self):
+        return self.actor_class.remote(self.backend, self.model, self.backend_options, self.threads)
+
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, advance: Advance | None = None
+    ) -> list[list[str]]:
+        ray = self.ray
+        if not prompts:
+            return []
+        shards = balance([len(p) for p in prompts], self.workers)
+        # Chunks per actor, in the order the actor runs them; every chunk keeps its own seed.
+        queues: list[list[list[int]]] = [
+            [shard[i : i + self.chunk_size] for i in range(0, len(shard), self.chunk_size)] for shard in shards
+        ]
+        results: list[list[str] | None] = [None] * len(prompts)
+        chunk_ids = {id(c): k for k, c in enumerate(c for q in queues for c in q)}
+        restarts = 0
+        pending: dict[Any, tuple[int, list[int]]] = {}
+
+        def submit(worker: int, chunk: list[int]) -> None:
+            chunk_params = dataclasses.replace(params, seed=params.seed * 1_000_003 + chunk_ids[id(chunk)])
+            ref = self.actors[worker].generate.remote([prompts[i] for i in chunk], chunk_params)
+            pending[ref] = (worker, chunk)
+
+        for w, queue in enumerate(queues):
+            for chunk in queue:
+                submit(w, chunk)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            worker, chunk = pending.pop(ref)
+            try:
+                outs = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                # The actor died: start a new one on the current model, resubmit everything it still owed.
+                owed = [chunk] + [c for r, (w, c) in list(pending.items()) if w == worker]
+                for r in [r for r, (w, _) in pending.items() if w == worker]:
+                    pending.pop(r)
+                restarts += 1
+                if restarts > self.max_restarts:
+                    raise StarKitError(f"sampler 'ray': actor {worker} died and {self.max_restarts} restarts did "
+                                       f"not help; last error: {_first_line(exc)}") from exc
+                print(f"sampler 'ray': actor {worker} died ({_first_line(exc)}); restarting it and retrying "
+                      f"{sum(len(c) for c in owed)} prompts", file=sys.stderr, flush=True)
+                try:
+                    ray.kill(self.actors[worker])
+                except Exception:
+                    pass
+                self.actors[worker] = self._start()
+                for c in sorted(owed, key=lambda c: chunk_ids[id(c)]):
+                    submit(worker, c)
+                continue
+            except ray.exceptions.RayTaskError as exc:  # the backend raised: its own error, one line
+                raise StarKitError(f"sampler 'ray': backend '{self.backend}' failed in actor {worker}: "
+                                   f"{_first_line(exc.cause if getattr(exc, 'cause', None) else exc)}") from exc
+            for i, out in zip(chunk, outs):
+                results[i] = out
+            if advance is not None:
+                advance(len(chunk))
+        return results  # type: ignore[return-value]
+
+    def load(self, model: str) -> None:
+        """Load ``model`` (a folder every node can read) into every actor."""
+        self.model = model
+        try:
+            self.ray.get([a.load.remote(model) for a in self.actors])
+        except Exception as exc:
+            raise StarKitError(f"sampler 'ray': loading {model} into the actors failed: {_first_line(exc)}") from exc
+
+    def close(self) -> None:
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor)
+            except Exception:
+                pass
+        self.actors = []
+        if self.started_ray and self.ray.is_initialized():
+            self.ray.shutdown()
+            self.started_ray = False
+
+
+def balance(lengths: Sequence[int], workers: int) -> list[list[int]]:
+    """Indices dealt to ``workers`` shards, longest first, each to the shard with the least total length so far;
+    each shard keeps its indices longest first (as the backends batch them)."""
+    import heapq
+
+    heap = [(0, w) for w in range(workers)]
+    shards: list[list[int]] = [[] for _ in range(workers)]
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        load, w = heapq.heappop(heap)
+        shards[w].append(i)
+        heapq.heappush(heap, (load + max(1, lengths[i]), w))
+    return shards
+
+
+def _first_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+@star_kit.hookimpl
+def register_samplers(register):
+    register("ray", RaySampler)

@@ -1,0 +1,255 @@
+"""Scale-out for real on this machine: training in 2 processes under ``accelerate launch`` (gloo on CPU) and
+sampling on a local Ray cluster with 2 CPU actors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from star_kit.errors import StarKitError
+from star_kit.records import GenerationParams, TrainExample
+from star_kit.store import read_jsonl
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'star-kit[ray]')")
+
+TESTS = Path(__file__).resolve().parent
+LOSS_RTOL = 1e-3  # tiny model, fp32 master weights: 1 vs 2 processes at the same effective batch and seed
+
+
+# -- Ray ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A real local Ray cluster with 2 CPUs; its workers see the tests' plugin module."""
+    saved = {k: os.environ.get(k) for k in ("STAR_KIT_PLUGINS", "PYTHONPATH")}
+    os.environ["STAR_KIT_PLUGINS"] = "plugins_for_tests"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), saved["PYTHONPATH"]) if p)
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _prompts(n=10):
+    from star_kit_plugins.arithmetic import ArithmeticTask
+
+    task = ArithmeticTask()
+    return [task.prompt(e) for e in task.examples("train", n, 0)], task.stop
+
+
+def test_balance_deals_every_prompt_once_longest_first():
+    from star_kit_plugins.ray_sampler import balance
+
+    lengths = [5, 100, 7, 60, 40, 3, 90, 8]
+    shards = balance(lengths, 3)
+    assert sorted(i for s in shards for i in s) == list(range(len(lengths)))
+    loads = [sum(lengths[i] for i in s) for s in shards]
+    assert max(loads) - min(loads) <= max(lengths)  # greedy LPT bound
+    for s in shards:
+        assert [lengths[i] for i in s] == sorted((lengths[i] for i in s), reverse=True)
+    assert balance([1, 2], 4)[2:] == [[], []]  # more workers than prompts: idle actors, no error
+
+
+def test_ray_sampler_equals_hf_and_load_reaches_every_actor(ray_cluster, tiny_model, tmp_path):
+    """Greedy output of 2 Ray actors equals the plain hf sampler's, in the caller's order, before and after
+    load(); load() reaches both actors (each then answers like the new model)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from star_kit_plugins.hf_sampler import HFSampler
+    from star_kit_plugins.ray_sampler import RaySampler
+
+    other = tmp_path / "other"  # a second model that answers differently: the tiny model, perturbed
+    net = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    net.save_pretrained(other)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(other)
+
+    prompts, stop = _prompts(10)
+    params = GenerationParams(max_new_tokens=12, stop=stop)
+    hf = HFSampler(tiny_model, dtype="float32", batch_size=3)
+    expected = hf.generate(prompts, params)
+    hf.load(str(other))
+    expected_other = hf.generate(prompts, params)
+    hf.close()
+    assert expected != expected_other  # the check below can fail
+
+    sampler = RaySampler(tiny_model, workers=2, chunk_size=3, dtype="float32", batch_size=3)
+    try:
+        done = []
+        assert sampler.generate(prompts, params, advance=done.append) == expected
+        assert sum(done) == len(prompts) and len(done) >= 2  # progress per chunk
+        sampler.load(str(other))
+        assert sampler.model == str(other)
+        pids = ray.get([a.load.remote(str(other)) for a in sampler.actors])
+        assert len(set(pids)) == 2  # two actor processes, both loaded
+        assert sampler.generate(prompts, params) == expected_other
+        assert sampler.generate([], params) == []
+    finally:
+        sampler.close()
+
+
+def test_ray_actor_that_dies_is_restarted_and_its_shard_retried(ray_cluster, tiny_model, tmp_path):
+    from star_kit_plugins.hf_sampler import HFSampler
+    from star_kit_plugins.ray_sampler import RaySampler
+
+    prompts, stop = _prompts(6)
+    params = GenerationParams(max_new_tokens=8, stop=stop)
+    expected = HFSampler(tiny_model, dtype="float32").generate(prompts, params)
+    crashes = tmp_path / "crashes"
+    sampler = RaySampler(tiny_model, workers=2, backend="crashing-hf", chunk_size=2, max_restarts=2,
+                         crash_file=str(crashes), crashes=1, dtype="float32")
+    try:
+        assert sampler.generate(prompts, params) == expected
+        assert crashes.read_text() == "x"  # it really died once
+    finally:
+        sampler.close()
+
+    always = tmp_path / "always"
+    sampler = RaySampler(tiny_model, workers=1, backend="crashing-hf", max_restarts=1,
+                         crash_file=str(always), crashes=99, dtype="float32")
+    try:
+        with pytest.raises(StarKitError, match=r"actor 0 died and 1 restarts did not help"):
+            sampler.generate(prompts, params)
+        assert always.read_text() == "xx"  # bounded: the first try and one restart
+    finally:
+        sampler.close()
+
+
+def test_ray_sampler_bad_options_are_one_line(ray_cluster, tiny_model):
+    from star_kit_plugins.ray_sampler import RaySampler
+
+    with pytest.raises(StarKitError, match="workers must be an integer >= 1"):
+        RaySampler(tiny_model, workers=0)
+    with pytest.raises(StarKitError, match="unknown sampler 'nope'|'nope'"):
+        RaySampler(tiny_model, backend="nope")
+
+
+# -- accelerate --------------------------------------------------------------------------------------------
+def _pairs(n=32):
+    return [TrainExample(str(i), f"What is {i} + {i + 1}?", f" {i} + {i + 1} = {2 * i + 1}. The answer is "
+                         f"{2 * i + 1}.\n", "sampled") for i in range(n)]
+
+
+def _train(model, out, **options):
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    steps = []
+    TRLSFTTrainer(learning_rate=1e-3, logging_steps=1, **options).train(
+        model, _pairs(), 6, out, seed=3, advance=steps.append)
+    assert sum(steps) == 6  # the worker's steps reach the caller's progress bar
+    return [row["loss"] for row in read_jsonl(out / "train_log.jsonl")]
+
+
+def test_accelerate_two_processes_match_one(tiny_model, tmp_path, capfd):
+    """2 processes x batch 4 (gloo) give the loss curve of 1 process x batch 8; the checkpoint loads and samples."""
+    from star_kit_plugins.hf_sampler import HFSampler
+
+    one = _train(tiny_model, tmp_path / "one" / "checkpoint", per_device_train_batch_size=8)
+    two = _train(tiny_model, tmp_path / "two" / "checkpoint", per_device_train_batch_size=4,
+                 launcher="accelerate", num_processes=2)
+    assert len(one) == len(two) == 6
+    for a, b in zip(one, two):
+        assert abs(a - b) <= LOSS_RTOL * abs(a), (one, two)
+    err = capfd.readouterr().err
+    assert "2 training processes (MULTI_CPU) x per-device batch 4 x accumulation 1 = effective batch 8" in err
+    log = (tmp_path / "two" / "train_worker.log").read_text()
+    assert "effective batch 8" in log
+    assert not (tmp_path / "two" / "checkpoint.work").exists()  # scratch (spec, data copy) removed
+    texts = HFSampler(str(tmp_path / "two" / "checkpoint"), dtype="float32").generate(
+        ["1 + 2 ="], GenerationParams(max_new_tokens=4))
+    assert len(texts) == 1 and isinstance(texts[0][0], str)
+
+
+def test_trainer_options_are_checked():
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    with pytest.raises(StarKitError, match="unknown option 'learning_rte'"):
+        TRLSFTTrainer(learning_rte=1e-4)
+    with pytest.raises(StarKitError, match="'max_steps' is set by star-kit"):
+        TRLSFTTrainer(max_steps=3)
+    with pytest.raises(StarKitError, match="launcher must be one of inprocess, accelerate"):
+        TRLSFTTrainer(launcher="slurm")
+    with pytest.raises(StarKitError, match="need launcher=accelerate"):
+        TRLSFTTrainer(num_processes=2)
+    assert TRLSFTTrainer(gradient_checkpointing=True).sft_options["gradient_checkpointing"] is True  # TRL's name
+    cmd = TRLSFTTrainer(launcher="accelerate", num_processes=2).launch_command(Path("s.json"))
+    assert cmd[-3:] == ["-m", "star_kit_plugins.trl_worker", "s.json"] and "--num_processes" in cmd
+
+
+# -- the whole loop ----------------------------------------------------------------------------------------
+def _run_cmd(model, out, *extra):
+    return [sys.executable, "-m", "star_kit.cli", "run", "--model", model, "--out", str(out), "--no-progress",
+            "--task", "lenient-arithmetic", "--iterations", "1", "--train-size", "8", "--eval-size", "4",
+            "--trainer-opt", "launcher=accelerate", "--trainer-opt", "num_processes=2",
+            "--trainer-opt", "per_device_train_batch_size=2", "--sampler", "ray", "--sampler-opt", "workers=2",
+            "--sampler-opt", "batch_size=4", *extra]
+
+
+def _env():
+    env = dict(os.environ, STAR_KIT_PLUGINS="plugins_for_tests", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _workers():
+    """PIDs of the training ranks (not the accelerate launcher)."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "star_kit_plugins.trl_worker" in cmd and "accelerate.commands.launch" not in cmd:
+            found.append(p.info["pid"])
+    return found
+
+
+def test_worker_killed_is_one_error_and_resume_retrains(tiny_model, tmp_path):
+    """SIGKILL of a training rank: the run stops with one line (exit code, log tail); --resume retrains the
+    iteration under accelerate and evaluates its checkpoint."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_run_cmd(tiny_model, out, "--base-steps", "150", "--no-baseline"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress = out / "iter_01" / "checkpoint.partial.work" / "progress.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if progress.exists() and progress.read_text().count("\n") >= 2 and _workers():
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    victims = _workers()
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "the accelerate training worker exited with code" in err, err
+    assert "Traceback" not in err.split("error:")[1].splitlines()[0]
+    assert not (out / "iter_01" / "checkpoint").exists()
+    assert not _workers()  # nothing left training beside a resumed run
+
+    done = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress"],
+                          env=_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 training processes" in done.stderr and "2 sampling actors" in done.stderr
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [1] and rows[0]["steps"] == 150
+    assert (out / "iter_01" / "checkpoint" / "config.json").exists()
+    assert rows[0]["checkpoint"].endswith("checkpoint") and rows[0]["eval_examples"] == 4
+    assert len(read_jsonl(out / "iter_01" / "checkpoint" / "train_log.jsonl")) >= 1
+    json.loads((out / "iter_01" / "eval.json").read_text())
