@@ -18,7 +18,12 @@ from star_kit.records import Example
 from star_kit.task import FewShotTask
 from star_kit_tasks import TASKS_DIR
 
-_ANSWER = re.compile(r"answer is\s*:?\s*(-?)\s*(\d[\d,]*)", re.IGNORECASE)
+# Possessive quantifiers: the same matches as r"answer is\s*:?\s*(-?)\s*(\d[\d,]*)", in linear time (that one
+# was cubic in a run of spaces after "answer is").
+_ANSWER = re.compile(r"answer is\s*+:?\s*+(-?)\s*+(\d[\d,]*+)", re.IGNORECASE)
+
+
+MAX_STEPS = 64  # '=' steps verify_addition reads; the place-value rationale writes 3
 
 
 def canonical_integer(sign: str, digits: str) -> str:
@@ -28,14 +33,19 @@ def canonical_integer(sign: str, digits: str) -> str:
 
 
 def extract_integer_answer(text: str) -> str | None:
-    """The integer after the last "the answer is", or None."""
+    """The integer after the last "the answer is", or None.
+
+    Unicode digits count as their ASCII digits ("７２" -> "72", also a fullwidth or Unicode minus sign). An
+    integer that is the base of a power ("1e999999", "9^9^9", "10²") is None, not its first digits. Never
+    raises; linear time in the text.
+    """
     if not isinstance(text, str):
         return None
-    matches = _ANSWER.findall(text)
-    if not matches:
+    text = arith.normalize_digits(text)
+    last = arith.last_match(_ANSWER, text)
+    if last is None or arith.is_power(text, last.start(2), last.end(2)):
         return None
-    sign, digits = matches[-1]
-    return canonical_integer(sign, digits)
+    return canonical_integer(last.group(1), last.group(2))
 
 
 def place_value_rationale(a: int, b: int) -> str:
@@ -56,14 +66,20 @@ def verify_addition(example: Example, rationale: str) -> str | None:
     """Every step of an addition rationale: ``a + b = ... = s`` restates the question, every segment equals
     a + b (computed exactly), the last is the sum alone, and for operands of two or more digits one segment
     splits them by place value (each term a single digit times a power of ten). Catches "a + b = s" and
-    "a + b = (a + b) = s", which reach the answer without reasoning. None = accepted, else why not."""
+    "a + b = (a + b) = s", which reach the answer without reasoning. More than ``MAX_STEPS`` steps is a looping
+    rationale, rejected (this also bounds the work). Unicode digits count as ASCII. None = accepted, else why
+    not. Linear time in the rationale."""
     a, b = example.fields.get("a"), example.fields.get("b")
     if not isinstance(a, int) or not isinstance(b, int):
         return "the example has no operands a, b"
+    rationale = arith.normalize_digits(rationale)
     start = rationale.find(f"{a} + {b}")
     if start < 0:
         return f"the rationale does not write {a} + {b}"
-    segments = [seg.strip() for seg in rationale[start:].strip().rstrip(".").split("=")]
+    rest = rationale[start:].strip().rstrip(".")
+    if rest.count("=") > MAX_STEPS:
+        return f"more than {MAX_STEPS} steps (a looping rationale)"
+    segments = [seg.strip() for seg in rest.split("=")]
     if len(segments) < 2:
         return "no steps after the question"
     total = a + b

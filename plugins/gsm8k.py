@@ -10,7 +10,9 @@ Rationalization hint (after the question, in the exemplars too)::
     Q: <question> (Hint: the answer is 6.)
 
 Answers are compared as canonical number strings: "1,080" -> "1080", "5.0" -> "5", "$12.50" -> "12.5",
-"-3" -> "-3" (string operations only: nothing is evaluated and no unbounded int() is taken).
+"-3" -> "-3" (string operations only: nothing is evaluated and no unbounded int() is taken). The extractor and the
+verifier first make Unicode digits ASCII ("７２" -> "72", ``arith.normalize_digits``); a number written as a power
+("1e999999", "9^9^9", "10²") is no answer, never its first digits. Both run in time linear in the text.
 
 Data: ``ROOT/gsm8k/{train,test}.jsonl`` (fields ``question``, ``answer`` whose last line is ``#### N``) or the hub's
 ``openai/gsm8k`` (config ``main``). Split ``eval`` is the test split.
@@ -40,6 +42,7 @@ _NUMBER = re.compile(
     r"((?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
 )
 _MARKER = re.compile(r"answer\s+is\b|answer\s*:|####", re.IGNORECASE)
+MAX_CALCULATIONS = 256  # '=' signs in a rationale the verifier reads; one with more is looping, and rejected
 
 
 def canonical_number(digits: str, negative: bool = False) -> str:
@@ -67,19 +70,53 @@ def canonical_answer(text: str) -> str | None:
 def extract_number(text: str) -> str | None:
     """The number after the last "The answer is" / "####" marker, else the last number in the text, else None.
 
-    Handles thousands commas, '$', negatives, decimals and a trailing period. Never raises.
+    Handles thousands commas, '$', negatives, decimals and a trailing period. Unicode digits count as their ASCII
+    digits ("７２" -> "72"). A number that is part of a power ("1e999999", "9^9^9", "10²") is None, not its
+    first digits; so is a text without a marker that ends in more than ``MAX_FRAGMENTS`` number fragments with
+    no space or word between them ("1,1,1,..."). Never raises; linear time in the text.
     """
     if not isinstance(text, str):
         return None
-    markers = list(_MARKER.finditer(text))
-    if markers:
-        m = _NUMBER.search(text, markers[-1].end())
+    text = arith.normalize_digits(text)
+    marker = arith.last_match(_MARKER, text)
+    if marker:
+        m = _first_number(text, marker.end())
         if m:
-            return _canonical(m)
-    last = None
-    for last in _NUMBER.finditer(text):
-        pass
-    return _canonical(last) if last else None
+            return None if arith.is_power(text, m.start(), m.end()) else _canonical(m)
+    last = _last_number(text)
+    return _canonical(last) if last and not arith.is_power(text, last.start(), last.end()) else None
+
+
+# Speed-ups that give exactly _NUMBER.search / the last of _NUMBER.finditer without trying _NUMBER at every
+# position of a long text (about a microsecond each):
+# * every match holds a digit and starts at most 5 characters before its first one ('-$ -.5'), so the first
+#   match after ``pos`` is the first match from 5 characters before the first digit after ``pos``;
+# * no match holds or starts at a "break" (a character other than a sign, '$', a digit, ',' or '.', or a space
+#   not right after '$'), so after a break the matches are those of a fresh search from there: the last match
+#   is the last one after the last break before the last digit, and it ends right after that digit.
+# Only one case stays costly, and it is refused: a break-free run of more than MAX_FRAGMENTS separators
+# ('1,1,1,...', '-1.-1.-1...') at the end of a text without a marker holds as many matches; that is no answer.
+MAX_FRAGMENTS = 1000
+_DIGIT = re.compile(r"\d")
+_BREAK_REVERSED = re.compile(r"[^-\u2212$\s\d,.]|\s(?!\$)")  # on the reversed text: '\s(?!\$)' is a space not after '$'
+
+
+def _first_number(text: str, pos: int) -> re.Match | None:
+    digit = _DIGIT.search(text, pos)
+    return _NUMBER.search(text, max(pos, digit.start() - 5)) if digit else None
+
+
+def _last_number(text: str) -> re.Match | None:
+    n, reverse = len(text), text[::-1]
+    digit = _DIGIT.search(reverse)
+    if digit is None:
+        return None
+    brk = _BREAK_REVERSED.search(reverse, digit.end())
+    start, end = (0 if brk is None else n - brk.start()), n - digit.start()  # text[end - 1] is the last digit
+    run = text[start:end]
+    if sum(run.count(c) for c in "-\u2212$,.") > MAX_FRAGMENTS:
+        return None
+    return arith.last_match(_NUMBER, text, start, min(n, end + 1))  # + 1: the lookahead after ',ddd' sees it
 
 
 def parse_row(row: Row, split: str) -> Example:
@@ -126,12 +163,18 @@ def register_extractors(register):
 def verify_calculations(example: Example, rationale: str) -> str | None:
     """Every calculation a GSM8K rationale writes ('12 - 5 = 7', '$3 x 24 = $72', '10 / 3 = 3.33') is computed
     exactly (parsed, never evaluated as code) and must hold, up to the rounding its decimals show. A rationale
-    without any words of reasoning is rejected. None = accepted, else the first wrong calculation."""
-    if len(rationale.split()) < 3:
-        return f"no reasoning ({len(rationale.split())} words)"
-    for segments in arith.chains(rationale):
+    without any words of reasoning is rejected, and so is one with more than ``MAX_CALCULATIONS`` '=' signs
+    (a looping model; this also bounds the work). Unicode digits count as ASCII. None = accepted, else the first
+    wrong calculation. Linear time in the rationale."""
+    words = len(rationale.split())
+    if words < 3:
+        return f"no reasoning ({words} words)"
+    rationale = arith.normalize_digits(rationale)
+    if rationale.count("=") > MAX_CALCULATIONS:
+        return f"more than {MAX_CALCULATIONS} '=' (a looping rationale)"
+    for segments in arith.iter_chains(rationale):
         for left, right in zip(segments, segments[1:]):
-            if not arith.has_operator(left):
+            if len(left) > arith.MAX_CHARS or not arith.has_operator(left):
                 continue  # "x = 5 + 3" or "7 = 7": nothing computed on this side
             got = arith.value(left)
             if got is None:

@@ -4,22 +4,71 @@
 Grammar: numbers (``1,080``, ``12.5``, ``$3``, ``.5``), ``+ - * / × x ÷``, unary minus, parentheses. Sizes are
 bounded (expression length, digits per number, digits of any intermediate result), so a model cannot make a
 verifier spend unbounded time or memory.
+
+Also the text helpers the built-in extractors and verifiers share, each linear in the length of the text (no regex
+here backtracks): ``normalize_digits`` (Unicode digits -> ASCII), ``is_power`` ('1e999999', '9^9^9'),
+``chains`` / ``iter_chains`` (the 'a = b = c' calculations written in prose) and ``last_match``.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from array import array
+from collections import deque
 from fractions import Fraction
+from functools import cache
+from typing import Iterator
 
 MAX_CHARS = 400
 MAX_DIGITS = 60  # digits of any number written or computed
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<num>\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\$?\s?\.\d+)|(?P<op>[-+*/×x÷()\u2212]))"
-)
+_NUM = r"\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\$?\s?\.\d+"
+_OP = r"[-+*/×x÷()\u2212]"
+_TOKEN = re.compile(rf"\s*(?:(?P<num>{_NUM})|(?P<op>{_OP}))")
 _OPS = {"×": "*", "x": "*", "÷": "/", "\u2212": "-"}
 _OPERATORS = ("+", "-", "*", "/")
 _SYMBOLS = (*_OPERATORS, "(", ")")  # every non-number token _tokens() yields
+
+
+@cache
+def _ascii_table() -> dict[int, int]:
+    """Every non-ASCII Unicode decimal digit (category Nd, any script) -> its ASCII digit; the fullwidth forms of
+    ASCII (U+FF01-FF5E: '７２', '，', '＄', 'ａｎｓｗｅｒ') -> ASCII; U+2212 (minus sign) -> '-'. Built once (some
+    tens of ms), on the first non-ASCII text."""
+    every = array("I", range(0x80, 0x110000)).tobytes().decode("utf-32-le", "surrogatepass")  # all of Unicode
+    table = {ord(c): ord(str(unicodedata.decimal(c))) for c in re.findall(r"\d", every)}
+    table.update({cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)})
+    table[0x2212] = ord("-")
+    return table
+
+
+def normalize_digits(text: str) -> str:
+    """``text`` with Unicode decimal digits of every script made ASCII ('７２' and '٧٢' -> '72'), fullwidth ASCII
+    forms made ASCII and the minus sign U+2212 made '-'. One character for one, so positions do not move.
+    Deliberately not NFKC: that would also turn a superscript into a digit ('3²' -> '32')."""
+    return text if text.isascii() else text.translate(_ascii_table())
+
+
+# Exponent or power notation touching a number ('1e999999', '2.5E-3', '9^9^9', '10²'); '**' is left out, since
+# models write Markdown bold ('The answer is **72**').
+_POWER_AFTER = re.compile(r"(?:\.\d*+)?[eE][-+\u2212]?\d|\s*+\^|[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]")
+_POWER_BEFORE = re.compile(r"\^\s*\(?\s*$|\d\.?[eE][-+\u2212]?$")
+
+
+def is_power(text: str, start: int, end: int) -> bool:
+    """Whether the number written at ``text[start:end]`` is part of a power rather than a number on its own:
+    an exponent or power sign right after it ('1e999999', '9^9', '10²'; also after a decimal part: the '2' of
+    '2.5e3') or right before it (the '999999' of '1e999999', the last '9' of '9^9'). Looks at a few characters
+    around it only (and the digits of a decimal part)."""
+    return (_POWER_AFTER.match(text, end) is not None
+            or _POWER_BEFORE.search(text, max(0, start - 8), start) is not None)
+
+
+def last_match(pattern: re.Pattern, text: str, pos: int = 0, endpos: int | None = None) -> re.Match | None:
+    """The last of ``pattern.finditer(text, pos, endpos)`` (non-overlapping, left to right), consumed in C."""
+    tail = deque(pattern.finditer(text, pos, len(text) if endpos is None else endpos), maxlen=1)
+    return tail[0] if tail else None
 
 
 class _Unreadable(Exception):
@@ -116,6 +165,12 @@ def value(text: str) -> Fraction | None:
         return None
 
 
+# Whether a whole text tokenizes: the possessive loop reads the same tokens as _tokens(), left to right, in C.
+# (No capturing group inside it: CPython 3.11's re fails on one inside a possessive repeat.)
+_TOKENIZES = re.compile(rf"(?:\s*(?:{_NUM}|{_OP}))*+")
+_OPERATOR_CHAR = re.compile(r"[-+*/×x÷\u2212]")
+
+
 def numbers(text: str) -> list[str] | None:
     """The numbers written in an expression, as written (without '$' and commas), or None if unreadable."""
     try:
@@ -125,15 +180,17 @@ def numbers(text: str) -> list[str] | None:
 
 
 def has_operator(text: str) -> bool:
-    try:
-        return any(t in _OPERATORS for t in _tokens(text))
-    except _Unreadable:
-        return False
+    """Whether ``text`` reads as tokens and one of them is an operator (+ - * / × x ÷ −). Number tokens hold no
+    operator character, so this is "it tokenizes and holds an operator character": two scans in C, linear."""
+    stripped = text.rstrip()
+    return _TOKENIZES.fullmatch(stripped) is not None and _OPERATOR_CHAR.search(stripped) is not None
 
 
 def matches_written(computed: Fraction, written: str) -> bool:
     """Whether ``written`` (a number as a person writes it: '3.33', '1,080') is ``computed``, allowing the
     rounding its number of decimals implies ('10 / 3 = 3.33' holds, '10 / 3 = 3.4' does not)."""
+    if len(written) > MAX_CHARS:
+        return False  # value() refuses it anyway; this only saves tokenizing a long text
     tokens = numbers(written)
     if tokens is None or len(tokens) != 1 or has_operator(written.lstrip().lstrip("-\u2212")):
         return False
@@ -145,10 +202,56 @@ def matches_written(computed: Fraction, written: str) -> bool:
 
 
 # An arithmetic chain as written in prose: "12 - 5 = 7", "$3 x 24 = $72", "(40 + 80) + (7 + 5) = 132".
-_EXPR = r"[-\u2212(\$]?\s?[\d.(][\d\s.,$+\-*/×x÷()\u2212]*?"
-CHAIN = re.compile(rf"(?<![\w.,]){_EXPR}(?:\s*=\s*{_EXPR})+(?=\s*(?:$|[^\d\s.,$+\-*/×x÷()=\u2212]|[.,](?:\s|$)))")
+# An expression starts with [-−($]? \s? [digit . (] and goes on over the characters of arithmetic (_C); the last
+# one ends where what follows (after spaces) is neither arithmetic nor '=', or is a '.'/',' ending a sentence.
+# The finder is a scanner made of regexes without ambiguous repetition (atomic groups, possessive quantifiers),
+# not one backtracking regex (that one, with nested lazy repetition, backtracked exponentially on
+# "1 = 1 = 1 = ..."). For the next '=', it finds where the run of arithmetic before it starts (on the reversed
+# text), the first place in that run where an expression may start (_FIRST), then reads the rest of the chain
+# (_REST). When a chain fails (an '=' not followed by an expression) it goes on after that '=', since any start
+# before it reads the same chain and fails the same way. Every character is read a bounded number of times:
+# linear in the text, plus one step in Python per '=' at most. It finds exactly what the former regex found
+# (tests/test_reliability_redos.py compares the two).
+_C = r"\d\s.,$+\-*/×x÷()\u2212"  # characters an expression is made of
+_HEAD = r"[-\u2212(\$]?\s?[\d.(]"
+_START = re.compile(rf"(?<![\w.,]){_HEAD}")
+_RUN = re.compile(rf"[{_C}]*+")  # on the reversed text: the run of arithmetic that ends at an '='
+_FIRST = re.compile(rf"(?>[{_C}]*?(?<![\w.,]){_HEAD})[{_C}]*+=")  # the first start in a run ending at '='
+# '= expression' repeated; an expression stops before a '.'/',' that ends a sentence.
+_REST = re.compile(rf"(?:\s*+=\s*+{_HEAD}(?:\s*+(?:[\d$+\-*/×x÷()\u2212]|[.,](?=\S)))*+)*+")
+_SPACES = re.compile(r"\s*+")
+# A head '(.' / '( .' before a space: the former regex read it as '(' + '.' first and, when the chain then failed,
+# as '(' alone, which ends the chain right after the '('.
+_OPEN_DOT = re.compile(r"=\s*+\(\s?\.(?!\S)")
+
+
+def iter_chains(text: str) -> Iterator[list[str]]:
+    """Every 'a = b = c' chain in ``text``, as its segments (stripped), lazily; linear time in ``text``."""
+    pos, n, reverse = 0, len(text), None
+    while True:
+        eq = text.find("=", pos)
+        if eq < 0:
+            return
+        if reverse is None:
+            reverse = text[::-1]
+        run = _RUN.match(reverse, n - eq)
+        first = _FIRST.match(text, max(pos, eq - (run.end() - run.start())))
+        if first is None:
+            pos = eq + 1  # nothing in the run before this '=' starts an expression
+            continue
+        start = _START.search(text, first.start(), eq)  # where the atomic group found it
+        end = _REST.match(text, eq).end()
+        after = _SPACES.match(text, end).end()
+        if after < n and text[after] == "=":  # '= <not an expression>': the chain fails at that '='
+            fallback = last_match(_OPEN_DOT, text, eq, end + 1)
+            if fallback is None:
+                pos = after + 1
+                continue
+            end = text.index("(", fallback.start()) + 1
+        yield [seg.strip() for seg in text[start.start():end].split("=")]
+        pos = end
 
 
 def chains(text: str) -> list[list[str]]:
     """Every 'a = b = c' chain in ``text``, as its segments (stripped)."""
-    return [[seg.strip() for seg in m.group(0).split("=")] for m in CHAIN.finditer(text)]
+    return list(iter_chains(text))
