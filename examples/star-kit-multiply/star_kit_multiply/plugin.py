@@ -19,7 +19,7 @@ from star_kit.task import FewShotTask
 from star_kit_plugins.arithmetic import canonical_integer, parse_digits
 
 HERE = Path(__file__).resolve().parent
-_ANSWER = re.compile(r"answer is\s*:?\s*(-?)\s*([0-9][0-9,]*)", re.IGNORECASE)
+_ANSWER = re.compile(r"answer is\s*+:?\s*+(-?)\s*+([0-9][0-9,]*+)", re.IGNORECASE)  # possessive: linear time
 
 
 def extract_product(text: str) -> str | None:
