@@ -1,8 +1,12 @@
 """The n-digit addition task and its answer extractor.
 
-Rationale format (place value, the one SmolLM2-135M follows best of those measured)::
+Rationale formats (task option ``format``; each has its exemplars and its verifier, which checks every step)::
 
-    347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632. The answer is 632.
+    column       347 + 285: 7+5=12, 4+8+1=13, 3+2+1=6. The answer is 632.
+                 (right to left, one column per step, the carry written as "+1"; the same steps at every length)
+    place_value  347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632. The answer is 632.
+
+docs/results/arithmetic_formats.md has the measurements behind the default.
 """
 
 from __future__ import annotations
@@ -60,6 +64,61 @@ def place_value_rationale(a: int, b: int) -> str:
         groups.append(f"({da} + {db})")
         partials.append(str(da + db))
     return f"{a} + {b} = {' + '.join(groups)} = {' + '.join(partials)} = {a + b}"
+
+
+def column_rationale(a: int, b: int) -> str:
+    """'47 + 85: 7+5=12, 4+8+1=13' -- one step per column, right to left, the carry in as '+1'; a missing digit
+    (operands of different lengths) is written as 0."""
+    width = max(len(str(a)), len(str(b)))
+    steps, carry = [], 0
+    for place in range(width):
+        da, db = a // 10**place % 10, b // 10**place % 10
+        total = da + db + carry
+        steps.append(f"{da}+{db}" + ("+1" if carry else "") + f"={total}")
+        carry = total // 10
+    return f"{a} + {b}: " + ", ".join(steps)
+
+
+# One column step: 'x+y=z' or 'x+y+1=z' (spaces allowed); possessive, so linear on any run of spaces.
+_COLUMN_STEP = re.compile(r"(\d)\s*+\+\s*+(\d)\s*+(?:\+\s*+(1)\s*+)?=\s*+(\d{1,2})")
+
+
+def verify_column(example: Example, rationale: str) -> str | None:
+    """Every step of a column rationale ``a + b: x+y=z, x+y+1=z, ...``: one step per column, right to left;
+    x and y are that column's digits of a and b (0 past an operand's length); the carry '+1' is written exactly
+    when the previous column reached 10; z = x + y (+ 1). The steps then determine a + b, so a right final
+    answer cannot be reached by skipping them. None = accepted, else why not. Linear time."""
+    a, b = example.fields.get("a"), example.fields.get("b")
+    if not isinstance(a, int) or not isinstance(b, int) or a < 0 or b < 0:
+        return "the example has no non-negative operands a, b"
+    rationale = arith.normalize_digits(rationale)
+    head = f"{a} + {b}:"
+    start = rationale.find(head)
+    if start < 0:
+        return f"the rationale does not write {head}"
+    body = rationale[start + len(head):].strip().rstrip(".").strip()
+    width = max(len(str(a)), len(str(b)))
+    if body.count(",") >= width:
+        return f"more than {width} column steps"
+    steps = [step.strip() for step in body.split(",")]
+    if len(steps) != width:
+        return f"{len(steps)} column steps, expected {width}"
+    carry = 0
+    for place, step in enumerate(steps):
+        m = _COLUMN_STEP.fullmatch(step)
+        if m is None:
+            return f"column {place + 1}: cannot read {step[:40]!r}"
+        x, y, z = int(m.group(1)), int(m.group(2)), int(m.group(4))
+        c = 1 if m.group(3) else 0
+        da, db = a // 10**place % 10, b // 10**place % 10
+        if (x, y) != (da, db):
+            return f"column {place + 1}: {x}+{y}, but the digits are {da} and {db}"
+        if c != carry:
+            return f"column {place + 1}: the carry is {carry}, the step writes {c}"
+        if z != x + y + c:
+            return f"column {place + 1}: {step} is wrong ({x + y + c})"
+        carry = z // 10
+    return None
 
 
 def verify_addition(example: Example, rationale: str) -> str | None:
@@ -123,8 +182,16 @@ def parse_digits(spec: Any, key: str) -> list[int]:
     return sorted(set(values))
 
 
+FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)
+    "column": ("fewshot_column.jsonl", "arithmetic-column", column_rationale),
+    "place_value": ("fewshot.jsonl", "arithmetic", place_value_rationale),
+}
+DEFAULT_FORMAT = "column"
+
+
 class ArithmeticTask(FewShotTask):
     """Seeded n-digit addition. Options: ``digits`` (train, default '1-5'), ``eval_digits`` (default: digits),
+    ``format`` (the rationale format: column, the default, or place_value; its exemplars and verifier),
     ``rationales`` (False: direct answers, the baseline)."""
 
     name = "arithmetic"
@@ -133,7 +200,12 @@ class ArithmeticTask(FewShotTask):
     fewshot_file = TASKS_DIR / "arithmetic" / "fewshot.jsonl"
 
     def __init__(self, data_dir: str | None = None, digits: Any = "1-5", eval_digits: Any = None,
-                 rationales: bool = True) -> None:
+                 rationales: bool = True, format: str = DEFAULT_FORMAT) -> None:
+        if format not in FORMATS:
+            raise StarKitError(f"task option format={format!r}: expected one of {', '.join(FORMATS)}", 2)
+        self.format = format
+        exemplars, self.verifier, self.gold_rationale = FORMATS[format]
+        self.fewshot_file = TASKS_DIR / "arithmetic" / exemplars
         super().__init__(data_dir=data_dir, rationales=rationales)
         self.digits = parse_digits(digits, "digits")
         self.eval_digits = parse_digits(eval_digits, "eval_digits") if eval_digits is not None else self.digits
@@ -167,3 +239,4 @@ def register_extractors(register):
 @star_kit.hookimpl
 def register_verifiers(register):
     register("arithmetic", verify_addition)
+    register("arithmetic-column", verify_column)

@@ -4,7 +4,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from star_kit.registry import load_registry
-from star_kit_plugins.arithmetic import ArithmeticTask, extract_integer_answer, place_value_rationale
+import pytest
+
+from star_kit.errors import StarKitError
+from star_kit.records import Example
+from star_kit_plugins.arithmetic import (ArithmeticTask, column_rationale, extract_integer_answer,
+                                         place_value_rationale, verify_column)
 
 
 def test_extractor_reads_the_answer_phrase():
@@ -46,7 +51,7 @@ def test_examples_are_seeded_balanced_and_correct():
 
 
 def test_prompt_hint_and_target():
-    task = load_registry().create("tasks", "arithmetic")
+    task = load_registry().create("tasks", "arithmetic", format="place_value")
     ex = task.examples("train", 1, 0)[0]
     prompt = task.prompt(ex)
     assert prompt.startswith("Q: 6 + 7 = ?\nA: 6 + 7 = 13. The answer is 13.\n\n")
@@ -60,3 +65,55 @@ def test_prompt_hint_and_target():
     assert task.rationale_of(" 1 + 2 = 3. The answer is 3.") == "1 + 2 = 3."
     assert task.stop[0] == "\n\n" and task.extractor == "arithmetic"
     assert task.is_correct("3", "3") and not task.is_correct(None, "3") and not task.is_correct("4", "3")
+
+
+def test_column_rationale():
+    assert column_rationale(6, 7) == "6 + 7: 6+7=13"
+    assert column_rationale(47, 85) == "47 + 85: 7+5=12, 4+8+1=13"
+    assert column_rationale(306, 598) == "306 + 598: 6+8=14, 0+9+1=10, 3+5+1=9"
+    assert column_rationale(5, 95) == "5 + 95: 5+5=10, 0+9+1=10"
+
+
+def test_formats_pick_exemplars_and_verifier():
+    registry = load_registry()
+    column = registry.create("tasks", "arithmetic")  # the default format
+    assert (column.format, column.verifier) == ("column", "arithmetic-column")
+    assert column.prompt(column.examples("train", 1, 0)[0]).startswith("Q: 6 + 7 = ?\nA: 6 + 7: 6+7=13. The answer is 13.")
+    place = registry.create("tasks", "arithmetic", format="place_value")
+    assert place.verifier == "arithmetic" and "(40 + 80)" in place.prompt(place.examples("train", 1, 0)[0])
+    for task in (column, place):
+        verify = registry.verifier(task.verifier)
+        for ex in task.fewshot():
+            a, b = (int(p) for p in ex.question.split(" = ")[0].split(" + "))
+            assert verify(_addition(a, b), ex.rationale) is None
+        for e in task.examples("train", 50, 3):
+            assert verify(e, task.gold_rationale(e.fields["a"], e.fields["b"])) is None
+    with pytest.raises(StarKitError, match="format='nope'"):
+        ArithmeticTask(format="nope")
+
+
+def _addition(a, b):
+    return Example("x", f"{a} + {b} = ?", str(a + b), fields={"a": a, "b": b})
+
+
+@pytest.mark.parametrize("rationale, reason", [
+    ("47 + 85 = 132", "does not write 47 + 85:"),
+    ("47 + 85: 47+85=132, 0+0=0", "column 1: cannot read"),
+    ("47 + 85: 7+5=12", "1 column steps, expected 2"),
+    ("47 + 85: 7+5=12, 4+8+1=13, 0+0=0", "more than 2 column steps"),
+    ("47 + 85: 5+7=12, 4+8+1=13", "column 1: 5+7, but the digits are 7 and 5"),
+    ("47 + 85: 7+5=12, 4+8=12", "column 2: the carry is 1"),
+    ("47 + 85: 7+5=2, 4+8=12", "column 1: 7+5=2 is wrong"),
+    ("47 + 85: 7+5=12, 4+8+1=14", "column 2: 4+8+1=14 is wrong"),
+    ("47 + 85: 7+5=12, 8+4+1=13", "column 2: 8+4"),
+])
+def test_column_verifier_rejects_every_wrong_or_skipped_step(rationale, reason):
+    assert reason in verify_column(_addition(47, 85), rationale)
+
+
+def test_column_verifier_accepts_spaces_and_is_linear_on_hostile_text():
+    assert verify_column(_addition(47, 85), "So 47 + 85: 7 + 5 = 12, 4 + 8 + 1 = 13.") is None
+    assert verify_column(_addition(5, 95), "5 + 95: 5+5=10, 0+9+1=10") is None
+    hostile = "47 + 85: 7" + " " * 200_000 + "+" + " " * 200_000 + "x, 1"
+    assert "cannot read" in verify_column(_addition(47, 85), hostile)
+    assert "more than" in verify_column(_addition(47, 85), "47 + 85: " + "7+5=12, " * 100_000)
