@@ -2,7 +2,7 @@
 
 On every ``star_kit_iteration_end`` event, with the iteration as the step: ``accuracy``, ``accuracy_stderr``,
 ``samples/{sampled,kept,no_answer,rationalization_attempts,rationalized}``, ``train/{examples,steps}`` and
-``seconds/<phase>``; the run's config as text at the first event of a process. Written through
+``seconds/<phase>``; the run's config as text (credentials redacted) at the first event of a process. Written through
 ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package). Any failure, a missing package
 included, prints one warning and never stops the run.
 """
@@ -59,8 +59,9 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
             if config is not None and str(log_dir) not in _config_logged:
                 import yaml
 
-                text = yaml.safe_dump(config.to_dict() if hasattr(config, "to_dict") else dict(config),
-                                      sort_keys=False)
+                from star_kit.config import public_config
+
+                text = yaml.safe_dump(public_config(config), sort_keys=False)
                 writer.add_text("config", "```\n" + text + "```", global_step=int(iteration))
                 _config_logged.add(str(log_dir))
     except Exception as exc:  # a logger never stops a run

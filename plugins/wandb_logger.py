@@ -2,10 +2,10 @@
 
 Otherwise it does nothing (``wandb`` is not even imported; with ``WANDB_PROJECT`` set but no ``wandb``, one note
 says so). On the first ``star_kit_iteration_end`` event of a run directory it starts a W&B run in that project
-(named after the directory, the run's config as W&B config; ``WANDB_ENTITY``, ``WANDB_MODE=offline`` etc. are
-read by wandb itself), then logs each iteration's metrics with the iteration as the step: ``accuracy``,
-``accuracy_stderr``, ``samples/*``, ``train/*``, ``seconds/*`` (the same tags as the TensorBoard logger). Any
-failure prints one warning and never stops the run.
+(named after the directory, the run's config as W&B config with credentials redacted; ``WANDB_ENTITY``,
+``WANDB_MODE=offline`` etc. are read by wandb itself), then logs each iteration's metrics with the iteration as the
+step: ``accuracy``, ``accuracy_stderr``, ``samples/*``, ``train/*``, ``seconds/*`` (the same tags as the TensorBoard
+logger). Any failure prints one warning and never stops the run.
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
             if _state["run"] is not None:
                 _state["run"].finish()
             _state["run"], _state["dir"] = None, None
-            cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+            from star_kit.config import public_config
+
+            cfg = public_config(config)
             _state["run"] = wandb.init(project=os.environ["WANDB_PROJECT"], name=Path(run_dir).name,
                                        config=cfg, dir=run_dir)
             _state["dir"] = run_dir

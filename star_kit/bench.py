@@ -255,8 +255,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     targets = [Target(m, m) for m in args.models]
     run_config: dict[str, Any] = {}
     if args.run:
+        from .config import code_from_saved, drop_redacted
+
         run_config, run_models = run_targets(Path(args.run))
         targets = run_models + targets
+        # The run directory is data: its redacted credentials come from the flags or the environment again, and
+        # its plugins and *_command options are used only when the command line names them again.
+        run_config = drop_redacted({k: v for k, v in run_config.items() if k != "trainer_options"})
+        run_task = str(run_config.get("task") or "")
+        given = {"plugins": args.plugins, "sampler_options": dict(args.sampler_options),
+                 "task_options": options_for(run_task, dict(args.task_options))}
+        run_config = code_from_saved(run_config, given, f"--run {args.run}")
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
     task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import bench, report
 from .cli_common import key_value, optional_int, quiet_libraries
-from .config import RunConfig, load_config_file
+from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file
 from .errors import StarKitError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -80,23 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def merged_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults < --resume DIR's config.yaml < --config FILE < flags."""
-    data: dict[str, Any] = {}
+    """Defaults < --resume DIR's config.yaml < --config FILE < flags.
+
+    The run directory is data: its redacted secrets are dropped (they come from the flags or the environment
+    again) and the keys that name code (plugins, ``*_command`` options) are used only when the command line
+    names them again (:func:`star_kit.config.code_from_saved`)."""
+    saved: dict[str, Any] = {}
     if getattr(args, "resume", None):
         path = os.path.join(args.resume, "config.yaml")
-        if not os.path.exists(path):
+        if not os.path.isfile(path):
             raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
-        data.update(load_config_file(path))
+        saved = drop_redacted(load_config_file(path))
+    given: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_data = load_config_file(args.config)
         RunConfig.from_dict(file_data, source=args.config)  # validates the keys
-        data.update(file_data)
+        given.update(file_data)
     flags = {k: v for k, v in vars(args).items()
              if k not in ("command", "config", "print_config", "resume", "progress")}
-    for key in ("task_options", "sampler_options", "trainer_options"):
+    for key in OPTION_FLAGS:
         if key in flags:
-            flags[key] = {**data.get(key, {}), **dict(flags[key])}
-    data.update(flags)
+            flags[key] = {**(given.get(key) or {}), **dict(flags[key])}
+    given.update(flags)
+    if getattr(args, "resume", None):
+        saved = code_from_saved(saved, given, f"--resume {args.resume}")
+    data = dict(saved)
+    for key, value in given.items():
+        if key in OPTION_FLAGS and isinstance(value, dict) and isinstance(data.get(key), dict):
+            value = {**data[key], **value}
+        data[key] = value
     if getattr(args, "resume", None):
         data["out"] = args.resume
     return RunConfig.from_dict(data)
@@ -105,7 +117,8 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = merged_config(args)
     if getattr(args, "print_config", False):
-        console.print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="", markup=False, highlight=False)
+        console.print(yaml.safe_dump(config.public_dict(), sort_keys=False), end="", markup=False,
+                      highlight=False)
         return 0
     config.validate()
     quiet_libraries()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,17 @@ class RunConfig:
     plugins: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every key with its real value (secrets included): for the run itself, never for a file or a log."""
         return dataclasses.asdict(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """What may be written or shown (config.yaml, --print-config, the report, loggers): every key, with the
+        values of options whose names hold credentials (``api_key``, ``token`` ...) replaced by ``<redacted>``."""
+        return redact(self.to_dict())
+
+    def public(self) -> "RunConfig":
+        """A copy with the credentials redacted, for plugins that only report (loggers, events)."""
+        return RunConfig(**self.public_dict())
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -92,6 +103,119 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StarKitError(f"{path}: expected a mapping of config keys, got {type(data).__name__}", 2)
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+# -- secrets: never written to a run directory, a report or a logger ------------------------------------------
+REDACTED = "<redacted>"
+# Parts of an option name (split at _ - . and camelCase, case-insensitive) that mark a credential.
+_SECRET_PARTS = {"token", "password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials",
+                 "auth", "authorization", "apikey", "cookie", "bearer"}
+_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("session", "key")}
+# ... but a tokenizer's tokens are not credentials: pad_token, eos_token_id, max_tokens, token_count ...
+_NOT_SECRET_BEFORE_TOKEN = {"pad", "bos", "eos", "unk", "sep", "cls", "mask", "special", "stop", "max", "min",
+                            "new", "num", "start", "end"}
+_NOT_SECRET_AFTER_TOKEN = {"id", "ids", "count", "counts", "length", "len", "limit", "budget", "type", "types"}
+
+
+def _name_parts(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))
+    return [p for p in re.split(r"[^a-z0-9]+", spaced.lower()) if p]
+
+
+def is_secret_key(name: str) -> bool:
+    """Whether an option named ``name`` holds a credential (``api_key``, ``hf_token``, ``password``,
+    ``client_secret``, ``Authorization`` ...)."""
+    parts = _name_parts(name)
+    for i, part in enumerate(parts):
+        if part == "token":
+            before = parts[i - 1] if i else ""
+            after = parts[i + 1] if i + 1 < len(parts) else ""
+            if before in _NOT_SECRET_BEFORE_TOKEN or after in _NOT_SECRET_AFTER_TOKEN:
+                continue
+            return True
+        if part in _SECRET_PARTS:
+            return True
+    return any(pair in _SECRET_PAIRS for pair in zip(parts, parts[1:]))
+
+
+def redact(obj: Any) -> Any:
+    """A copy of ``obj`` (a config dict, or any nesting of dicts and lists) in which the value of every key that
+    names a credential is ``<redacted>`` (empty values stay: they reveal nothing). The one function every writer
+    of a config uses: config.yaml, --print-config, the report, the loggers."""
+    if isinstance(obj, dict):
+        return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def public_config(config: Any) -> dict[str, Any]:
+    """A RunConfig (or a config dict, or None) as a dict a logger may keep: credentials redacted."""
+    if config is None:
+        return {}
+    return redact(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+
+
+def without_secrets(obj: Any) -> Any:
+    """``obj`` with every credential-named key left out: what a resumed run compares (a redacted key in the
+    saved config.yaml never counts as a difference)."""
+    if isinstance(obj, dict):
+        return {k: without_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
+    if isinstance(obj, list):
+        return [without_secrets(v) for v in obj]
+    return obj
+
+
+def drop_redacted(obj: Any) -> Any:
+    """A saved config with its ``<redacted>`` values removed, so that the secret comes from the command line
+    or the environment again (e.g. ``$OPENAI_API_KEY``), never the placeholder."""
+    if isinstance(obj, dict):
+        return {k: drop_redacted(v) for k, v in obj.items() if v != REDACTED}
+    if isinstance(obj, list):
+        return [drop_redacted(v) for v in obj]
+    return obj
+
+
+# -- code a run directory names: never run from the saved file alone -------------------------------------------
+OPTION_FLAGS = {"task_options": "--task-opt", "sampler_options": "--sampler-opt", "trainer_options": "--trainer-opt"}
+
+
+def is_command_key(name: str) -> bool:
+    """Whether an option's value is a shell command (``reload_command`` ...)."""
+    n = str(name).lower().replace("-", "_")
+    return n in ("command", "cmd") or n.endswith(("_command", "_cmd"))
+
+
+def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:
+    """``saved`` (a run directory's config.yaml) without the keys that name code: ``plugins`` (modules to
+    import) and every option whose value is a command. A run directory is data: such a key is used only when the
+    command line (flags or ``--config``; here ``given``) names the same again, else this refuses in one line."""
+    saved = dict(saved)
+    named, again = [], []
+    raw = saved.pop("plugins", None) or []
+    plugins = [p for p in (raw if isinstance(raw, list) else [raw]) if p]
+    if plugins:
+        mine = given.get("plugins") or []
+        missing = [p for p in plugins if p not in mine]
+        if missing:
+            named.append(f"plugins {missing}")
+            again.append(" ".join(f"--plugin {p}" for p in missing))
+    for key, flag in OPTION_FLAGS.items():
+        options = saved.get(key)
+        if not isinstance(options, dict):
+            continue
+        options = dict(options)
+        for name in [k for k in options if is_command_key(k)]:
+            value = options.pop(name)
+            if value in (None, "") or (given.get(key) or {}).get(name) == value:
+                continue
+            named.append(f"{key[:-len('_options')]} option {name}")
+            again.append(f"{flag} {name}=...")
+        saved[key] = options
+    if named:
+        raise StarKitError(f"{where}: config.yaml names {' and '.join(named)}; a run directory is data, pass "
+                           f"{' / '.join(again)} again to run it", 2)
+    return saved
 
 
 def steps_for(iteration: int, config: RunConfig) -> int:

@@ -144,20 +144,20 @@ class StarRun:
         if store.config_path.exists():
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
-            from .config import load_config_file
+            from .config import load_config_file, redact, without_secrets
 
             saved = load_config_file(store.config_path)
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
-                if saved.get(key) != value:
+                if without_secrets(saved[key]) != without_secrets(value):  # a redacted credential never counts
                     raise StarKitError(
-                        f"--resume {store.root}: config key {key!r} differs ({saved.get(key)!r} in config.yaml, "
-                        f"{value!r} now)", 2)
+                        f"--resume {store.root}: config key {key!r} differs ({redact(saved.get(key))!r} in "
+                        f"config.yaml, {config.public_dict()[key]!r} now)", 2)
         elif resume:
             raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
         store.root.mkdir(parents=True, exist_ok=True)
-        write_yaml(store.config_path, config.to_dict())
+        write_yaml(store.config_path, config.public_dict())
 
     def run(self, resume: bool = False) -> list[IterationResult]:
         config, registry = self.config, self.registry
@@ -241,7 +241,7 @@ class StarRun:
 
     def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
         config, store, task = self.config, self.store, self.task
-        self.registry.emit("star_kit_iteration_start", iteration=n, config=config, run_dir=store.root)
+        self.registry.emit("star_kit_iteration_start", iteration=n, config=config.public(), run_dir=store.root)
         seconds = Timings(store.artifact(n, "seconds.json"))  # survives a resume
         params = GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
                                   top_p=config.top_p, n=config.samples, stop=task.stop, seed=config.seed * 1000 + n)
@@ -334,7 +334,7 @@ class StarRun:
     def record(self, result: IterationResult) -> None:
         self.store.record(result.to_dict())
         self.registry.emit("star_kit_iteration_end", iteration=result.iteration, result=result,
-                           config=self.config, run_dir=self.store.root)
+                           config=self.config.public(), run_dir=self.store.root)
         self.log(describe(result))
         if self.on_record is not None:
             self.on_record(self.history())

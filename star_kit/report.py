@@ -87,7 +87,7 @@ def _eval_question(doc: dict[str, Any]) -> str:
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """Everything the report shows, as one JSON-serialisable dict."""
-    from .config import load_config_file
+    from .config import load_config_file, redact
     from .store import RunStore
 
     root = Path(run_dir)
@@ -102,7 +102,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if store.config_path.is_file():
         try:
-            config = load_config_file(store.config_path)
+            config = redact(load_config_file(store.config_path))  # a run made before redaction may hold secrets
         except StarKitError:
             config = {}
 

@@ -1,0 +1,244 @@
+"""Security: credentials never reach a run directory, a report or a logger; a run directory is data (resuming or
+benching it never runs the commands or imports the modules it names); ``{model}`` reaches a shell as data.
+
+This module is also a star-kit plugin (``--plugin test_security``): a ``canned`` sampler that answers at once and
+records the options it was built with, and a ``no-train`` trainer, so whole runs take seconds and load no model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import star_kit
+from star_kit.cli import main
+from star_kit.config import REDACTED, RunConfig, is_command_key, is_secret_key, redact
+from star_kit.errors import StarKitError
+
+SECRET = "sk-SECRET-4f1e9c"
+SEEN: list[dict] = []  # the options each canned sampler was built with
+
+
+class CannedSampler:
+    def __init__(self, model, **options):
+        self.model = model
+        SEEN.append(dict(options))
+
+    def generate(self, prompts, params, advance=None):
+        if advance is not None:
+            advance(len(prompts))
+        return [[" 1 + 1 = 2. The answer is 2."] * params.n for _ in prompts]
+
+    def load(self, model):
+        self.model = model
+
+    def close(self):
+        pass
+
+
+class NoTrainer:
+    def __init__(self, **options):
+        pass
+
+    def train(self, *args, **kwargs):
+        raise AssertionError("no training in these tests")
+
+
+@star_kit.hookimpl
+def register_samplers(register):
+    register("canned", CannedSampler)
+
+
+@star_kit.hookimpl
+def register_trainers(register):
+    register("no-train", NoTrainer)
+
+
+@pytest.fixture()
+def fake_model(tmp_path):
+    """A folder the model resolver accepts (config.json); the canned sampler never reads it."""
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    return str(path)
+
+
+def _run(out, model, *extra):
+    return main(["run", "--plugin", "test_security", "--sampler", "canned", "--trainer", "no-train",
+                 "--model", model, "--out", str(out), "--iterations", "0", "--eval-size", "4", "--train-size", "4",
+                 "--no-progress", *extra])
+
+
+def _files_holding(root: Path, needle: str) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() and needle.encode() in p.read_bytes())
+
+
+# -- secrets -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["api_key", "OPENAI_API_KEY", "apiKey", "hf_token", "access_token", "token",
+                                  "password", "client_secret", "Authorization", "auth_header", "credentials_file"])
+def test_credential_option_names_are_recognised(name):
+    assert is_secret_key(name)
+
+
+@pytest.mark.parametrize("name", ["pad_token", "eos_token_id", "max_tokens", "max_new_tokens", "tokenizer",
+                                  "author", "base_url", "batch_size", "served_model", "reload_command"])
+def test_ordinary_option_names_are_not_credentials(name):
+    assert not is_secret_key(name)
+
+
+def test_redact_reaches_nested_options_and_keeps_empty_values():
+    cfg = RunConfig(sampler_options={"api_key": SECRET, "headers": {"Authorization": "Bearer x"}, "token": None,
+                                     "batch_size": 4},
+                    trainer_options={"hub_token": SECRET}, task_options={"password": ""})
+    public = cfg.public_dict()
+    assert public["sampler_options"] == {"api_key": REDACTED, "headers": {"Authorization": REDACTED},
+                                         "token": None, "batch_size": 4}
+    assert public["trainer_options"] == {"hub_token": REDACTED} and public["task_options"] == {"password": ""}
+    assert cfg.sampler_options["api_key"] == SECRET  # the run itself still has it
+    assert SECRET not in json.dumps(cfg.public().to_dict())
+    assert redact([{"api_key": SECRET}]) == [{"api_key": REDACTED}]
+
+
+def test_print_config_redacts_credentials(capsys):
+    assert main(["run", "--sampler-opt", f"api_key={SECRET}", "--trainer-opt", f"hub_token={SECRET}",
+                 "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert SECRET not in out
+    assert yaml.safe_load(out)["sampler_options"] == {"api_key": REDACTED}
+
+
+def test_a_credential_never_reaches_the_run_directory_report_or_loggers(tmp_path, fake_model, capsys):
+    """``--sampler-opt api_key=...``: not in config.yaml, report.html, the TensorBoard events or anything else in
+    the run directory; on resume the redacted key is no difference and the sampler gets the key from the flag
+    again (or, without it, no placeholder: the openai sampler then reads $OPENAI_API_KEY)."""
+    out = tmp_path / "run"
+    SEEN.clear()
+    assert _run(out, fake_model, "--sampler-opt", f"api_key={SECRET}", "--sampler-opt", "batch_size=4") == 0
+    assert SEEN[-1]["api_key"] == SECRET  # the sampler got it
+    assert (out / "report.html").is_file() and (out / "metrics.jsonl").is_file()
+    assert list((out / "tensorboard").iterdir()), "the TensorBoard logger wrote its events"
+    assert _files_holding(out, SECRET) == []
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["sampler_options"] == {"api_key": REDACTED, "batch_size": 4}
+    assert SECRET not in capsys.readouterr().out
+
+    # Resume with the key again (a new one, even): accepted, and the sampler gets the flag's value.
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
+                 "--sampler-opt", "api_key=sk-NEW"]) == 0, capsys.readouterr().err
+    assert SEEN[-1] == {"api_key": "sk-NEW", "batch_size": 4}
+    # Resume without it: never the placeholder.
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress"]) == 0
+    assert SEEN[-1] == {"batch_size": 4}
+    assert _files_holding(out, "sk-NEW") == [] and _files_holding(out, SECRET) == []
+
+
+def test_report_of_an_older_run_hides_its_plaintext_credentials(tmp_path):
+    from star_kit.report import write_report
+    from star_kit.store import write_jsonl, write_yaml
+
+    write_yaml(tmp_path / "config.yaml", RunConfig(sampler_options={"api_key": SECRET}).to_dict())  # pre-fix run
+    write_jsonl(tmp_path / "metrics.jsonl", [{"iteration": 0, "accuracy": 0.5, "eval_examples": 4}])
+    html_path, _ = write_report(tmp_path)
+    text = html_path.read_text()
+    assert SECRET not in text and "&lt;redacted&gt;" in text  # the config table, HTML-escaped
+
+
+def test_loggers_keep_no_credentials(tmp_path, monkeypatch):
+    from star_kit.records import IterationResult
+    from star_kit_plugins import tensorboard_logger, wandb_logger
+
+    config = RunConfig(sampler_options={"api_key": SECRET})
+    result = IterationResult(iteration=0, accuracy=0.5, eval_examples=4)
+    monkeypatch.setattr(tensorboard_logger, "_config_logged", set())
+    tensorboard_logger.star_kit_iteration_end(iteration=0, result=result, config=config, run_dir=tmp_path)
+    events = list((tmp_path / "tensorboard").iterdir())
+    assert events and _files_holding(tmp_path, SECRET) == []
+
+    inits = []
+
+    class FakeWandb:
+        def init(self, **kwargs):
+            inits.append(kwargs)
+            return type("Run", (), {"log": lambda self, data, step: None, "finish": lambda self: None})()
+
+    monkeypatch.setitem(sys.modules, "wandb", FakeWandb())
+    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None})
+    monkeypatch.setenv("WANDB_PROJECT", "star-tests")
+    wandb_logger.star_kit_iteration_end(iteration=0, result=result, config=config, run_dir=tmp_path)
+    assert inits and inits[0]["config"]["sampler_options"] == {"api_key": REDACTED}
+
+
+# -- a run directory is data -----------------------------------------------------------------------------------
+def _crafted_run(tmp_path, fake_model, **keys) -> Path:
+    run = tmp_path / "crafted"
+    run.mkdir()
+    config = RunConfig(model=fake_model, out=str(run), iterations=0, eval_size=4, train_size=4).to_dict()
+    config.update(keys)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_resume_does_not_run_the_command_a_run_directory_names(tmp_path, fake_model, capsys, monkeypatch):
+    pwned = tmp_path / "PWNED"
+    monkeypatch.chdir(tmp_path)
+    run = _crafted_run(tmp_path, fake_model, sampler="openai", sampler_options={
+        "base_url": "http://127.0.0.1:9/v1", "reload_command": f"touch {pwned}", "reload_timeout": 1})
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert not pwned.exists()
+    assert "config.yaml names sampler option reload_command; a run directory is data" in err
+    assert "--sampler-opt reload_command=... again" in err and len(err.strip().splitlines()) == 1
+    # Passed again on the command line, it is the user's command: accepted (shown here, not run).
+    assert main(["run", "--resume", str(run), "--print-config",
+                 "--sampler-opt", f"reload_command=touch {pwned}"]) == 0
+    assert f"reload_command: touch {pwned}" in capsys.readouterr().out
+    assert is_command_key("reload_command") and is_command_key("start_cmd") and not is_command_key("commands_seen")
+
+
+@pytest.fixture()
+def evil_module(tmp_path, monkeypatch):
+    """A module that leaves a mark when imported."""
+    mark = tmp_path / "IMPORTED"
+    (tmp_path / "evil_plugin_sec.py").write_text(f"open({str(mark)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "evil_plugin_sec", raising=False)
+    return mark
+
+
+def test_resume_does_not_import_the_plugins_a_run_directory_names(tmp_path, fake_model, capsys, evil_module):
+    run = _crafted_run(tmp_path, fake_model, plugins=["evil_plugin_sec"])
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert not evil_module.exists()
+    assert "config.yaml names plugins ['evil_plugin_sec']; a run directory is data, pass --plugin evil_plugin_sec" \
+           in err
+
+
+def test_bench_of_a_run_directory_does_not_import_its_plugins(tmp_path, fake_model, capsys, evil_module):
+    run = _crafted_run(tmp_path, fake_model, plugins=["evil_plugin_sec"],
+                       sampler_options={"reload_command": "touch x"})
+    assert main(["bench", "--run", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert not evil_module.exists()
+    assert f"--run {run}: config.yaml names plugins ['evil_plugin_sec'] and sampler option reload_command" in err
+
+
+def test_reload_command_gets_the_model_path_as_data(tmp_path, monkeypatch):
+    """``{model}`` is shell-quoted: a checkpoint path like ``m$(touch PWNED)`` reaches the command as text."""
+    from star_kit_plugins.openai_sampler import OpenAISampler
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(OpenAISampler, "_lists", lambda self, served: False)
+    monkeypatch.setattr(OpenAISampler, "_wait_for", lambda self, served, timeout: None)
+    got = tmp_path / "got"
+    sampler = OpenAISampler("base", base_url="http://127.0.0.1:9/v1",
+                            reload_command=f"printf '%s|%s' {{model}} {{served_model}} > {got}")
+    for model in ("m$(touch PWNED)", "m`touch PWNED`; touch PWNED", "m' ; touch PWNED; '"):
+        sampler.load(model)
+        assert got.read_text() == f"{model}|{model}"
+    assert not (tmp_path / "PWNED").exists()
