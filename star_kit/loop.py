@@ -29,7 +29,7 @@ from .progress import Phases
 from .protocols import Sampler, Task, Verifier
 from .records import Example, GenerationParams, IterationResult, Sample, TrainExample
 from .registry import Registry
-from .store import AppendLog, RunStore, read_json, read_jsonl, write_json, write_jsonl, write_yaml
+from .store import AppendLog, RunLock, RunStore, read_json, read_jsonl, write_json, write_jsonl, write_yaml
 
 Log = Callable[[str], None]
 
@@ -133,19 +133,25 @@ class StarRun:
     log: Log = print
     on_record: Callable[[list[IterationResult]], None] | None = None  # e.g. a live summary table
     store: RunStore = field(init=False)
+    lock: RunLock | None = field(default=None, init=False)  # held from prepare() to the end of run()
 
     def __post_init__(self) -> None:
         self.store = RunStore(Path(self.config.out))
 
     # Bookkeeping -------------------------------------------------------------------------------------------
     def prepare(self, resume: bool) -> None:
-        """Write ``config.yaml``, or on resume check that it matches (mismatch names the key)."""
+        """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
+        resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
+        from .config import load_config_file, redact, without_secrets
+
         config, store = self.config, self.store
+        if resume and not store.config_path.is_file():
+            raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
+        store.root.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(store.root).acquire()
         if store.config_path.exists():
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
-            from .config import load_config_file, redact, without_secrets
-
             saved = load_config_file(store.config_path)
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
@@ -154,12 +160,18 @@ class StarRun:
                     raise StarKitError(
                         f"--resume {store.root}: config key {key!r} differs ({redact(saved.get(key))!r} in "
                         f"config.yaml, {config.public_dict()[key]!r} now)", 2)
-        elif resume:
-            raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
-        store.root.mkdir(parents=True, exist_ok=True)
         write_yaml(store.config_path, config.public_dict())
 
     def run(self, resume: bool = False) -> list[IterationResult]:
+        """The run; the run directory's lock (taken in ``prepare``) is held until it ends, however it ends."""
+        try:
+            return self._run(resume)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _run(self, resume: bool) -> list[IterationResult]:
         config, registry = self.config, self.registry
         config.validate()
         registry.get("samplers", config.sampler)  # unknown names fail before any work is done

@@ -11,10 +11,13 @@ A step is done when its artifact exists: every artifact is written to a temporar
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -153,3 +156,68 @@ class RunStore:
             shutil.rmtree(final)
         os.replace(tmp, final)
         return final
+
+
+class RunLock:
+    """An exclusive lock on a run directory: ``RUN/.lock`` holds the owner's PID, host and start time, and an
+    ``fcntl.flock`` on it is held for the life of the run (the kernel drops it when the process dies, however it
+    dies). A second run on the same directory is refused in one line naming the holder; a lock file left behind
+    by a dead process (its flock free) is simply taken over. Released (and the file removed) on ``release``."""
+
+    NAME = ".lock"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.path = self.root / self.NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StarKitError(f"cannot lock run directory {self.root}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = self.holder()
+                os.close(fd)
+                raise StarKitError(f"{self.root} is in use by another star-kit run ({holder}); wait for it to "
+                                   f"finish or stop it", 2) from None
+            try:  # the file we locked may have been removed (and re-created) by a run that just released it
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self.fd = fd
+        return self
+
+    def holder(self) -> str:
+        """Who holds the lock, as written in the lock file."""
+        try:
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+            return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"holder unknown: {self.path} is locked but unreadable"
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding it: nobody else can be between
+        except OSError:
+            pass
+        os.close(self.fd)  # drops the flock
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
