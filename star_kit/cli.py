@@ -94,7 +94,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
     given: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_data = load_config_file(args.config)
-        RunConfig.from_dict(file_data, source=args.config)  # validates the keys
+        RunConfig.from_dict(file_data, source=args.config)  # validates the keys and their types
         given.update(file_data)
     flags = {k: v for k, v in vars(args).items()
              if k not in ("command", "config", "print_config", "resume", "progress")}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,14 +69,42 @@ class RunConfig:
         unknown = sorted(set(data) - set(cls.keys()))
         if unknown:
             raise StarKitError(f"{source}: unknown key {unknown[0]!r}; known keys: {', '.join(cls.keys())}", 2)
-        return cls(**data)
+        config = cls(**data)
+        config.check_types(source)
+        return config
+
+    def check_types(self, source: str = "config") -> None:
+        """Every value against its field's type (``iterations: two`` and ``seed: [1, 2]`` fail here, before any
+        work): one line naming the key, the value and the expected type."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _type_ok(value, hints[f.name]):
+                raise StarKitError(f"{source}: key {f.name!r} is {value!r} ({_kind_of(value)}); expected "
+                                   f"{_type_name(hints[f.name])}", 2)
 
     # Keys that may change when a run is resumed (they do not change what was already computed).
     RESUMABLE = ("iterations", "patience", "out", "plugins")
 
     def validate(self) -> None:
+        """Types, then ranges: everything a run can refuse before it loads anything."""
+        self.check_types()
         if self.iterations < 0:
             raise StarKitError(f"--iterations must be >= 0, got {self.iterations}", 2)
+        if self.iterations == 0 and not self.baseline:
+            raise StarKitError("--iterations 0 with --no-baseline: nothing to do", 2)
+        if self.patience < 0:
+            raise StarKitError(f"--patience must be >= 0 (0: never stop early), got {self.patience}", 2)
+        if self.base_steps < 1:
+            raise StarKitError(f"--base-steps must be >= 1, got {self.base_steps}", 2)
+        if not self.step_growth > 0:
+            raise StarKitError(f"--step-growth must be > 0, got {self.step_growth}", 2)
+        if self.chunk_size < 1:
+            raise StarKitError(f"--chunk-size must be >= 1, got {self.chunk_size}", 2)
+        if not self.temperature >= 0:
+            raise StarKitError(f"--temperature must be >= 0, got {self.temperature}", 2)
+        if not 0 < self.top_p <= 1:
+            raise StarKitError(f"--top-p must be in (0, 1], got {self.top_p}", 2)
         if self.samples < 1:
             raise StarKitError(f"--samples must be >= 1, got {self.samples}", 2)
         if self.samples > 1 and self.temperature <= 0:
@@ -102,7 +132,50 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise StarKitError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}", 2) from exc
     if not isinstance(data, dict):
         raise StarKitError(f"{path}: expected a mapping of config keys, got {type(data).__name__}", 2)
+    bad = next((k for k in data if not isinstance(k, str)), None)
+    if bad is not None:
+        raise StarKitError(f"{path}: config keys are names, got {bad!r}", 2)
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+# -- types ---------------------------------------------------------------------------------------------------
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1])
+                                               for k, v in value.items())
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is dict:
+        return "a mapping of names to values"
+    if origin is list:
+        return "a list of strings" if args == (str,) else "a list"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _kind_of(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 # -- secrets: never written to a run directory, a report or a logger ------------------------------------------

@@ -145,9 +145,14 @@ class StarRun:
         from .config import load_config_file, redact, without_secrets
 
         config, store = self.config, self.store
+        if store.root.exists() and not store.root.is_dir():
+            raise StarKitError(f"--out {store.root} is a file, not a directory", 2)
         if resume and not store.config_path.is_file():
             raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
-        store.root.mkdir(parents=True, exist_ok=True)
+        try:
+            store.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StarKitError(f"cannot create run directory {store.root}: {exc.strerror or exc}", 2) from exc
         self.lock = RunLock(store.root).acquire()
         if store.config_path.exists():
             if not resume:
@@ -183,6 +188,9 @@ class StarRun:
         self.task = task
         self.extract = registry.extractor(task.extractor)
         self.verify = self.verifier_for(task)
+        if config.data_dir and not getattr(task, "uses_data_dir", hasattr(task, "local_files")):
+            self.log(f"warning: --data-dir {config.data_dir} is not used: task {task.name!r} makes its own "
+                     f"questions")
         base_model = resolve_model(config.model)
         self.prepare(resume)
         train_set = task.examples("train", config.train_size, config.seed)

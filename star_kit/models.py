@@ -14,10 +14,12 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from .errors import StarKitError, UnknownNameError
 
@@ -72,16 +74,52 @@ def resolve_model(name: str) -> str:
         return str(convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{digest.hexdigest()[:12]}"))
     if path.exists():
         raise UnknownNameError("model", name, list(ALIASES), hint="not a model folder or a .gguf file")
-    if _looks_like_hub_id(name) and _hub_has(name):
+    # Local checks first; the hub only when it can answer (an unreachable hub costs ~30 s of retries).
+    tried = "tried: an alias (none by that name), a local folder or .gguf file (no such path)"
+    if not _looks_like_hub_id(name):
+        raise UnknownNameError("model", name, list(ALIASES), hint=f"{tried}; not a hub id (org/name)")
+    if _in_hub_cache(name):
         return name
-    raise UnknownNameError(
-        "model", name, list(ALIASES), hint="not an alias, a local folder, a .gguf file, or a reachable hub id"
-    )
+    unreachable = _hub_unreachable()
+    if unreachable:
+        raise UnknownNameError("model", name, list(ALIASES),
+                               hint=f"{tried}, a hub id (not in the local hub cache; {unreachable})")
+    if _hub_has(name):
+        return name
+    raise UnknownNameError("model", name, list(ALIASES),
+                           hint=f"{tried}, a hub id (not in the local hub cache, and the hub did not serve its config)")
 
 
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts)
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the local hub cache holds a config for ``name`` (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:
+        return False
+
+
+def _hub_unreachable() -> str | None:
+    """Why the hub cannot be asked (offline mode, no network), or None. Seconds at most, no retries."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return f"the hub is not asked: {var} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # through a proxy: let the hub client find out
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as exc:
+        return f"the hub is unreachable: {host}: {exc.strerror or exc}"
+    return None
 
 
 def _hub_has(name: str) -> bool:

@@ -27,8 +27,11 @@ from .errors import StarKitError
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only folder, a file where a folder should be ...
+        raise StarKitError(f"could not write {path}: {exc.strerror or exc}") from exc
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:

@@ -1,4 +1,5 @@
-"""Reliability: one run per run directory (a lock).
+"""Reliability: one run per run directory (a lock), one clear line instead of a traceback (a bad --out, values of
+the wrong type), values out of range refused before any work, and an unknown model said quickly.
 
 Runs use the ``canned`` sampler and ``no-train`` trainer of ``tests/test_security.py`` (loaded as a plugin), so
 nothing here loads a model.
@@ -103,3 +104,145 @@ def test_the_lock_is_held_while_the_run_works(tmp_path, fake_model, monkeypatch)
     monkeypatch.setattr(test_security.CannedSampler, "generate", generate)
     assert _run(tmp_path / "run", fake_model) == 0
     assert seen  # the baseline evaluation ran under the lock
+
+
+# -- one line instead of a traceback ---------------------------------------------------------------------------
+def test_out_naming_a_file_is_one_line(tmp_path, fake_model, capsys):
+    out = tmp_path / "a-file"
+    out.write_text("not a directory")
+    assert _run(out, fake_model) == 2
+    assert f"--out {out} is a file, not a directory" in _one_line(capsys)
+    assert _run(out / "below", fake_model) == 2  # a file where a parent folder should be
+    assert f"cannot create run directory {out / 'below'}: Not a directory" in _one_line(capsys)
+
+
+def test_out_that_cannot_be_written_is_one_line(tmp_path, fake_model, capsys, monkeypatch):
+    """A read-only --out (simulated: the tests may run as root, whom permissions do not stop)."""
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert _run(tmp_path / "run", fake_model) == 1
+    assert f"could not write {tmp_path / 'run' / 'config.yaml'}: Permission denied" in _one_line(capsys)
+    with pytest.raises(StarKitError, match="could not write .*x.json: Permission denied"):
+        write_json(tmp_path / "x.json", {})
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_directory_is_one_line(tmp_path, fake_model, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert _run(ro / "run", fake_model) == 2
+        assert "cannot create run directory" in _one_line(capsys)
+        assert _run(ro, fake_model) != 0
+        assert "Permission denied" in _one_line(capsys)
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("text,key,value,expected", [
+    ("iterations: two", "iterations", "'two' (a string)", "expected an integer"),
+    ("seed: [1, 2]", "seed", "[1, 2] (a list)", "expected an integer"),
+    ("train_size: 1.5", "train_size", "1.5 (a number)", "expected an integer or null"),
+    ("rationalize: 3", "rationalize", "3 (an integer)", "expected true or false"),
+    ("temperature: hot", "temperature", "'hot' (a string)", "expected a number"),
+    ("model: 7", "model", "7 (an integer)", "expected a string"),
+    ("sampler_options: [a]", "sampler_options", "['a'] (a list)", "expected a mapping of names to values"),
+    ("plugins: mod", "plugins", "'mod' (a string)", "expected a list of strings"),
+])
+def test_a_value_of_the_wrong_type_is_one_line_before_any_work(tmp_path, capsys, text, key, value, expected):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text + "\n")
+    out = tmp_path / "run"
+    # No such model: before the type checks, some of these values started the default job.
+    no_model = [] if key == "model" else ["--model", str(tmp_path / "no-model")]
+    assert main(["run", "--config", str(cfg), *no_model, "--out", str(out), "--no-progress"]) == 2
+    assert f"key {key!r} is {value}; {expected}" in _one_line(capsys)
+    assert not out.exists()
+    assert main(["run", "--config", str(cfg), "--print-config"]) == 2
+
+
+def test_a_wrong_type_in_a_resumed_config_is_one_line(tmp_path, fake_model, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = RunConfig(model=fake_model, out=str(run)).to_dict()
+    config["seed"] = [1, 2]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 2
+    assert "key 'seed' is [1, 2] (a list); expected an integer" in _one_line(capsys)
+    (run / "config.yaml").write_text("1: x\n")
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 2
+    assert "config keys are names, got 1" in _one_line(capsys)
+
+
+def test_a_constructed_config_is_type_checked_too():
+    with pytest.raises(StarKitError, match="key 'patience' is '2'"):
+        RunConfig(patience="2").validate()
+
+
+# -- values out of range ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,message", [
+    (["--base-steps", "0"], "--base-steps must be >= 1, got 0"),
+    (["--base-steps", "-3"], "--base-steps must be >= 1, got -3"),
+    (["--patience", "-1"], "--patience must be >= 0"),
+    (["--chunk-size", "0"], "--chunk-size must be >= 1, got 0"),
+    (["--temperature", "-0.5"], "--temperature must be >= 0, got -0.5"),
+    (["--temperature", "nan"], "--temperature must be >= 0, got nan"),
+    (["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
+    (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
+    (["--step-growth", "0"], "--step-growth must be > 0, got 0.0"),
+    (["--step-growth", "-1.2"], "--step-growth must be > 0, got -1.2"),
+    (["--iterations", "0", "--no-baseline"], "--iterations 0 with --no-baseline: nothing to do"),
+])
+def test_out_of_range_values_are_refused_before_any_work(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    # The model does not exist: before the range checks, that was the (later) error.
+    assert main(["run", "--model", str(tmp_path / "no-model"), "--out", str(out), "--no-progress", *args]) == 2
+    assert message in _one_line(capsys)
+    assert not out.exists()
+
+
+def test_data_dir_ignored_by_a_generated_task_is_said_once(tmp_path, fake_model, capsys):
+    assert _run(tmp_path / "run", fake_model, "--data-dir", str(tmp_path)) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"--data-dir {tmp_path} is not used: task 'arithmetic' makes its own questions") == 1
+    assert _run(tmp_path / "run2", fake_model) == 0
+    assert "--data-dir" not in capsys.readouterr().err
+
+
+# -- an unknown model ------------------------------------------------------------------------------------------
+def test_an_unknown_model_offline_is_one_quick_line_naming_what_was_tried(monkeypatch):
+    from star_kit import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "_hub_has", lambda name: pytest.fail("the hub was asked"))
+    t0 = time.monotonic()
+    with pytest.raises(UnknownNameError) as info:
+        models.resolve_model("no-such-model-anywhere")
+    assert time.monotonic() - t0 < 5
+    message = str(info.value)
+    assert "\n" not in message
+    for part in ("unknown model 'no-such-model-anywhere'", "an alias", "a local folder or .gguf file",
+                 "a hub id (not in the local hub cache; the hub is not asked: HF_HUB_OFFLINE is set)"):
+        assert part in message
+
+
+def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatch):
+    from star_kit import models
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(models, "_hub_has", lambda name: pytest.fail("the hub was asked (30 s of retries)"))
+    with pytest.raises(UnknownNameError, match=r"the hub is unreachable: huggingface.co: Network is unreachable"):
+        models.resolve_model("org/no-such-model")
+    with pytest.raises(UnknownNameError, match=r"not a hub id"):
+        models.resolve_model("a/b/c")
