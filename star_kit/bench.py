@@ -64,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     p.add_argument("--json", metavar="FILE", help="write the results as a JSON list of objects")
     p.add_argument("--out", metavar="DIR", help="keep each evaluation's prompts and samples under DIR/<model>/<task>")
-    p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default hf")
+    p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default auto (vllm on a GPU where installed, else hf)")
     p.add_argument("--sampler-opt", dest="sampler_options", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
     p.add_argument("--task-opt", dest="task_options", type=key_value, action="append", default=[],
@@ -284,13 +284,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     run_task = str(run_config.get("task") or "")
     task_options = {f"{run_task}.{k}": v for k, v in (run_config.get("task_options") or {}).items()}
     task_options.update(dict(args.task_options))
-    sampler_name = args.sampler or run_config.get("sampler") or "hf"
+    sampler_name = args.sampler or run_config.get("sampler") or "auto"
     sampler_options = {**(run_config.get("sampler_options") or {}), **dict(args.sampler_options)}
 
     quiet_libraries()
     registry = load_registry([*(run_config.get("plugins") or []), *args.plugins])
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    sampler_name = registry.resolve_sampler(sampler_name)
     specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, seed)
     if any(s.kind == "star-kit" for s in specs):
         registry.get("samplers", sampler_name)  # unknown sampler: exit 2 before loading anything

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its first unfinished step")
     run.add_argument("--task", help="task name (see `star-kit plugins`); default arithmetic")
     run.add_argument("--model", help="model alias, local folder, .gguf file or hub id; default smollm2-135m")
-    run.add_argument("--sampler", help="sampler (model backend) name; default hf")
+    run.add_argument("--sampler", help="sampler (model backend): auto (default: vllm on a GPU where installed, else hf), hf, vllm, ray, openai")
     run.add_argument("--trainer", help="trainer name; default trl-sft")
     run.add_argument("--out", help="run directory; default runs/star")
     run.add_argument("--iterations", type=int, help="maximum STaR iterations; default 3")

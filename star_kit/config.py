@@ -21,7 +21,7 @@ class RunConfig:
 
     task: str = "arithmetic"
     model: str = "smollm2-135m"
-    sampler: str = "hf"
+    sampler: str = "auto"  # auto: vllm on a CUDA machine where vLLM is installed, else hf
     trainer: str = "trl-sft"
     out: str = "runs/star"
     iterations: int = 3  # the default job (128/64 questions, 40, 48, 58 steps): about 8 min on 2 CPU cores

@@ -179,7 +179,8 @@ class StarRun:
     def _run(self, resume: bool) -> list[IterationResult]:
         config, registry = self.config, self.registry
         config.validate()
-        registry.get("samplers", config.sampler)  # unknown names fail before any work is done
+        self.sampler_name = registry.resolve_sampler(config.sampler)  # auto: vllm on a GPU where installed, else hf
+        registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
         options = dict(config.task_options)
         if config.skip_bad_rows:
@@ -198,7 +199,7 @@ class StarRun:
         if not train_set or not eval_set:
             raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
-                 f"model {config.model} -> {base_model}")
+                 f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         self.skipped_rows = list(getattr(task, "skipped_rows", None) or [])
         if self.skipped_rows:
             write_json(self.store.root / "skipped_rows.json", self.skipped_rows)
@@ -207,7 +208,7 @@ class StarRun:
         history = self.history()
         done = {r.iteration for r in history}
         current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
-        sampler: Sampler = registry.create("samplers", config.sampler, current, **config.sampler_options)
+        sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
         trainer = registry.create("trainers", config.trainer, **config.trainer_options)
         try:
             if config.baseline and 0 not in done:
@@ -219,7 +220,7 @@ class StarRun:
                     self.log(f"stopping: accuracy has not improved for {config.patience} iterations")
                     break
                 if sampler.model != current:
-                    with registry.guard("samplers", config.sampler):
+                    with registry.guard("samplers", self.sampler_name):
                         sampler.load(current)
                 result = self.iteration(n, sampler, trainer, base_model, train_set, eval_set)
                 history.append(result)
@@ -254,7 +255,7 @@ class StarRun:
             return ev["accuracy"], ev["stderr"], ev["n"]
         t0 = time.perf_counter()
         with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance, \
-                self.registry.guard("samplers", self.config.sampler):
+                self.registry.guard("samplers", self.sampler_name):
             ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         return ev.accuracy, ev.stderr, ev.n
@@ -306,7 +307,7 @@ class StarRun:
         # 5. Evaluate M(n) with lm-eval on the held-out split.
         model = checkpoint or base_model
         if sampler.model != model:
-            with self.registry.guard("samplers", config.sampler):
+            with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
         accuracy, stderr, n_eval = self.evaluate_step(n, sampler, eval_set, seconds)
 
@@ -335,7 +336,7 @@ class StarRun:
         chunk = max(1, int(self.config.chunk_size))
         t0 = time.perf_counter()
         with self.phases.phase(f"iter {n} · {phase}", len(examples), "q") as advance, \
-                self.registry.guard("samplers", self.config.sampler), AppendLog(partial, keep=done) as log:
+                self.registry.guard("samplers", self.sampler_name), AppendLog(partial, keep=done) as log:
             advance(len(finished))
             for c, start in enumerate(range(0, len(examples), chunk)):
                 part = examples[start : start + chunk]

@@ -105,6 +105,23 @@ class Registry:
         except KeyError:
             raise UnknownNameError(SINGULAR[kind], name, list(self.items[kind])) from None
 
+    def resolve_sampler(self, name: str) -> str:
+        """The sampler a name stands for: ``auto`` is ``vllm`` on a CUDA machine where vLLM is installed (the
+        fastest engine there), else ``hf``; any other name is itself."""
+        if name != "auto":
+            return name
+        import importlib.util
+
+        if "vllm" in self.items["samplers"] and importlib.util.find_spec("vllm") is not None:
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    return "vllm"
+            except ImportError:
+                pass
+        return "hf"
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
 
