@@ -124,7 +124,7 @@ class RaySampler:
             raise StarKitError(f"sampler 'ray': starting {workers} '{backend}' actors failed: "
                                f"{_first_line(exc)}") from exc
         hosts = sorted({i["host"] for i in infos})
-        print(f"sampler 'ray': {workers} sampling actors ('{backend}' backend, {cpus_per_worker} CPU"
+        print(f"sampler 'ray': {workers} sampling actor{'s' if workers > 1 else ''} ('{backend}' backend, {cpus_per_worker} CPU"
               f"{f', {gpus_per_worker} GPU' if gpus_per_worker else ''} each) on {len(hosts)} node"
               f"{'s' if len(hosts) > 1 else ''}: pids {', '.join(str(i['pid']) for i in infos)}",
               file=sys.stderr, flush=True)
