@@ -3,7 +3,9 @@
     python benchmarks/scaling.py [--model smollm2-135m] [--prompts 64] [--steps 8] [--batch 8] [--json FILE]
 
 * Sampling: the plain ``hf`` sampler in this process, then the ``ray`` sampler with 1 and 2 actors (each actor
-  one CPU share / one GPU) on the same arithmetic prompts, greedy; the Ray outputs must equal the ``hf`` ones.
+  one CPU share / one GPU) on the same arithmetic prompts, greedy; the texts that differ from ``hf``'s are
+  counted (none in float32; in bf16 a different batch composition changes rounding, as it does for ``hf`` alone
+  with another batch size).
 * Training: ``trl-sft`` in process, then under ``accelerate launch`` with 1 and 2 processes at the same effective
   batch (``--batch`` per step: per-device batch = batch / processes) and seed; loss curves compared.
 
@@ -32,6 +34,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dtype", default="auto", help="the samplers' dtype (float32: bit-equal greedy text expected)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -58,21 +61,22 @@ def main() -> None:
         return out, time.perf_counter() - t0
 
     # -- sampling ---------------------------------------------------------------------------------------
-    hf = HFSampler(model)
+    hf = HFSampler(model, dtype=args.dtype)
     ref, t_hf = timed(lambda: hf.generate(prompts, params))
     hf.close()
     tokens = sum(len(hf.tokenizer(o[0])["input_ids"]) for o in ref)
-    rows.append(("sample", "hf, in process", 1, t_hf, tokens / t_hf, True))
+    rows.append(("sample", "hf, in process", 1, t_hf, tokens / t_hf, 0))
     sample_times = {}
     for workers in (1, 2):
         t0 = time.perf_counter()
-        sampler = RaySampler(model, workers=workers, chunk_size=max(1, args.prompts // (4 * workers)))
+        sampler = RaySampler(model, workers=workers, chunk_size=max(1, args.prompts // (4 * workers)),
+                             dtype=args.dtype)
         start = time.perf_counter() - t0
         out, t = timed(lambda: sampler.generate(prompts, params))
         sampler.close()
         sample_times[workers] = t
         rows.append(("sample", f"ray, {workers} actor{'s' if workers > 1 else ''} (start {start:.0f} s)", workers,
-                     t, tokens / t, out == ref))
+                     t, tokens / t, sum(a != b for a, b in zip(out, ref))))
 
     # -- training ---------------------------------------------------------------------------------------
     pairs = [TrainExample(e.id, task.prompt(e, fewshot=False), task.target(f"{e.question} = {e.answer}", e.answer),
@@ -101,7 +105,10 @@ def main() -> None:
     print(f"{'phase':7} {'setup':36} {'workers':>7} {'seconds':>8} {'rate':>10}  check")
     for phase, label, w, t, rate, check in rows:
         unit = "tok/s" if phase == "sample" else "seq/s"
-        shown = {True: "same text as hf", False: "DIFFERS from hf"}.get(check, check) if check is not None else ""
+        if phase == "sample":
+            shown = "same text as hf" if check == 0 else f"{check}/{len(prompts)} texts differ from hf's"
+        else:
+            shown = check
         print(f"{phase:7} {label:36} {w:>7} {t:>8.1f} {rate:>6.1f} {unit}  {shown}")
     print(f"parallel efficiency, 2 vs 1 worker: sampling {eff_sample:.2f}, training {eff_train:.2f} "
           f"(cores: {os.cpu_count()})")
