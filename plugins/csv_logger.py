@@ -10,16 +10,18 @@ the run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import sys
 from pathlib import Path
 from typing import Any
 
 import star_kit
+from star_kit.records import IterationResult
 
 FILENAME = "metrics.csv"
-FIELDS = ["iteration", "accuracy", "accuracy_stderr", "eval_examples", "sampled", "kept", "no_answer",
-          "rationalization_attempts", "rationalized", "train_examples", "steps", "checkpoint"]
+#: every field of the record, in its order, but ``seconds`` (flattened into one column per phase)
+FIELDS = [f.name for f in dataclasses.fields(IterationResult) if f.name != "seconds"]
 PHASES = ["sample", "rationalize", "train", "evaluate"]
 
 

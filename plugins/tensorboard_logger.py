@@ -1,21 +1,29 @@
 """Built-in logger: TensorBoard scalars in ``RUN/tensorboard/`` (``tensorboard --logdir RUN/tensorboard``).
 
-On every ``star_kit_iteration_end`` event, with the iteration as the step: ``accuracy``, ``accuracy_stderr``,
-``samples/{sampled,kept,no_answer,rationalization_attempts,rationalized}``, ``train/{examples,steps}`` and
-``seconds/<phase>``; the run's config as text (credentials redacted) at the first event of a process. Written through
+On every ``star_kit_iteration_end`` event, with the iteration as the step, every numeric field of
+:class:`star_kit.records.IterationResult`: ``accuracy``, ``accuracy_stderr``, ``eval_examples``, the training
+phase's counts as ``samples/<field>`` (``sampled``, ``kept``, ``no_answer``, ``unverified`` ...; iterations >= 1),
+``train/{examples,steps}`` and ``seconds/<phase>``; the run's config as text (credentials redacted) at the first event of a process. Written through
 ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package). Any failure, a missing package
 included, prints one warning and never stops the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 import star_kit
+from star_kit.records import IterationResult
 
 SUBDIR = "tensorboard"
+EVAL_FIELDS = ("accuracy", "accuracy_stderr", "eval_examples")  # tagged by their names, iteration 0 too
+TRAIN_TAGS = {"train_examples": "train/examples", "steps": "train/steps"}
+#: every other numeric field of the record (derived from it, so a new field is logged too) -> samples/<field>
+SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(IterationResult)
+                      if f.name not in (*EVAL_FIELDS, *TRAIN_TAGS, "iteration", "checkpoint", "seconds"))
 _warned: set[str] = set()
 _config_logged: set[str] = set()  # run directories whose config this process has logged (once per process)
 
@@ -23,16 +31,10 @@ _config_logged: set[str] = set()  # run directories whose config this process ha
 def scalars(result: Any) -> dict[str, float]:
     """The tag -> value pairs of one IterationResult (or its dict); None values are left out."""
     data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
-    tags = {
-        "accuracy": data.get("accuracy"),
-        "accuracy_stderr": data.get("accuracy_stderr"),
-        "eval_examples": data.get("eval_examples"),
-    }
+    tags = {key: data.get(key) for key in EVAL_FIELDS}
     if data.get("iteration", 0) > 0:
-        for key in ("sampled", "kept", "no_answer", "rationalization_attempts", "rationalized"):
-            tags[f"samples/{key}"] = data.get(key)
-        tags["train/examples"] = data.get("train_examples")
-        tags["train/steps"] = data.get("steps")
+        tags.update({f"samples/{key}": data.get(key) for key in SAMPLE_FIELDS})
+        tags.update({tag: data.get(key) for key, tag in TRAIN_TAGS.items()})
     for phase, seconds in (data.get("seconds") or {}).items():
         tags[f"seconds/{phase}"] = seconds
     return {k: float(v) for k, v in tags.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -2,7 +2,7 @@
 
 Each (model, task) pair is evaluated through lm-eval exactly as a STaR run evaluates its checkpoints
 (:func:`star_kit.evaluation.evaluate`: the task's own few-shot prompt, its extractor as an lm-eval filter,
-``exact_match``), with a sampler built from the plugin registry. ``--run DIR`` benches every iteration's checkpoint
+the task's ``is_correct``), with a sampler built from the plugin registry. ``--run DIR`` benches every iteration's checkpoint
 of a run (the base model as iteration 0) on the run's task and evaluation questions.
 
 A task name that star-kit does not provide but lm-eval knows (``arc_easy``, ``hellaswag`` ...; force lm-eval's
@@ -134,7 +134,9 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
         specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name, manager=manager))
     for spec in specs:
         if spec.kind == "star-kit":
-            spec.task = registry.create("tasks", spec.name, data_dir=data_dir, **options_for(spec.name, task_options))
+            task = registry.create("tasks", spec.name, core={"data_dir": data_dir},
+                                   **options_for(spec.name, task_options))
+            spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
             spec.examples = spec.task.examples("eval", limit, seed)
             if not spec.examples:
                 raise StarKitError(f"task {spec.name!r} has no evaluation examples")
@@ -155,7 +157,7 @@ def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, re
             registry.guard("samplers", sampler_name):
         ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance)
     return {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
-            "metric": "exact_match", "seconds": round(time.perf_counter() - t0, 2)}
+            "metric": "task.is_correct", "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _dataset_of(manager, name: str) -> str:
@@ -293,8 +295,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     sampler_name = registry.resolve_sampler(sampler_name)
     specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, seed)
-    if any(s.kind == "star-kit" for s in specs):
-        registry.get("samplers", sampler_name)  # unknown sampler: exit 2 before loading anything
+    if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
+        registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
     for t in targets:
         t.path = resolve_model(t.name)
 

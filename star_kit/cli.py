@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="load a plugin without installing it (repeatable)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
-    plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers, trainers and verifiers")
+    plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers, trainers, verifiers "
+                                             "and event plugins (loggers)")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]")
 
@@ -177,7 +178,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         table.add_column(col)
     for kind, entries in registry.as_json().items():
         for e in entries:
-            table.add_row(kind[:-1], e["name"], e["plugin"], e["distribution"])
+            name = f"{e['name']} ({', '.join(e['hooks'])})" if "hooks" in e else e["name"]
+            table.add_row(kind[:-1], name, e["plugin"], e["distribution"])
     console.print(table)
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)

@@ -7,7 +7,7 @@ import os
 import warnings
 from typing import Any
 
-import yaml
+from .config import parse_scalar
 
 
 def quiet_libraries() -> None:
@@ -33,10 +33,11 @@ def quiet_libraries() -> None:
 
 
 def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--task-opt`` and friends; VALUE read by :func:`star_kit.config.parse_scalar`."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key.replace("-", "_"), yaml.safe_load(value)
+    return key.replace("-", "_"), parse_scalar(value)
 
 
 def optional_int(text: str) -> int | None:

@@ -135,7 +135,37 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     bad = next((k for k in data if not isinstance(k, str)), None)
     if bad is not None:
         raise StarKitError(f"{path}: config keys are names, got {bad!r}", 2)
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    return _numbers_in_options({k.replace("-", "_"): v for k, v in data.items()})
+
+
+# -- option values: one rule --------------------------------------------------------------------------------
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def parse_scalar(text: str) -> Any:
+    """A plugin option's value as written on the command line: ``true``/``false`` (any case) are booleans, an
+    integer (``8``) an int, a decimal or exponent number (``2e-5``, ``0.5``, ``1E3``) a float, everything else
+    (``no``, ``null``, ``{model}``, ``1-3``, ``[1, 2]``) the string itself. (YAML 1.1 would read ``1e-4`` as text,
+    ``no`` as False and ``{model}`` as a mapping.)"""
+    stripped = text.strip()
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    if _INT.fullmatch(stripped):
+        return int(stripped)
+    if _FLOAT.fullmatch(stripped):
+        return float(stripped)
+    return text
+
+
+def _numbers_in_options(data: dict[str, Any]) -> dict[str, Any]:
+    """A config file's ``*_options`` with number-like strings read as numbers (YAML 1.1 reads ``1e-4`` as text)."""
+    for key in ("task_options", "sampler_options", "trainer_options"):
+        options = data.get(key)
+        if isinstance(options, dict):
+            data[key] = {k: (parse_scalar(v) if isinstance(v, str) and _FLOAT.fullmatch(v.strip()) else v)
+                         for k, v in options.items()}
+    return data
 
 
 # -- types ---------------------------------------------------------------------------------------------------
@@ -158,7 +188,14 @@ def _type_ok(value: Any, hint: Any) -> bool:
                                                for k, v in value.items())
     if origin is list:
         return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
-    return isinstance(value, hint)
+    if origin is typing.Literal:
+        return value in args
+    if origin is not None:  # Sequence[str], tuple[int, ...], Callable ...: the container's type only
+        hint = origin
+    try:
+        return isinstance(value, hint)
+    except TypeError:  # not a class (a TypeVar, a string annotation ...): nothing to check
+        return True
 
 
 def _type_name(hint: Any) -> str:
@@ -169,6 +206,10 @@ def _type_name(hint: Any) -> str:
         return "a mapping of names to values"
     if origin is list:
         return "a list of strings" if args == (str,) else "a list"
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is not None:
+        return f"a {getattr(origin, '__name__', origin)}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
             type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
 

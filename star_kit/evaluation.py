@@ -3,7 +3,9 @@
 The task's YAML (under ``tasks/``) is a regular lm-eval ``generate_until`` config. star-kit renders the
 evaluation examples with the task's own few-shot prompt into ``eval_docs.jsonl`` and points the config's
 ``data_files`` at it, so training-time sampling and evaluation see the same prompts. Extraction runs as the
-lm-eval filter ``star_kit_extract`` (the task's registered extractor), scored with lm-eval's ``exact_match``.
+lm-eval filter ``star_kit_extract`` (the task's registered extractor); each filtered answer is scored with the
+task's own ``is_correct`` (the same check that filters the training rationales), not lm-eval's ``exact_match``
+(which lm-eval still computes; it is kept in ``eval.json`` under ``lm_eval`` only).
 Generation goes through star-kit's sampler, wrapped as an lm-eval ``LM``, so every backend evaluates the same way.
 """
 
@@ -120,6 +122,18 @@ class EvalResult:
     raw: dict[str, Any]
 
 
+def mean_and_stderr(correct: Sequence[bool]) -> tuple[float, float | None]:
+    """Accuracy and its standard error, as lm-eval computes them for a mean (sample std / sqrt(n))."""
+    n = len(correct)
+    if n == 0:
+        return 0.0, None
+    mean = sum(correct) / n
+    if n < 2:
+        return mean, None
+    variance = sum((c - mean) ** 2 for c in correct) / (n - 1)
+    return mean, (variance / n) ** 0.5
+
+
 def evaluate(
     task: Task,
     sampler: Sampler,
@@ -141,6 +155,10 @@ def evaluate(
     found = extract_filter(config)
     if found is None:
         raise StarKitError(f"lm-eval config {task_name!r}: no filter applies star_kit_extract")
+    for flt in config["filter_list"]:  # the task's extractor, the one its training samples were graded with
+        for step in flt.get("filter") or []:
+            if step.get("function") == "star_kit_extract":
+                step["extractor"] = task.extractor
     flt = found[0]
     _ACTIVE_REGISTRY = registry
     try:
@@ -159,22 +177,24 @@ def evaluate(
         )
     finally:
         _ACTIVE_REGISTRY = None
-    metrics = results["results"][task_name]
-    accuracy = float(metrics[f"exact_match,{flt}"])
-    stderr = metrics.get(f"exact_match_stderr,{flt}")
-    stderr = float(stderr) if isinstance(stderr, (int, float)) else None
+    gold = {e.id: e.answer for e in examples}
     rows = []
-    for s in sorted(results["samples"][task_name], key=lambda s: s["doc_id"]):
+    logged = [s for s in results["samples"][task_name] if s.get("filter", flt) == flt]  # the star_kit pipeline's
+    for s in sorted(logged, key=lambda s: s["doc_id"]):
         predicted = s["filtered_resps"][0]
+        predicted = None if predicted == NO_ANSWER else predicted
+        answer = gold.get(s["doc"]["id"], s["target"])
         rows.append({
             "example_id": s["doc"]["id"],
             "completion": s["resps"][0][0],
-            "predicted": None if predicted == NO_ANSWER else predicted,
-            "gold": s["target"],
-            "correct": bool(s["exact_match"]),
+            "predicted": predicted,
+            "gold": answer,
+            "correct": bool(task.is_correct(predicted, answer)),
         })
+    accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
-    summary = {"task": task_name, "accuracy": accuracy, "stderr": stderr, "n": len(rows), "no_answer": no_answer,
+    summary = {"task": task_name, "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
+               "n": len(rows), "no_answer": no_answer,
                "lm_eval": {k: v for k, v in results.items() if k not in ("samples",)}}
     write_jsonl(out_dir / "eval_samples.jsonl", rows)
     write_json(out_dir / "eval.json", json.loads(json.dumps(summary, default=str)))

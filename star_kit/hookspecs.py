@@ -9,62 +9,86 @@ and implements any of the hooks below with the ``@star_kit.hookimpl`` marker. Th
 receive a ``register(name, obj)`` callback, so one plugin can register several things and star-kit controls
 naming and duplicates (a second registration of a taken name is refused with a message naming both
 distributions). The built-in plugins register through exactly the same entry-point group.
+
+A hook implementation whose name matches no hook below (``register_task``, ``star_kit_iteration_ended``) is
+reported when the plugin loads (what pluggy's ``check_pending`` finds), never silently ignored. What the
+registered objects must satisfy, how options reach a factory and how errors are reported:
+:mod:`star_kit.protocols`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .records import IterationResult
 
 hookspec = pluggy.HookspecMarker("star_kit")
 
+#: The callback every ``register_*`` hook receives: ``register(name, obj)``.
+Register = Callable[[str, Any], None]
+
 
 @hookspec
-def register_tasks(register):
+def register_tasks(register: Register) -> None:
     """Register task factories.
 
     When: once, when the plugin registry is built (first use of any plugin kind).
     Arguments: ``register(name, factory)``; ``factory(**options)`` returns an object satisfying
-    :class:`star_kit.protocols.Task`. ``options`` come from the run config's ``task_options`` plus
-    ``data_dir`` (may be None).
+    :class:`star_kit.protocols.Task` (subclassing :class:`star_kit.task.FewShotTask` gives all of it).
+    ``options`` are the run's ``task_options`` (``--task-opt KEY=VALUE``) as keyword arguments, checked against
+    the factory's parameters and their annotations; star-kit also offers ``data_dir`` (``--data-dir``, may be
+    None) and ``skip_bad_rows`` (``--skip-bad-rows``), passed only to a factory that declares them.
+    Checked at creation: the Task protocol, and the task's ``lm_eval_config`` (its required keys and the
+    ``star_kit_extract`` filter naming a registered extractor); a problem is one line naming the plugin.
     Return: nothing.
     """
 
 
 @hookspec
-def register_extractors(register):
+def register_extractors(register: Register) -> None:
     """Register answer extractors.
 
     When: once, when the plugin registry is built.
     Arguments: ``register(name, extractor)``; ``extractor(text: str) -> str | None`` returns the answer in
-    canonical form, or None when the text holds no answer. It must never raise, on any string.
+    canonical form, or None when the text holds no answer. It must never raise, on any string (a raise
+    counts as no answer and is warned about once, naming the extractor).
     Return: nothing.
     """
 
 
 @hookspec
-def register_samplers(register):
+def register_samplers(register: Register) -> None:
     """Register model backends that generate completions.
 
     When: once, when the plugin registry is built.
     Arguments: ``register(name, factory)``; ``factory(model: str, **options)`` returns an object satisfying
-    :class:`star_kit.protocols.Sampler` with ``model`` (a local folder or hub id) loaded.
+    :class:`star_kit.protocols.Sampler` with ``model`` (a local folder or hub id) loaded. ``options`` are
+    ``--sampler-opt KEY=VALUE`` as keyword arguments, checked against the factory's annotations before any
+    model loads.
     Return: nothing.
     """
 
 
 @hookspec
-def register_trainers(register):
+def register_trainers(register: Register) -> None:
     """Register fine-tuning backends.
 
     When: once, when the plugin registry is built.
     Arguments: ``register(name, factory)``; ``factory(**options)`` returns an object satisfying
-    :class:`star_kit.protocols.Trainer`.
+    :class:`star_kit.protocols.Trainer` (its docstring says what ``train`` gets and must leave). ``options``
+    are ``--trainer-opt KEY=VALUE`` as keyword arguments; the trainer is built before the run directory is
+    written, so a bad option fails before anything is.
     Return: nothing.
     """
 
 
 @hookspec
-def register_verifiers(register):
+def register_verifiers(register: Register) -> None:
     """Register rationale verifiers: they decide whether a rationale that reached the right answer is
     acceptable to train on (its steps hold, it did not skip the reasoning).
 
@@ -80,20 +104,22 @@ def register_verifiers(register):
 
 
 @hookspec
-def star_kit_iteration_start(iteration, config, run_dir):
+def star_kit_iteration_start(iteration: int, config: "RunConfig", run_dir: Path) -> None:
     """Called at the start of each STaR iteration (before sampling).
 
-    Arguments: ``iteration`` (int, 1-based), ``config`` (:class:`star_kit.config.RunConfig`),
-    ``run_dir`` (:class:`pathlib.Path`).
+    Arguments: ``iteration`` (int, 1-based), ``config`` (:class:`star_kit.config.RunConfig`, credentials
+    redacted), ``run_dir`` (:class:`pathlib.Path`). An implementation may take any subset of them.
     Return: ignored. Every implementation is called (loggers, notifiers).
     """
 
 
 @hookspec
-def star_kit_iteration_end(iteration, result, config, run_dir):
+def star_kit_iteration_end(iteration: int, result: "IterationResult", config: "RunConfig", run_dir: Path) -> None:
     """Called after each iteration's metrics are recorded (iteration 0 is the few-shot baseline).
 
     Arguments: ``iteration`` (int), ``result`` (:class:`star_kit.records.IterationResult`),
-    ``config`` (:class:`star_kit.config.RunConfig`), ``run_dir`` (:class:`pathlib.Path`).
+    ``config`` (:class:`star_kit.config.RunConfig`, credentials redacted), ``run_dir`` (:class:`pathlib.Path`).
+    An implementation may take any subset of them. A raise is a warning naming the plugin; the run goes on.
+    ``star-kit plugins`` lists the plugins that implement an event hook.
     Return: ignored. Every implementation is called (loggers: TensorBoard, W&B, CSV ...).
     """

@@ -177,27 +177,26 @@ class StarRun:
                 self.lock = None
 
     def _run(self, resume: bool) -> list[IterationResult]:
+        """Start-up order: everything that can fail is built and checked before anything is written (the task
+        and its examples, the trainer, the sampler's options, the model's name), then the run directory is locked
+        and ``config.yaml`` written, and only then is a model loaded (the sampler). A failed start leaves no
+        ``config.yaml`` behind, so the same command can simply be run again."""
         config, registry = self.config, self.registry
         config.validate()
         self.sampler_name = registry.resolve_sampler(config.sampler)  # auto: vllm on a GPU where installed, else hf
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
-        options = dict(config.task_options)
-        if config.skip_bad_rows:
-            options["skip_bad_rows"] = True
-        task: Task = registry.create("tasks", config.task, data_dir=config.data_dir, **options)
-        self.task = task
-        self.extract = registry.extractor(task.extractor)
-        self.verify = self.verifier_for(task)
-        if config.data_dir and not getattr(task, "uses_data_dir", hasattr(task, "local_files")):
-            self.log(f"warning: --data-dir {config.data_dir} is not used: task {task.name!r} makes its own "
-                     f"questions")
-        base_model = resolve_model(config.model)
-        self.prepare(resume)
+        task = self.build_task()
         train_set = task.examples("train", config.train_size, config.seed)
         eval_set = task.examples("eval", config.eval_size, config.seed)
         if not train_set or not eval_set:
             raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
+        trainer = registry.guarded("trainers", config.trainer,
+                                   registry.create("trainers", config.trainer, **config.trainer_options))
+        registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
+        base_model = resolve_model(config.model)
+        fresh = not self.store.config_path.exists()
+        self.prepare(resume)
         self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         self.skipped_rows = list(getattr(task, "skipped_rows", None) or [])
@@ -208,8 +207,12 @@ class StarRun:
         history = self.history()
         done = {r.iteration for r in history}
         current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
-        sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
-        trainer = registry.create("trainers", config.trainer, **config.trainer_options)
+        try:
+            sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
+        except BaseException:
+            if fresh and not history:  # nothing was computed: the next try starts afresh, not as a resume
+                self.store.config_path.unlink(missing_ok=True)
+            raise
         try:
             if config.baseline and 0 not in done:
                 history.append(self.baseline(sampler, eval_set))
@@ -226,8 +229,27 @@ class StarRun:
                 history.append(result)
                 current = result.checkpoint or base_model
         finally:
-            sampler.close()
+            with registry.guard("samplers", self.sampler_name):
+                sampler.close()
         return history
+
+    def build_task(self) -> Task:
+        """The task, with star-kit's ``data_dir`` and ``skip_bad_rows`` offered to its factory (passed only where
+        it declares them) and every later call into it attributed to its plugin."""
+        config, registry = self.config, self.registry
+        core = {"data_dir": config.data_dir, "skip_bad_rows": config.skip_bad_rows}
+        created = registry.create("tasks", config.task, core=core, **config.task_options)
+        for key, flag in (("data_dir", "--data-dir"), ("skip_bad_rows", "--skip-bad-rows")):
+            if core[key] and not registry.accepts("tasks", config.task, key):
+                self.log(f"warning: {flag} is not used: task {config.task!r} reads no data files")
+        if config.data_dir and registry.accepts("tasks", config.task, "data_dir") and \
+                not getattr(created, "uses_data_dir", hasattr(created, "local_files")):
+            self.log(f"warning: --data-dir {config.data_dir} is not used: task {config.task!r} makes its own "
+                     f"questions")
+        self.task = registry.guarded("tasks", config.task, created)
+        self.extract = registry.extractor(self.task.extractor)
+        self.verify = self.verifier_for(self.task)
+        return self.task
 
     def verifier_for(self, task: Task) -> Verifier | None:
         """``--verifier``: auto (the task's own, if it names one), none, or a registered verifier's name."""
@@ -241,24 +263,25 @@ class StarRun:
     def baseline(self, sampler: Sampler, eval_set: Sequence[Example]) -> IterationResult:
         """Iteration 0: the few-shot accuracy of the base model."""
         seconds = Timings(self.store.artifact(0, "seconds.json"))
-        accuracy, stderr, n_eval = self.evaluate_step(0, sampler, eval_set, seconds)
+        accuracy, stderr, n_eval, no_answer = self.evaluate_step(0, sampler, eval_set, seconds)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
-                                 seconds=dict(seconds))
+                                 no_answer=no_answer, seconds=dict(seconds))
         self.record(result)
         return result
 
-    def evaluate_step(self, n, sampler, eval_set, seconds) -> tuple[float, float | None, int]:
-        """Step 5: lm-eval on the held-out split (accuracy, stderr, n); a finished evaluation is read back."""
+    def evaluate_step(self, n, sampler, eval_set, seconds) -> tuple[float, float | None, int, int]:
+        """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer); a finished evaluation is read
+        back."""
         store = self.store
         if store.has(n, "eval.json"):
             ev = read_json(store.artifact(n, "eval.json"))
-            return ev["accuracy"], ev["stderr"], ev["n"]
+            return ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0)
         t0 = time.perf_counter()
         with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance, \
                 self.registry.guard("samplers", self.sampler_name):
             ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
-        return ev.accuracy, ev.stderr, ev.n
+        return ev.accuracy, ev.stderr, ev.n, ev.no_answer
 
     def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
         config, store, task = self.config, self.store, self.task
@@ -309,7 +332,7 @@ class StarRun:
         if sampler.model != model:
             with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
-        accuracy, stderr, n_eval = self.evaluate_step(n, sampler, eval_set, seconds)
+        accuracy, stderr, n_eval, _ = self.evaluate_step(n, sampler, eval_set, seconds)
 
         # 6. Record.
         result = IterationResult(

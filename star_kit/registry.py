@@ -1,16 +1,17 @@
 """The plugin manager: loads the ``star_kit`` entry-point group and collects what each plugin registers.
 
 Environment variables:
-  STAR_KIT_LOAD_PLUGINS  comma-separated distribution or entry-point names; only these load (test isolation).
-                         Unset: everything installed loads.
+  STAR_KIT_LOAD_PLUGINS  comma-separated distribution or entry-point names: of the third-party plugins, only
+                         these load (star-kit's own always do). Unset: everything installed loads.
   STAR_KIT_PLUGINS       comma-separated ``module`` or ``module:object`` specs loaded without installing them.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-import inspect
 import importlib.metadata as md
+import inspect
 import os
 import sys
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, StarKitError, UnknownNameError
 
+BUILTIN_DISTRIBUTION = "star-kit"
+
 GROUP = "star_kit"
 KINDS = {
     "tasks": "register_tasks",
@@ -30,6 +33,7 @@ KINDS = {
     "trainers": "register_trainers",
     "verifiers": "register_verifiers",
 }
+EVENTS = ("star_kit_iteration_start", "star_kit_iteration_end")
 SINGULAR = {"tasks": "task", "extractors": "extractor", "samplers": "sampler", "trainers": "trainer",
             "verifiers": "verifier"}
 
@@ -53,6 +57,7 @@ class Registry:
         self.items: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
         self.problems: list[str] = []
         self._dist: dict[str, str] = {}
+        self._warned_extractors: set[str] = set()
 
     # -- loading -----------------------------------------------------------------------------------------
     def add_plugin(self, plugin: object, name: str, distribution: str) -> None:
@@ -62,12 +67,39 @@ class Registry:
                 f"is already loaded from {self._dist.get(name)!r}"
             )
             return
+        if self.pm.is_registered(plugin):  # e.g. --plugin naming a module its entry point already loaded
+            loaded = self.pm.get_name(plugin)
+            self.problems.append(
+                f"plugin {name!r} from {distribution!r} skipped: already loaded as plugin {loaded!r} "
+                f"(distribution {self._dist.get(loaded)!r})"
+            )
+            return
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy validation errors (unknown hook names, bad signatures)
-            self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: {exc}")
+        except Exception as exc:  # pluggy validation errors (bad hook signatures): the first line is the point
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: {first[:300]}")
             return
         self._dist[name] = distribution
+        self.problems.extend(self._unknown_hooks(plugin, name, distribution))
+
+    def _unknown_hooks(self, plugin: object, name: str, distribution: str) -> list[str]:
+        """What pluggy's ``check_pending()`` finds (a ``@hookimpl`` that matches no hookspec, e.g. a misspelt
+        ``register_task``), one line per hook, naming the plugin and the closest real hook."""
+        known = [n for n in dir(self.pm.hook)
+                 if not n.startswith("_") and getattr(getattr(self.pm.hook, n), "spec", None) is not None]
+        out = []
+        for attr in dir(plugin):
+            try:
+                opts = self.pm.parse_hookimpl_opts(plugin, attr)
+            except Exception:
+                continue
+            if opts is None or opts.get("optionalhook") or attr in known:
+                continue
+            close = difflib.get_close_matches(attr, known, n=1)
+            out.append(f"plugin {name!r} (distribution {distribution!r}) implements {attr!r}, which is not a "
+                       f"star-kit hook" + (f" (did you mean {close[0]!r}?)" if close else "") + "; it is never called")
+        return out
 
     def collect(self) -> None:
         """Call every plugin's ``register_*`` hooks, one plugin at a time, so errors name the plugin."""
@@ -125,22 +157,77 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
 
-    def create(self, kind: str, name: str, *args: Any, **options: Any) -> Any:
-        """Build a task, sampler or trainer through its factory; a failure names the plugin."""
+    def accepts(self, kind: str, name: str, option: str) -> bool:
+        """Whether the factory of ``name`` declares ``option`` (by name, or through ``**options``)."""
+        try:
+            params = inspect.signature(self.get(kind, name).obj).parameters
+        except (TypeError, ValueError):
+            return False
+        return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    def check_options(self, kind: str, name: str, *args: Any, **options: Any) -> None:
+        """Check options against the factory's signature and its annotations, without calling it (so before a
+        model is loaded): an unknown option or a value of the wrong type is one line naming the plugin."""
+        from .config import _type_name, _type_ok
+
         entry = self.get(kind, name)
         where = self.where(kind, name)
         try:
-            inspect.signature(entry.obj).bind(*args, **options)
-        except TypeError as exc:
-            raise PluginError(f"{where} rejected its options {sorted(options)}: {exc}") from exc
-        except ValueError:  # no signature available (builtins): let the call decide
-            pass
+            signature = inspect.signature(entry.obj)
+        except (TypeError, ValueError):  # no signature available (builtins): let the call decide
+            return
         try:
-            return entry.obj(*args, **options)
-        except StarKitError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+            signature.bind(*args, **options)
+        except TypeError as exc:
+            raise PluginError(f"{where} rejected its options {sorted(options)}: {exc}", 2) from exc
+        hints = _annotations(entry.obj)
+        for key, value in options.items():
+            hint = hints.get(key)
+            if hint is not None and not _type_ok(value, hint):
+                raise PluginError(f"{where}: option {key}={value!r} is not {_type_name(hint)}", 2)
+
+    def create(self, kind: str, name: str, *args: Any, core: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Build a task, sampler or trainer through its factory; a failure names the plugin.
+
+        ``core`` holds star-kit's own settings (``data_dir``, ``skip_bad_rows``) offered to a factory: each is
+        passed only when it is set (not None or False) and the factory declares it. The options are checked first (:meth:`check_options`), the
+        result after (:meth:`check_created`: its protocol, and a task's lm-eval config)."""
+        for key, value in (core or {}).items():
+            if value not in (None, False) and key not in options and self.accepts(kind, name, key):
+                options[key] = value
+        self.check_options(kind, name, *args, **options)
+        entry = self.get(kind, name)
+        with self.guard(kind, name):
+            obj = entry.obj(*args, **options)
+        self.check_created(kind, name, obj)
+        return obj
+
+    def check_created(self, kind: str, name: str, obj: Any) -> None:
+        """What a factory returned, against its protocol (:mod:`star_kit.protocols`): one line naming the plugin
+        and what is missing; a task's lm-eval config too (:func:`star_kit.task.lm_eval_config_problems`)."""
+        from . import protocols
+        from .task import lm_eval_config_problems
+
+        protocol = {"tasks": protocols.Task, "samplers": protocols.Sampler, "trainers": protocols.Trainer}.get(kind)
+        if protocol is None:
+            return
+        missing = protocols.missing_members(obj, protocol)
+        if missing:
+            raise PluginError(f"{self.where(kind, name)} returned a {type(obj).__name__} that lacks "
+                              f"{', '.join(missing)} (see star_kit.protocols.{protocol.__name__})", 2)
+        if kind == "tasks":
+            problems = lm_eval_config_problems(getattr(obj, "lm_eval_config", None))
+            if not problems and getattr(obj, "extractor", None) not in self.items["extractors"]:
+                problems = [f"its extractor {getattr(obj, 'extractor', None)!r} is not registered (available: "
+                            f"{', '.join(self.names('extractors'))})"]
+            if problems:
+                source = getattr(obj, "lm_eval_yaml", None)
+                raise PluginError(f"{self.where(kind, name)}: lm-eval config"
+                                  f"{f' {source}' if source else ''}: {'; '.join(problems)}", 2)
+
+    def guarded(self, kind: str, name: str, obj: Any) -> Any:
+        """``obj`` with every method call under :meth:`guard`: an exception inside it names the plugin."""
+        return _Guarded(self, kind, name, obj)
 
     @contextmanager
     def guard(self, kind: str, name: str) -> Iterator[None]:
@@ -159,13 +246,20 @@ class Registry:
         return f"{SINGULAR[kind]} {name!r} ({who})"
 
     def extractor(self, name: str) -> Callable[[str], str | None]:
-        """The named answer extractor, wrapped so that it never raises (a raise counts as "no answer")."""
+        """The named answer extractor, wrapped so that it never raises (a raise counts as "no answer"; the first
+        raise of each extractor is a warning on stderr naming the plugin and the exception)."""
         fn = self.get("extractors", name).obj
 
         def safe(text: str) -> str | None:
             try:
                 answer = fn(text if isinstance(text, str) else "")
-            except Exception:
+            except Exception as exc:
+                if name not in self._warned_extractors:
+                    self._warned_extractors.add(name)
+                    warning = (f"{self.where('extractors', name)} raised {type(exc).__name__}: {exc}; "
+                               f"its outputs count as no answer")
+                    self.problems.append(warning)
+                    print(f"warning: {warning}", file=sys.stderr)
                 return None
             return answer if isinstance(answer, str) and answer != "" else None
 
@@ -202,14 +296,71 @@ class Registry:
                 print(f"warning: {warnings[-1]}", file=sys.stderr)
         return warnings
 
-    def as_json(self) -> dict[str, list[dict[str, str]]]:
-        return {
+    def events(self) -> list[dict[str, Any]]:
+        """The plugins that implement event hooks (loggers ...): plugin, distribution, the hooks."""
+        hooks: dict[str, list[str]] = {}
+        for hook_name in EVENTS:
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                hooks.setdefault(impl.plugin_name, []).append(hook_name)
+        return [{"name": plugin, "plugin": plugin, "distribution": self._dist.get(plugin, "?"), "hooks": names}
+                for plugin, names in sorted(hooks.items())]
+
+    def as_json(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {
             kind: [
                 {"name": r.name, "plugin": r.plugin, "distribution": r.distribution}
                 for r in sorted(entries.values(), key=lambda r: r.name)
             ]
             for kind, entries in self.items.items()
         }
+        out["events"] = self.events()
+        return out
+
+
+class _Guarded:
+    """A proxy that runs every method of a plugin's object under :meth:`Registry.guard` (attributes pass)."""
+
+    def __init__(self, registry: Registry, kind: str, name: str, obj: Any) -> None:
+        object.__setattr__(self, "_guard", (registry, kind, name))
+        object.__setattr__(self, "wrapped", obj)
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self.wrapped, attr)
+        if not callable(value) or attr.startswith("__"):
+            return value
+        registry, kind, name = self._guard
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with registry.guard(kind, name):
+                return value(*args, **kwargs)
+
+        return call
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        setattr(self.wrapped, attr, value)
+
+
+def _annotations(factory: Any) -> dict[str, Any]:
+    """The parameter annotations of a factory (a class: its ``__init__``), each resolved on its own; one that
+    cannot be resolved is left out (not checked)."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return {}
+    namespace = dict(getattr(inspect.unwrap(target), "__globals__", {}))
+    out = {}
+    for name, param in params.items():
+        hint = param.annotation
+        if hint is param.empty or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+            continue
+        if isinstance(hint, str):
+            try:
+                hint = eval(hint, namespace)  # noqa: S307 - the plugin's own annotation text, in its module
+            except Exception:
+                continue
+        out[name] = hint
+    return out
 
 
 def _selected(filter_value: str | None) -> set[str] | None:
@@ -233,8 +384,8 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
                  key=lambda e: (e.dist is None or e.dist.name != "star-kit", e.dist.name if e.dist else "", e.name))
     for ep in eps:
         dist = ep.dist.name if ep.dist else "?"
-        if only is not None and dist not in only and ep.name not in only:
-            continue
+        if only is not None and dist != BUILTIN_DISTRIBUTION and dist not in only and ep.name not in only:
+            continue  # the filter selects third-party plugins; star-kit's own always load
         try:
             plugin = ep.load()
         except Exception as exc:

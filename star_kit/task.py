@@ -33,11 +33,41 @@ def load_lm_eval_yaml(path: Path) -> dict[str, Any]:
 
 def extract_filter(config: dict[str, Any]) -> tuple[str, str] | None:
     """(filter pipeline name, extractor name) of the lm-eval config's ``star_kit_extract`` step, or None."""
-    for flt in config.get("filter_list", []):
-        for step in flt.get("filter", []):
-            if step.get("function") == "star_kit_extract":
+    for flt in config.get("filter_list") or []:
+        for step in flt.get("filter") or []:
+            if step.get("function") == "star_kit_extract" and isinstance(step.get("extractor"), str):
                 return flt.get("name", "none"), step["extractor"]
     return None
+
+
+#: What a task's lm-eval config must hold (star-kit fills in ``dataset_kwargs.data_files``).
+LM_EVAL_REQUIRED = {
+    "task": "a name",
+    "dataset_path": "json",
+    "test_split": "the split name data_files uses (test)",
+    "output_type": "generate_until",
+    "doc_to_text": '"{{prompt}}"',
+    "doc_to_target": '"{{answer}}"',
+}
+
+
+def lm_eval_config_problems(config: Any) -> list[str]:
+    """What is wrong with a task's lm-eval config ([] when nothing): a missing required key, an
+    ``output_type`` other than ``generate_until``, no ``star_kit_extract`` filter naming an extractor."""
+    if not isinstance(config, dict):
+        return [f"expected a mapping, got {type(config).__name__}"]
+    problems = [f"no {key!r} key ({what})" for key, what in LM_EVAL_REQUIRED.items() if key not in config]
+    if config.get("output_type", "generate_until") != "generate_until":
+        problems.append(f"output_type is {config['output_type']!r}; star-kit evaluates generate_until only")
+    if config.get("dataset_path", "json") != "json":
+        problems.append(f"dataset_path is {config['dataset_path']!r}; star-kit renders the questions as json")
+    try:
+        found = extract_filter(config)
+    except (AttributeError, KeyError, TypeError):
+        found = None
+    if found is None:
+        problems.append("no filter_list step `function: star_kit_extract` with `extractor: NAME`")
+    return problems
 
 
 def load_exemplars(path: Path) -> list[Exemplar]:

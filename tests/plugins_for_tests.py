@@ -27,14 +27,45 @@ def first_word(text):
     return words[0] if words else None
 
 
+class RaisingTask(ArithmeticTask):
+    """A task whose data loading has a bug: its errors must name this plugin, not a traceback."""
+
+    def examples(self, split, n, seed):
+        raise KeyError("split table")
+
+
+class NoTaskKeyTask(ArithmeticTask):
+    """A task whose lm-eval config lacks its ``task`` key: refused when it is created, naming this plugin."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.lm_eval_config = {k: v for k, v in self.lm_eval_config.items() if k != "task"}
+
+
+class RaisingExtractorTask(ArithmeticTask):
+    """Arithmetic whose extractor raises on every text."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.extractor = "raising-extractor"
+
+
+def raising_extractor(text):
+    raise ValueError("extractor bug")
+
+
 @star_kit.hookimpl
 def register_tasks(register):
     register("lenient-arithmetic", LenientArithmetic)
+    register("raising-task", RaisingTask)
+    register("no-task-key", NoTaskKeyTask)
+    register("raising-extractor-task", RaisingExtractorTask)
 
 
 @star_kit.hookimpl
 def register_extractors(register):
     register("first-word", first_word)
+    register("raising-extractor", raising_extractor)
 
 
 def even_examples(example, rationale):
@@ -104,3 +135,72 @@ class CrashingHF:
 def register_samplers(register):
     register("broken", BrokenSampler)
     register("crashing-hf", CrashingHF)
+    register("scripted", ScriptedSampler)
+
+
+# -- a scripted sampler and a recording trainer: the whole loop, no model, seconds ---------------------------
+import re  # noqa: E402
+
+#: what the scripted sampler and the recording trainer saw, in order (tests reset it)
+EVENTS: list[tuple] = []
+_HINTED = re.compile(r"\(Hint: the answer is (\([a-e]\)|-?\d+)")
+_SUM = re.compile(r"Q: (\d+) \+ (\d+) = \?")
+
+
+class ScriptedSampler:
+    """Answers by script, never by a model: a hinted prompt gets the hinted answer with a hint-free rationale;
+    an addition is answered right when its sum is divisible by 3 (else off by one); anything else gets "(e)".
+    Every ``generate`` records the model loaded then and whether the prompts carried the hint."""
+
+    def __init__(self, model: str, delay: float = 0.0, fail_init: bool = False):
+        if fail_init:
+            raise RuntimeError("no such device")
+        self.model = model
+        EVENTS.append(("init", model))
+
+    def answer(self, prompt):
+        last = prompt.rsplit("Q: ", 1)[-1]
+        hinted = _HINTED.search(last)
+        if hinted:
+            return f" Working it out step by step gives it. The answer is {hinted.group(1)}."
+        add = _SUM.search("Q: " + last)
+        if add:
+            total = int(add.group(1)) + int(add.group(2))
+            return f" I add them. The answer is {total if total % 3 == 0 else total + 1}."
+        return " It must be the last one. The answer is (e)."
+
+    def generate(self, prompts, params, advance=None):
+        hinted = any(_HINTED.search(p.rsplit("Q: ", 1)[-1]) for p in prompts)
+        EVENTS.append(("generate", self.model, hinted))
+        if advance:
+            advance(len(prompts))
+        return [[self.answer(p)] * params.n for p in prompts]
+
+    def load(self, model):
+        EVENTS.append(("load", model))
+        self.model = model
+
+    def close(self):
+        EVENTS.append(("close",))
+
+
+class RecordingTrainer:
+    """Records what it is given and saves a stand-in model folder (a config.json)."""
+
+    def __init__(self, lr: float = 0.1):
+        self.lr = lr
+
+    def train(self, base_model, examples, steps, output_dir, seed=0, advance=None):
+        import json
+        from pathlib import Path
+
+        EVENTS.append(("train", base_model, steps, [e.to_dict() for e in examples]))
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True)
+        (output_dir / "config.json").write_text(json.dumps({"steps": steps}))
+        return output_dir
+
+
+@star_kit.hookimpl
+def register_trainers(register):
+    register("recording", RecordingTrainer)

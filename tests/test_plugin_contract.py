@@ -1,0 +1,202 @@
+"""What a plugin author and a user meet at the edges: options, errors attributed to the plugin that raised, the
+start-up order (nothing written before everything is checked), the lm-eval config and protocol checks, the
+loggers' fields, and one notion of "right" (Task.is_correct) from filtering to evaluation."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+import star_kit
+from star_kit.cli import main
+from star_kit.cli_common import key_value
+from star_kit.config import RunConfig, load_config_file
+from star_kit.errors import PluginError
+from star_kit.records import IterationResult
+from star_kit.registry import Registry, load_registry
+from test_loop_scripted import base_model, scripted_run  # noqa: F401  (fixture)
+
+
+def _module(name, **hooks):
+    mod = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(mod, hook, star_kit.hookimpl(fn))
+    return mod
+
+
+def _run(tmp_path, base_model, *flags):
+    return main(["run", "--model", base_model, "--sampler", "scripted", "--trainer", "recording", "--verifier",
+                 "none", "--out", str(tmp_path / "run"), "--no-progress", "--iterations", "1", "--train-size", "3",
+                 "--eval-size", "2", *flags])
+
+
+# 1. core options are offered, not forced ----------------------------------------------------------------------
+def test_skip_bad_rows_is_not_forced_into_a_task_that_reads_no_files(test_plugin, tmp_path, base_model):
+    star, history, _, lines = scripted_run(test_plugin, tmp_path, base_model, iterations=1, skip_bad_rows=True)
+    assert history[-1].iteration == 1
+    assert any("--skip-bad-rows is not used: task 'arithmetic'" in line for line in lines)
+
+
+# 2. STAR_KIT_LOAD_PLUGINS selects third-party plugins; the built-ins stay ----------------------------------------
+def test_load_plugins_filter_keeps_the_builtins(test_plugin, monkeypatch):
+    monkeypatch.setenv("STAR_KIT_LOAD_PLUGINS", "star-kit-multiply")
+    registry = load_registry()
+    assert "hf" in registry.names("samplers") and "trl-sft" in registry.names("trainers")
+    assert "arithmetic" in registry.names("tasks")
+
+
+# 3. a Task method that raises is attributed to its plugin (run and bench) -----------------------------------------
+def test_a_task_that_raises_is_named_in_run_and_bench(test_plugin, tmp_path, base_model, capsys):
+    assert _run(tmp_path, base_model, "--task", "raising-task") == 1
+    err = capsys.readouterr().err.strip()
+    assert "task 'raising-task' (plugin 'plugins_for_tests', distribution '(--plugin)') failed: KeyError" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert main(["bench", "--model", base_model, "--tasks", "raising-task", "--sampler", "scripted",
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "task 'raising-task' (plugin 'plugins_for_tests'" in err and "Traceback" not in err
+
+
+# 4. a task's lm-eval config is checked when the task is created ---------------------------------------------------
+def test_an_lm_eval_config_without_task_key_names_the_task_plugin(test_plugin):
+    with pytest.raises(PluginError) as err:
+        load_registry().create("tasks", "no-task-key")
+    message = str(err.value)
+    assert message.startswith("task 'no-task-key' (plugin 'plugins_for_tests'") and "no 'task' key" in message
+    assert "sampler" not in message and err.value.exit_code == 2
+
+
+# 5. an extractor that raises warns once; iteration 0 records its no-answer count ---------------------------------
+def test_a_raising_extractor_warns_once_and_no_answer_is_recorded(test_plugin, tmp_path, base_model, capsys):
+    star, history, _, _ = scripted_run(test_plugin, tmp_path, base_model, task="raising-extractor-task",
+                                       iterations=1, train_size=4, eval_size=3)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "raising-extractor" in line]
+    assert len(warnings) == 1 and "ValueError: extractor bug" in warnings[0] and "plugins_for_tests" in warnings[0]
+    baseline = json.loads(star.store.metrics_path.read_text().splitlines()[0])
+    assert baseline["iteration"] == 0 and baseline["no_answer"] == 3 == history[0].no_answer
+    assert history[1].no_answer == 4
+
+
+# 6. everything that can fail is checked before config.yaml is written and before a model loads --------------------
+@pytest.mark.parametrize("flags,message", [
+    (["--trainer-opt", "nope=1"], "trainer 'recording' (plugin 'plugins_for_tests', distribution '(--plugin)') "
+                                  "rejected its options ['nope']"),
+    (["--trainer-opt", "lr=fast"], "trainer 'recording' (plugin 'plugins_for_tests', distribution '(--plugin)'): "
+                                   "option lr='fast' is not a number"),
+    (["--sampler-opt", "delay=soon"], "sampler 'scripted' (plugin 'plugins_for_tests', distribution '(--plugin)'): "
+                                      "option delay='soon' is not a number"),
+    (["--sampler-opt", "fail_init=true"], "sampler 'scripted' (plugin 'plugins_for_tests', distribution "
+                                          "'(--plugin)') failed: RuntimeError: no such device"),
+])
+def test_a_failed_start_leaves_nothing_that_blocks_the_next(test_plugin, tmp_path, base_model, capsys, flags,
+                                                            message):
+    import plugins_for_tests
+
+    plugins_for_tests.EVENTS.clear()
+    assert _run(tmp_path, base_model, *flags) in (1, 2)
+    err = capsys.readouterr().err.strip()
+    assert message in err.splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    if "fail_init" not in str(flags):
+        assert plugins_for_tests.EVENTS == []  # no model was loaded
+    assert _run(tmp_path, base_model) == 0  # the same directory, without the bad option: a fresh run
+
+
+# 7. KEY=VALUE: one rule; options checked against the factory's annotations ---------------------------------------
+def test_key_value_one_rule():
+    assert key_value("learning_rate=1e-4") == ("learning_rate", 1e-4)
+    assert key_value("batch-size=8") == ("batch_size", 8)
+    assert key_value("lora=true") == ("lora", True) and key_value("lora=False") == ("lora", False)
+    assert key_value("x=no") == ("x", "no") and key_value("x=null") == ("x", "null")
+    assert key_value("served_model={model}") == ("served_model", "{model}")
+    assert key_value("digits=1-3") == ("digits", "1-3")
+
+
+def test_config_file_options_read_numbers_as_numbers(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trainer_options: {learning_rate: 1e-4, lora: true, name: no}\n")
+    assert load_config_file(cfg)["trainer_options"] == {"learning_rate": 1e-4, "lora": True, "name": False}
+
+
+def test_options_are_checked_against_annotations():
+    registry = load_registry()
+    with pytest.raises(PluginError, match=r"^sampler 'hf' \(plugin 'hf', distribution 'star-kit'\): option "
+                                          r"prefix_cache='yes' is not true or false$"):
+        registry.check_options("samplers", "hf", "m", prefix_cache="yes")
+    registry.check_options("samplers", "hf", "m", batch_size="auto", dtype="float32")  # int | str
+    registry.check_options("trainers", "trl-sft", launch_args=["--x"], learning_rate=1e-4)  # **sft_options
+
+
+# 8. plugin loading: an installed module again, a misspelt hook, event plugins, python -m star_kit ------------------
+def test_plugin_already_installed_is_one_short_line():
+    registry = load_registry(["star_kit_plugins.arithmetic"])
+    assert len(registry.problems) == 1
+    assert "already loaded as plugin 'arithmetic'" in registry.problems[0] and len(registry.problems[0]) < 200
+
+
+def test_misspelt_hooks_are_reported():
+    registry = Registry()
+    registry.add_plugin(_module("typo", register_task=lambda register: None,
+                                star_kit_iteration_ended=lambda iteration: None), "typo", "dist-typo")
+    registry.collect()
+    assert len(registry.problems) == 2
+    assert any("'register_task'" in p and "did you mean 'register_tasks'" in p and "dist-typo" in p
+               for p in registry.problems)
+    assert any("did you mean 'star_kit_iteration_end'" in p for p in registry.problems)
+
+
+def test_plugins_lists_event_plugins(capsys):
+    assert main(["plugins", "--json"]) == 0
+    events = {e["name"]: e for e in json.loads(capsys.readouterr().out)["events"]}
+    assert events["csv-logger"]["hooks"] == ["star_kit_iteration_end"]
+    assert events["csv-logger"]["distribution"] == "star-kit"
+
+
+def test_python_dash_m_star_kit():
+    out = subprocess.run([sys.executable, "-m", "star_kit", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "usage: star-kit" in out.stdout
+
+
+# 9. the loggers' fields come from the record -----------------------------------------------------------------------
+def test_loggers_derive_their_fields_from_iteration_result():
+    from star_kit_plugins import csv_logger, tensorboard_logger
+
+    numeric = [f.name for f in dataclasses.fields(IterationResult) if f.name not in ("seconds", "checkpoint")]
+    result = IterationResult(**{name: i + 1 for i, name in enumerate(numeric)})
+    assert set(csv_logger.row_of(result)) >= {*numeric, "checkpoint"}
+    tags = tensorboard_logger.scalars(result)
+    assert tags["samples/unverified"] == numeric.index("unverified") + 1
+    assert len(tags) == len(numeric) - 1  # every numeric field but the step itself (iteration)
+
+
+# B. the contract: protocol checked at creation; evaluation scored by Task.is_correct -------------------------------
+def test_a_factory_result_is_checked_against_its_protocol():
+    class HalfSampler:
+        def __init__(self, model):
+            self.model = model
+
+        def load(self, model):
+            pass
+
+    registry = Registry()
+    registry.add_plugin(_module("half", register_samplers=lambda register: register("half", HalfSampler)),
+                        "half", "dist-half")
+    registry.collect()
+    with pytest.raises(PluginError, match=r"sampler 'half' \(plugin 'half', distribution 'dist-half'\) returned a "
+                                          r"HalfSampler that lacks method close\(\), method generate\(\)"):
+        registry.create("samplers", "half", "m")
+
+
+def test_evaluation_scores_with_the_tasks_is_correct(test_plugin, tmp_path, base_model):
+    # lenient-arithmetic's is_correct accepts any answer; its extractor takes the first word ("I" here), which
+    # exact_match against the gold sum would score 0
+    star, history, _, _ = scripted_run(test_plugin, tmp_path, base_model, task="lenient-arithmetic",
+                                       iterations=1, train_size=3, eval_size=4)
+    assert [r.accuracy for r in history] == [1.0, 1.0]
+    rows = [json.loads(line) for line in star.store.artifact(0, "eval_samples.jsonl").read_text().splitlines()]
+    assert all(r["correct"] and r["predicted"] == "I" for r in rows)
+    assert json.loads(star.store.artifact(0, "eval.json").read_text())["metric"] == "task.is_correct"
