@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from star_kit.cli import main
+from star_kit.store import read_jsonl
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 KEYS = {"model", "task", "accuracy", "stderr", "n", "seconds"}
@@ -26,7 +27,11 @@ def test_bench_models_by_tasks_writes_json(tiny_model, tmp_path, capsys):
     assert [r["task"] for r in rows] == ["arithmetic", "commonsense_qa", "gsm8k"]
     for r in rows:
         assert KEYS <= set(r)
-        assert r["model"] == tiny_model and 0.0 <= r["accuracy"] <= 1.0 and r["seconds"] >= 0
+        assert r["model"] == tiny_model and r["seconds"] >= 0 and r["metric"] == "task.is_correct"
+        # the accuracy is the share of the kept evaluation samples that the task's is_correct accepts
+        kept = read_jsonl(next((tmp_path / "samples").rglob(f"{r['task']}/eval_samples.jsonl")))
+        assert len(kept) == r["n"] and r["accuracy"] == sum(s["correct"] for s in kept) / len(kept)
+        assert r["no_answer"] == sum(s["predicted"] is None for s in kept)
     # --limit 3, but the fixture eval splits hold 2 rows each
     assert [r["n"] for r in rows] == [3, 2, 2]
     printed = capsys.readouterr().out

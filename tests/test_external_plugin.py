@@ -98,7 +98,9 @@ def test_one_star_iteration_on_the_installed_task(installed_multiply, tiny_model
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1]
     assert rows[1]["sampled"] == 6 and rows[1]["kept"] + rows[1]["no_answer"] <= 6
-    assert 0.0 <= rows[1]["accuracy"] <= 1.0
+    evaluated = [json.loads(line) for line in (out / "iter_01" / "eval_samples.jsonl").read_text().splitlines()]
+    assert [e["correct"] for e in evaluated] == [e["predicted"] == e["gold"] for e in evaluated]  # is_correct
+    assert rows[1]["accuracy"] == sum(e["correct"] for e in evaluated) / 4
     assert set(rows[1]["seconds"]) >= {"sample", "evaluate"}
     samples = [json.loads(line) for line in (out / "iter_01" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 6

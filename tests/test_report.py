@@ -1,8 +1,7 @@
 """Seeing a run: ``star-kit report`` (HTML + PNG), the CSV / TensorBoard / W&B loggers, and the report driven in a
 real headless Chromium (skipped, with the reason, when chromium, chromedriver or selenium is missing).
 
-``STAR_KIT_SCREENSHOT_RUN=DIR pytest tests/test_report.py -k docs_screenshot`` renders the report of the run in DIR
-and saves the screenshot the README shows (docs/report.png).
+The screenshot the README shows (docs/report.png) is made by ``scripts/docs_screenshot.py RUN``, not by a test.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from star_kit.report import write_report
 from star_kit.store import read_jsonl, write_jsonl, write_yaml
 
 TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
 EVIL = '</script><script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'"> & <b>'
 
 
@@ -407,22 +405,6 @@ def test_report_in_a_browser_filters_search_and_escapes(browser, tmp_path):
     its = [o.get_attribute("value") for o in Select(browser.find_element("id", "iteration")).options]
     assert its == ["0", "1", "2"]
     assert [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"] == []
-
-
-@pytest.mark.skipif(not os.environ.get("STAR_KIT_SCREENSHOT_RUN"), reason="set STAR_KIT_SCREENSHOT_RUN=DIR to "
-                    "render DIR's report into docs/report.png")
-def test_docs_screenshot(browser):
-    run = Path(os.environ["STAR_KIT_SCREENSHOT_RUN"])
-    html_path, _ = write_report(run)
-    assert _open(browser, html_path) == []
-    rows = browser.find_elements("css selector", "#list li.st-rationalized") or _rows(browser)
-    if rows:
-        rows[0].click()
-    browser.set_window_size(1400, 1450)
-    target = REPO / "docs" / "report.png"
-    target.parent.mkdir(exist_ok=True)
-    browser.save_screenshot(str(target))
-    assert target.stat().st_size > 10_000
 
 
 def test_a_rationale_the_verifier_rejected_is_not_kept_in_the_report():
