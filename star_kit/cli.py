@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import typing
 from typing import Any, Sequence
 
 import yaml
@@ -32,34 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file with any of the run keys; flags override it")
     run.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its first unfinished step")
-    run.add_argument("--task", help="task name (see `star-kit plugins`); default arithmetic")
-    run.add_argument("--model", help="model alias, local folder, .gguf file or hub id; default smollm2-135m")
-    run.add_argument("--sampler", help="sampler (model backend): auto (default: vllm on a GPU where installed, else hf), hf, vllm, ray, openai")
-    run.add_argument("--trainer", help="trainer name; default trl-sft")
-    run.add_argument("--out", help="run directory; default runs/star")
-    run.add_argument("--iterations", type=int, help="maximum STaR iterations; default 3")
-    run.add_argument("--patience", type=int, help="stop after this many iterations without improvement; default 2")
-    run.add_argument("--train-size", type=optional_int, help="training questions per iteration ('all' for all)")
-    run.add_argument("--eval-size", type=optional_int, help="held-out evaluation questions ('all' for all)")
-    run.add_argument("--no-rationalize", dest="rationalize", action="store_false",
-                     help="do not rationalize failures (STaR without rationalization)")
-    run.add_argument("--verifier", help="rationale verifier: auto (the task's own; default), none, or a name")
-    run.add_argument("--no-baseline", dest="baseline", action="store_false",
-                     help="skip evaluating the base model as iteration 0")
-    run.add_argument("--seed", type=int, help="random seed (data, sampling, training); default 0")
-    run.add_argument("--temperature", type=float, help="sampling temperature for rationales; 0 = greedy")
-    run.add_argument("--samples", type=int,
-                     help="rationales sampled per question (k > 1 needs --temperature > 0); default 1")
-    run.add_argument("--top-p", type=float, help="nucleus sampling for rationales; default 1.0")
-    run.add_argument("--base-steps", type=int, help="training steps of iteration 1; default 40")
-    run.add_argument("--step-growth", type=float, help="steps grow by this factor per iteration; default 1.2")
-    run.add_argument("--step-schedule", choices=["exponential", "linear"], help="steps schedule")
-    run.add_argument("--train-fewshot", action="store_true",
-                     help="fine-tune on the full few-shot prompt (default: the question alone, ~10x fewer tokens)")
-    run.add_argument("--skip-bad-rows", action="store_true",
-                     help="drop malformed data rows (counted and reported) instead of stopping at the first")
-    run.add_argument("--chunk-size", type=int, help="questions sampled and saved per chunk (resume unit); 128")
-    run.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
+    add_config_flags(run)
     run.add_argument("--task-opt", dest="task_options", type=key_value, action="append", metavar="KEY=VALUE",
                      help="task option, e.g. digits=1-3 (repeatable)")
     run.add_argument("--sampler-opt", dest="sampler_options", type=key_value, action="append",
@@ -78,6 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     report.add_parser(sub)
     return parser
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`RunConfig` field (``train_size`` -> ``--train-size``), its help and choices from the
+    field's metadata, its default from the field; booleans as ``--x/--no-x`` (so a flag can undo a YAML value).
+    The ``*_options`` and ``plugins`` fields have their repeatable flags (``--task-opt K=V``, ``--plugin M``)."""
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        if "help" not in f.metadata:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        hint = hints[f.name]
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+        if hint == int | None:
+            kind = optional_int
+        else:
+            kind = next((t for t in (int, float, str) if hint in (t, t | None)), str)
+        parser.add_argument(flag, type=kind, choices=f.metadata.get("choices"), help=help_text,
+                            metavar=f.name.upper() if not f.metadata.get("choices") else None)
 
 
 def merged_config(args: argparse.Namespace) -> RunConfig:

@@ -15,33 +15,44 @@ import yaml
 from .errors import StarKitError
 
 
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A config field whose ``star-kit run`` flag is generated from it (help text and choices in its metadata)."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a STaR run (``RUN/config.yaml`` holds exactly these keys)."""
 
-    task: str = "arithmetic"
-    model: str = "smollm2-135m"
-    sampler: str = "auto"  # auto: vllm on a CUDA machine where vLLM is installed, else hf
-    trainer: str = "trl-sft"
-    out: str = "runs/star"
-    iterations: int = 3  # the default job (128/64 questions, 40, 48, 58 steps): about 8 min on 2 CPU cores
-    patience: int = 2
-    train_size: int | None = 128
-    eval_size: int | None = 64
-    rationalize: bool = True
-    verifier: str = "auto"  # auto: the task's own rationale verifier; none: no check beyond the answer; or a name
-    baseline: bool = True
-    seed: int = 0
-    temperature: float = 0.0
-    samples: int = 1  # rationales sampled per question (k > 1 needs temperature > 0); identical ones train once
-    top_p: float = 1.0
-    base_steps: int = 40
-    step_growth: float = 1.2
-    step_schedule: str = "exponential"  # exponential: base·growth^(n-1); linear: base + 20·(n-1)
-    train_fewshot: bool = False  # fine-tune on the few-shot prompt too (10x the tokens), not just the question
-    data_dir: str | None = None
-    skip_bad_rows: bool = False  # drop (and count) malformed data rows instead of stopping at the first
-    chunk_size: int = 128  # questions sampled (and saved for resume) per chunk
+    task: str = _opt("arithmetic", "task name (see `star-kit plugins`)")
+    model: str = _opt("smollm2-135m", "model alias, local folder, .gguf file or hub id")
+    sampler: str = _opt("auto", "sampler (model backend): auto (vllm on a CUDA machine where vLLM is installed, "
+                                "else hf), hf, vllm, ray, openai")
+    trainer: str = _opt("trl-sft", "trainer name")
+    out: str = _opt("runs/star", "run directory")
+    # the default job (128/64 questions, 40, 48, 58 steps): about 8 min on 2 CPU cores
+    iterations: int = _opt(3, "maximum STaR iterations")
+    patience: int = _opt(2, "stop after this many iterations without improvement (0: never)")
+    train_size: int | None = _opt(128, "training questions per iteration ('all' for all)")
+    eval_size: int | None = _opt(64, "held-out evaluation questions ('all' for all)")
+    rationalize: bool = _opt(True, "rationalize failures (--no-rationalize: STaR without rationalization)")
+    verifier: str = _opt("auto", "rationale verifier: auto (the task's own), none (no check beyond the answer), "
+                                 "or a verifier's name")
+    baseline: bool = _opt(True, "evaluate the base model as iteration 0")
+    seed: int = _opt(0, "random seed (data, sampling, training)")
+    temperature: float = _opt(0.0, "sampling temperature for rationales; 0 = greedy")
+    samples: int = _opt(1, "rationales sampled per question (k > 1 needs --temperature > 0); identical ones train "
+                           "once")
+    top_p: float = _opt(1.0, "nucleus sampling for rationales")
+    base_steps: int = _opt(40, "training steps of iteration 1")
+    step_growth: float = _opt(1.2, "steps grow by this factor per iteration")
+    step_schedule: str = _opt("exponential", "exponential: base·growth^(n-1); linear: base + 20·(n-1)",
+                              choices=("exponential", "linear"))
+    train_fewshot: bool = _opt(False, "fine-tune on the full few-shot prompt (default: the question alone, ~10x "
+                                      "fewer tokens)")
+    data_dir: str | None = _opt(None, "local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
+    skip_bad_rows: bool = _opt(False, "drop (and count) malformed data rows instead of stopping at the first")
+    chunk_size: int = _opt(128, "questions sampled and saved per chunk (the resume unit)")
     task_options: dict[str, Any] = field(default_factory=dict)
     sampler_options: dict[str, Any] = field(default_factory=dict)
     trainer_options: dict[str, Any] = field(default_factory=dict)

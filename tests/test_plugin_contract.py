@@ -200,3 +200,23 @@ def test_evaluation_scores_with_the_tasks_is_correct(test_plugin, tmp_path, base
     rows = [json.loads(line) for line in star.store.artifact(0, "eval_samples.jsonl").read_text().splitlines()]
     assert all(r["correct"] and r["predicted"] == "I" for r in rows)
     assert json.loads(star.store.artifact(0, "eval.json").read_text())["metric"] == "task.is_correct"
+
+
+# D. the run flags come from RunConfig: every field has one, and a boolean flag can undo a YAML value --------------
+def test_run_flags_are_generated_from_runconfig_and_booleans_undo_yaml(tmp_path, capsys):
+    from star_kit.cli import build_parser
+
+    run = next(a for a in build_parser()._subparsers._group_actions[0].choices.values() if a.prog.endswith(" run"))
+    flags = {s for action in run._actions for s in action.option_strings}
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in ("task_options", "sampler_options", "trainer_options", "plugins"):
+            assert "--" + f.name.replace("_", "-") in flags, f.name
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train_fewshot: true\nskip_bad_rows: true\nrationalize: false\nbaseline: false\n")
+    assert main(["run", "--config", str(cfg), "--no-train-fewshot", "--no-skip-bad-rows", "--rationalize",
+                 "--baseline", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "train_fewshot: false" in out and "skip_bad_rows: false" in out
+    assert "rationalize: true" in out and "baseline: true" in out
+    assert main(["run", "--no-rationalize", "--print-config"]) == 0
+    assert "rationalize: false" in capsys.readouterr().out
