@@ -86,7 +86,9 @@ def run_targets(run_dir: Path) -> tuple[dict[str, Any], list[Target]]:
     if not config_path.is_file():
         raise StarKitError(f"--run {run_dir}: no config.yaml there (not a star-kit run directory)", 2)
     config = load_config_file(config_path)
-    base = str(config.get("model") or "smollm2-135m")
+    from .config import RunConfig
+
+    base = str(config.get("model") or RunConfig().model)
     targets = [Target(f"iter 0 ({base})", base, iteration=0)]
     for d in sorted(run_dir.glob("iter_[0-9]*")):
         ckpt = d / "checkpoint"
@@ -268,6 +270,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         given = {"plugins": args.plugins, "sampler_options": dict(args.sampler_options),
                  "task_options": options_for(run_task, dict(args.task_options))}
         run_config = code_from_saved(run_config, given, f"--run {args.run}")
+        # through RunConfig: its types checked, a key the run predates takes RunConfig's default (one source)
+        from .config import RunConfig
+
+        known = {k: v for k, v in run_config.items() if k in RunConfig.keys()}
+        run_config = RunConfig.from_dict(known, source=f"--run {args.run}: config.yaml").to_dict()
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
     task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]

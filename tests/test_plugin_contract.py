@@ -220,3 +220,12 @@ def test_run_flags_are_generated_from_runconfig_and_booleans_undo_yaml(tmp_path,
     assert "rationalize: true" in out and "baseline: true" in out
     assert main(["run", "--no-rationalize", "--print-config"]) == 0
     assert "rationalize: false" in capsys.readouterr().out
+
+
+def test_bench_reads_a_run_config_through_runconfig(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("task: arithmetic\nseed: two\n")
+    assert main(["bench", "--run", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.yaml: key 'seed' is 'two' (a string); expected an integer" in err and len(err.splitlines()) == 1
