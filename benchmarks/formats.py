@@ -72,7 +72,13 @@ def main() -> None:
 
     registry = load_registry()
     base = resolve_model(args.model)
-    trainer_options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.trainer_opt)}
+    def value(text: str):
+        try:
+            return float(text) if "e" in text.lower() and not text.isalpha() else yaml.safe_load(text)
+        except ValueError:
+            return yaml.safe_load(text)
+
+    trainer_options = {k: value(v) for k, v in (o.split("=", 1) for o in args.trainer_opt)}
     modes = args.modes.split(",")
     sampler = registry.create("samplers", "hf", base)
     results = []

@@ -2,9 +2,11 @@
 
 Rationale formats (task option ``format``; each has its exemplars and its verifier, which checks every step)::
 
-    column       347 + 285: 7+5=12, 4+8+1=13, 3+2+1=6. The answer is 632.
-                 (right to left, one column per step, the carry written as "+1"; the same steps at every length)
     place_value  347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632. The answer is 632.
+                 (the default: the only format measured that SmolLM2-135M starts few-shot, on 1-digit sums)
+    column       347 + 285: 7+5=12, 4+8+1=13, 3+2+1=6. The answer is 632.
+                 (right to left, one column per step, the carry written as "+1"; the same steps at every length;
+                 SmolLM2-135M cannot start it few-shot, even on 1-digit sums)
 
 docs/results/arithmetic_formats.md has the measurements behind the default.
 """
@@ -186,12 +188,12 @@ FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)
     "column": ("fewshot_column.jsonl", "arithmetic-column", column_rationale),
     "place_value": ("fewshot.jsonl", "arithmetic", place_value_rationale),
 }
-DEFAULT_FORMAT = "column"
+DEFAULT_FORMAT = "place_value"
 
 
 class ArithmeticTask(FewShotTask):
     """Seeded n-digit addition. Options: ``digits`` (train, default '1-5'), ``eval_digits`` (default: digits),
-    ``format`` (the rationale format: column, the default, or place_value; its exemplars and verifier),
+    ``format`` (the rationale format: place_value, the default, or column; its exemplars and verifier),
     ``rationales`` (False: direct answers, the baseline)."""
 
     name = "arithmetic"

@@ -76,7 +76,8 @@ def test_column_rationale():
 
 def test_formats_pick_exemplars_and_verifier():
     registry = load_registry()
-    column = registry.create("tasks", "arithmetic")  # the default format
+    assert registry.create("tasks", "arithmetic").format == "place_value"  # the default
+    column = registry.create("tasks", "arithmetic", format="column")
     assert (column.format, column.verifier) == ("column", "arithmetic-column")
     assert column.prompt(column.examples("train", 1, 0)[0]).startswith("Q: 6 + 7 = ?\nA: 6 + 7: 6+7=13. The answer is 13.")
     place = registry.create("tasks", "arithmetic", format="place_value")
