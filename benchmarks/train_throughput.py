@@ -94,7 +94,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             log = [json.loads(line) for line in open(os.path.join(tmp, "ckpt", "train_log.jsonl"))]
         tokens = int(log[-1].get("num_tokens", 0)) if log else 0
-        return tokens, seconds, trainer.learning_rate
+        return tokens, seconds, trainer.sft_options["learning_rate"]
 
     trl_tokens, trl_s, lr = trl()
     plain_tokens, plain_s = plain_loop(path, data, args.steps, args.batch_size, lr)

@@ -341,26 +341,19 @@ class _Guarded:
 
 
 def _annotations(factory: Any) -> dict[str, Any]:
-    """The parameter annotations of a factory (a class: its ``__init__``), each resolved on its own; one that
-    cannot be resolved is left out (not checked)."""
+    """The parameter annotations of a factory (a class: its ``__init__``), resolved by ``inspect`` in the
+    plugin's own module; when they cannot all be resolved, only the ones that are not strings are checked."""
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return {}
-    namespace = dict(getattr(inspect.unwrap(target), "__globals__", {}))
-    out = {}
-    for name, param in params.items():
-        hint = param.annotation
-        if hint is param.empty or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        if isinstance(hint, str):
-            try:
-                hint = eval(hint, namespace)  # noqa: S307 - the plugin's own annotation text, in its module
-            except Exception:
-                continue
-        out[name] = hint
-    return out
+        params = inspect.signature(target, eval_str=True).parameters
+    except Exception:  # an annotation that does not resolve (a name only imported for type checking)
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            return {}
+    return {name: p.annotation for name, p in params.items()
+            if p.annotation is not p.empty and not isinstance(p.annotation, str)
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
 def _selected(filter_value: str | None) -> set[str] | None:

@@ -105,8 +105,9 @@ def test_trainer_out_of_memory_halves_the_batch_keeps_the_effective_batch(tiny_m
     calls = []
 
     def flaky(*args, **kwargs):
-        calls.append((trainer.batch_size, trainer.grad_accum))
-        if trainer.batch_size > 2:
+        options = args[-1]  # the SFTConfig options of this attempt
+        calls.append((options["per_device_train_batch_size"], options["gradient_accumulation_steps"]))
+        if options["per_device_train_batch_size"] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(*args, **kwargs)
 
