@@ -28,17 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ["--plugin", "test_security", "--sampler", "canned", "--trainer", "no-train"]
 
 
-@pytest.fixture()
-def fake_model(tmp_path):
-    path = tmp_path / "model"
-    path.mkdir()
-    (path / "config.json").write_text("{}")
-    return str(path)
-
-
-def _run(out, model, *extra):
-    return main(["run", *PLUGIN, "--model", model, "--out", str(out), "--iterations", "0", "--eval-size", "4",
-                 "--train-size", "4", "--no-progress", *extra])
+from test_security import _run, fake_model  # noqa: E402,F401 - the same run helper and model fixture
 
 
 def _one_line(capsys) -> str:
