@@ -25,7 +25,6 @@ from star_kit.errors import StarKitError, UnknownNameError
 from star_kit.store import RunLock, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ["--plugin", "test_security", "--sampler", "canned", "--trainer", "no-train"]
 
 
 from test_security import _run, fake_model  # noqa: E402,F401 - the same run helper and model fixture
