@@ -19,7 +19,7 @@ import sys
 from typing import Any, Sequence
 
 import star_kit
-from star_kit.errors import StarKitError
+from star_kit.errors import StarKitError, one_line
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams
 
@@ -122,7 +122,7 @@ class RaySampler:
         except Exception as exc:
             self.close()
             raise StarKitError(f"sampler 'ray': starting {workers} '{backend}' actors failed: "
-                               f"{_first_line(exc)}") from exc
+                               f"{one_line(exc)}") from exc
         hosts = sorted({i["host"] for i in infos})
         print(f"sampler 'ray': {workers} sampling actor{'s' if workers > 1 else ''} ('{backend}' backend, {cpus_per_worker} CPU"
               f"{f', {gpus_per_worker} GPU' if gpus_per_worker else ''} each) on {len(hosts)} node"
@@ -139,51 +139,48 @@ class RaySampler:
         if not prompts:
             return []
         shards = balance([len(p) for p in prompts], self.workers)
-        # Chunks per actor, in the order the actor runs them; every chunk keeps its own seed.
-        queues: list[list[list[int]]] = [
-            [shard[i : i + self.chunk_size] for i in range(0, len(shard), self.chunk_size)] for shard in shards
-        ]
+        # Numbered chunks per actor, in the order the actor runs them; a chunk's number gives it its own seed.
+        chunks = [(w, shard[i : i + self.chunk_size]) for w, shard in enumerate(shards)
+                  for i in range(0, len(shard), self.chunk_size)]
         results: list[list[str] | None] = [None] * len(prompts)
-        chunk_ids = {id(c): k for k, c in enumerate(c for q in queues for c in q)}
         restarts = 0
-        pending: dict[Any, tuple[int, list[int]]] = {}
+        pending: dict[Any, tuple[int, int, list[int]]] = {}  # ref -> (chunk number, worker, prompt indices)
 
-        def submit(worker: int, chunk: list[int]) -> None:
-            chunk_params = dataclasses.replace(params, seed=params.seed * 1_000_003 + chunk_ids[id(chunk)])
+        def submit(k: int, worker: int, chunk: list[int]) -> None:
+            chunk_params = dataclasses.replace(params, seed=params.seed * 1_000_003 + k)
             ref = self.actors[worker].generate.remote([prompts[i] for i in chunk], chunk_params)
-            pending[ref] = (worker, chunk)
+            pending[ref] = (k, worker, chunk)
 
-        for w, queue in enumerate(queues):
-            for chunk in queue:
-                submit(w, chunk)
+        for k, (w, chunk) in enumerate(chunks):
+            submit(k, w, chunk)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            ref = ready[0]
-            worker, chunk = pending.pop(ref)
+            k, worker, chunk = pending.pop(ready[0])
             try:
-                outs = ray.get(ref)
+                outs = ray.get(ready[0])
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                 # The actor died: start a new one on the current model, resubmit everything it still owed.
-                owed = [chunk] + [c for r, (w, c) in list(pending.items()) if w == worker]
-                for r in [r for r, (w, _) in pending.items() if w == worker]:
-                    pending.pop(r)
+                owed = [(k, chunk)]
+                for r in [r for r, (_, w, _) in pending.items() if w == worker]:
+                    j, _, c = pending.pop(r)
+                    owed.append((j, c))
                 restarts += 1
                 if restarts > self.max_restarts:
                     raise StarKitError(f"sampler 'ray': actor {worker} died and {self.max_restarts} restarts did "
-                                       f"not help; last error: {_first_line(exc)}") from exc
-                print(f"sampler 'ray': actor {worker} died ({_first_line(exc)}); restarting it and retrying "
-                      f"{sum(len(c) for c in owed)} prompts", file=sys.stderr, flush=True)
+                                       f"not help; last error: {one_line(exc)}") from exc
+                print(f"sampler 'ray': actor {worker} died ({one_line(exc)}); restarting it and retrying "
+                      f"{sum(len(c) for _, c in owed)} prompts", file=sys.stderr, flush=True)
                 try:
                     ray.kill(self.actors[worker])
                 except Exception:
                     pass
                 self.actors[worker] = self._start()
-                for c in sorted(owed, key=lambda c: chunk_ids[id(c)]):
-                    submit(worker, c)
+                for j, c in sorted(owed):
+                    submit(j, worker, c)
                 continue
             except ray.exceptions.RayTaskError as exc:  # the backend raised: its own error, one line
                 raise StarKitError(f"sampler 'ray': backend '{self.backend}' failed in actor {worker}: "
-                                   f"{_first_line(exc.cause if getattr(exc, 'cause', None) else exc)}") from exc
+                                   f"{one_line(exc.cause if getattr(exc, 'cause', None) else exc)}") from exc
             for i, out in zip(chunk, outs):
                 results[i] = out
             if advance is not None:
@@ -196,7 +193,7 @@ class RaySampler:
         try:
             self.ray.get([a.load.remote(model) for a in self.actors])
         except Exception as exc:
-            raise StarKitError(f"sampler 'ray': loading {model} into the actors failed: {_first_line(exc)}") from exc
+            raise StarKitError(f"sampler 'ray': loading {model} into the actors failed: {one_line(exc)}") from exc
 
     def close(self) -> None:
         for actor in self.actors:
@@ -222,12 +219,6 @@ def balance(lengths: Sequence[int], workers: int) -> list[list[int]]:
         shards[w].append(i)
         heapq.heappush(heap, (load + max(1, lengths[i]), w))
     return shards
-
-
-def _first_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 @star_kit.hookimpl

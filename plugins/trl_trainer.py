@@ -251,7 +251,7 @@ class TRLSFTTrainer:
     def _launch(self, base_model, examples, steps, output_dir, seed, advance, work) -> None:
         spec = work / "spec.json"
         progress = work / "progress.jsonl"
-        write_jsonl(work / "train.jsonl", (dataclasses.asdict(e) for e in examples))
+        write_jsonl(work / "train.jsonl", (e.to_dict() for e in examples))
         write_json(spec, {"base_model": str(base_model), "train": str(work / "train.jsonl"), "steps": steps,
                           "output_dir": str(output_dir), "seed": seed, "work": str(work / "trl"),
                           "progress": str(progress), "options": self.options(), "parent_pid": os.getpid()})
@@ -381,10 +381,9 @@ def run_worker(spec_path: str) -> None:
     _exit_with_parent(spec["parent_pid"])
     examples = [TrainExample(**row) for row in read_jsonl(Path(spec["train"]))]
     progress = Path(spec["progress"])
-    lock = threading.Lock()
 
-    def advance(k: int) -> None:
-        with lock, open(progress, "a") as fh:
+    def advance(k: int) -> None:  # one line per optimizer step, counted by the launching process
+        with open(progress, "a") as fh:
             fh.write("1\n" * k)
 
     trainer = TRLSFTTrainer(**spec["options"])

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Sequence
 
 import star_kit
-from star_kit.errors import StarKitError
+from star_kit.errors import StarKitError, one_line
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams
 
@@ -83,11 +83,6 @@ def _positive_int(key: str, value) -> int:
     if number is None or number < 1:
         raise StarKitError(f"sampler 'vllm': {key} must be a positive integer, got {value!r}", 2)
     return number
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _log(message: str) -> None:
@@ -143,7 +138,7 @@ def inplace_blocker(old: str, new: str, tokenizer_signature=_tokenizer_signature
         old_config, new_config = _model_config(old), _model_config(new)
         old_eos, new_eos = _generation_eos(old), _generation_eos(new)
     except Exception as exc:
-        return f"cannot read a model config ({_one_line(exc)})"
+        return f"cannot read a model config ({one_line(exc)})"
     keys = (set(old_config) | set(new_config)) - CONFIG_IGNORED
     differing = sorted(k for k in keys if old_config.get(k) != new_config.get(k))
     if differing:
@@ -155,7 +150,7 @@ def inplace_blocker(old: str, new: str, tokenizer_signature=_tokenizer_signature
         if tokenizer_signature(old) != tokenizer_signature(new):
             return "the tokenizer's vocabulary or special tokens differ"
     except Exception as exc:  # a tokenizer that does not load: let a restart say what is wrong
-        return f"cannot compare tokenizers ({_one_line(exc)})"
+        return f"cannot compare tokenizers ({one_line(exc)})"
     return None
 
 
@@ -238,7 +233,7 @@ class _Engine:
                 self.model, self.last_load = model, "inplace"
                 return self.last_load
             except Exception as exc:
-                why = f"the in-place load failed ({_one_line(exc)})"
+                why = f"the in-place load failed ({one_line(exc)})"
         if self.reload != "restart":
             _log(f"restarting the engine for {model}: {why}")
         self.close()

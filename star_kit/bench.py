@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_common import key_value, optional_int, quiet_libraries
-from .errors import StarKitError, UnknownNameError
+from .errors import StarKitError, UnknownNameError, one_line
 
 LM_EVAL_PREFIX = "lm-eval:"
 # Preferred headline metric of an lm-eval-native task (the first one present wins).
@@ -171,11 +171,6 @@ def _dataset_of(manager, name: str) -> str:
     return f"the datasets of {name!r}"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def bench_lm_eval(spec: TaskSpec, model_path: str, limit, seed, phases, label: str) -> dict[str, Any]:
     """Evaluate with lm-eval's own task definition and HFLM; a missing dataset is one StarKitError line."""
     import lm_eval
@@ -191,7 +186,7 @@ def bench_lm_eval(spec: TaskSpec, model_path: str, limit, seed, phases, label: s
         manager.load([spec.lm_eval_name])  # downloads/loads the dataset before the model is loaded
     except Exception as exc:
         raise StarKitError(f"lm-eval task {spec.lm_eval_name!r}: cannot load the dataset {dataset} "
-                           f"({_one_line(exc)})") from None
+                           f"({one_line(exc)})") from None
     from lm_eval.models.huggingface import HFLM
 
     t0 = time.perf_counter()
@@ -204,7 +199,7 @@ def bench_lm_eval(spec: TaskSpec, model_path: str, limit, seed, phases, label: s
         except StarKitError:
             raise
         except Exception as exc:
-            raise StarKitError(f"lm-eval task {spec.lm_eval_name!r} on {model_path}: {_one_line(exc)}") from None
+            raise StarKitError(f"lm-eval task {spec.lm_eval_name!r} on {model_path}: {one_line(exc)}") from None
         n = int((results.get("n-samples") or {}).get(spec.lm_eval_name, {}).get("effective", limit or 0))
         advance(n)
     metrics = results["results"].get(spec.lm_eval_name) or next(iter(results["results"].values()))

@@ -430,22 +430,14 @@ def test_inplace_blocker_says_when_weights_cannot_go_into_the_running_engine(tmp
 
 def _perturbed_copy(src: str, dst: Path) -> str:
     """``src`` with Gaussian noise (0.1 of each matrix's standard deviation) on every weight matrix: a checkpoint
-    with the same architecture whose greedy outputs differ."""
-    import shutil
+    with the same architecture whose greedy outputs differ (the benchmark's own helper)."""
+    import importlib.util
 
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst)
-    generator = torch.Generator().manual_seed(0)
-    for file in Path(src).glob("*.safetensors"):
-        tensors = load_file(file)
-        for name, t in tensors.items():
-            if t.ndim == 2:
-                noise = torch.randn(t.shape, generator=generator) * t.float().std() * 0.1
-                tensors[name] = (t.float() + noise).to(t.dtype).contiguous()
-        save_file(tensors, dst / file.name, metadata={"format": "pt"})
-    return str(dst)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "vllm_reload.py"
+    spec = importlib.util.spec_from_file_location("vllm_reload_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.perturbed_copy(src, dst, scale=0.1)
 
 
 def _shallower_copy(src: str, dst: Path, layers: int) -> str:
