@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import star_kit
+from star_kit.config import is_secret_key
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
@@ -36,6 +37,7 @@ from star_kit.store import read_jsonl, write_json, write_jsonl
 
 LAUNCHERS = ("inprocess", "accelerate")
 WORKER_MODULE = "star_kit_plugins.trl_worker"
+SECRETS_ENV = "STAR_KIT_TRAINER_SECRETS"  # credential options reach the workers by environment, not spec.json
 
 # Our defaults for SFTConfig fields (TRL's own defaults for every other field).
 SFT_DEFAULTS: dict[str, Any] = {
@@ -252,12 +254,14 @@ class TRLSFTTrainer:
         spec = work / "spec.json"
         progress = work / "progress.jsonl"
         write_jsonl(work / "train.jsonl", (e.to_dict() for e in examples))
+        options = self.options()
+        secrets = {k: options.pop(k) for k in list(options) if is_secret_key(k)}  # hub_token ...: never on disk
         write_json(spec, {"base_model": str(base_model), "train": str(work / "train.jsonl"), "steps": steps,
                           "output_dir": str(output_dir), "seed": seed, "work": str(work / "trl"),
-                          "progress": str(progress), "options": self.options(), "parent_pid": os.getpid()})
+                          "progress": str(progress), "options": options, "parent_pid": os.getpid()})
         log_path = output_dir.parent / "train_worker.log"
         cmd = self.launch_command(spec)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{SECRETS_ENV: json.dumps(secrets)})
         print(f"trainer 'trl-sft': accelerate launch ({' '.join(cmd[3:-3]) or 'accelerate defaults'}); "
               f"log in {log_path}", file=sys.stderr, flush=True)
         with open(log_path, "wb") as log:
@@ -386,7 +390,7 @@ def run_worker(spec_path: str) -> None:
         with open(progress, "a") as fh:
             fh.write("1\n" * k)
 
-    trainer = TRLSFTTrainer(**spec["options"])
+    trainer = TRLSFTTrainer(**spec["options"], **json.loads(os.environ.get(SECRETS_ENV) or "{}"))
     work = Path(spec["work"])
     work.mkdir(parents=True, exist_ok=True)
     trainer.fit(spec["base_model"], examples, int(spec["steps"]), Path(spec["output_dir"]), int(spec["seed"]),

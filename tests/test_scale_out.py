@@ -286,3 +286,26 @@ def test_scaled_out_run_on_smollm2(smollm2, tmp_path):
     assert len(one) == len(two) == 4
     for a, b in zip(one, two):
         assert abs(a - b) <= 0.02 * abs(a), (one, two)  # bf16 autocast on CPU: 2% per step
+
+
+def test_a_credential_option_never_reaches_the_workers_spec_file(tmp_path, monkeypatch):
+    """`hub_token` (an SFTConfig field) goes to the accelerate workers through their environment, not spec.json."""
+    import star_kit_plugins.trl_trainer as trl_trainer
+
+    seen = {}
+
+    class Launched:
+        def __init__(self, cmd, env, **kwargs):
+            seen["spec"] = Path(cmd[-1]).read_text()
+            seen["env"] = env[trl_trainer.SECRETS_ENV]
+            self.pid = os.getpid()
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(trl_trainer.subprocess, "Popen", Launched)
+    trainer = trl_trainer.TRLSFTTrainer(launcher="accelerate", num_processes=2, hub_token="hf_SECRET123")
+    with pytest.raises(StarKitError, match="exited with code 1"):
+        trainer.train("unused-model", _pairs(2), 1, tmp_path / "checkpoint")
+    assert "hf_SECRET123" not in seen["spec"] and "hub_token" not in seen["spec"]
+    assert json.loads(seen["env"]) == {"hub_token": "hf_SECRET123"}
