@@ -25,11 +25,12 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 import star_kit
-from star_kit.config import is_secret_key
+from star_kit.config import is_secret_key, option_type_problem
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
@@ -289,15 +290,20 @@ class TRLSFTTrainer:
 
 
 def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Unknown keys, and keys the trainer sets itself, are one clear error (TRL's SFTConfig names are accepted)."""
+    """Unknown keys, keys the trainer sets itself, and values of the wrong type for their SFTConfig field are one
+    clear error each, before any model loads (TRL's SFTConfig names are accepted; see :func:`_sft_field_type`)."""
     if not options:
         return {}
     try:
         from trl import SFTConfig
     except ImportError:  # checked again when training starts
         return dict(options)
-    fields = {f.name for f in dataclasses.fields(SFTConfig)}
-    for key in options:
+    fields = {f.name: f for f in dataclasses.fields(SFTConfig)}
+    try:
+        hints = typing.get_type_hints(SFTConfig)
+    except Exception:  # noqa: BLE001 - some annotation does not resolve: check the fields whose type is a type
+        hints = {}
+    for key, value in options.items():
         if key in SFT_RESERVED:
             raise StarKitError(f"trainer 'trl-sft': option {key!r} is set by star-kit (from the run config); "
                                "remove it", 2)
@@ -305,7 +311,25 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
             raise StarKitError(f"trainer 'trl-sft': unknown option {key!r} (not a trl.SFTConfig field, nor one of "
                                "bf16, lora, lora_r, lora_alpha, launcher, num_processes, accelerate_config, "
                                "main_process_port, launch_args)", 2)
+        hint = _sft_field_type(fields[key], hints.get(key, fields[key].type))
+        problem = None if hint is None else option_type_problem(key, value, hint)
+        if problem:
+            raise StarKitError(f"trainer 'trl-sft': {problem} (a trl.SFTConfig field)", 2)
     return dict(options)
+
+
+def _sft_field_type(field: dataclasses.Field, hint: Any) -> Any:
+    """The values TRL's own argument parser takes for an SFTConfig field: its annotation (an int is a float, an
+    enum's value is the enum), narrowed to the field's ``choices`` and widened by its ``const`` (a bare
+    ``--fsdp`` is True although the field says ``str | None``); None when the annotation does not resolve."""
+    if isinstance(hint, str):
+        return None
+    if field.metadata.get("choices"):
+        choices = typing.Literal[tuple(field.metadata["choices"])]
+        hint = choices | None if option_type_problem("", None, hint) is None else choices
+    if "const" in field.metadata:
+        hint = hint | typing.Literal[field.metadata["const"]]
+    return hint
 
 
 def bf16_supported(cuda: bool) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import types
 import typing
@@ -180,12 +181,20 @@ def _numbers_in_options(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- types ---------------------------------------------------------------------------------------------------
+def option_type_problem(key: str, value: Any, hint: Any) -> str | None:
+    """``option KEY=VALUE is not TYPE`` when ``value`` does not fit the annotation ``hint``, else None (the one
+    check of a plugin option's value against its declared type, for every plugin)."""
+    return None if _type_ok(value, hint) else f"option {key}={value!r} is not {_type_name(hint)}"
+
+
 def _type_ok(value: Any, hint: Any) -> bool:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, a) for a in args)
     if hint is Any:
         return True
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):  # a member, or a member's value (as YAML has it)
+        return isinstance(value, hint) or any(_same(value, m.value) for m in hint)
     if hint is type(None):
         return value is None
     if hint is bool:
@@ -200,7 +209,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
     if origin is list:
         return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
     if origin is typing.Literal:
-        return value in args
+        return any(_same(value, a) for a in args)
     if origin is not None:  # Sequence[str], tuple[int, ...], Callable ...: the container's type only
         hint = origin
     try:
@@ -209,14 +218,21 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return True
 
 
+def _same(value: Any, allowed: Any) -> bool:
+    """``value == allowed`` of the same type (True is not 1, 1.0 is not 1)."""
+    return type(value) is type(allowed) and value == allowed
+
+
 def _type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return " or ".join(repr(m.value) for m in hint)
     if origin is dict:
         return "a mapping of names to values"
     if origin is list:
-        return "a list of strings" if args == (str,) else "a list"
+        return "a list of strings" if args == (str,) else f"a list of ({_type_name(args[0])})" if args else "a list"
     if origin is typing.Literal:
         return " or ".join(repr(a) for a in args)
     if origin is not None:

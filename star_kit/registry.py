@@ -168,7 +168,7 @@ class Registry:
     def check_options(self, kind: str, name: str, *args: Any, **options: Any) -> None:
         """Check options against the factory's signature and its annotations, without calling it (so before a
         model is loaded): an unknown option or a value of the wrong type is one line naming the plugin."""
-        from .config import _type_name, _type_ok
+        from .config import option_type_problem
 
         entry = self.get(kind, name)
         where = self.where(kind, name)
@@ -182,9 +182,9 @@ class Registry:
             raise PluginError(f"{where} rejected its options {sorted(options)}: {exc}", 2) from exc
         hints = _annotations(entry.obj)
         for key, value in options.items():
-            hint = hints.get(key)
-            if hint is not None and not _type_ok(value, hint):
-                raise PluginError(f"{where}: option {key}={value!r} is not {_type_name(hint)}", 2)
+            problem = option_type_problem(key, value, hints[key]) if key in hints else None
+            if problem:
+                raise PluginError(f"{where}: {problem}", 2)
 
     def create(self, kind: str, name: str, *args: Any, core: dict[str, Any] | None = None, **options: Any) -> Any:
         """Build a task, sampler or trainer through its factory; a failure names the plugin.

@@ -1,0 +1,92 @@
+"""``--trainer-opt`` keys that the ``trl-sft`` trainer passes through to TRL's ``SFTConfig`` are checked against the
+field's type when the trainer is created, before any model loads: one line naming the trainer, the option, the
+value and the expected type. No model is loaded here."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+
+import pytest
+
+from star_kit.cli import main
+from star_kit.config import option_type_problem
+from star_kit.errors import StarKitError
+
+trl = pytest.importorskip("trl")
+from star_kit_plugins.trl_trainer import TRLSFTTrainer, _sft_field_type  # noqa: E402
+
+
+@pytest.mark.parametrize("option,message", [
+    ({"learning_rate": "abc"}, "option learning_rate='abc' is not a number"),
+    ({"logging_steps": True}, "option logging_steps=True is not a number"),  # a boolean is not a number
+    ({"max_length": 2.5}, "option max_length=2.5 is not an integer or null"),
+    ({"gradient_checkpointing": "yes"}, "option gradient_checkpointing='yes' is not true or false"),
+    ({"packing": 1}, "option packing=1 is not true or false"),
+    ({"loss_type": "mse"}, "option loss_type='mse' is not 'nll' or 'dft' or 'chunked_nll'"),  # field choices
+    ({"hub_model_id": ["a"]}, "option hub_model_id=['a'] is not a string or null"),
+])
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_trainer(option, message):
+    with pytest.raises(StarKitError) as err:
+        TRLSFTTrainer(**option)
+    assert str(err.value) == f"trainer 'trl-sft': {message} (a trl.SFTConfig field)"
+    assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("option", [
+    {"learning_rate": 1},  # an int is a float
+    {"learning_rate": 2e-5, "max_length": None, "gradient_checkpointing": True},
+    {"lr_scheduler_type": "cosine"},  # SchedulerType | str
+    {"debug": ["underflow_overflow"]},  # str | list[DebugOption]: a list of the enum's values
+    {"fsdp": True},  # annotated str | None, but a bare --fsdp (const True) is what TRL's own parser gives
+    {"gradient_checkpointing_kwargs": {"use_reentrant": False}},
+    {"loss_type": "dft"},
+])
+def test_values_that_trl_accepts_pass(option):
+    assert {k: v for k, v in TRLSFTTrainer(**option).sft_options.items() if k in option} == option
+
+
+def test_no_sft_config_default_is_refused():
+    """What TRL itself defaults to always passes the check: the check never blocks a value TRL takes."""
+    from trl import SFTConfig
+
+    hints = typing.get_type_hints(SFTConfig)
+    checked = 0
+    for f in dataclasses.fields(SFTConfig):
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        hint = _sft_field_type(f, hints[f.name])
+        assert hint is None or option_type_problem(f.name, default, hint) is None, (f.name, default, hint)
+        checked += hint is not None
+    assert checked > 100
+
+
+def test_an_annotation_that_does_not_resolve_takes_any_value():
+    field = dataclasses.field(default=None)
+    field.name = "future_option"
+    assert _sft_field_type(field, "SomeTypeOnlyImportedForTypeChecking | None") is None
+
+
+def test_enums_and_literals_in_the_shared_type_check():
+    class Mode(enum.Enum):
+        FAST = "fast"
+        SLOW = "slow"
+
+    assert option_type_problem("mode", "fast", Mode) is None and option_type_problem("mode", Mode.SLOW, Mode) is None
+    assert option_type_problem("mode", "quick", Mode) == "option mode='quick' is not 'fast' or 'slow'"
+    assert option_type_problem("flag", 0, typing.Literal[False]) == "option flag=0 is not False"  # 0 is not False
+    assert option_type_problem("n", 3, int | None) is None
+
+
+def test_the_run_command_refuses_a_bad_trainer_option_before_anything(tmp_path, capsys):
+    """``star-kit run --trainer-opt learning_rate=abc`` stops with one line, before the model (which does not
+    exist here) is even resolved, and leaves nothing that blocks the corrected command."""
+    out = tmp_path / "run"
+    rc = main(["run", "--out", str(out), "--model", str(tmp_path / "no-such-model"), "--no-progress",
+               "--trainer-opt", "learning_rate=abc"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err == ["error: trainer 'trl-sft': option learning_rate='abc' is not a number (a trl.SFTConfig field)"]
+    assert not (out / "config.yaml").exists()
