@@ -245,7 +245,7 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import console, err_console
+    from .console import console, err_console
     from .models import resolve_model
     from .progress import Phases
     from .registry import load_registry

@@ -11,17 +11,14 @@ import typing
 from typing import Any, Sequence
 
 import yaml
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from . import bench, report
 from .cli_common import key_value, optional_int, quiet_libraries
 from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file
+from .console import console, err_console
 from .errors import StarKitError
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,11 +6,13 @@ The screenshot the README shows (docs/report.png) is made by ``scripts/docs_scre
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -83,6 +85,12 @@ def make_run(root: Path) -> Path:
     return root
 
 
+def chart_svg(html: str) -> bytes:
+    match = re.search(r'<div id="charts"><img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
+    assert match, "no inline chart"
+    return base64.b64decode(match.group(1))
+
+
 def embedded_data(html: str) -> dict:
     match = re.search(r'<script type="application/json" id="star-data">(.*?)</script>', html, re.S)
     assert match, "no embedded data"
@@ -111,10 +119,18 @@ def test_report_files_hold_the_run_and_nothing_runs_from_model_text(tmp_path):
     assert evil["a"][0][0] == EVIL + " The answer is 50."  # the model's text survives intact ...
 
     # ... but only as JSON data: no markup from it reaches the page, nothing is fetched.
-    assert "<script>document.title" not in html and "<img" not in html and "<b>" not in html
+    assert "<script>document.title" not in html and "<b>" not in html
+    assert html.count("<img") == 1 and '<img src="data:image/svg+xml;base64,' in html  # only the charts
     assert html.count("<script") == 2 and "<script src" not in html and "<link" not in html
-    assert set(re.findall(r"https?://[^\s\"'<>]+", html)) <= {"http://www.w3.org/2000/svg"}
+    assert re.findall(r"https?://[^\s\"'<>]+", html) == []
     assert "Content-Security-Policy" in html and "default-src &#x27;none&#x27;" in html
+    # The charts: matplotlib's SVG, inline as a data: image, the same four charts as the PNG; no script draws them.
+    svg = chart_svg(html)
+    assert svg.startswith(b"<?xml") and b"<svg" in svg and b"<script" not in svg
+    accuracy = re.findall(rb'<g id="accuracy">(.*?)</g>\s*</g>', svg, re.S)
+    assert len(accuracy) == 1 and accuracy[0].count(b"<use ") == 3  # one accuracy point per iteration
+    for title in ("held-out accuracy", "training samples", "training steps", "seconds per phase"):
+        assert f"<!-- {title}".encode() in svg
     # The static metrics table (readable without JavaScript).
     assert "<td>66.7%</td>" in html and "<td>1 / 3</td>" in html
 
@@ -143,6 +159,50 @@ def test_report_command(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_a_non_editable_install_ships_the_page_files(tmp_path):
+    """``pip install .`` (a wheel, not this checkout) carries report.html, report.css and report.js, and the
+    installed package writes the page from them."""
+    root = TESTS.parent
+    src = tmp_path / "src"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".*", "build", "dist", "runs", "*.egg-info",
+                                                             "__pycache__", "tests", "docs", "benchmarks"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-compile",
+                    "-q", "--target", str(target), str(src)], check=True, capture_output=True, timeout=300)
+    assert {p.name for p in (target / "star_kit" / "report").iterdir()} >= {"report.html", "report.css", "report.js"}
+    run = make_run(tmp_path / "run")
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, star_kit.report as r; print(r.__file__); r.write_report(sys.argv[1])",
+         str(run)], env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).is_relative_to(target)  # the installed copy, not this checkout
+    assert embedded_data((run / "report.html").read_text(encoding="utf-8"))["config"]["train_size"] == 4
+
+
+def test_nothing_in_the_package_imports_the_cli():
+    """The command line sits on top: ``report`` and ``bench`` print through :mod:`star_kit.console`, so no module
+    (at import or inside a function) reaches back into :mod:`star_kit.cli`; only ``python -m star_kit`` starts it."""
+    import ast
+    import importlib.util
+
+    package = TESTS.parent / "star_kit"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), ".".join(parts[:-1]))
+                imported = [base, *(f"{base}.{a.name}" for a in node.names)]
+            else:
+                continue
+            if "star_kit.cli" in imported and path.name != "__main__.py":
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert offenders == []
 
 
 # -- loggers -----------------------------------------------------------------------------------------------------
@@ -354,10 +414,12 @@ def _click_filter(driver, status):
 def test_report_in_a_browser_real_run(browser, tiny_run, tmp_path):
     errors = _open(browser, tiny_run / "report.html")
     assert errors == [], errors
-    svg = browser.find_element("css selector", "#charts svg")
-    assert len(svg.find_elements("css selector", "circle")) == 3  # one accuracy point per iteration
-    assert len(svg.find_elements("css selector", "rect")) >= 4  # bars
-    assert svg.size["height"] > 200
+    chart = browser.find_element("css selector", "#charts img")  # matplotlib's SVG, drawn before the page
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", chart) > 600
+    assert chart.size["height"] > 200
+    svg = chart_svg((tiny_run / "report.html").read_text(encoding="utf-8"))
+    accuracy = re.findall(rb'<g id="accuracy">(.*?)</g>\s*</g>', svg, re.S)
+    assert accuracy[0].count(b"<use ") == 3  # one accuracy point per iteration
     # Training samples of the last iteration; every lenient sample is "correct": the failed filter empties it.
     assert len(_rows(browser)) == 6
     _click_filter(browser, "failed")
@@ -408,12 +470,12 @@ def test_report_in_a_browser_filters_search_and_escapes(browser, tmp_path):
 
 
 def test_a_rationale_the_verifier_rejected_is_not_kept_in_the_report():
-    from star_kit.report import _attempt, _status
+    from star_kit.report.data import attempt, sample, status
 
     row = {"completion": " 27 + 28 = 55. The answer is 55.", "predicted": "55", "correct": True, "hinted": False,
            "verified": False, "rejected": "no place-value step (the rationale skips the reasoning)"}
-    attempt = _attempt(row)
-    assert attempt == [row["completion"], "55", False, False, row["rejected"]]
-    assert _status([attempt]) == "failed"
-    kept = dict(row, verified=True, rejected=None)
-    assert _attempt(kept)[2:] == [True, False, None] and _status([_attempt(kept)]) == "correct"
+    rejected = attempt(sample(row))
+    assert rejected == [row["completion"], "55", False, False, row["rejected"]]
+    assert status([rejected]) == "failed"
+    kept = attempt(sample(dict(row, verified=True, rejected=None)))
+    assert kept[2:] == [True, False, None] and status([kept]) == "correct"

@@ -1,0 +1,175 @@
+"""Reading a run directory into what the report shows: one JSON-serialisable dict, and typed metrics for the charts.
+
+Everything comes from ``metrics.jsonl``, ``config.yaml``, ``iter_NN/samples.jsonl``, ``iter_NN/rationalized.jsonl``
+and ``iter_NN/eval_samples.jsonl`` (+ ``eval_docs.jsonl`` for the held-out questions), read through
+:class:`star_kit.store.RunStore` and :class:`star_kit.records.Sample`. A run may be old, unfinished or edited by
+hand: torn lines, rows that are not objects, missing keys and NaN are tolerated, and whatever a sample's text fields
+hold is shown as text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import StarKitError
+from ..records import IterationResult, Sample
+from ..store import RunStore, read_jsonl
+
+PHASES = ("sample", "rationalize", "train", "evaluate")
+_ITER_DIR = re.compile(r"^iter_(\d+)$")
+_SAMPLE_FIELDS = {f.name: f for f in dataclasses.fields(Sample)}
+_RESULT_FIELDS = {f.name for f in dataclasses.fields(IterationResult)}
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """Everything the report shows, as one JSON-serialisable dict: ``run`` (the folder's name), ``path``,
+    ``config`` (redacted), ``metrics`` (the rows of ``metrics.jsonl``), ``phases`` (timed phases, in loop order),
+    ``questions`` (``{set: {id: [question, gold]}}``) and ``samples`` (``{set: {iteration: [{"id", "s": status,
+    "a": [attempt, ...]}]}}``, each attempt as :func:`attempt` writes it), for the sets ``train`` and ``eval``."""
+    from ..config import load_config_file, redact
+
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise StarKitError(f"report: {root} is not a directory", 2)
+    store = RunStore(root)
+    if not store.metrics_path.is_file():
+        raise StarKitError(f"report: {root} has no metrics.jsonl (not a star-kit run directory, or no iteration "
+                           f"has finished yet)", 2)
+    metrics = sorted((r for r in _rows(store.metrics_path) if isinstance(r.get("iteration"), int)),
+                     key=lambda r: r["iteration"])
+    config: dict[str, Any] = {}
+    if store.config_path.is_file():
+        try:
+            config = redact(load_config_file(store.config_path))  # a run made before redaction may hold secrets
+        except StarKitError:
+            config = {}
+
+    iterations = sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER_DIR.match(p.name)))
+    questions: dict[str, dict[str, list[str]]] = {"train": {}, "eval": {}}
+    samples: dict[str, dict[str, list[dict[str, Any]]]] = {"train": {}, "eval": {}}
+    for n in iterations:
+        d = store.iter_dir(n)
+        # Training samples: the hint-free attempt(s) and the hinted rationalization attempt(s).
+        by_id: dict[str, list[list[Any]]] = {}
+        for name in ("samples.jsonl", "rationalized.jsonl"):
+            for s in map(sample, _rows(d / name)):
+                by_id.setdefault(s.example_id, []).append(attempt(s))
+                questions["train"].setdefault(s.example_id, [s.question, s.gold])
+        if by_id:
+            samples["train"][str(n)] = [{"id": qid, "s": status(a), "a": a} for qid, a in by_id.items()]
+        # Held-out evaluation: what M(n) answered (iteration 0 = the few-shot base model), never with a hint.
+        docs = {_text(doc.get("id")): doc for doc in _rows(d / "eval_docs.jsonl")}
+        rows = []
+        for s in map(sample, _rows(d / "eval_samples.jsonl")):
+            s.hinted = False
+            questions["eval"].setdefault(s.example_id, [eval_question(docs.get(s.example_id, {})), s.gold])
+            attempts = [attempt(s)]
+            rows.append({"id": s.example_id, "s": status(attempts), "a": attempts})
+        if rows:
+            samples["eval"][str(n)] = rows
+    return _finite({
+        "run": root.resolve().name,
+        "path": str(root),
+        "config": config,
+        "metrics": metrics,
+        "phases": _phases(metrics),
+        "questions": questions,
+        "samples": samples,
+    })
+
+
+def results(data: dict[str, Any]) -> list[IterationResult]:
+    """The metrics rows of :func:`load_run` as records (unknown keys dropped, missing ones at their defaults)."""
+    return [IterationResult(**{"accuracy": None, **{k: v for k, v in row.items() if k in _RESULT_FIELDS}})
+            for row in data["metrics"]]
+
+
+def summary(data: dict[str, Any]) -> str:
+    """One line: task, model, iterations recorded, the few-shot baseline and the best accuracy."""
+    config, metrics = data["config"], results(data)
+    accs = [(r.iteration, r.accuracy) for r in metrics if isinstance(r.accuracy, (int, float))]
+    parts = [f"task {config.get('task', '?')}", f"model {config.get('model', '?')}",
+             f"{len([r for r in metrics if r.iteration > 0])} STaR iteration(s) recorded"]
+    if accs:
+        base = next((a for n, a in accs if n == 0), None)
+        best_n, best = max(accs, key=lambda t: (t[1], -t[0]))
+        if base is not None:
+            parts.append(f"few-shot baseline {pct(base)}")
+        parts.append(f"best {pct(best)} at iteration {best_n}")
+    return " · ".join(parts)
+
+
+def pct(value: Any) -> str:
+    return "n/a" if not isinstance(value, (int, float)) else f"{100 * value:.1f}%"
+
+
+def sample(row: dict[str, Any]) -> Sample:
+    """A row of ``samples.jsonl``, ``rationalized.jsonl`` or ``eval_samples.jsonl`` as a :class:`Sample`: missing
+    fields at their defaults (an evaluation row has no ``question`` nor ``hinted``), text fields as text."""
+    values = {}
+    for name, f in _SAMPLE_FIELDS.items():
+        value = row.get(name, None if f.default is dataclasses.MISSING else f.default)
+        if name in ("example_id", "question", "completion", "gold"):
+            value = _text(value)
+        elif name in ("predicted", "rejected"):
+            value = None if value is None else _text(value)
+        elif name in ("correct", "hinted"):
+            value = bool(value)
+        values[name] = value
+    return Sample(**values)
+
+
+def attempt(s: Sample) -> list[Any]:
+    """``[completion, predicted, accepted, hinted, rejected]`` of one sample (accepted: :attr:`Sample.accepted`,
+    the answer is right and the rationale verifier, if any, did not reject it; rejected: the verifier's reason, or
+    None)."""
+    return [s.completion, s.predicted, s.accepted, s.hinted, s.rejected if s.verified is False else None]
+
+
+def status(attempts: list[list[Any]]) -> str:
+    """correct: a hint-free sample was accepted; rationalized: only a hinted one was; failed: none was."""
+    if any(a[2] and not a[3] for a in attempts):
+        return "correct"
+    if any(a[2] and a[3] for a in attempts):
+        return "rationalized"
+    return "failed"
+
+
+def eval_question(doc: dict[str, Any]) -> str:
+    """The last question of an lm-eval doc's few-shot prompt (the one being asked)."""
+    prompt = _text(doc.get("prompt")).rstrip()
+    last = prompt.rsplit("\n\n", 1)[-1]
+    if last.endswith("A:"):
+        last = last[:-2].rstrip()
+    return last
+
+
+def _phases(metrics: list[dict[str, Any]]) -> list[str]:
+    seconds = [r.get("seconds") if isinstance(r.get("seconds"), dict) else {} for r in metrics]
+    seen = [p for p in PHASES if any(p in s for s in seconds)]
+    return seen + sorted({k for s in seconds for k in s} - set(PHASES))
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [row for row in read_jsonl(path) if isinstance(row, dict)]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ("" if value is None else str(value))
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe numbers: NaN and infinities become None (``JSON.parse`` rejects them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
