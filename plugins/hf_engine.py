@@ -1,0 +1,272 @@
+"""The ``hf`` sampler's decoding engine for Llama-family models: a shared-prefix KV cache, a static per-row cache
+and continuous batching, on the model's own modules (no second copy of the weights, no compilation).
+
+Why it exists: on the STaR workload every prompt is the same few-shot prefix (~400 tokens, ~96% of the prompt)
+plus a short question, and completions are short and stop at different lengths. ``model.generate`` copies the
+prefix's KV cache into every row and grows a dynamic cache by concatenation each step (memory traffic that grows
+with the prefix), and a batch runs until its longest row is done. Here the prefix's keys and values are computed
+once and kept once: each decode step attends to them with one batched matmul per layer, broadcast over the rows,
+plus the row's own keys in a preallocated buffer. Rows that finish (a stop string, EOS, the token budget) free
+their slot, which the next waiting prompts fill (continuous batching); at the end the batch is compacted to the
+rows still running.
+
+The engine reuses the model's own layers (norms, projections, MLP, rotary embedding), so it supports exactly the
+architectures whose decoder layer is the Llama one: ``llama``, ``mistral``, ``qwen2`` (their attention biases come
+with the projections). Anything else (sliding windows, q/k norms, soft-capping, ...) decodes with
+``model.generate``; :func:`unsupported_reason` says why.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+ARCHITECTURES = ("llama", "mistral", "qwen2")
+
+
+def unsupported_reason(model) -> str | None:
+    """None when the engine can decode ``model``, else why not (one short phrase)."""
+    cfg = model.config
+    if cfg.model_type not in ARCHITECTURES:
+        return f"architecture {cfg.model_type!r}"
+    if getattr(cfg, "sliding_window", None) and (cfg.model_type != "qwen2" or getattr(cfg, "use_sliding_window", False)):
+        return "a sliding attention window"
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None or not hasattr(inner, "rotary_emb") or not hasattr(model, "lm_head"):
+        return "an unexpected module layout"
+    for layer in layers:
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+            return "an unexpected attention module"
+        if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
+            return "q/k norms"
+    return None
+
+
+class DecodeEngine:
+    """Decodes token rows that share a prefix. One instance per loaded model; the prefix's cache is kept
+    between calls (the few-shot prefix is the same for a whole run) and dropped with the engine."""
+
+    def __init__(self, model, slots: int) -> None:
+        import torch
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.torch = torch
+        self.rope = apply_rotary_pos_emb
+        self.model = model
+        self.inner = model.model
+        self.layers = list(model.model.layers)
+        cfg = model.config
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.group = self.heads // self.kv_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.scaling = self.head_dim**-0.5
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.slots = slots
+        self._prefix: tuple[tuple[int, ...], list] | None = None
+
+    # -- the model, layer by layer ---------------------------------------------------------------------------
+    def _qkv(self, layer, h, positions):
+        """Projections of ``h`` [B, L, H] with rotary embeddings at ``positions``: q [kv, B, g·L, d] (the layout
+        the attention below multiplies without copies), k and v [kv, B, L, d]."""
+        attn = layer.self_attn
+        b, n = h.shape[:2]
+        q = attn.q_proj(h).view(b, n, self.heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(b, n, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, n, self.kv_heads, self.head_dim)
+        cos, sin = positions
+        q, k = self.rope(q, k, cos, sin)
+        q = q.view(b, self.kv_heads, self.group, n, self.head_dim).transpose(0, 1)
+        return q.reshape(self.kv_heads, b, self.group * n, self.head_dim), k.transpose(0, 1), v.permute(2, 0, 1, 3)
+
+    def _attend(self, q, prefix_kv, keys, values, mask):
+        """softmax(q·[prefix keys | own keys]) · [prefix values | own values], the prefix shared by every row.
+        q [kv, B, g·L, d]; prefix_kv ([kv, P, d], [kv, P, d]) or None; keys/values [kv, B, T, d]; mask additive,
+        broadcast to [kv, B, g·L, T]. Returns [B, L, heads·d]."""
+        torch = self.torch
+        kv, b, gn, d = q.shape
+        n = gn // self.group
+        q = q * self.scaling  # exact where head_dim is a power of 4 (1/8 for 64)
+        scores = torch.matmul(q, keys.transpose(-1, -2)).float() + mask  # [kv, B, g·L, T]
+        if prefix_kv is not None:
+            pk, pv = prefix_kv
+            p = pk.shape[1]
+            shared = torch.bmm(q.reshape(kv, b * gn, d), pk.transpose(1, 2)).view(kv, b, gn, p)
+            scores = torch.cat([shared.float(), scores], dim=-1)
+        else:
+            p = 0
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        out = torch.matmul(probs[..., p:], values)  # [kv, B, g·L, d]
+        if prefix_kv is not None:
+            out = out + torch.bmm(probs[..., :p].reshape(kv, b * gn, p), pv).view(kv, b, gn, d)
+        out = out.view(kv, b, self.group, n, d).permute(1, 3, 0, 2, 4)
+        return out.reshape(b, n, self.heads * d)
+
+    def _block(self, layer, x, positions, attend):
+        h = layer.input_layernorm(x)
+        q, k, v = self._qkv(layer, h, positions)
+        x = x + layer.self_attn.o_proj(attend(q, k, v))
+        return x + layer.mlp(layer.post_attention_layernorm(x))
+
+    def _positions(self, x, position_ids):
+        return self.inner.rotary_emb(x, position_ids)
+
+    # -- the shared prefix -----------------------------------------------------------------------------------
+    def prefix_cache(self, prefix: Sequence[int]) -> list | None:
+        """Per layer (keys [kv, P, d], values [kv, P, d]) of ``prefix``; kept for the next call."""
+        torch = self.torch
+        if not prefix:
+            return None
+        key = tuple(prefix)
+        if self._prefix is not None and self._prefix[0] == key:
+            return self._prefix[1]
+        ids = torch.tensor([prefix], device=self.device)
+        x = self.inner.embed_tokens(ids)
+        positions = self._positions(x, torch.arange(len(prefix), device=self.device)[None])
+        causal = self._causal(len(prefix))
+        kv: list = []
+        for layer in self.layers:
+            def attend(q, k, v):
+                kv.append((k[:, 0], v[:, 0]))
+                return self._attend(q, None, k, v, causal)
+            x = self._block(layer, x, positions, attend)
+        self._prefix = (key, kv)
+        return kv
+
+    def _causal(self, n: int):
+        torch = self.torch
+        mask = torch.full((n, n), float("-inf"), device=self.device).triu(1)
+        return mask.repeat(self.group, 1).view(1, 1, self.group * n, n)  # query rows are (group, position)
+
+    # -- decoding --------------------------------------------------------------------------------------------
+    def generate(
+        self,
+        rows: Sequence[Sequence[int]],
+        prefix_len: int,
+        max_new_tokens: int,
+        is_done: Callable[[list[int]], bool],
+        eos: set[int],
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        finished: Callable[[int], None] | None = None,
+    ) -> list[list[int]]:
+        """New tokens for every row (EOS excluded). ``rows`` all start with the same ``prefix_len`` tokens;
+        ``is_done(tokens)`` says when a row's completion has reached a stop string; ``finished(i)`` is called
+        as row ``i`` completes."""
+        torch = self.torch
+        with torch.inference_mode():
+            return self._generate(rows, prefix_len, max_new_tokens, is_done, eos, temperature, top_p, seed, finished)
+
+    def _generate(self, rows, prefix_len, max_new_tokens, is_done, eos, temperature, top_p, seed, finished):
+        torch = self.torch
+        prefix = self.prefix_cache(rows[0][:prefix_len])
+        suffixes = [list(r[prefix_len:]) for r in rows]
+        out: list[list[int]] = [[] for _ in rows]
+        if max_new_tokens <= 0:
+            return out
+        generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
+        waiting = sorted(range(len(rows)), key=lambda i: -len(suffixes[i]))  # long first: the tail is short rows
+        slots = min(self.slots, len(rows))
+        width = max(map(len, suffixes)) + max_new_tokens
+        n_layers, kv, d = len(self.layers), self.kv_heads, self.head_dim
+        keys = torch.zeros((n_layers, kv, slots, width, d), device=self.device, dtype=self.dtype)
+        values = torch.zeros_like(keys)
+        owner = [-1] * slots  # the row a slot decodes, -1 when free
+        lengths = [0] * slots  # tokens in each slot's own cache
+        last = [0] * slots  # each slot's next input token
+        p = prefix_len if prefix is not None else 0
+
+        def pick(logits):
+            if temperature <= 0:
+                return logits.max(-1).indices  # the first maximum, as argmax; several times faster on CPU in bf16
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            if top_p < 1.0:
+                sorted_p, order = probs.sort(dim=-1, descending=True)
+                drop = sorted_p.cumsum(-1) - sorted_p > top_p
+                sorted_p[drop] = 0.0
+                probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+        def accept(slot_ids, tokens) -> None:
+            for s, t in zip(slot_ids, tokens):
+                row = owner[s]
+                if t in eos:
+                    done = True
+                else:
+                    out[row].append(t)
+                    done = len(out[row]) >= max_new_tokens or is_done(out[row])
+                if done:
+                    owner[s] = -1
+                    if finished is not None:
+                        finished(row)
+                else:
+                    last[s] = t
+
+        while waiting or any(o >= 0 for o in owner):
+            free = [s for s in range(slots) if owner[s] < 0]
+            if waiting and (len(free) >= max(1, slots // 4) or len(free) == slots):
+                new = [waiting.pop(0) for _ in range(min(len(free), len(waiting)))]
+                for s, i in zip(free, new):
+                    owner[s], lengths[s] = i, len(suffixes[i])
+                first = self._prefill([suffixes[i] for i in new], free[: len(new)], prefix, p, keys, values, pick)
+                accept(free[: len(new)], first.tolist())
+                continue
+            active = [s for s in range(slots) if owner[s] >= 0]
+            if not waiting and len(active) <= slots * 3 // 4:  # the tail: compact to the running rows
+                idx = torch.tensor(active, device=self.device)
+                keys, values = keys[:, :, idx].contiguous(), values[:, :, idx].contiguous()
+                owner, lengths, last = ([x[s] for s in active] for x in (owner, lengths, last))
+                slots = len(active)
+                active = list(range(slots))
+            tokens = self._decode_step(prefix, p, keys, values, lengths, last, pick).tolist()
+            for s in active:
+                lengths[s] += 1
+            accept(active, [tokens[s] for s in active])
+        return out
+
+    def _prefill(self, suffixes, slot_ids, prefix, p, keys, values, pick):
+        """Run the new rows' suffixes (right-padded; causal attention never sees the padding) into their slots'
+        caches; returns their first new tokens."""
+        torch = self.torch
+        n = max(map(len, suffixes))
+        ids = torch.zeros((len(suffixes), n), dtype=torch.long, device=self.device)
+        for j, row in enumerate(suffixes):
+            ids[j, : len(row)] = torch.tensor(row)
+        x = self.inner.embed_tokens(ids)
+        positions = self._positions(x, (p + torch.arange(n, device=self.device))[None].expand(len(suffixes), n))
+        causal = self._causal(n)
+        slot_idx = torch.tensor(slot_ids, device=self.device)
+        for li, layer in enumerate(self.layers):
+            def attend(q, k, v, li=li):
+                keys[li, :, slot_idx, :n] = k
+                values[li, :, slot_idx, :n] = v
+                return self._attend(q, prefix[li] if prefix is not None else None, k, v, causal)
+            x = self._block(layer, x, positions, attend)
+        ends = torch.tensor([len(row) - 1 for row in suffixes], device=self.device)
+        return pick(self.model.lm_head(self.inner.norm(x[torch.arange(len(suffixes)), ends])))
+
+    def _decode_step(self, prefix, p, keys, values, lengths, last, pick):
+        """One token for every slot (free slots compute too and are ignored: cheaper than gathering).
+        ``lengths[s]`` tokens are in slot ``s``'s cache; the new one goes at that index."""
+        torch = self.torch
+        slots = keys.shape[2]
+        t = max(lengths) + 1
+        lengths = torch.tensor(lengths, device=self.device)
+        x = self.inner.embed_tokens(torch.tensor(last, device=self.device)[:, None])
+        positions = self._positions(x, (p + lengths)[:, None])
+        span = torch.arange(t, device=self.device)
+        mask = torch.zeros((slots, t), device=self.device)
+        mask.masked_fill_(span[None] > lengths[:, None], float("-inf"))
+        mask = mask.view(1, slots, 1, t)
+        rows = torch.arange(slots, device=self.device)
+        for li, layer in enumerate(self.layers):
+            def attend(q, k, v, li=li):
+                keys[li, :, rows, lengths] = k[:, :, 0]
+                values[li, :, rows, lengths] = v[:, :, 0]
+                return self._attend(q, prefix[li] if prefix is not None else None, keys[li, :, :, :t],
+                                    values[li, :, :, :t], mask)
+            x = self._block(layer, x, positions, attend)
+        return pick(self.model.lm_head(self.inner.norm(x[:, 0])))
