@@ -28,7 +28,8 @@ def unsupported_reason(model) -> str | None:
     cfg = model.config
     if cfg.model_type not in ARCHITECTURES:
         return f"architecture {cfg.model_type!r}"
-    if getattr(cfg, "sliding_window", None) and (cfg.model_type != "qwen2" or getattr(cfg, "use_sliding_window", False)):
+    windowed = cfg.model_type != "qwen2" or getattr(cfg, "use_sliding_window", False)
+    if getattr(cfg, "sliding_window", None) and windowed:
         return "a sliding attention window"
     inner = getattr(model, "model", None)
     layers = getattr(inner, "layers", None)
@@ -83,17 +84,17 @@ class DecodeEngine:
 
     def _attend(self, q, prefix_kv, keys, values, mask):
         """softmax(q·[prefix keys | own keys]) · [prefix values | own values], the prefix shared by every row.
-        q [kv, B, g·L, d]; prefix_kv ([kv, P, d], [kv, P, d]) or None; keys/values [kv, B, T, d]; mask additive,
-        broadcast to [kv, B, g·L, T]. Returns [B, L, heads·d]."""
+        q [kv, B, g·L, d]; prefix_kv (keys transposed [kv, d, P], values [kv, P, d]) or None; keys/values
+        [kv, B, T, d]; mask additive, broadcast to [kv, B, g·L, T]. Returns [B, L, heads·d]."""
         torch = self.torch
         kv, b, gn, d = q.shape
         n = gn // self.group
         q = q * self.scaling  # exact where head_dim is a power of 4 (1/8 for 64)
         scores = torch.matmul(q, keys.transpose(-1, -2)).float() + mask  # [kv, B, g·L, T]
         if prefix_kv is not None:
-            pk, pv = prefix_kv
-            p = pk.shape[1]
-            shared = torch.bmm(q.reshape(kv, b * gn, d), pk.transpose(1, 2)).view(kv, b, gn, p)
+            pk_t, pv = prefix_kv
+            p = pk_t.shape[2]
+            shared = torch.bmm(q.reshape(kv, b * gn, d), pk_t).view(kv, b, gn, p)
             scores = torch.cat([shared.float(), scores], dim=-1)
         else:
             p = 0
@@ -110,12 +111,35 @@ class DecodeEngine:
         x = x + layer.self_attn.o_proj(attend(q, k, v))
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
+    def _decode_layer(self, layer, x, cos, sin, prefix_k_t, prefix_v, keys, values, mask):
+        """One decoder layer for one new token per row, without writing the cache (the caller stores the
+        returned k and v): attention over the shared prefix, the row's cached keys (``mask`` hides the unused
+        ones) and the new token itself. x [B, 1, H]; prefix keys transposed [kv, d, P], values [kv, P, d];
+        keys/values [kv, B, T, d]; mask [1, B, 1, T]. Returns (x, k [kv, B, d], v [kv, B, d]).
+        (``torch.compile`` of this function was measured: ~1.1x the tokens/s after a 10 s compile; not used.)"""
+        torch = self.torch
+        h = layer.input_layernorm(x)
+        q, k, v = self._qkv(layer, h, (cos, sin))  # q [kv, B, g, d]; k, v [kv, B, 1, d]
+        kv, b, g, d = q.shape
+        q = q * self.scaling
+        shared = torch.bmm(q.reshape(kv, b * g, d), prefix_k_t).view(kv, b, g, -1)
+        own = torch.matmul(q, keys.transpose(-1, -2))
+        new = torch.matmul(q, k.transpose(-1, -2))  # [kv, B, g, 1]
+        scores = torch.cat([shared.float(), own.float() + mask, new.float()], dim=-1)
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        p, t = prefix_k_t.shape[2], keys.shape[2]
+        out = torch.bmm(probs[..., :p].reshape(kv, b * g, p), prefix_v).view(kv, b, g, d)
+        out = out + torch.matmul(probs[..., p : p + t], values) + probs[..., p + t :] * v
+        x = x + layer.self_attn.o_proj(out.permute(1, 0, 2, 3).reshape(b, 1, self.heads * d))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return x, k[:, :, 0], v[:, :, 0]
+
     def _positions(self, x, position_ids):
         return self.inner.rotary_emb(x, position_ids)
 
     # -- the shared prefix -----------------------------------------------------------------------------------
     def prefix_cache(self, prefix: Sequence[int]) -> list | None:
-        """Per layer (keys [kv, P, d], values [kv, P, d]) of ``prefix``; kept for the next call."""
+        """Per layer (keys transposed [kv, d, P], values [kv, P, d]) of ``prefix``; kept for the next call."""
         torch = self.torch
         if not prefix:
             return None
@@ -129,7 +153,7 @@ class DecodeEngine:
         kv: list = []
         for layer in self.layers:
             def attend(q, k, v):
-                kv.append((k[:, 0], v[:, 0]))
+                kv.append((k[:, 0].transpose(1, 2).contiguous(), v[:, 0].contiguous()))  # keys: [kv, d, P]
                 return self._attend(q, None, k, v, causal)
             x = self._block(layer, x, positions, attend)
         self._prefix = (key, kv)
@@ -253,20 +277,18 @@ class DecodeEngine:
         ``lengths[s]`` tokens are in slot ``s``'s cache; the new one goes at that index."""
         torch = self.torch
         slots = keys.shape[2]
-        t = max(lengths) + 1
+        t = max(lengths)
         lengths = torch.tensor(lengths, device=self.device)
         x = self.inner.embed_tokens(torch.tensor(last, device=self.device)[:, None])
-        positions = self._positions(x, (p + lengths)[:, None])
-        span = torch.arange(t, device=self.device)
+        cos, sin = self._positions(x, (p + lengths)[:, None])
         mask = torch.zeros((slots, t), device=self.device)
-        mask.masked_fill_(span[None] > lengths[:, None], float("-inf"))
+        mask.masked_fill_(torch.arange(t, device=self.device)[None] >= lengths[:, None], float("-inf"))
         mask = mask.view(1, slots, 1, t)
         rows = torch.arange(slots, device=self.device)
+        empty = keys.new_zeros((self.kv_heads, self.head_dim, 0)), keys.new_zeros((self.kv_heads, 0, self.head_dim))
         for li, layer in enumerate(self.layers):
-            def attend(q, k, v, li=li):
-                keys[li, :, rows, lengths] = k[:, :, 0]
-                values[li, :, rows, lengths] = v[:, :, 0]
-                return self._attend(q, prefix[li] if prefix is not None else None, keys[li, :, :, :t],
-                                    values[li, :, :, :t], mask)
-            x = self._block(layer, x, positions, attend)
+            pk_t, pv = prefix[li] if prefix is not None else empty
+            x, k, v = self._decode_layer(layer, x, cos, sin, pk_t, pv, keys[li, :, :, :t], values[li, :, :, :t], mask)
+            keys[li, :, rows, lengths] = k
+            values[li, :, rows, lengths] = v
         return pick(self.model.lm_head(self.inner.norm(x[:, 0])))
