@@ -1,15 +1,29 @@
-"""Training throughput: the `trl-sft` trainer vs a plain torch loop on the same data (tokens/s).
+"""Training throughput of the `trl-sft` trainer on what the default job trains on: before vs after, in one run.
 
-The data are arithmetic SFT pairs (question prompt, place-value rationale completion), the shape STaR trains on.
-The plain loop: AdamW, fp32, batches padded to the longest, loss on the completion tokens only; the same batch
-size, learning rate and number of steps. Both start from the same base model.
+The data: the default job's training sets -- arithmetic questions of 1-5 digits (mixed lengths), the question alone
+as the prompt and a place-value rationale with its answer as the completion, made by the loop's own
+``build_training_set`` from gold rationales (``--examples`` questions, the default job's 128). The options: the
+trainer's (batch 8, lr 5e-5, bf16 auto, completion-only loss), every variant on the same data, seed and steps.
 
-    python benchmarks/train_throughput.py [--quick] [--steps 20] [--batch-size 8] [--model smollm2-135m] [--bf16]
+Variants, alternated in the same process (before, after, after, before, ... so drift hits both alike):
 
-``--bf16`` also trains with the trainer's ``bf16=true`` (autocast; on CPU it needs AVX512-BF16 or AMX to pay) and
-reports ``trl_bf16_tok_s``.
+* ``before``: the trainer as it was -- padded batches truncated at 1024 tokens, TRL's fused LM head, TRL's
+  activation checkpointing;
+* ``after``: the trainer's defaults now;
+* ``--variant NAME=JSON`` adds more (trainer options, e.g. ``fp32='{"bf16": false}'``).
 
-The last line printed is one JSON object.
+Per variant: real (non-padding) and padded tokens/s over steps 2..N (step 1 warms up), seconds including loading
+and saving the model, the loss at every step, and model-FLOPs utilization: real tokens/s x FLOPs per token / the
+matmul peak of the dtype it computes in, measured in this process (``peak.py``). FLOPs per token = 6 x the
+parameters that do a matmul per token: every parameter except an untied input embedding (a lookup); a tied
+embedding counts once, as the LM head. Attention-score FLOPs are left out (about 1% at these lengths).
+``--plain`` adds a plain torch loop (fp32, padded, AdamW) as the naive reference.
+
+    python benchmarks/train_throughput.py [--quick] [--steps 20] [--rounds 2] [--model smollm2-135m] [--plain]
+
+The last line printed is one JSON object: per variant ``real_tok_s``, ``padded_tok_s``, ``step_s``, ``mfu``,
+``loss``; ``after_vs_before`` (real tokens/s), ``loss_max_abs_diff`` (after vs before, per step) and
+``loss_noise`` (the same variant in two rounds).
 """
 
 from __future__ import annotations
@@ -23,21 +37,80 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# The trainer as it was before padding-free batches, the compact LM head and checkpointing off on CPU.
+BEFORE = {"padding_free": False, "max_length": 1024, "compact_lm_head": False, "activation_checkpointing": True}
 
-def pairs(n: int):
-    from star_kit.records import TrainExample
+
+def training_set(n: int, digits: str, seed: int = 0):
+    """What the default job trains on: ``build_training_set`` over gold place-value rationales for n questions."""
+    from star_kit.loop import build_training_set
+    from star_kit.records import Sample
     from star_kit.registry import load_registry
-    from star_kit_plugins.arithmetic import place_value_rationale
 
-    task = load_registry().create("tasks", "arithmetic")
-    out = []
-    for e in task.examples("train", n, 0):
-        rationale = place_value_rationale(e.fields["a"], e.fields["b"])
-        out.append(TrainExample(e.id, task.prompt(e, fewshot=False), task.target(rationale, e.answer), "sampled"))
-    return out
+    task = load_registry().create("tasks", "arithmetic", digits=digits)
+    examples = task.examples("train", n, seed)
+    kept = []
+    for e in examples:
+        completion = task.target(task.gold_rationale(e.fields["a"], e.fields["b"]), e.answer)
+        kept.append(Sample(e.id, e.question, completion, e.answer, e.answer, True))
+    train, _ = build_training_set(task, examples, kept, [])
+    return train
+
+
+def flops_per_token(path: str) -> int:
+    """6 x the parameters that do a matmul for each token (an untied input embedding is a lookup)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    params = sum(p.numel() for p in model.parameters())
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is embedding
+    return 6 * (params - (0 if tied else embedding.numel()))
+
+
+class TokenCounter:
+    """Counts the token positions the model embeds (padding included), with the time of each forward."""
+
+    def __init__(self, vocab_size: int) -> None:
+        import torch
+
+        self.calls: list[tuple[float, int]] = []
+        self.vocab_size = vocab_size
+
+        def hook(module, args):
+            if isinstance(module, torch.nn.Embedding) and module.num_embeddings == vocab_size and args:
+                self.calls.append((time.perf_counter(), int(args[0].numel())))
+
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+
+    def since(self, t: float) -> int:
+        return sum(n for when, n in self.calls if when > t)
+
+
+def run_variant(registry, path, data, steps, batch_size, options, counter):
+    """Train once; per-step times from the trainer's progress callback, losses and real tokens from its log."""
+    trainer = registry.create("trainers", "trl-sft", per_device_train_batch_size=batch_size, warmup_steps=0,
+                              logging_steps=1, **options)
+    marks: list[float] = []
+    counter.calls.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        trainer.train(path, data, steps, os.path.join(tmp, "ckpt"), advance=lambda k: marks.append(time.perf_counter()))
+        wall = time.perf_counter() - t0
+        log = [json.loads(line) for line in open(os.path.join(tmp, "ckpt", "train_log.jsonl"))]
+    tokens = [int(h["num_tokens"]) for h in log]
+    first = marks[0] if steps > 1 else t0  # steps 2..N: step 1 warms up (one step: the whole fit)
+    real = tokens[-1] - (tokens[0] if steps > 1 else 0)
+    return {"seconds": marks[-1] - first, "real": real, "padded": counter.since(first), "wall": wall,
+            "loss": [round(h["loss"], 4) for h in log], "entropy": [round(h.get("entropy", 0.0), 4) for h in log]}
 
 
 def plain_loop(path, data, steps, batch_size, lr):
+    """The naive reference: fp32, batches padded to the longest, loss on the completion tokens, AdamW."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -53,7 +126,7 @@ def plain_loop(path, data, steps, batch_size, lr):
         ids, labels = [], []
         for ex in batch:
             p = tok(ex.prompt, add_special_tokens=False)["input_ids"]
-            c = tok(ex.completion, add_special_tokens=False)["input_ids"]
+            c = tok(ex.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             ids.append(p + c)
             labels.append([-100] * len(p) + c)
         width = max(map(len, ids))
@@ -73,43 +146,68 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=2, help="each variant trains this many times, alternated")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--bf16", action="store_true", help="also measure the trainer with bf16=true")
+    parser.add_argument("--examples", type=int, default=128, help="questions in the training set")
+    parser.add_argument("--digits", default="1-5")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
+                        help="another variant: trainer options as a JSON object")
+    parser.add_argument("--plain", action="store_true", help="also time a plain torch loop (fp32, padded)")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.batch_size = 2, 2
+        args.steps, args.batch_size, args.rounds, args.examples = 3, 2, 1, 8
+    from peak import peaks
+
     from star_kit.models import resolve_model
     from star_kit.registry import load_registry
+    from star_kit_plugins.trl_trainer import bf16_supported
 
     path = resolve_model(args.model)
-    data = pairs(max(64, args.steps * args.batch_size))
+    data = training_set(args.examples, args.digits)
     registry = load_registry()
+    variants = {"before": BEFORE, "after": {}}
+    for spec in args.variant:
+        name, _, options = spec.partition("=")
+        variants[name] = json.loads(options)
+    peak = peaks()
+    per_token = flops_per_token(path)
+    from transformers import AutoConfig
 
-    def trl(**options):
-        trainer = registry.create("trainers", "trl-sft", per_device_train_batch_size=args.batch_size,
-                                  warmup_steps=0, **options)
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            trainer.train(path, data[: args.steps * args.batch_size], args.steps, os.path.join(tmp, "ckpt"))
-            seconds = time.perf_counter() - t0
-            log = [json.loads(line) for line in open(os.path.join(tmp, "ckpt", "train_log.jsonl"))]
-        tokens = int(log[-1].get("num_tokens", 0)) if log else 0
-        return tokens, seconds, trainer.sft_options["learning_rate"]
+    counter = TokenCounter(AutoConfig.from_pretrained(path).get_text_config().vocab_size)
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+            runs[name].append(run_variant(registry, path, data, args.steps, args.batch_size, variants[name], counter))
 
-    trl_tokens, trl_s, lr = trl()
-    plain_tokens, plain_s = plain_loop(path, data, args.steps, args.batch_size, lr)
-    result = {
-        "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
-        "plain_s": round(plain_s, 2), "plain_tok_s": round(plain_tokens / plain_s, 1),
-        "trl_s_including_load_and_save": round(trl_s, 2),
-        "trl_tok_s": round(trl_tokens / trl_s, 1) if trl_tokens else None,
-        "trl_vs_plain": round((trl_tokens / trl_s) / (plain_tokens / plain_s), 2) if trl_tokens else None,
-    }
-    if args.bf16:
-        tokens, seconds, _ = trl(bf16=True)
-        result["trl_bf16_s_including_load_and_save"] = round(seconds, 2)
-        result["trl_bf16_tok_s"] = round(tokens / seconds, 1) if tokens else None
-        result["bf16_vs_fp32"] = round(trl_s / seconds, 2)
+    result = {"model": args.model, "steps": args.steps, "rounds": args.rounds, "batch_size": args.batch_size,
+              "examples": len(data), "digits": args.digits, "flops_per_token": per_token, "peak_gflops": peak,
+              "variants": {}}
+    for name, rs in runs.items():
+        seconds = sum(x["seconds"] for x in rs)
+        real, padded = sum(x["real"] for x in rs), sum(x["padded"] for x in rs)
+        bf16 = variants[name].get("bf16", "auto")
+        dtype_peak = peak["bf16_gflops"] if (bf16_supported(False) if bf16 == "auto" else bf16) else peak["fp32_gflops"]
+        tok_s = real / seconds if seconds else 0.0
+        result["variants"][name] = {
+            "options": variants[name], "real_tok_s": round(tok_s, 1), "padded_tok_s": round(padded / seconds, 1)
+            if seconds else 0.0, "padding_share": round(1 - real / padded, 3) if padded else None,
+            "step_s": round(seconds / (len(rs) * max(args.steps - 1, 1)), 3),
+            "wall_s_including_load_and_save": round(sum(x["wall"] for x in rs) / len(rs), 2),
+            "mfu": round(tok_s * per_token / (dtype_peak * 1e9), 4), "loss": rs[0]["loss"], "entropy": rs[0]["entropy"],
+            "round_tok_s": [round(x["real"] / x["seconds"], 1) if x["seconds"] else 0.0 for x in rs],
+        }
+    before, after = result["variants"]["before"], result["variants"]["after"]
+    result["after_vs_before"] = round(after["real_tok_s"] / before["real_tok_s"], 2) if before["real_tok_s"] else None
+    result["wall_after_vs_before"] = round(before["wall_s_including_load_and_save"]
+                                           / after["wall_s_including_load_and_save"], 2)
+    result["loss_max_abs_diff"] = round(max(abs(a - b) for a, b in zip(after["loss"], before["loss"])), 4)
+    result["entropy_max_abs_diff"] = round(max(abs(a - b) for a, b in zip(after["entropy"], before["entropy"])), 4)
+    noise = [abs(a - b) for rs in runs.values() if len(rs) > 1 for a, b in zip(rs[0]["loss"], rs[1]["loss"])]
+    result["loss_noise"] = round(max(noise), 4) if noise else None
+    if args.plain:
+        tokens, seconds = plain_loop(path, data, args.steps, args.batch_size, 5e-5)
+        result["plain_tok_s"] = round(tokens / seconds, 1)
+        result["after_vs_plain"] = round(after["real_tok_s"] / result["plain_tok_s"], 2)
     print(json.dumps(result))
 
 

@@ -30,8 +30,14 @@ def test_iteration_phases_quick(tiny_model, tmp_path):
 
 
 def test_train_throughput_quick(tiny_model):
-    data = _last_json([sys.executable, "benchmarks/train_throughput.py", "--quick", "--model", tiny_model, "--bf16"])
-    assert data["plain_tok_s"] > 0 and data["trl_tok_s"] > 0 and data["trl_bf16_tok_s"] > 0
+    data = _last_json([sys.executable, "benchmarks/train_throughput.py", "--quick", "--model", tiny_model, "--plain",
+                       "--variant", 'fp32={"bf16": false}'])
+    before, after = data["variants"]["before"], data["variants"]["after"]
+    assert set(data["variants"]) == {"before", "after", "fp32"} and data["plain_tok_s"] > 0
+    assert after["padding_share"] == 0 and 0 < before["padding_share"] < 1  # padding-free vs padded batches
+    assert after["real_tok_s"] > 0 and 0 < after["mfu"] < 1 and data["peak_gflops"]["bf16_gflops"] > 0
+    assert data["after_vs_before"] > 0 and len(after["loss"]) == data["steps"]
+    assert data["loss_max_abs_diff"] < 1e-2  # the same loss curve, step by step
 
 
 def test_paper_table_quick(tiny_model, tmp_path):

@@ -1,0 +1,197 @@
+"""The trainer's speed-ups change nothing that is learned.
+
+* Padding-free batches: transformers builds a block-diagonal causal mask from the position ids for the attention
+  used on CPU (sdpa), so each packed example's loss equals its loss alone, and the negative control (the same row
+  read as one sequence) does not.
+* The compact LM head gives TRL's fused head's log-probabilities, entropy, top-1, loss and gradients.
+* The trainer with its defaults (padding-free, compact head, no activation checkpointing on CPU) follows the loss
+  curve of the trainer as it was (padded, TRL's head, checkpointing), step by step, in fp32.
+
+All on a tiny Llama built from a config: seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+pytest.importorskip("trl")
+torch = pytest.importorskip("torch")
+
+from star_kit.errors import StarKitError  # noqa: E402
+from star_kit.records import TrainExample  # noqa: E402
+from star_kit.store import read_jsonl  # noqa: E402
+
+# The trainer before padding-free batches and the compact head (as benchmarks/train_throughput.py's "before").
+BEFORE = {"padding_free": False, "max_length": 1024, "compact_lm_head": False, "activation_checkpointing": True}
+
+
+def _tiny(vocab=97, **config):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      tie_word_embeddings=True, attn_implementation="sdpa", **config)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _examples(lengths=(5, 11, 3, 8), vocab=97):
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(0, vocab, (n,), generator=g) for n in lengths]
+
+
+def _loss_per_example(logits, ids):
+    """Mean next-token cross-entropy of one sequence from its logits (positions 0..n-2 predict 1..n-1)."""
+    return torch.nn.functional.cross_entropy(logits[:-1].float(), ids[1:])
+
+
+def test_padding_free_batches_keep_each_examples_loss_on_sdpa():
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model = _tiny()
+    assert model.config._attn_implementation == "sdpa"
+    examples = _examples()
+    with torch.no_grad():
+        alone = [_loss_per_example(model(input_ids=x[None]).logits[0], x) for x in examples]
+        batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+            [{"input_ids": x.tolist()} for x in examples])
+        assert batch["input_ids"].shape == (1, sum(len(x) for x in examples)) and "attention_mask" not in batch
+        # use_cache=False, as in training (TRL sets it): with a cache, transformers looks for no packed rows
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        # the control: the same packed row without its position ids is one long sequence
+        one_sequence = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
+    bounds = batch["cu_seq_lens_q"].tolist()
+    packed = [_loss_per_example(logits[a:b], x) for (a, b), x in zip(zip(bounds, bounds[1:]), examples)]
+    control = [_loss_per_example(one_sequence[a:b], x) for (a, b), x in zip(zip(bounds, bounds[1:]), examples)]
+    for a, p in zip(alone, packed):
+        assert p.item() == pytest.approx(a.item(), abs=1e-5)
+    assert any(abs(c.item() - a.item()) > 1e-3 for a, c in zip(alone[1:], control[1:]))
+
+
+def _fused_pair(**config):
+    """Two copies of a tiny model: TRL's fused LM head, and the same with the compact head over it."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    from star_kit_plugins.sft_lm_head import use_compact_lm_head
+
+    trl_model = _tiny(**config).train()
+    add_fused_lm_head(trl_model, outputs=("log_probs", "entropy", "is_top1"))  # what SFTTrainer does
+    compact = copy.deepcopy(trl_model)
+    return trl_model, compact, use_compact_lm_head(compact)
+
+
+@pytest.mark.parametrize("padding_free", [False, True])
+def test_the_compact_lm_head_equals_trls_fused_head(padding_free):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    trl_model, compact, used = _fused_pair()
+    assert used
+    rows = []
+    for i, x in enumerate(_examples()):  # a prompt of 2 tokens (label -100), the rest is the completion
+        rows.append({"input_ids": x.tolist(), "labels": [-100, -100] + x[2:].tolist()})
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=padding_free)(rows)
+    outs = {}
+    for name, model in (("trl", trl_model), ("compact", compact)):
+        model.zero_grad()
+        out = model(**batch, use_cache=False, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        outs[name] = out, {n: p.grad.clone() for n, p in model.named_parameters()}
+    (a, grads_a), (b, grads_b) = outs["trl"], outs["compact"]
+    assert torch.equal(a.label_mask, b.label_mask)
+    assert torch.allclose(a.log_probs, b.log_probs, atol=1e-5)
+    assert torch.allclose(a.entropy, b.entropy, atol=1e-4)
+    assert torch.equal(a.is_top1, b.is_top1)
+    assert a.loss.item() == pytest.approx(b.loss.item(), abs=1e-5)
+    for name, grad in grads_a.items():
+        assert torch.allclose(grad, grads_b[name], atol=1e-5), name
+    # num_items_in_batch divides the summed loss, as TRL's head does
+    n = int(a.label_mask.sum()) * 2
+    assert compact(**batch, fused_lm_head=True, num_items_in_batch=n).loss.item() == pytest.approx(
+        trl_model(**batch, fused_lm_head=True, num_items_in_batch=n).loss.item(), abs=1e-5)
+    # without fused_lm_head the forward is the model's own (generate, evaluation): logits
+    plain = compact(input_ids=batch["input_ids"])
+    assert plain.logits.shape[-1] == compact.config.vocab_size
+
+
+def test_the_compact_lm_head_leaves_other_models_alone():
+    from star_kit_plugins.sft_lm_head import use_compact_lm_head
+
+    assert not use_compact_lm_head(_tiny())  # not patched by TRL: nothing to replace
+    _, _, used = _fused_pair(logit_scale=2.0)  # logits transformed by the config: TRL's head applies it
+    assert not used
+
+
+def _pairs():
+    """Arithmetic pairs of 1-4 digits: mixed lengths, so padded batches really pad."""
+    import random
+
+    rng = random.Random(0)
+    out = []
+    for i in range(24):
+        d = 1 + i % 4
+        a, b = rng.randint(0, 10**d - 1), rng.randint(0, 10**d - 1)
+        out.append(TrainExample(f"e{i}", f"Q: {a} + {b} = ?\nA:", f" {a} + {b} = {a + b}. The answer is {a + b}.\n\n",
+                                "sampled"))
+    return out
+
+
+def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_model, tmp_path, capsys, monkeypatch):
+    """fp32, so any difference is the speed-up's, not bf16 rounding: every logged loss, and the trained weights."""
+    import trl
+    from safetensors.torch import load_file
+
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    configs = []
+
+    class Recorded(trl.SFTConfig):
+        def __post_init__(self):
+            super().__post_init__()
+            configs.append(self)
+
+    monkeypatch.setattr(trl, "SFTConfig", Recorded)
+    runs = {}
+    for name, options in (("before", BEFORE), ("after", {})):
+        out = tmp_path / name
+        TRLSFTTrainer(bf16=False, learning_rate=1e-3, per_device_train_batch_size=6, warmup_steps=0,
+                      logging_steps=1, **options).train(tiny_model, _pairs(), 8, out, seed=0)
+        runs[name] = [r["loss"] for r in read_jsonl(out / "train_log.jsonl")], load_file(out / "model.safetensors")
+    before, after = configs
+    assert (before.padding_free, before.activation_checkpointing, before.max_length) == (False, True, 1024)
+    assert (after.padding_free, after.activation_checkpointing, after.max_length) == (True, False, None)
+    err = capsys.readouterr().err
+    assert "8 optimizer steps; padding-free batches; compact LM head" in err
+    (loss_a, weights_a), (loss_b, weights_b) = runs["before"], runs["after"]
+    assert len(loss_a) == len(loss_b) == 8
+    assert loss_b == pytest.approx(loss_a, abs=2e-4)
+    assert loss_a[-1] < loss_a[0]  # it learned something, so equal curves mean something
+    for key, tensor in weights_a.items():  # saved in bf16: equal to its rounding
+        assert torch.allclose(tensor.float(), weights_b[key].float(), atol=1e-2), key
+
+
+def test_the_users_checkpointing_and_truncation_choices_are_kept(tiny_model, tmp_path, monkeypatch):
+    import trl
+
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    configs = []
+
+    class Recorded(trl.SFTConfig):
+        def __post_init__(self):
+            super().__post_init__()
+            configs.append(self)
+
+    monkeypatch.setattr(trl, "SFTConfig", Recorded)
+    # TRL's old name for it: not overridden by the CPU default
+    TRLSFTTrainer(gradient_checkpointing=True, bf16=False).train(tiny_model, _pairs()[:4], 1, tmp_path / "a")
+    assert configs[-1].activation_checkpointing is True
+    # max_length truncates padded batches only: padding_free turns off with it
+    trainer = TRLSFTTrainer(max_length=64)
+    assert trainer.sft_options["padding_free"] is False and trainer.sft_options["max_length"] == 64
+    assert TRLSFTTrainer(max_length=64, packing=True).sft_options["padding_free"] is True  # TRL packs: its rules
+    with pytest.raises(StarKitError, match="padding_free=false with max_length"):
+        TRLSFTTrainer(max_length=64, padding_free=True)
+    with pytest.raises(StarKitError, match="compact_lm_head must be auto, true or false"):
+        TRLSFTTrainer(compact_lm_head="yes")
