@@ -1,6 +1,7 @@
 """Throughput of one sampler (model backend) on the same arithmetic prompts: useful tokens per second.
 
     python benchmarks/backend_throughput.py --sampler hf [--n 64] [--model smollm2-135m] [--sampler-opt K=V ...]
+    python benchmarks/backend_throughput.py --sampler naive   # a plain fp32 model.generate loop, batches of 32
     .venv-vllm/bin/python benchmarks/backend_throughput.py --sampler vllm
     python benchmarks/backend_throughput.py --sampler openai --sampler-opt base_url=http://127.0.0.1:8000/v1
 
@@ -18,6 +19,33 @@ import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+class NaiveLoop:
+    """The obvious way: fp32, batches of 32 in the given order, left padding, greedy ``model.generate`` to the
+    full token budget (no stop strings), each completion cut at the stop string afterwards."""
+
+    def __init__(self, model: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
+
+    def generate(self, prompts, params):
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sampler_throughput import naive_generate
+
+        texts = naive_generate(self.model, self.tokenizer, prompts, 32, params.max_new_tokens, params.stop)
+        return [[t] for t in texts]
+
+    def close(self) -> None:
+        pass
 
 
 def main() -> None:
@@ -40,7 +68,8 @@ def main() -> None:
     model = resolve_model(args.model)
     options = dict(kv.split("=", 1) for kv in args.sampler_opt)
     t0 = time.perf_counter()
-    sampler = registry.create("samplers", args.sampler, model, **options)
+    sampler = NaiveLoop(model) if args.sampler == "naive" else registry.create("samplers", args.sampler, model,
+                                                                                **options)
     load_s = time.perf_counter() - t0
     try:
         sampler.generate(prompts[:4], params)

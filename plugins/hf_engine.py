@@ -46,9 +46,13 @@ def unsupported_reason(model) -> str | None:
 
 class DecodeEngine:
     """Decodes token rows that share a prefix. One instance per loaded model; the prefix's cache is kept
-    between calls (the few-shot prefix is the same for a whole run) and dropped with the engine."""
+    between calls (the few-shot prefix is the same for a whole run) and dropped with the engine.
 
-    def __init__(self, model, slots: int) -> None:
+    ``slots``: rows decoded at once; None = as many as a per-row cache of ``cache_bytes`` in all holds for the
+    call's longest row, between 16 and 256 (arithmetic on SmolLM2: 256 slots; measured on 2 cores, 256 prompts:
+    645 tokens/s at 256 slots, 609 at 128, 521 at 64)."""
+
+    def __init__(self, model, slots: int | None = None, cache_bytes: int = 1 << 30) -> None:
         import torch
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -66,6 +70,8 @@ class DecodeEngine:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.slots = slots
+        self.cache_bytes = cache_bytes
+        self.last_slots = 0  # the slots the last call used
         self._prefix: tuple[tuple[int, ...], list] | None = None
 
     # -- the model, layer by layer ---------------------------------------------------------------------------
@@ -122,14 +128,22 @@ class DecodeEngine:
         q, k, v = self._qkv(layer, h, (cos, sin))  # q [kv, B, g, d]; k, v [kv, B, 1, d]
         kv, b, g, d = q.shape
         q = q * self.scaling
-        shared = torch.bmm(q.reshape(kv, b * g, d), prefix_k_t).view(kv, b, g, -1)
-        own = torch.matmul(q, keys.transpose(-1, -2))
-        new = torch.matmul(q, k.transpose(-1, -2))  # [kv, B, g, 1]
-        scores = torch.cat([shared.float(), own.float() + mask, new.float()], dim=-1)
-        probs = torch.softmax(scores, dim=-1).to(q.dtype)
-        p, t = prefix_k_t.shape[2], keys.shape[2]
-        out = torch.bmm(probs[..., :p].reshape(kv, b * g, p), prefix_v).view(kv, b, g, d)
-        out = out + torch.matmul(probs[..., p : p + t], values) + probs[..., p + t :] * v
+        # One softmax over [prefix | cached | new] computed part by part: the prefix's operands stay contiguous
+        # (slices of a concatenation made the batched matmuls copy their inputs).
+        own = torch.matmul(q, keys.transpose(-1, -2)).float() + mask  # [kv, B, g, T]
+        new = torch.matmul(q, k.transpose(-1, -2)).float()  # [kv, B, g, 1]
+        top = torch.maximum(own.amax(-1, keepdim=True), new)
+        if prefix_k_t.shape[2]:
+            shared = torch.bmm(q.reshape(kv, b * g, d), prefix_k_t).view(kv, b, g, -1).float()
+            top = torch.maximum(top, shared.amax(-1, keepdim=True))
+        own, new = (own - top).exp_(), (new - top).exp_()
+        total = own.sum(-1, keepdim=True) + new
+        out = torch.matmul(own.to(q.dtype), values) + new.to(q.dtype) * v
+        if prefix_k_t.shape[2]:
+            shared = (shared - top).exp_()
+            total = total + shared.sum(-1, keepdim=True)
+            out = out + torch.bmm(shared.to(q.dtype).view(kv, b * g, -1), prefix_v).view(kv, b, g, d)
+        out = (out / total).to(q.dtype)
         x = x + layer.self_attn.o_proj(out.permute(1, 0, 2, 3).reshape(b, 1, self.heads * d))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k[:, :, 0], v[:, :, 0]
@@ -193,10 +207,16 @@ class DecodeEngine:
             return out
         generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
         waiting = sorted(range(len(rows)), key=lambda i: -len(suffixes[i]))  # long first: the tail is short rows
-        slots = min(self.slots, len(rows))
         width = max(map(len, suffixes)) + max_new_tokens
         n_layers, kv, d = len(self.layers), self.kv_heads, self.head_dim
-        keys = torch.zeros((n_layers, kv, slots, width, d), device=self.device, dtype=self.dtype)
+        per_slot = 2 * n_layers * kv * width * d * self.dtype.itemsize
+        slots = self.slots or max(16, min(256, self.cache_bytes // per_slot))
+        slots = self.last_slots = min(slots, len(rows))
+        # The per-row cache grows in steps of GROW positions (a copy every GROW steps) and is used whole, masked:
+        # a slice of a longer buffer would make every batched matmul copy it, at every layer of every step.
+        grow = 16
+        keys = torch.zeros((n_layers, kv, slots, max(map(len, suffixes)) + grow, d), device=self.device,
+                           dtype=self.dtype)
         values = torch.zeros_like(keys)
         owner = [-1] * slots  # the row a slot decodes, -1 when free
         lengths = [0] * slots  # tokens in each slot's own cache
@@ -245,6 +265,9 @@ class DecodeEngine:
                 owner, lengths, last = ([x[s] for s in active] for x in (owner, lengths, last))
                 slots = len(active)
                 active = list(range(slots))
+            if max(lengths) >= keys.shape[3]:
+                more = keys.new_zeros((*keys.shape[:3], grow, d))
+                keys, values = torch.cat([keys, more], dim=3), torch.cat([values, more], dim=3)
             tokens = self._decode_step(prefix, p, keys, values, lengths, last, pick).tolist()
             for s in active:
                 lengths[s] += 1
@@ -277,7 +300,7 @@ class DecodeEngine:
         ``lengths[s]`` tokens are in slot ``s``'s cache; the new one goes at that index."""
         torch = self.torch
         slots = keys.shape[2]
-        t = max(lengths)
+        t = keys.shape[3]
         lengths = torch.tensor(lengths, device=self.device)
         x = self.inner.embed_tokens(torch.tensor(last, device=self.device)[:, None])
         cos, sin = self._positions(x, (p + lengths)[:, None])
@@ -288,7 +311,7 @@ class DecodeEngine:
         empty = keys.new_zeros((self.kv_heads, self.head_dim, 0)), keys.new_zeros((self.kv_heads, 0, self.head_dim))
         for li, layer in enumerate(self.layers):
             pk_t, pv = prefix[li] if prefix is not None else empty
-            x, k, v = self._decode_layer(layer, x, cos, sin, pk_t, pv, keys[li, :, :, :t], values[li, :, :, :t], mask)
+            x, k, v = self._decode_layer(layer, x, cos, sin, pk_t, pv, keys[li], values[li], mask)
             keys[li, :, rows, lengths] = k
             values[li, :, rows, lengths] = v
         return pick(self.model.lm_head(self.inner.norm(x[:, 0])))

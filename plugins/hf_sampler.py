@@ -34,8 +34,8 @@ class HFSampler:
     engine for Llama-family models (``hf_engine``: the few-shot prefix's KV cache computed once and shared by every
     row, a static per-row cache, continuous batching); ``generate`` is transformers' ``model.generate``; auto =
     ``prefix`` on CPU where the architecture is supported, else ``generate``), ``batch_size`` (sequences decoded at
-    once; auto = 256 on a GPU, 128 on CPU with the prefix engine, 32 with generate; whatever it is, an
-    out-of-memory error halves it and the smaller size is kept for later calls),
+    once; auto = 256 on a GPU, 32 with generate on CPU, and with the prefix engine as many as a 1 GiB cache holds
+    (16 to 256); whatever it is, an out-of-memory error halves it and the smaller size is kept for later calls),
     ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true), ``static_cache`` (auto |
     true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; auto = on for
     CUDA (a reference H100 measurement, not re-run here: ~4.8x a plain ``generate`` at batch 64 after a 40 s
@@ -112,9 +112,7 @@ class HFSampler:
             if self.engine_option == "prefix":
                 raise StarKitError(f"sampler 'hf': engine=prefix does not support this model ({reason})", 2)
             return None
-        if self.auto_batch:  # once: a size an out-of-memory error halved is kept
-            self.batch_size, self.auto_batch = 128, False  # measured on 2 cores: 256 prompts 1.2x the tokens/s of 64
-        return DecodeEngine(net, slots=self.batch_size)
+        return DecodeEngine(net, slots=None if self.auto_batch else self.batch_size)
 
     def close(self) -> None:
         self._model = None
@@ -207,9 +205,10 @@ class HFSampler:
                                             params.temperature, params.top_p, params.seed, finished)
                 break
             except self.torch.OutOfMemoryError:
-                if self._engine.slots == 1:
+                if self._engine.last_slots <= 1:
                     raise StarKitError("sampler 'hf': out of memory at batch size 1") from None
-                self.batch_size = self._engine.slots = max(1, self._engine.slots // 2)
+                self.batch_size = self._engine.slots = max(1, self._engine.last_slots // 2)
+                self.auto_batch = False  # the smaller size is kept for later calls and models
                 print(f"sampler 'hf': out of memory; batch size halved to {self.batch_size}", file=sys.stderr)
                 left[:] = [params.n] * len(prompts)
                 gc.collect()

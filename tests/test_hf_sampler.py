@@ -87,7 +87,7 @@ def test_prefix_engine_stops_at_stop_strings_and_samples_reproducibly(tiny_model
 def test_prefix_engine_option_is_checked_and_auto_picks_it_on_cpu(tiny_model):
     registry = load_registry()
     sampler = registry.create("samplers", "hf", tiny_model)
-    assert sampler._engine is not None and sampler.batch_size == 128  # auto on CPU for a Llama
+    assert sampler._engine is not None and sampler._engine.slots is None  # auto on CPU: a 1 GiB cache's worth
     assert registry.create("samplers", "hf", tiny_model, engine="generate")._engine is None
     with pytest.raises(StarKitError, match="engine must be one of auto, prefix, generate"):
         registry.create("samplers", "hf", tiny_model, engine="fast")

@@ -1,0 +1,66 @@
+"""The default job end to end (`star-kit run`, every default), its wall time and each phase's share, for one or
+more variants run one after the other in this process's machine (never two at once).
+
+    python benchmarks/default_job.py                         # today's defaults
+    python benchmarks/default_job.py --variant old="--sampler-opt engine=generate --sampler-opt batch_size=32"
+        --variant new=""                                      # a before/after pair, as a ratio
+
+Each variant is a string of extra `star-kit run` arguments. The last line printed is one JSON object: per variant
+the wall seconds, the accuracy per iteration, the seconds per phase summed over the run and their shares; with two
+variants, `speedup` = first wall / last wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def run_variant(extra: list[str], out: Path) -> dict:
+    cmd = [sys.executable, "-m", "star_kit", "run", "--out", str(out), "--no-progress", *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[3:])}: exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    phases: dict[str, float] = defaultdict(float)
+    for row in rows:
+        for phase, s in row["seconds"].items():
+            phases[phase] += s
+    total = sum(phases.values())
+    return {"args": " ".join(extra), "wall_s": round(wall, 1),
+            "accuracy": [round(r["accuracy"], 4) for r in rows],
+            "phase_s": {k: round(v, 1) for k, v in phases.items()},
+            "phase_share": {k: round(v / total, 3) for k, v in phases.items()},
+            "outside_phases_s": round(wall - total, 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS")
+    args = p.parse_args()
+    variants = [v.split("=", 1) for v in args.variant] or [["default", ""]]
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="star-kit-default-job-") as tmp:
+        for name, extra in variants:
+            results[name] = run_variant(shlex.split(extra), Path(tmp) / name)
+            print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
+    report = {"variants": results}
+    if len(results) > 1:
+        first, last = list(results.values())[0], list(results.values())[-1]
+        report["speedup"] = round(first["wall_s"] / last["wall_s"], 2)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
