@@ -60,3 +60,22 @@ def test_paper_table_quick(tiny_model, tmp_path):
     assert "| STaR + rationalization |" in md.read_text() and "3 digits *" in md.read_text()
     saved = json.loads((tmp_path / "paper" / "paper_table.json").read_text())
     assert saved["conditions"] == data["conditions"]
+
+
+def test_sampling_speed_quick(tiny_model):
+    """The sampling benchmark's ratios and machine limits come out of one run (vLLM only where its venv is)."""
+    data = _last_json([sys.executable, "benchmarks/sampling_speed.py", "--n", "4", "--model", tiny_model,
+                       "--skip", "vllm"])
+    assert data["hf_tok_s"] > 0 and data["naive_tok_s"] > 0 and data["hf_generate_tok_s"] > 0
+    assert data["hf_vs_naive"] == round(data["hf_tok_s"] / data["naive_tok_s"], 2)
+    assert data["bf16_peak_gflops"] > 0 and data["memory_gbs"] > 0 and 0 < data["hf_fraction_of_peak"] < 1
+    assert data["flops_per_token"] > 2 * data["params"]  # parameters plus attention
+
+
+def test_default_job_variants(tiny_model):
+    tiny = f"--model {tiny_model} --iterations 1 --train-size 4 --eval-size 2 --base-steps 1"
+    data = _last_json([sys.executable, "benchmarks/default_job.py", "--variant", f"a={tiny}",
+                       "--variant", f"b={tiny} --sampler-opt engine=generate"])
+    a, b = data["variants"]["a"], data["variants"]["b"]
+    assert len(a["accuracy"]) == 2 and set(a["phase_s"]) == {"evaluate", "sample", "rationalize", "train"}
+    assert abs(sum(a["phase_share"].values()) - 1) < 0.01 and data["speedup"] == round(a["wall_s"] / b["wall_s"], 2)
