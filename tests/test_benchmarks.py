@@ -77,5 +77,5 @@ def test_default_job_variants(tiny_model):
     data = _last_json([sys.executable, "benchmarks/default_job.py", "--variant", f"a={tiny}",
                        "--variant", f"b={tiny} --sampler-opt engine=generate"])
     a, b = data["variants"]["a"], data["variants"]["b"]
-    assert len(a["accuracy"]) == 2 and set(a["phase_s"]) == {"evaluate", "sample", "rationalize", "train"}
+    assert len(a["accuracy"]) == 2 and {"evaluate", "sample", "rationalize"} <= set(a["phase_s"])  # train: if kept
     assert abs(sum(a["phase_share"].values()) - 1) < 0.01 and data["speedup"] == round(a["wall_s"] / b["wall_s"], 2)
