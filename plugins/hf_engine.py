@@ -138,12 +138,15 @@ class DecodeEngine:
             top = torch.maximum(top, shared.amax(-1, keepdim=True))
         own, new = (own - top).exp_(), (new - top).exp_()
         total = own.sum(-1, keepdim=True) + new
-        out = torch.matmul(own.to(q.dtype), values) + new.to(q.dtype) * v
         if prefix_k_t.shape[2]:
             shared = (shared - top).exp_()
             total = total + shared.sum(-1, keepdim=True)
-            out = out + torch.bmm(shared.to(q.dtype).view(kv, b * g, -1), prefix_v).view(kv, b, g, d)
-        out = (out / total).to(q.dtype)
+        # Normalised before the products with the values, as softmax would be: unnormalised weights sum to as
+        # much as the row's length, and their products with the values overflow float16 (max 65504).
+        inv = total.reciprocal_()
+        out = torch.matmul(own.mul_(inv).to(q.dtype), values) + new.mul_(inv).to(q.dtype) * v
+        if prefix_k_t.shape[2]:
+            out = out + torch.bmm(shared.mul_(inv).to(q.dtype).view(kv, b * g, -1), prefix_v).view(kv, b, g, d)
         x = x + layer.self_attn.o_proj(out.permute(1, 0, 2, 3).reshape(b, 1, self.heads * d))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k[:, :, 0], v[:, :, 0]
@@ -204,6 +207,8 @@ class DecodeEngine:
         suffixes = [list(r[prefix_len:]) for r in rows]
         out: list[list[int]] = [[] for _ in rows]
         if max_new_tokens <= 0:
+            for i in range(len(rows) if finished is not None else 0):
+                finished(i)
             return out
         generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
         waiting = sorted(range(len(rows)), key=lambda i: -len(suffixes[i]))  # long first: the tail is short rows

@@ -39,7 +39,7 @@ class HFSampler:
     ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true), ``static_cache`` (auto |
     true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; auto = on for
     CUDA (a reference H100 measurement, not re-run here: ~4.8x a plain ``generate`` at batch 64 after a 40 s
-    compile), off on CPU, where nothing is compiled; it replaces the prefix cache)."""
+    compile), off on CPU, where nothing is compiled, and with engine=prefix; it replaces the prefix cache)."""
 
     def __init__(
         self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int | str = "auto",
@@ -71,8 +71,8 @@ class HFSampler:
             self.batch_size = 0
         if self.batch_size < 1:
             raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}", 2)
-        if static_cache == "auto":
-            static_cache = self.device.type == "cuda"
+        if static_cache == "auto":  # the prefix engine has its own cache, and needs the shared prefix
+            static_cache = self.device.type == "cuda" and engine != "prefix"
         if not isinstance(static_cache, bool):
             raise StarKitError(f"sampler 'hf': static_cache must be auto, true or false, got {static_cache!r}", 2)
         self.static_cache = static_cache
@@ -84,7 +84,7 @@ class HFSampler:
         self.load(model)
 
     def load(self, model: str) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         self.close()
         try:
@@ -96,7 +96,12 @@ class HFSampler:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         net.to(self.device).eval()
-        net.generation_config.pad_token_id = tokenizer.pad_token_id
+        # generate fills every field a call leaves unset from the model's generation config (a checkpoint's
+        # repetition_penalty, top_k, no_repeat_ngram_size, ...): only its token ids are kept, so that completions
+        # follow GenerationParams alone, as with the prefix engine and the vLLM sampler.
+        gen = net.generation_config
+        net.generation_config = GenerationConfig(bos_token_id=gen.bos_token_id, eos_token_id=gen.eos_token_id,
+                                                 pad_token_id=tokenizer.pad_token_id)
         self.tokenizer, self._model, self.model = tokenizer, net, model
         self._engine = self._make_engine(net)
 
@@ -147,13 +152,14 @@ class HFSampler:
             do_sample=sample,
             temperature=params.temperature if sample else None,
             top_p=params.top_p if sample else None,
-            top_k=None,
+            top_k=0 if sample else None,  # None would be transformers' default, 50
             pad_token_id=tok.pad_token_id,
             eos_token_id=self._model.generation_config.eos_token_id,
             stop_strings=[s for s in params.stop if s] or None,
             cache_implementation="static" if self.static_cache else None,
         )
         texts: list[str] = [""] * len(flat)
+        left = [params.n] * len(prompts)  # rows of each prompt still to decode (progress counts prompts)
         start, batch_index, batch_size = 0, 0, self.batch_size
         while start < len(order):
             idx = order[start : start + batch_size]
@@ -169,18 +175,22 @@ class HFSampler:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 continue
+            done = 0
             for j, i in enumerate(idx):
                 texts[i] = cut_at_stop(out[j], params.stop)
+                left[i // params.n] -= 1
+                done += left[i // params.n] == 0
             start += len(idx)
             batch_index += 1
-            if advance is not None:
-                advance(len(idx) // params.n if params.n > 1 else len(idx))
+            if advance is not None and done:
+                advance(done)
         return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
 
     def _generate_engine(self, prompts, ids, prefix_len, params, advance) -> list[list[str]]:
         tok = self.tokenizer
         stop = [s for s in params.stop if s]
-        window = max(map(len, stop), default=0) + 2  # tokens: a stop string spans at most one per character, +1
+        # tokens: a stop string spans at most one per UTF-8 byte (byte-level tokens split a character), +1
+        window = max((len(s.encode()) for s in stop), default=0) + 2
 
         def is_done(tokens: list[int]) -> bool:
             tail = tok.decode(tokens[-window:])

@@ -62,7 +62,8 @@ def test_disk_full_is_one_clear_error_and_the_old_file_stays(tmp_path, monkeypat
 def test_out_of_memory_halves_the_batch_and_says_so_once(tiny_model, capsys):
     import torch
 
-    sampler = load_registry().create("samplers", "hf", tiny_model, batch_size=8)
+    # generate's batches (the prefix engine's slots: tests/test_hf_sampler.py)
+    sampler = load_registry().create("samplers", "hf", tiny_model, batch_size=8, engine="generate")
     task = load_registry().create("tasks", "arithmetic")
     prompts = [task.prompt(e) for e in task.examples("eval", 8, 0)]
     params = GenerationParams(max_new_tokens=4, stop=task.stop)

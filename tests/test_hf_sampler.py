@@ -91,3 +91,164 @@ def test_prefix_engine_option_is_checked_and_auto_picks_it_on_cpu(tiny_model):
     assert registry.create("samplers", "hf", tiny_model, engine="generate")._engine is None
     with pytest.raises(StarKitError, match="engine must be one of auto, prefix, generate"):
         registry.create("samplers", "hf", tiny_model, engine="fast")
+
+
+# -- the prefix engine against generate on models whose texts vary (tiny_model repeats one token) -----------------
+def _varied_model(root, tokenizer, model_type="llama", generation=None, edit=None, **config):
+    """A 2-layer model of ``model_type`` with SmolLM2's tokenizer, initialised widely enough that its greedy texts
+    depend on the prompt; ``generation``: fields of its generation_config.json; ``edit(model)`` changes weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.3,
+                  tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **{**fields, **config}))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0.0, 0.5)  # attention biases (zero at initialisation) that matter
+        if edit is not None:
+            edit(model)
+    for key, value in (generation or {}).items():
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(root)
+    tokenizer.save_pretrained(root)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2)
+
+
+def _run(model, prompts, params, **options):
+    sampler = load_registry().create("samplers", "hf", model, **{"dtype": "float32", **options})
+    try:
+        return sampler.generate(prompts, params)
+    finally:
+        sampler.close()
+
+
+@pytest.mark.parametrize("model_type,config", [
+    ("llama", dict(tie_word_embeddings=False, rope_parameters=dict(
+        rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=64))),
+    ("qwen2", dict(head_dim=12)),
+], ids=["llama-gqa-untied-llama3rope", "qwen2-bias-headdim"])
+def test_prefix_engine_matches_generate_on_varied_texts(tmp_path, tokenizer, prompts_and_params, model_type, config):
+    """Grouped-query attention (2 kv heads), an untied LM head, llama3 rope scaling, qwen2's attention biases and
+    an explicit head_dim: 7 prompts through 3 slots (refills, a compacted tail, the cache grown past 16)."""
+    prompts, _ = prompts_and_params
+    task = load_registry().create("tasks", "arithmetic")
+    prompts = prompts + [task.prompt(e) for e in task.examples("train", 1, 0)]
+    model = _varied_model(tmp_path, tokenizer, model_type, **config)
+    params = GenerationParams(max_new_tokens=40)
+    plain = _run(model, prompts, params, engine="generate", prefix_cache=False)
+    assert len({c[0] for c in plain}) == len(prompts)  # the texts differ: the comparison means something
+    assert _run(model, prompts, params, engine="prefix", batch_size=3) == plain
+
+
+def test_prefix_engine_float16_attention_does_not_overflow(tmp_path, tokenizer, prompts_and_params):
+    """Large values under broad attention: the decode step's attention weights are normalised before their
+    products with the values, which overflowed float16 (inf, NaN logits) when left unnormalised."""
+    def edit(model):
+        for layer in model.model.layers:
+            attn = layer.self_attn
+            attn.q_proj.weight.zero_(), attn.q_proj.bias.zero_()  # uniform attention over ~500 positions
+            attn.v_proj.weight.zero_(), attn.v_proj.bias.fill_(1000.0)  # every value 1000
+            attn.o_proj.weight.mul_(1e-3)
+
+    prompts, _ = prompts_and_params
+    model = _varied_model(tmp_path, tokenizer, attention_bias=True, edit=edit)
+    params = GenerationParams(max_new_tokens=6)
+    plain = _run(model, prompts[:3], params, engine="generate", dtype="float16")
+    assert _run(model, prompts[:3], params, engine="prefix", dtype="float16") == plain
+
+
+def test_generate_ignores_the_checkpoints_generation_defaults(tmp_path, tokenizer, prompts_and_params):
+    """Completions follow GenerationParams alone on both engines: a checkpoint's repetition_penalty or
+    no_repeat_ngram_size are not applied by generate, nor is a top-k (the model's, or transformers' default 50)."""
+    prompts, _ = prompts_and_params
+    model = _varied_model(tmp_path, tokenizer, generation=dict(
+        do_sample=True, top_k=20, repetition_penalty=1.5, no_repeat_ngram_size=2))
+    params = GenerationParams(max_new_tokens=24)
+    assert _run(model, prompts, params, engine="generate") == _run(model, prompts, params, engine="prefix")
+    # near-uniform sampling over 49k tokens: 80 draws give ~80 different tokens, at most 20 (or 50) under a top-k
+    hot = GenerationParams(max_new_tokens=1, temperature=1000.0, n=80, seed=1)
+    for engine in ("generate", "prefix"):
+        assert len(set(_run(model, prompts[:1], hot, engine=engine)[0])) > 60, engine
+
+
+def test_progress_counts_each_prompt_once(tiny_model, prompts_and_params):
+    prompts, _ = prompts_and_params
+    registry = load_registry()
+    sampler = registry.create("samplers", "hf", tiny_model, dtype="float32", engine="generate", batch_size=3)
+    seen = []
+    sampler.generate(prompts[:3], GenerationParams(max_new_tokens=2, n=2), advance=seen.append)
+    assert sum(seen) == 3  # batches of 3 rows of 2 samples each: 1.5 prompts a batch
+    sampler = registry.create("samplers", "hf", tiny_model, dtype="float32", engine="prefix")
+    seen = []
+    assert sampler.generate(prompts, GenerationParams(max_new_tokens=0), advance=seen.append) == [[""]] * 6
+    assert sum(seen) == len(prompts)
+
+
+def test_prefix_engine_stop_detection_counts_bytes(tiny_model, tokenizer):
+    """A stop string of multi-byte characters spans more tokens than characters (答案: 2 characters, 6 bytes,
+    5 byte-level tokens); the row stops at the token that completes it."""
+    tokens = tokenizer(" so the 答案 is 3", add_special_tokens=False)["input_ids"]
+    through = next(k for k in range(len(tokens)) if "答案" in tokenizer.decode(tokens[: k + 1]))
+    stopped = []
+
+    class Scripted:  # an engine that emits ``tokens`` until the sampler's is_done says stop
+        last_slots = 1
+
+        def generate(self, rows, prefix_len, max_new_tokens, is_done, eos, *args):
+            out = []
+            for t in tokens:
+                out.append(t)
+                if is_done(out):
+                    break
+            stopped.append(len(out) - 1)
+            return [out for _ in rows]
+
+    sampler = load_registry().create("samplers", "hf", tiny_model, dtype="float32", engine="prefix")
+    sampler._engine = Scripted()
+    assert sampler.generate(["Q: 1 + 2 = ?\nA:"], GenerationParams(stop=("答案",))) == [[" so the "]]
+    assert stopped == [through]
+
+
+def test_static_cache_auto_leaves_the_prefix_engine_its_prefix_on_cuda(monkeypatch):
+    from star_kit_plugins.hf_sampler import HFSampler
+
+    monkeypatch.setattr(HFSampler, "load", lambda self, model: None)  # no GPU needed: the options alone
+    engine = HFSampler("m", device="cuda", dtype="float32", engine="prefix")
+    assert engine.static_cache is False and engine.prefix_cache is True
+    assert HFSampler("m", device="cuda", dtype="float32").static_cache is True  # generate on a GPU
+
+
+def test_prefix_engine_out_of_memory_halves_the_slots_and_counts_each_prompt_once(tiny_model, prompts_and_params,
+                                                                                  capsys):
+    import torch
+
+    prompts, params = prompts_and_params
+    registry = load_registry()
+    expected = registry.create("samplers", "hf", tiny_model, dtype="float32", engine="prefix",
+                               batch_size=2).generate(prompts, params)
+    sampler = registry.create("samplers", "hf", tiny_model, dtype="float32", engine="prefix", batch_size=4)
+    real, calls = sampler._engine._decode_step, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 5:  # after some rows have finished
+            raise torch.OutOfMemoryError("out of memory (simulated)")
+        return real(*args)
+
+    sampler._engine._decode_step = flaky
+    seen = []
+    assert sampler.generate(prompts, params, advance=seen.append) == expected
+    assert sum(seen) == len(prompts) and sampler.batch_size == sampler._engine.slots == 2
+    assert capsys.readouterr().err.count("out of memory; batch size halved to 2") == 1
