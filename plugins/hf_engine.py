@@ -141,12 +141,19 @@ class DecodeEngine:
         if prefix_k_t.shape[2]:
             shared = (shared - top).exp_()
             total = total + shared.sum(-1, keepdim=True)
-        # Normalised before the products with the values, as softmax would be: unnormalised weights sum to as
-        # much as the row's length, and their products with the values overflow float16 (max 65504).
+        # float16: normalised before the products with the values, as softmax would be (unnormalised weights sum
+        # to as much as the row's length, and their products with the values overflow float16's 65504). bfloat16
+        # and float32 have the range to divide once afterwards, which saves three passes over the weights.
+        early = q.dtype == torch.float16
         inv = total.reciprocal_()
-        out = torch.matmul(own.mul_(inv).to(q.dtype), values) + new.mul_(inv).to(q.dtype) * v
+        if early:
+            own, new = own.mul_(inv), new.mul_(inv)
+        out = torch.matmul(own.to(q.dtype), values) + new.to(q.dtype) * v
         if prefix_k_t.shape[2]:
-            out = out + torch.bmm(shared.mul_(inv).to(q.dtype).view(kv, b * g, -1), prefix_v).view(kv, b, g, d)
+            out = out + torch.bmm((shared.mul_(inv) if early else shared).to(q.dtype).view(kv, b * g, -1),
+                                  prefix_v).view(kv, b, g, d)
+        if not early:
+            out = (out * inv).to(q.dtype)
         x = x + layer.self_attn.o_proj(out.permute(1, 0, 2, 3).reshape(b, 1, self.heads * d))
         x = x + layer.mlp(layer.post_attention_layernorm(x))
         return x, k[:, :, 0], v[:, :, 0]
