@@ -33,15 +33,16 @@ class NaiveLoop:
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
-
-    def generate(self, prompts, params):
         import sys
         from pathlib import Path
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from sampler_throughput import naive_generate
+        from sampler_throughput import naive_generate  # the one naive loop, shared with that benchmark
 
-        texts = naive_generate(self.model, self.tokenizer, prompts, 32, params.max_new_tokens, params.stop)
+        self.naive_generate = naive_generate
+
+    def generate(self, prompts, params):
+        texts = self.naive_generate(self.model, self.tokenizer, prompts, 32, params.max_new_tokens, params.stop)
         return [[t] for t in texts]
 
     def close(self) -> None:

@@ -137,12 +137,10 @@ def _pairs():
     return out
 
 
-def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_model, tmp_path, capsys, monkeypatch):
-    """fp32, so any difference is the speed-up's, not bf16 rounding: every logged loss, and the trained weights."""
+@pytest.fixture()
+def sft_configs(monkeypatch):
+    """Every trl.SFTConfig the trainer builds, in order."""
     import trl
-    from safetensors.torch import load_file
-
-    from star_kit_plugins.trl_trainer import TRLSFTTrainer
 
     configs = []
 
@@ -152,13 +150,22 @@ def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_
             configs.append(self)
 
     monkeypatch.setattr(trl, "SFTConfig", Recorded)
+    return configs
+
+
+def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_model, tmp_path, capsys, sft_configs):
+    """fp32, so any difference is the speed-up's, not bf16 rounding: every logged loss, and the trained weights."""
+    from safetensors.torch import load_file
+
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
     runs = {}
     for name, options in (("before", BEFORE), ("after", {})):
         out = tmp_path / name
         TRLSFTTrainer(bf16=False, learning_rate=1e-3, per_device_train_batch_size=6, warmup_steps=0,
                       logging_steps=1, **options).train(tiny_model, _pairs(), 8, out, seed=0)
         runs[name] = [r["loss"] for r in read_jsonl(out / "train_log.jsonl")], load_file(out / "model.safetensors")
-    before, after = configs
+    before, after = sft_configs
     assert (before.padding_free, before.activation_checkpointing, before.max_length) == (False, True, 1024)
     assert (after.padding_free, after.activation_checkpointing, after.max_length) == (True, False, None)
     err = capsys.readouterr().err
@@ -171,22 +178,12 @@ def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_
         assert torch.allclose(tensor.float(), weights_b[key].float(), atol=1e-2), key
 
 
-def test_the_users_checkpointing_and_truncation_choices_are_kept(tiny_model, tmp_path, monkeypatch):
-    import trl
-
+def test_the_users_checkpointing_and_truncation_choices_are_kept(tiny_model, tmp_path, sft_configs):
     from star_kit_plugins.trl_trainer import TRLSFTTrainer
 
-    configs = []
-
-    class Recorded(trl.SFTConfig):
-        def __post_init__(self):
-            super().__post_init__()
-            configs.append(self)
-
-    monkeypatch.setattr(trl, "SFTConfig", Recorded)
     # TRL's old name for it: not overridden by the CPU default
     TRLSFTTrainer(gradient_checkpointing=True, bf16=False).train(tiny_model, _pairs()[:4], 1, tmp_path / "a")
-    assert configs[-1].activation_checkpointing is True
+    assert sft_configs[-1].activation_checkpointing is True
     # max_length truncates padded batches only: padding_free turns off with it
     trainer = TRLSFTTrainer(max_length=64)
     assert trainer.sft_options["padding_free"] is False and trainer.sft_options["max_length"] == 64
