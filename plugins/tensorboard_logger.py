@@ -1,7 +1,8 @@
 """Built-in logger: TensorBoard scalars in ``RUN/tensorboard/`` (``tensorboard --logdir RUN/tensorboard``).
 
 On every ``star_kit_iteration_end`` event, with the iteration as the step, every numeric field of
-:class:`star_kit.records.IterationResult`: ``accuracy``, ``accuracy_stderr``, ``eval_examples``, the training
+:class:`star_kit.records.IterationResult`: ``accuracy``, ``accuracy_stderr``, ``eval_examples`` (and ``maj_k``,
+``maj_accuracy``, ``maj_accuracy_stderr`` with ``--eval-samples``), the training
 phase's counts as ``samples/<field>`` (``sampled``, ``kept``, ``no_answer``, ``unverified`` ...; iterations >= 1),
 ``train/{examples,steps}`` and ``seconds/<phase>``; the run's config as text (credentials redacted) at the first event of a process. Written through
 ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package). Any failure, a missing package
@@ -19,7 +20,8 @@ import star_kit
 from star_kit.records import IterationResult
 
 SUBDIR = "tensorboard"
-EVAL_FIELDS = ("accuracy", "accuracy_stderr", "eval_examples")  # tagged by their names, iteration 0 too
+# tagged by their names, iteration 0 too (maj_*: maj@K beside the greedy accuracy, only when --eval-samples is on)
+EVAL_FIELDS = ("accuracy", "accuracy_stderr", "eval_examples", "maj_k", "maj_accuracy", "maj_accuracy_stderr")
 TRAIN_TAGS = {"train_examples": "train/examples", "steps": "train/steps"}
 #: every other numeric field of the record (derived from it, so a new field is logged too) -> samples/<field>
 SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(IterationResult)

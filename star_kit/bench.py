@@ -71,6 +71,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    metavar="[TASK.]KEY=VALUE",
                    help="task option, e.g. arithmetic.digits=1-3 (repeatable; without TASK. it goes to every task)")
     p.add_argument("--seed", type=int, help="seed of the example shuffle (default 0; with --run: the run's)")
+    p.add_argument("--eval-samples", type=int, metavar="K",
+                   help="maj@K beside the greedy accuracy: K sampled rationales per question, majority vote over "
+                        "their answers (star-kit tasks; default 0 = greedy only; with --run: the run's)")
+    p.add_argument("--eval-temperature", type=float, metavar="T",
+                   help="sampling temperature of the maj@K rationales (default 0.7; with --run: the run's)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -151,15 +156,21 @@ def _slug(text: str) -> str:
 
 
 def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, registry, phases,
-                   label: str) -> dict[str, Any]:
+                   label: str, maj_k: int = 0, maj_temperature: float = 0.7, seed: int = 0) -> dict[str, Any]:
     from .evaluation import evaluate
 
     t0 = time.perf_counter()
-    with phases.phase(f"{label} · {spec.name}", len(spec.examples), "q") as advance, \
+    total = len(spec.examples) * (2 if maj_k > 1 else 1)
+    with phases.phase(f"{label} · {spec.name}", total, "q") as advance, \
             registry.guard("samplers", sampler_name):
-        ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance)
-    return {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
-            "metric": "task.is_correct", "seconds": round(time.perf_counter() - t0, 2)}
+        ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance, maj_k=maj_k,
+                      maj_temperature=maj_temperature, seed=seed)
+    row = {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
+           "metric": "task.is_correct", "seconds": round(time.perf_counter() - t0, 2)}
+    if ev.maj is not None:  # maj@K beside the greedy accuracy
+        row.update(maj_k=ev.maj["k"], maj_accuracy=ev.maj["accuracy"], maj_stderr=ev.maj["stderr"],
+                   maj_no_answer=ev.maj["no_answer"], maj_temperature=ev.maj["temperature"])
+    return row
 
 
 def _dataset_of(manager, name: str) -> str:
@@ -239,7 +250,11 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
                 cells.append("—")
                 continue
             err = f" ± {100 * r['stderr']:.1f}" if r.get("stderr") is not None else ""
-            cells.append(f"{100 * r['accuracy']:.1f}{err}%\nn={r['n']} · {r['seconds']:.0f} s")
+            maj = ""
+            if r.get("maj_accuracy") is not None:
+                maj_err = f" ± {100 * r['maj_stderr']:.1f}" if r.get("maj_stderr") is not None else ""
+                maj = f"\nmaj@{r['maj_k']} {100 * r['maj_accuracy']:.1f}{maj_err}%"
+            cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']} · {r['seconds']:.0f} s")
         table.add_row(t.label, *cells)
     return table
 
@@ -284,6 +299,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise StarKitError(f"--limit must be positive (or 'all'), got {args.limit}", 2)
     limit = args.limit if args.limit is not None else (run_config.get("eval_size") if args.run else None)
     seed = args.seed if args.seed is not None else int(run_config.get("seed", 0) or 0)
+    from .config import RunConfig, check_eval_samples
+
+    maj_k = args.eval_samples if args.eval_samples is not None else run_config.get("eval_samples",
+                                                                                   RunConfig.eval_samples)
+    maj_temperature = args.eval_temperature if args.eval_temperature is not None else \
+        run_config.get("eval_temperature", RunConfig.eval_temperature)
+    check_eval_samples(maj_k, maj_temperature)
     data_dir = args.data_dir or run_config.get("data_dir")
     run_task = str(run_config.get("task") or "")
     task_options = {f"{run_task}.{k}": v for k, v in (run_config.get("task_options") or {}).items()}
@@ -296,6 +318,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     sampler_name = registry.resolve_sampler(sampler_name)
+    if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
+        err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
+                          f"not for lm-eval's own", highlight=False)
     specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, seed)
     if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
@@ -318,7 +343,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             with registry.guard("samplers", sampler_name):
                                 sampler.load(t.path)
                         out_dir = root / _slug(t.label) / _slug(spec.name)
-                        row = bench_star_kit(spec, sampler, sampler_name, out_dir, registry, phases, t.label)
+                        row = bench_star_kit(spec, sampler, sampler_name, out_dir, registry, phases, t.label,
+                                             maj_k, maj_temperature, seed)
                     else:
                         row = bench_lm_eval(spec, t.path, limit, seed, phases, t.label)
                     result = {"model": t.label, "model_path": t.path, "task": spec.name, "source": spec.kind, **row}

@@ -140,7 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def results_table(history) -> Table:
     table = Table(title="STaR iterations")
-    for col in ("iter", "accuracy", "±", "kept", "no answer", "rejected", "rationalized", "train ex", "steps",
+    ks = sorted({r.maj_k for r in history if r.maj_k})  # maj@K beside the greedy accuracy, when it was on
+    maj = [f"maj@{ks[0]}" if len(ks) == 1 else "maj@K"] if ks else []
+    for col in ("iter", "accuracy", "±", *maj, "kept", "no answer", "rejected", "rationalized", "train ex", "steps",
                 "sample s", "ration. s", "train s", "eval s"):
         table.add_column(col, justify="right")
     for r in sorted(history, key=lambda r: r.iteration):
@@ -149,6 +151,8 @@ def results_table(history) -> Table:
             str(r.iteration),
             "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",
             "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
+            *(["" if r.maj_accuracy is None else f"{100 * r.maj_accuracy:.1f}%"
+               + ("" if len(ks) == 1 else f" (K={r.maj_k})")] if maj else []),
             f"{r.kept}/{r.sampled}" if r.iteration else "few-shot",
             str(r.no_answer) if r.iteration else "",
             str(r.unverified) if r.iteration else "",

@@ -45,6 +45,9 @@ class RunConfig:
     samples: int = _opt(1, "rationales sampled per question (k > 1 needs --temperature > 0); identical ones train "
                            "once")
     top_p: float = _opt(1.0, "nucleus sampling for rationales")
+    eval_samples: int = _opt(0, "maj@K evaluation: K sampled rationales per held-out question, majority vote over "
+                                "their answers, reported beside the greedy accuracy (0 or 1: greedy only)")
+    eval_temperature: float = _opt(0.7, "sampling temperature of the maj@K rationales (--eval-samples > 1)")
     base_steps: int = _opt(40, "training steps of iteration 1")
     step_growth: float = _opt(1.2, "steps grow by this factor per iteration")
     step_schedule: str = _opt("exponential", "exponential: base·growth^(n-1); linear: base + 20·(n-1)",
@@ -122,12 +125,25 @@ class RunConfig:
         if self.samples > 1 and self.temperature <= 0:
             raise StarKitError(f"--samples {self.samples} needs --temperature > 0 (greedy decoding gives "
                                f"{self.samples} identical rationales)", 2)
+        check_eval_samples(self.eval_samples, self.eval_temperature)
         if self.step_schedule not in ("exponential", "linear"):
             raise StarKitError(f"--step-schedule must be exponential or linear, got {self.step_schedule!r}", 2)
         for key in ("train_size", "eval_size"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise StarKitError(f"--{key.replace('_', '-')} must be positive, got {value}", 2)
+
+
+def check_eval_samples(k: Any, temperature: Any) -> None:
+    """``--eval-samples K`` (an integer >= 1; 0 or 1: greedy only) and ``--eval-temperature`` (> 0 when K > 1):
+    one line, exit code 2, before anything loads (``star-kit run`` and ``star-kit bench``)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise StarKitError(f"--eval-samples must be an integer >= 1 (0 or 1: greedy only), got {k!r}", 2)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise StarKitError(f"--eval-temperature must be a number >= 0, got {temperature!r}", 2)
+    if k > 1 and temperature <= 0:
+        raise StarKitError(f"--eval-samples {k} needs --eval-temperature > 0 (greedy decoding gives {k} identical "
+                           f"rationales)", 2)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,14 @@ lm-eval filter ``star_kit_extract`` (the task's registered extractor); each filt
 task's own ``is_correct`` (the same check that filters the training rationales), not lm-eval's ``exact_match``
 (which lm-eval still computes; it is kept in ``eval.json`` under ``lm_eval`` only).
 Generation goes through star-kit's sampler, wrapped as an lm-eval ``LM``, so every backend evaluates the same way.
+
+maj@K (``--eval-samples K``, K > 1) is lm-eval's self-consistency mechanism (as in its
+``gsm8k-cot-self-consistency`` task): a second copy of the task config, ``repeats: K`` with sampling on
+(``--eval-temperature``), whose filter pipeline is the task's own up to ``star_kit_extract``, then
+``star_kit_majority_vote`` and ``take_first``. Both tasks run in one ``simple_evaluate`` call; the greedy one is
+unchanged and stays the headline. The vote: an output with no answer abstains; the most frequent answer wins; a tie
+goes to the tied answer sampled first (the order the sampler returned them, seeded); when none of the K has an answer
+the question counts as no answer. The K copies of a question reach the sampler as one prompt with ``n=K``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,7 +60,34 @@ def _lm_eval():
             def apply(self, resps, docs):
                 return [[self.extract(r) or NO_ANSWER for r in inst] for inst in resps]
 
+    if "star_kit_majority_vote" not in filter_registry:
+
+        @register_filter("star_kit_majority_vote")
+        class StarKitMajorityVote(Filter):
+            """lm-eval filter step after ``star_kit_extract``: the K answers of a question -> [their vote]
+            (:func:`majority_vote`; '[no answer]' abstains, and is the result when all K abstain)."""
+
+            def __init__(self, **kwargs: Any) -> None:
+                pass
+
+            def apply(self, resps, docs):
+                votes = []
+                for inst in resps:
+                    vote = majority_vote([None if r == NO_ANSWER else r for r in inst])
+                    votes.append([NO_ANSWER if vote is None else vote])
+                return votes
+
     return lm_eval, LM
+
+
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """The most frequent answer among ``answers`` (None: no answer, which abstains); a tie goes to the tied answer
+    that comes first in ``answers`` (the first sampled); None when no answer is given at all."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == top)
 
 
 def _quiet_git_hash() -> None:
@@ -76,8 +111,10 @@ def _quiet_git_hash() -> None:
     evaluator.get_git_commit_hash = git_commit_hash
 
 
-def sampler_lm(sampler: Sampler, advance: Advance | None = None):
-    """An lm-eval ``LM`` whose ``generate_until`` runs on a star-kit sampler."""
+def sampler_lm(sampler: Sampler, advance: Advance | None = None, seed: int = 0):
+    """An lm-eval ``LM`` whose ``generate_until`` runs on a star-kit sampler. Sampled requests for the same prompt
+    (lm-eval's ``repeats``) go to the sampler as that prompt once with ``n`` = their number, so a backend that
+    seeds each request alike still returns distinct samples."""
     _, LM = _lm_eval()
 
     class SamplerLM(LM):
@@ -96,11 +133,23 @@ def sampler_lm(sampler: Sampler, advance: Advance | None = None):
                 groups[key].append(i)
             out: list[str] = [""] * len(requests)
             for (until, max_toks, temperature, top_p), idx in groups.items():
+                if temperature > 0:  # the copies of a prompt: one prompt, n samples
+                    rows: dict[str, list[int]] = defaultdict(list)
+                    for i in idx:
+                        rows[requests[i].args[0]].append(i)
+                    prompts, n = list(rows), max(len(r) for r in rows.values())
+                else:
+                    rows, prompts, n = {}, [requests[i].args[0] for i in idx], 1
                 params = GenerationParams(max_new_tokens=max_toks, temperature=temperature, top_p=top_p,
-                                          n=1, stop=until)
-                texts = sampler.generate([requests[i].args[0] for i in idx], params, advance)
-                for i, t in zip(idx, texts):
-                    out[i] = t[0]
+                                          n=n, stop=until, seed=seed)
+                texts = sampler.generate(prompts, params, advance)
+                if n == 1 and not rows:
+                    for i, t in zip(idx, texts):
+                        out[i] = t[0]
+                    continue
+                for same, samples in zip(rows.values(), texts):
+                    for i, t in zip(same, samples):
+                        out[i] = t
             return out
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
@@ -120,6 +169,25 @@ class EvalResult:
     no_answer: int
     samples: list[dict[str, Any]]
     raw: dict[str, Any]
+    maj: dict[str, Any] | None = None  # maj@K: {"k", "temperature", "accuracy", "stderr", "no_answer"}; None: off
+
+
+def maj_config(config: dict[str, Any], k: int, temperature: float) -> dict[str, Any]:
+    """The maj@K copy of a task's lm-eval config (the one from :func:`evaluate`, its extractor filled in): task
+    ``<name>_maj``, ``repeats: k``, sampling at ``temperature``, and the one filter pipeline ``maj@k``: the task's
+    own steps up to ``star_kit_extract``, then ``star_kit_majority_vote`` and ``take_first``."""
+    maj = copy.deepcopy(config)
+    maj["task"] = f"{config['task']}_maj"
+    maj["repeats"] = int(k)
+    maj["generation_kwargs"] = {**(config.get("generation_kwargs") or {}), "do_sample": True,
+                                "temperature": float(temperature)}
+    name, _ = extract_filter(config)
+    steps = next(f["filter"] for f in config["filter_list"] if f.get("name", "none") == name)
+    upto = next(i for i, step in enumerate(steps) if step.get("function") == "star_kit_extract")
+    maj["filter_list"] = [{"name": f"maj@{k}", "filter": [*copy.deepcopy(steps[: upto + 1]),
+                                                          {"function": "star_kit_majority_vote"},
+                                                          {"function": "take_first"}]}]
+    return maj
 
 
 def mean_and_stderr(correct: Sequence[bool]) -> tuple[float, float | None]:
@@ -141,9 +209,13 @@ def evaluate(
     out_dir: Path,
     registry=None,
     advance: Advance | None = None,
+    maj_k: int = 0,
+    maj_temperature: float = 0.7,
+    seed: int = 0,
 ) -> EvalResult:
     """Evaluate the sampler's model on ``examples``; writes ``eval_docs.jsonl``, ``eval.json`` and
-    ``eval_samples.jsonl`` in ``out_dir``."""
+    ``eval_samples.jsonl`` in ``out_dir``. With ``maj_k`` > 1, maj@K beside the greedy accuracy (sampled at
+    ``maj_temperature``, seeded with ``seed``): ``eval.json``'s ``maj`` and each row's ``maj_*`` fields."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
@@ -160,13 +232,15 @@ def evaluate(
             if step.get("function") == "star_kit_extract":
                 step["extractor"] = task.extractor
     flt = found[0]
+    maj_k = int(maj_k or 0)
+    configs = [config] + ([maj_config(config, maj_k, maj_temperature)] if maj_k > 1 else [])
     _ACTIVE_REGISTRY = registry
     try:
         from lm_eval.tasks import TaskManager
 
         results = lm_eval.simple_evaluate(
-            model=sampler_lm(sampler, advance),
-            tasks=[config],
+            model=sampler_lm(sampler, advance, seed),
+            tasks=configs,
             task_manager=TaskManager(include_defaults=False),  # our config is complete; skip indexing ~13k YAMLs
             log_samples=True,
             verbosity="ERROR",
@@ -194,8 +268,33 @@ def evaluate(
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
     summary = {"task": task_name, "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
-               "n": len(rows), "no_answer": no_answer,
-               "lm_eval": {k: v for k, v in results.items() if k not in ("samples",)}}
+               "n": len(rows), "no_answer": no_answer}
+    maj = None
+    if maj_k > 1:
+        maj = _maj_rows(task, registry, rows, results["samples"][configs[1]["task"]], f"maj@{maj_k}", gold)
+        maj.update(k=maj_k, temperature=float(maj_temperature), seed=seed)
+        summary["maj"] = maj
+    summary["lm_eval"] = {k: v for k, v in results.items() if k not in ("samples",)}
     write_jsonl(out_dir / "eval_samples.jsonl", rows)
     write_json(out_dir / "eval.json", json.loads(json.dumps(summary, default=str)))
-    return EvalResult(accuracy, stderr, len(rows), no_answer, rows, summary)
+    return EvalResult(accuracy, stderr, len(rows), no_answer, rows, summary, maj)
+
+
+def _maj_rows(task: Task, registry, rows: list[dict[str, Any]], logged: list[dict[str, Any]], flt: str,
+              gold: dict[str, str]) -> dict[str, Any]:
+    """Adds the maj@K fields to the greedy ``rows`` (``maj_predicted``: lm-eval's vote; ``maj_correct``; the K
+    ``maj_completions`` and their ``maj_answers``, None for no answer); returns accuracy, stderr, no_answer."""
+    from .registry import default_registry
+
+    extract = (registry or default_registry()).extractor(task.extractor)
+    by_id = {s["doc"]["id"]: s for s in logged if s.get("filter", flt) == flt}
+    for r in rows:
+        s = by_id.get(r["example_id"])
+        vote = None if s is None or s["filtered_resps"][0] == NO_ANSWER else s["filtered_resps"][0]
+        completions = list(s["resps"][0]) if s is not None else []
+        r["maj_predicted"] = vote
+        r["maj_correct"] = bool(task.is_correct(vote, gold.get(r["example_id"], r["gold"])))
+        r["maj_answers"] = [extract(c) or None for c in completions]
+        r["maj_completions"] = completions
+    accuracy, stderr = mean_and_stderr([r["maj_correct"] for r in rows])
+    return {"accuracy": accuracy, "stderr": stderr, "no_answer": sum(1 for r in rows if r["maj_predicted"] is None)}

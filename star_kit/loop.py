@@ -263,25 +263,26 @@ class StarRun:
     def baseline(self, sampler: Sampler, eval_set: Sequence[Example]) -> IterationResult:
         """Iteration 0: the few-shot accuracy of the base model."""
         seconds = Timings(self.store.artifact(0, "seconds.json"))
-        accuracy, stderr, n_eval, no_answer = self.evaluate_step(0, sampler, eval_set, seconds)
+        accuracy, stderr, n_eval, no_answer, maj = self.evaluate_step(0, sampler, eval_set, seconds)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
-                                 no_answer=no_answer, seconds=dict(seconds))
+                                 no_answer=no_answer, seconds=dict(seconds), **maj)
         self.record(result)
         return result
 
-    def evaluate_step(self, n, sampler, eval_set, seconds) -> tuple[float, float | None, int, int]:
-        """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer); a finished evaluation is read
-        back."""
-        store = self.store
+    def evaluate_step(self, n, sampler, eval_set, seconds) -> tuple[float, float | None, int, int, dict]:
+        """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer, and the maj@K fields of the
+        record, empty when off); a finished evaluation is read back."""
+        store, k = self.store, self.config.eval_samples
         if store.has(n, "eval.json"):
             ev = read_json(store.artifact(n, "eval.json"))
-            return ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0)
+            return ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0), maj_fields(ev.get("maj"))
         t0 = time.perf_counter()
-        with self.phases.phase(f"iter {n} · evaluate", len(eval_set), "q") as advance, \
+        with self.phases.phase(f"iter {n} · evaluate", len(eval_set) * (2 if k > 1 else 1), "q") as advance, \
                 self.registry.guard("samplers", self.sampler_name):
-            ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance)
+            ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
+                          maj_temperature=self.config.eval_temperature, seed=self.config.seed)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
-        return ev.accuracy, ev.stderr, ev.n, ev.no_answer
+        return ev.accuracy, ev.stderr, ev.n, ev.no_answer, maj_fields(ev.maj)
 
     def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
         config, store, task = self.config, self.store, self.task
@@ -332,7 +333,7 @@ class StarRun:
         if sampler.model != model:
             with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
-        accuracy, stderr, n_eval, _ = self.evaluate_step(n, sampler, eval_set, seconds)
+        accuracy, stderr, n_eval, _, maj = self.evaluate_step(n, sampler, eval_set, seconds)
 
         # 6. Record.
         result = IterationResult(
@@ -340,7 +341,7 @@ class StarRun:
             sampled=len(samples), kept=len(kept), no_answer=sum(1 for s in samples if s.predicted is None),
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
-            train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds),
+            train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
         )
         self.record(result)
         return result
@@ -390,8 +391,17 @@ class StarRun:
                 for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
 
 
+def maj_fields(maj: dict | None) -> dict:
+    """The record's maj@K fields from an evaluation's ``maj`` summary (``eval.json``); {} when maj@K was off."""
+    if not isinstance(maj, dict) or not isinstance(maj.get("k"), int):
+        return {}
+    return {"maj_k": maj["k"], "maj_accuracy": maj.get("accuracy"), "maj_accuracy_stderr": maj.get("stderr")}
+
+
 def describe(r: IterationResult) -> str:
     acc = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%"
+    if r.maj_k and r.maj_accuracy is not None:
+        acc += f" (maj@{r.maj_k} {100 * r.maj_accuracy:.1f}%)"
     if r.iteration == 0:
         return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}"
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())

@@ -105,6 +105,10 @@ class IterationResult:
     steps: int = 0
     checkpoint: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    # maj@K (``--eval-samples K``): K sampled rationales per held-out question, majority vote; None when off
+    maj_k: int | None = None
+    maj_accuracy: float | None = None
+    maj_accuracy_stderr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from .data import results, summary
+from .data import maj_label, results, summary
 
-COLORS = {"accuracy": "#1f6feb", "kept": "#2da44e", "rationalized": "#8250df", "not kept": "#d0d7de",
+COLORS = {"accuracy": "#1f6feb", "maj": "#cf222e", "kept": "#2da44e", "rationalized": "#8250df", "not kept": "#d0d7de",
           "steps": "#bf8700", "sample": "#1f6feb", "rationalize": "#8250df", "train": "#bf8700",
           "evaluate": "#2da44e"}
 
@@ -31,10 +31,24 @@ def figure(data: dict[str, Any]):
            for r in metrics if isinstance(r.accuracy, (int, float))]
     if pts:
         xs, ys, es = zip(*pts)
-        line, _, _ = ax_acc.errorbar(xs, ys, yerr=es, marker="o", capsize=4, color=COLORS["accuracy"])
+        line, _, _ = ax_acc.errorbar(xs, ys, yerr=es, marker="o", capsize=4, color=COLORS["accuracy"],
+                                     label="greedy")
         line.set_gid("accuracy")  # <g id="accuracy"> in the SVG: the line and one marker per iteration
         for x, y in zip(xs, ys):
             ax_acc.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    label = maj_label(data["metrics"])  # maj@K beside the greedy accuracy, when it was on
+    maj = [(r.iteration, 100 * r.maj_accuracy, 100 * (r.maj_accuracy_stderr or 0.0))
+           for r in metrics if isinstance(r.maj_accuracy, (int, float))] if label else []
+    if maj:
+        xs, ys, es = zip(*maj)
+        maj_line, _, _ = ax_acc.errorbar(xs, ys, yerr=es, marker="s", capsize=4, linestyle="--",
+                                         color=COLORS["maj"], label=label)
+        maj_line.set_gid("maj")
+        for x, y in zip(xs, ys):
+            ax_acc.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8,
+                            color=COLORS["maj"])
+        ax_acc.legend(fontsize=8, loc="upper left")
+        pts = pts + maj
     ax_acc.set_title("held-out accuracy (%) ± stderr; 0 = few-shot baseline", fontsize=10)
     ax_acc.set_ylim(0, max([100 * 0.1] + [min(100.0, y + e) * 1.15 for _, y, e in pts]))
 

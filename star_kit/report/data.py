@@ -103,6 +103,12 @@ def summary(data: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def maj_label(metrics: list[dict[str, Any]]) -> str:
+    """``maj@K`` when the run recorded maj@K (``--eval-samples K``; ``maj@K`` when K varied), else ''."""
+    ks = sorted({r["maj_k"] for r in metrics if isinstance(r.get("maj_k"), int) and r["maj_k"] > 1})
+    return "" if not ks else f"maj@{ks[0]}" if len(ks) == 1 else "maj@K"
+
+
 def pct(value: Any) -> str:
     return "n/a" if not isinstance(value, (int, float)) else f"{100 * value:.1f}%"
 

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .data import pct, summary
+from .data import maj_label, pct, summary
 
 _SLOT = re.compile(r"@([A-Z]+)@")
 
@@ -53,18 +53,23 @@ def render_html(data: dict[str, Any], charts_svg: bytes) -> str:
 def _metrics_table(data: dict[str, Any]) -> str:
     """The metrics as a static table (readable without JavaScript); every cell escaped."""
     phases = data["phases"]
-    head = ["iteration", "accuracy", "± stderr", "eval n", "kept / sampled", "no answer", "rejected by verifier",
-            "rationalized / tried", "train ex", "steps", *(f"{p} s" for p in phases)]
+    label = maj_label(data["metrics"])  # maj@K beside the greedy accuracy, when it was on
+    head = ["iteration", "accuracy", "± stderr", *([label, "± stderr"] if label else []), "eval n", "kept / sampled",
+            "no answer", "rejected by verifier", "rationalized / tried", "train ex", "steps",
+            *(f"{p} s" for p in phases)]
     lines = ["<table class='metrics'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
              + "</tr></thead><tbody>"]
     for r in data["metrics"]:
         n = r.get("iteration")
-        stderr = r.get("accuracy_stderr")
+        stderr, maj_stderr = r.get("accuracy_stderr"), r.get("maj_accuracy_stderr")
         secs = r.get("seconds") if isinstance(r.get("seconds"), dict) else {}
+        maj = [pct(r.get("maj_accuracy")) if isinstance(r.get("maj_accuracy"), (int, float)) else "",
+               "" if not isinstance(maj_stderr, (int, float)) else f"{100 * maj_stderr:.1f}"]
         cells = [
             f"{n} (few-shot)" if n == 0 else str(n),
             pct(r.get("accuracy")),
             "" if not isinstance(stderr, (int, float)) else f"{100 * stderr:.1f}",
+            *(maj if label else []),
             str(r.get("eval_examples", "")),
             f"{r.get('kept', 0)} / {r.get('sampled', 0)}" if n else "",
             str(r.get("no_answer", "")) if n else "",
