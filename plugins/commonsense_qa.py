@@ -28,6 +28,7 @@ Data: ``ROOT/commonsenseqa/{train,dev}_rand_split.jsonl`` (CommonsenseQA v1.11 l
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -41,6 +42,7 @@ from star_kit_tasks import TASKS_DIR
 
 HINT_MARK = "(CORRECT)"
 HINT_STYLES = ("both", "correct", "answer")
+CHOICE_ORDERS = ("original", "shuffle")
 LOCAL_FILES = {"train": "commonsenseqa/train_rand_split.jsonl", "eval": "commonsenseqa/dev_rand_split.jsonl"}
 HUB_SPLITS = {"train": "train", "eval": "validation"}
 SPLIT_ALIASES = {"dev": "eval", "validation": "eval"}
@@ -68,6 +70,22 @@ def mark_correct(question: str, letter: str) -> str:
 def choice_line(question: str, letter: str) -> str | None:
     prefix = f"({letter.strip('()').lower()}) "
     return next((line for line in question.split("\n") if line.startswith(prefix)), None)
+
+
+def shuffle_choices(example: Example, seed: int | str = 0) -> Example:
+    """``example`` with its choices in a seeded random order (the same for the same id and seed) and relettered
+    a, b, c ...; the gold letter follows its choice text. Other fields are kept."""
+    choices = [(str(label), str(text)) for label, text in example.fields.get("choices") or ()]
+    labels = [label for label, _ in choices]
+    if len(choices) < 2 or example.answer not in labels:
+        return example
+    order = list(range(len(choices)))
+    random.Random(f"commonsense_qa:choices:{seed}:{example.id}").shuffle(order)
+    new = [(chr(ord("a") + i), choices[k][1]) for i, k in enumerate(order)]
+    answer = new[order.index(labels.index(example.answer))][0]
+    stem = example.fields.get("stem", example.question.split("\nAnswer Choices:")[0])
+    fields = {**example.fields, "choices": [list(c) for c in new]}
+    return Example(id=example.id, question=format_choices(stem, new), answer=answer, fields=fields)
 
 
 # -- extractor -------------------------------------------------------------------------------------------------
@@ -170,15 +188,35 @@ class CommonsenseQATask(DatasetTask):
     parse_row = staticmethod(parse_row)
 
     def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both",
-                 rationales: bool = True) -> None:
+                 rationales: bool = True, choice_order: str = "original", choice_seed: int = 0) -> None:
         super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows, rationales=rationales)
         if hint_style not in HINT_STYLES:
             raise StarKitError(f"task 'commonsense_qa': hint_style must be one of {', '.join(HINT_STYLES)}, "
                                f"got {hint_style!r}", 2)
+        if choice_order not in CHOICE_ORDERS:
+            raise StarKitError(f"task 'commonsense_qa': choice_order must be one of {', '.join(CHOICE_ORDERS)}, "
+                               f"got {choice_order!r}", 2)
         self.hint_style = hint_style
+        self.choice_order = choice_order
+        self.choice_seed = choice_seed
         for ex in self._fewshot:  # a broken exemplar file would silently lose its hints
             if choice_line(ex.question, ex.answer) is None:
                 raise DataError(f"{self.fewshot_file}: exemplar answer ({ex.answer}) is not among its choices")
+
+    def load_split(self, split: str, seed: int) -> list[Example]:
+        """The split's questions; with ``choice_order=shuffle`` each one's choices in a seeded order of their own
+        (:func:`shuffle_choices`, keyed on ``choice_seed`` and the question's id; the gold letter follows)."""
+        examples = super().load_split(split, seed)
+        if self.choice_order == "shuffle":
+            examples = [shuffle_choices(e, self.choice_seed) for e in examples]
+        return examples
+
+    def answer_label(self, example: Example, answer: str | None) -> str | None:
+        """The choice letter of ``answer`` ('a'..'e'), None when it is no choice of ``example``: star-kit records
+        the distribution of the letters predicted on the held-out split and kept for training per iteration."""
+        letter = answer.strip().strip("()").lower() if isinstance(answer, str) else None
+        letters = {str(label) for label, _ in example.fields.get("choices") or ()}
+        return letter if letter in letters else None
 
     # -- prompts: the hint marks the right choice inside the question (and/or names it after the question) ----
     def hint_sentence(self, question: str, answer: str) -> str:

@@ -3,7 +3,8 @@
 On every ``star_kit_iteration_end`` event the row of that iteration is added (or replaced, when a resumed run
 records an iteration again) and the file is rewritten atomically. Columns: the fields of
 :class:`star_kit.records.IterationResult`, with ``seconds`` flattened to ``seconds_sample``, ``seconds_rationalize``,
-``seconds_train``, ``seconds_evaluate`` (+ any other phase). A failure to write prints a warning and never stops
+``seconds_train``, ``seconds_evaluate`` (+ any other phase); a field holding counts (``eval_labels``,
+``train_labels``) is one JSON cell. A failure to write prints a warning and never stops
 the run.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ def row_of(result: Any) -> dict[str, Any]:
     """One CSV row from an IterationResult (or its dict)."""
     data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     row = {key: data.get(key) for key in FIELDS}
+    for key, value in row.items():  # a count per label (eval_labels, train_labels) as one JSON cell
+        if isinstance(value, dict):
+            row[key] = json.dumps(value, separators=(",", ":"))
     for phase, seconds in (data.get("seconds") or {}).items():
         row[f"seconds_{phase}"] = seconds
     return row

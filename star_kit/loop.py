@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 from .config import RunConfig, steps_for
 from .errors import StarKitError
 from .evaluation import evaluate
+from .labels import eval_label_counts, format_counts, train_label_counts
 from .models import resolve_model
 from .progress import Phases
 from .protocols import Sampler, Task, Verifier
@@ -265,7 +266,8 @@ class StarRun:
         seconds = Timings(self.store.artifact(0, "seconds.json"))
         accuracy, stderr, n_eval, no_answer, maj = self.evaluate_step(0, sampler, eval_set, seconds)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
-                                 no_answer=no_answer, seconds=dict(seconds), **maj)
+                                 no_answer=no_answer, seconds=dict(seconds), **maj,
+                                 eval_labels=self.eval_labels(0, eval_set))
         self.record(result)
         return result
 
@@ -283,6 +285,13 @@ class StarRun:
                           maj_temperature=self.config.eval_temperature, seed=self.config.seed)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         return ev.accuracy, ev.stderr, ev.n, ev.no_answer, maj_fields(ev.maj)
+
+    def eval_labels(self, n, eval_set) -> dict[str, int] | None:
+        """The answer labels M(n) predicted on the held-out split (``eval_samples.jsonl``), for a task with
+        ``answer_label``; None otherwise."""
+        if not callable(getattr(self.task, "answer_label", None)) or not self.store.has(n, "eval_samples.jsonl"):
+            return None
+        return eval_label_counts(self.task, eval_set, read_jsonl(self.store.artifact(n, "eval_samples.jsonl")))
 
     def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
         config, store, task = self.config, self.store, self.task
@@ -342,6 +351,7 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
+            eval_labels=self.eval_labels(n, eval_set), train_labels=train_label_counts(task, train_set, train),
         )
         self.record(result)
         return result
@@ -402,10 +412,12 @@ def describe(r: IterationResult) -> str:
     acc = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%"
     if r.maj_k and r.maj_accuracy is not None:
         acc += f" (maj@{r.maj_k} {100 * r.maj_accuracy:.1f}%)"
+    answers = f" (answers {format_counts(r.eval_labels)})" if r.eval_labels else ""
     if r.iteration == 0:
-        return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}"
+        return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}{answers}"
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
-    return (f"iteration {r.iteration}: accuracy {acc} on {r.eval_examples} | kept {r.kept}/{r.sampled}, "
+    trained = f" (answers {format_counts(r.train_labels)})" if r.train_labels else ""
+    return (f"iteration {r.iteration}: accuracy {acc} on {r.eval_examples}{answers} | kept {r.kept}/{r.sampled}, "
             f"no answer {r.no_answer}, rejected by the verifier {r.unverified}, "
             f"rationalized {r.rationalized}/{r.rationalization_attempts}, "
-            f"train {r.train_examples} for {r.steps} steps | {secs}")
+            f"train {r.train_examples}{trained} for {r.steps} steps | {secs}")

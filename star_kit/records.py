@@ -109,6 +109,10 @@ class IterationResult:
     maj_k: int | None = None
     maj_accuracy: float | None = None
     maj_accuracy_stderr: float | None = None
+    # answer labels (tasks with choices, :mod:`star_kit.labels`): {label: count} of the held-out predictions and of
+    # the kept training pairs' answers ("none": no answer); None for tasks without ``answer_label``
+    eval_labels: dict[str, int] | None = None
+    train_labels: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""One STaR iteration on commonsense_qa and gsm8k with the real data files (tiny model: the whole path runs)."""
+"""One STaR iteration on commonsense_qa and gsm8k with the real data files (tiny model: the whole path runs), and the
+answer-letter distribution recorded per iteration (metrics.jsonl, metrics.csv, report.html) for the choice task."""
 
 import pytest
 
@@ -24,3 +25,20 @@ def test_one_iteration_on_real_data(task, tiny_model, tmp_path):
     assert all(s["gold"] for s in samples)
     if task == "commonsense_qa":
         assert all(s["gold"] in "abcde" for s in samples)
+    # the answer-letter distribution: recorded per iteration for the multiple-choice task, not for GSM8K
+    if task == "commonsense_qa":
+        for row in rows:
+            evals = read_jsonl(out / f"iter_{row['iteration']:02d}" / "eval_samples.jsonl")
+            assert sum(row["eval_labels"].values()) == row["eval_examples"] == len(evals)
+            assert set(row["eval_labels"]) <= set("abcde") | {"none"}
+        assert rows[0]["train_labels"] is None
+        trained = read_jsonl(out / "iter_01" / "train.jsonl")
+        assert sum((rows[1]["train_labels"] or {}).values()) == rows[1]["train_examples"] == len(trained)
+        page = (out / "report.html").read_text(encoding="utf-8")
+        assert "eval answers" in page and "train answers" in page
+        letters = max(rows[1]["eval_labels"], key=rows[1]["eval_labels"].get)
+        assert f"{letters} {rows[1]['eval_labels'][letters]}" in page
+        assert "eval_labels" in (out / "metrics.csv").read_text(encoding="utf-8")
+    else:
+        assert all(r["eval_labels"] is None and r["train_labels"] is None for r in rows)
+        assert "eval answers" not in (out / "report.html").read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from ..labels import format_counts
 from .data import maj_label, pct, summary
 
 _SLOT = re.compile(r"@([A-Z]+)@")
@@ -54,7 +55,10 @@ def _metrics_table(data: dict[str, Any]) -> str:
     """The metrics as a static table (readable without JavaScript); every cell escaped."""
     phases = data["phases"]
     label = maj_label(data["metrics"])  # maj@K beside the greedy accuracy, when it was on
-    head = ["iteration", "accuracy", "± stderr", *([label, "± stderr"] if label else []), "eval n", "kept / sampled",
+    # the answer labels (choice letters) predicted on the held-out split and kept for training, when the task has them
+    answers = any(isinstance(r.get(k), dict) and r[k] for r in data["metrics"] for k in ("eval_labels", "train_labels"))
+    head = ["iteration", "accuracy", "± stderr", *([label, "± stderr"] if label else []),
+            *(["eval answers", "train answers"] if answers else []), "eval n", "kept / sampled",
             "no answer", "rejected by verifier", "rationalized / tried", "train ex", "steps",
             *(f"{p} s" for p in phases)]
     lines = ["<table class='metrics'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -70,6 +74,7 @@ def _metrics_table(data: dict[str, Any]) -> str:
             pct(r.get("accuracy")),
             "" if not isinstance(stderr, (int, float)) else f"{100 * stderr:.1f}",
             *(maj if label else []),
+            *([format_counts(r.get("eval_labels")), format_counts(r.get("train_labels"))] if answers else []),
             str(r.get("eval_examples", "")),
             f"{r.get('kept', 0)} / {r.get('sampled', 0)}" if n else "",
             str(r.get("no_answer", "")) if n else "",

@@ -1,0 +1,57 @@
+"""The answer-label distribution of an iteration, for tasks whose answers are choices.
+
+A task may define ``answer_label(example, answer) -> str | None``: the label of an answer to ``example`` (for
+CommonsenseQA the choice letter "a".."e"; None when the answer is no choice of the example). Tasks without it
+(arithmetic, GSM8K) have no distribution and their records leave the fields at None. Each iteration's record
+(``metrics.jsonl``) then holds two counts, ``{label: count}`` in label order with ``none`` (no answer) last:
+
+* ``eval_labels``: what the evaluated model answered on the held-out split (``eval_samples.jsonl``);
+* ``train_labels``: the gold answers of the kept training pairs (``train.jsonl``): what fine-tuning teaches.
+
+A model that answers "(c)" to everything shows as ``c`` holding nearly all the eval count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable, Mapping
+
+NONE = "none"  # the key of "no answer" (the extractor found none, or the answer is no label of the question)
+
+
+def label_counts(task: Any, pairs: Iterable[tuple[Any, str | None]]) -> dict[str, int] | None:
+    """``{label: count}`` of the answers in ``pairs`` of (example, answer), sorted by label with ``none`` last;
+    None when the task has no ``answer_label``."""
+    label_of = getattr(task, "answer_label", None)
+    if not callable(label_of):
+        return None
+    counts = Counter((label_of(example, answer) if answer is not None else None) or NONE
+                     for example, answer in pairs)
+    return {k: counts[k] for k in sorted(counts, key=lambda k: (k == NONE, k))}
+
+
+def eval_label_counts(task: Any, examples: Iterable[Any], rows: Iterable[Mapping[str, Any]]) -> dict[str, int] | None:
+    """The distribution of the predicted answers in evaluation rows (``eval_samples.jsonl``: ``example_id``,
+    ``predicted``); rows of unknown examples are skipped."""
+    by_id = {e.id: e for e in examples}
+    return label_counts(task, ((by_id[r["example_id"]], r.get("predicted")) for r in rows
+                               if isinstance(r, Mapping) and r.get("example_id") in by_id))
+
+
+def train_label_counts(task: Any, examples: Iterable[Any], pairs: Iterable[Any]) -> dict[str, int] | None:
+    """The distribution of the gold answers of training pairs (:class:`star_kit.records.TrainExample`)."""
+    by_id = {e.id: e for e in examples}
+    return label_counts(task, ((by_id[p.example_id], by_id[p.example_id].answer) for p in pairs
+                               if p.example_id in by_id))
+
+
+def format_counts(counts: Mapping[str, int] | None, top: int = 0) -> str:
+    """'c 173 · d 14 · e 9 · b 2 · none 2' (largest first; ``top`` > 0 keeps that many and sums the rest as
+    'other'); '' when there is none."""
+    if not isinstance(counts, Mapping) or not counts:
+        return ""
+    items = sorted(((str(k), v) for k, v in counts.items() if isinstance(v, int) and v > 0),
+                   key=lambda kv: (-kv[1], kv[0] == NONE, kv[0]))
+    if top and len(items) > top:
+        items = items[:top] + [("other", sum(v for _, v in items[top:]))]
+    return " · ".join(f"{k} {v}" for k, v in items)
