@@ -1,13 +1,36 @@
-"""The CommonsenseQA task (5-way multiple choice) and its answer extractor.
+"""The CommonsenseQA task (5-way multiple choice) and its answer extractors.
 
-Prompt (the question text carries the lettered choices; the gold answer is the lowercase letter)::
+Prompt (the question text carries the lettered choices; the answer names its choice, letter and text)::
 
     Q: Where would you put a letter so that the mail carrier takes it away?
     Answer Choices:
     (a) drawer
     (b) mailbox
     ...
-    A: The letter has to be left where the mail carrier collects mail. ... The answer is (b).
+    A: The letter has to be left where the mail carrier collects mail. ... The answer is (b) mailbox.
+
+Answer format (task option ``answer_format``):
+
+* ``choice`` (default): the answer is written "(b) mailbox" (the gold answer is that string; extractor
+  ``commonsense_qa_choice``) and graded by the choice TEXT named: "(c) mailbox" counts as mailbox, a letter alone
+  ("(b)") is graded as a letter, a text that is no choice is wrong;
+* ``letter``: the answer is written "(b)" and graded by the letter (extractor ``commonsense_qa``; the gold answer is
+  the letter).
+
+Why (docs/results/commonsense_qa_bias.md; SmolLM2-135M, greedy, the first 200 dev questions of the seeded shuffle):
+with ``letter`` the model answers "(c)" to 178/200 (19.5%, chance 20%). The "(c)" is what it writes, not an
+extractor error, and it is position bias, not the exemplars: with every choice list shuffled per question it still
+writes "(c)" 175/200 (13.0%); exemplars re-lettered so that all their answers are (a) give (c) 191/200; reversed
+exemplars (c) 184/200. Its rationales and the text it names carry the signal the letter loses: asked to write
+"(b) mailbox", the letter is (c) 145/200 but the text it writes is the right choice 29.0% of the time (letter
+18.0%). So the default grades the text.
+
+Choice order (task option ``choice_order``): ``original`` (default) or ``shuffle``: each question's choices in a
+seeded order of their own (``choice_seed``, default 0; keyed on the question's id), relettered a-e, the gold answer
+following its text. Measured with the letter format it does not lift accuracy (13.0%; the model still writes (c)).
+
+The answer label (:meth:`CommonsenseQATask.answer_label`: the letter of the choice an answer names) lets star-kit
+record the answer-letter distribution of every iteration (``eval_labels``, ``train_labels``).
 
 Rationalization hint (task option ``hint_style``; the exemplars show it too):
 
@@ -28,6 +51,7 @@ Data: ``ROOT/commonsenseqa/{train,dev}_rand_split.jsonl`` (CommonsenseQA v1.11 l
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from typing import Any
@@ -43,6 +67,7 @@ from star_kit_tasks import TASKS_DIR
 HINT_MARK = "(CORRECT)"
 HINT_STYLES = ("both", "correct", "answer")
 CHOICE_ORDERS = ("original", "shuffle")
+ANSWER_FORMATS = ("choice", "letter")
 LOCAL_FILES = {"train": "commonsenseqa/train_rand_split.jsonl", "eval": "commonsenseqa/dev_rand_split.jsonl"}
 HUB_SPLITS = {"train": "train", "eval": "validation"}
 SPLIT_ALIASES = {"dev": "eval", "validation": "eval"}
@@ -56,9 +81,29 @@ def format_choices(stem: str, choices: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def letter_of(answer: str) -> str:
+    """The choice letter of an answer: 'b' of 'b', '(b)' and '(b) mailbox'."""
+    m = re.match(r"\s*\(\s*([a-z])\s*\)|\s*([a-z])\s*$", answer, re.IGNORECASE)
+    return next(g for g in m.groups() if g).lower() if m else answer.strip().strip("()").lower()
+
+
+def parse_choice(answer: str | None) -> tuple[str | None, str]:
+    """'(b) mailbox' -> ('b', 'mailbox'); '(b)' -> ('b', ''); 'mailbox' -> (None, 'mailbox'); text normalised
+    (:func:`normalize_text`)."""
+    if not isinstance(answer, str):
+        return None, ""
+    m = re.match(r"\s*\(\s*([a-z])\s*\)\s*(.*)", answer, re.IGNORECASE | re.DOTALL)
+    return (m.group(1).lower(), normalize_text(m.group(2))) if m else (None, normalize_text(answer))
+
+
+def normalize_text(text: str) -> str:
+    """Choice text as compared: lowercase, single spaces, no quotes or punctuation at either end."""
+    return " ".join(text.lower().split()).strip(" \"'`.,;:!?")
+
+
 def mark_correct(question: str, letter: str) -> str:
     """The question with ' (CORRECT)' after the choice line of ``letter`` (unchanged when there is none)."""
-    prefix = f"({letter.strip('()').lower()}) "
+    prefix = f"({letter_of(letter)}) "
     lines = question.split("\n")
     for i, line in enumerate(lines):
         if line.startswith(prefix) and not line.endswith(HINT_MARK):
@@ -68,7 +113,8 @@ def mark_correct(question: str, letter: str) -> str:
 
 
 def choice_line(question: str, letter: str) -> str | None:
-    prefix = f"({letter.strip('()').lower()}) "
+    """'(b) mailbox': the line of choice ``letter`` ('b', '(b)' or '(b) mailbox') in ``question``, or None."""
+    prefix = f"({letter_of(letter)}) "
     return next((line for line in question.split("\n") if line.startswith(prefix)), None)
 
 
@@ -122,6 +168,32 @@ def extract_choice(text: str) -> str | None:
     sentence = re.split(r"\n|\.(?:\s|$)", rest, maxsplit=1)[0]
     m = _PAREN_LETTER.search(sentence)
     return m.group(1).lower() if m else None
+
+
+def extract_named_choice(text: str) -> str | None:
+    """The choice named after the last answer phrase, as '(b) mailbox' (letter and text), '(b)' (a letter alone)
+    or 'mailbox' (text alone; 'mailbox (b)' reads as '(b) mailbox'); text normalised (:func:`normalize_text`), at
+    most 200 characters of the sentence read; None when nothing follows the phrase. The extractor of
+    ``answer_format=choice``: the task grades the text when there is one, else the letter. Never raises; linear."""
+    if not isinstance(text, str):
+        return None
+    text = arith.normalize_digits(text)
+    phrase = arith.last_match(_PHRASE, text)
+    if phrase is None:
+        return None
+    sentence = re.split(r"\n|\.(?:\s|$)", text[phrase.end():phrase.end() + 200], maxsplit=1)[0]
+    letter = None
+    m = _LETTER.match(sentence)
+    if m:
+        letter, sentence = next(g for g in m.groups() if g).lower(), sentence[m.end():]
+    else:
+        m = _PAREN_LETTER.search(sentence)
+        if m:
+            letter, sentence = m.group(1).lower(), sentence[: m.start()] + sentence[m.end():]
+    words = normalize_text(sentence)
+    if letter is None:
+        return words or None
+    return f"({letter}) {words}" if words else f"({letter})"
 
 
 # -- data ------------------------------------------------------------------------------------------------------
@@ -188,7 +260,8 @@ class CommonsenseQATask(DatasetTask):
     parse_row = staticmethod(parse_row)
 
     def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both",
-                 rationales: bool = True, choice_order: str = "original", choice_seed: int = 0) -> None:
+                 rationales: bool = True, choice_order: str = "original", choice_seed: int = 0,
+                 answer_format: str = "choice") -> None:
         super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows, rationales=rationales)
         if hint_style not in HINT_STYLES:
             raise StarKitError(f"task 'commonsense_qa': hint_style must be one of {', '.join(HINT_STYLES)}, "
@@ -196,7 +269,13 @@ class CommonsenseQATask(DatasetTask):
         if choice_order not in CHOICE_ORDERS:
             raise StarKitError(f"task 'commonsense_qa': choice_order must be one of {', '.join(CHOICE_ORDERS)}, "
                                f"got {choice_order!r}", 2)
+        if answer_format not in ANSWER_FORMATS:
+            raise StarKitError(f"task 'commonsense_qa': answer_format must be one of {', '.join(ANSWER_FORMATS)}, "
+                               f"got {answer_format!r}", 2)
         self.hint_style = hint_style
+        self.answer_format = answer_format
+        if answer_format == "choice":
+            self.extractor = "commonsense_qa_choice"
         self.choice_order = choice_order
         self.choice_seed = choice_seed
         for ex in self._fewshot:  # a broken exemplar file would silently lose its hints
@@ -209,19 +288,43 @@ class CommonsenseQATask(DatasetTask):
         examples = super().load_split(split, seed)
         if self.choice_order == "shuffle":
             examples = [shuffle_choices(e, self.choice_seed) for e in examples]
+        if self.answer_format == "choice":  # the gold answer names its choice: '(b) mailbox'
+            examples = [dataclasses.replace(e, answer=self.answer_text(e.question, e.answer)) for e in examples]
         return examples
+
+    def answer_text(self, question: str, letter: str) -> str:
+        """How the answer is written after "The answer is": '(b) mailbox' (``answer_format=choice``) or '(b)'."""
+        line = choice_line(question, letter) if self.answer_format == "choice" else None
+        return line or f"({letter_of(letter)})"
+
+    def is_correct(self, predicted: str | None, gold: str) -> bool:
+        """``letter``: the letters match. ``choice``: the choice text named matches the gold's (the letter written
+        beside it does not count: SmolLM2-135M names the right text far more often than the right letter); a
+        letter alone is compared with the gold letter."""
+        if self.answer_format == "letter":
+            return super().is_correct(predicted, gold)
+        if predicted is None:
+            return False
+        (p_letter, p_text), (g_letter, g_text) = parse_choice(predicted), parse_choice(gold)
+        if p_text:
+            return p_text == g_text
+        return p_letter is not None and p_letter == (g_letter or letter_of(gold))
 
     def answer_label(self, example: Example, answer: str | None) -> str | None:
         """The choice letter of ``answer`` ('a'..'e'), None when it is no choice of ``example``: star-kit records
         the distribution of the letters predicted on the held-out split and kept for training per iteration."""
-        letter = answer.strip().strip("()").lower() if isinstance(answer, str) else None
-        letters = {str(label) for label, _ in example.fields.get("choices") or ()}
-        return letter if letter in letters else None
+        if not isinstance(answer, str):
+            return None
+        choices = [(str(label), normalize_text(str(text))) for label, text in example.fields.get("choices") or ()]
+        letter, text = parse_choice(answer) if self.answer_format == "choice" else (letter_of(answer), "")
+        if text:  # the choice the text names (what is graded); a text that is no choice has no label
+            return next((label for label, choice in choices if choice == text), None)
+        return letter if letter in {label for label, _ in choices} else None
 
     # -- prompts: the hint marks the right choice inside the question (and/or names it after the question) ----
     def hint_sentence(self, question: str, answer: str) -> str:
         """'(Hint: the answer is (b) mailbox.)'."""
-        line = choice_line(question, answer) or f"({answer.strip('()').lower()})"
+        line = choice_line(question, answer) or f"({letter_of(answer)})"
         return f"(Hint: the answer is {line}.)"
 
     def hinted_question(self, question: str, answer: str) -> str:
@@ -237,10 +340,10 @@ class CommonsenseQATask(DatasetTask):
         if self.hint_style != "correct":
             return self.hint_sentence(example.question, example.answer)
         line = choice_line(example.question, example.answer)
-        return f"{line} {HINT_MARK}" if line else f"({example.answer}) {HINT_MARK}"
+        return f"{line} {HINT_MARK}" if line else f"({letter_of(example.answer)}) {HINT_MARK}"
 
     def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
-        return f"({answer}) {HINT_MARK}"
+        return f"({letter_of(answer)}) {HINT_MARK}"
 
     def quotes_hint(self, example: Example, text: str) -> bool:
         """The hint sentence, or the (CORRECT) marker alone, repeated in a rationalized completion."""
@@ -250,14 +353,17 @@ class CommonsenseQATask(DatasetTask):
         parts = []
         for ex in self._fewshot if fewshot else ():
             question = self.hinted_question(ex.question, ex.answer) if hint else ex.question
-            parts.append(self._block(question, None) + self.target(ex.rationale, ex.answer))
+            parts.append(self._block(question, None) + self.target(ex.rationale, self.answer_text(ex.question, ex.answer)))
         question = self.format_question(example.question, example.fields)
         parts.append(self._block(self.hinted_question(question, example.answer) if hint else question, None))
         return "".join(parts)
 
     def target(self, rationale: str, answer: str) -> str:
-        letter = answer.strip().strip("()").lower()
-        return super().target(rationale, f"({letter})")
+        """'<rationale> The answer is (b) mailbox.' (``choice``, when ``answer`` carries the text) or '... (b).'."""
+        letter, text = parse_choice(answer)
+        if self.answer_format == "choice" and text and letter:
+            return super().target(rationale, answer.strip())
+        return super().target(rationale, f"({letter_of(answer)})")
 
 
 @star_kit.hookimpl
@@ -268,6 +374,7 @@ def register_tasks(register):
 @star_kit.hookimpl
 def register_extractors(register):
     register("commonsense_qa", extract_choice)
+    register("commonsense_qa_choice", extract_named_choice)
 
 
 def verify_explanation(example: Example, rationale: str) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from star_kit.labels import eval_label_counts, format_counts, label_counts, train_label_counts
 from star_kit.records import TrainExample
 from star_kit.registry import load_registry
-from star_kit_plugins.commonsense_qa import extract_choice, shuffle_choices
+from star_kit_plugins.commonsense_qa import extract_choice, letter_of, shuffle_choices
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 
@@ -21,15 +21,20 @@ def registry():
     return load_registry()
 
 
-def _choice_text(example, letter):
-    return dict((label, text) for label, text in example.fields["choices"])[letter]
+def _choice_text(example, answer):
+    """The text of the choice ``answer`` names ('b' or '(b) mailbox')."""
+    return dict((label, text) for label, text in example.fields["choices"])[letter_of(answer)]
 
 
 def test_shuffle_keeps_gold_with_its_text(registry):
     plain = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES))
     shuffled = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), choice_order="shuffle")
+    letters = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), choice_order="shuffle",
+                              answer_format="letter")
     for split in ("train", "eval"):
         before, after = plain.examples(split, None, 0), shuffled.examples(split, None, 0)
+        assert [e.answer for e in after] == [f"({e.answer}) {_choice_text(e, e.answer)}"
+                                              for e in letters.examples(split, None, 0)]
         assert [e.id for e in before] == [e.id for e in after]
         moved = 0
         for b, a in zip(before, after):
@@ -37,8 +42,9 @@ def test_shuffle_keeps_gold_with_its_text(registry):
             assert sorted(t for _, t in a.fields["choices"]) == sorted(t for _, t in b.fields["choices"])
             assert [label for label, _ in a.fields["choices"]] == list("abcde")[: len(a.fields["choices"])]
             # the prompt shows the new order, and its hinted form names the new letter and the same text
-            assert f"({a.answer}) {_choice_text(a, a.answer)}" in shuffled.prompt(a)
-            assert f"(Hint: the answer is ({a.answer}) {_choice_text(a, a.answer)}.)" in shuffled.prompt(a, hint=True)
+            assert a.answer == f"({letter_of(a.answer)}) {_choice_text(a, a.answer)}"  # "(b) mailbox"
+            assert f"\n{a.answer}\n" in shuffled.prompt(a) + "\n"
+            assert f"(Hint: the answer is {a.answer}.)" in shuffled.prompt(a, hint=True)
             moved += a.fields["choices"] != b.fields["choices"]
         assert moved > 0
     # seeded: the same order again; another seed gives another order somewhere
@@ -71,7 +77,7 @@ def test_bad_choice_order_is_a_usage_error(registry):
 
 
 def test_label_counts_for_a_choice_task(registry):
-    task = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES))
+    task = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), answer_format="letter")
     examples = task.examples("eval", None, 0)
     rows = [{"example_id": e.id, "predicted": p} for e, p in zip(examples, ["c", "c", None, "a", "z"])]
     counts = eval_label_counts(task, examples, rows)
@@ -84,6 +90,12 @@ def test_label_counts_for_a_choice_task(registry):
     assert label_counts(task, [(examples[0], extract_choice("so. The answer is (c)."))]) == {"c": 1}
     pairs = [TrainExample(e.id, "p", "c", "sampled") for e in examples]
     assert train_label_counts(task, examples, pairs) == dict(sorted(Counter(e.answer for e in examples).items()))
+    # answer_format=choice (the default): the label is the letter of the choice the text names
+    named = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES))
+    examples = named.examples("eval", None, 0)
+    texts = [f"(a) {_choice_text(e, e.answer)}" for e in examples]  # the right text beside a wrong letter
+    counts = eval_label_counts(named, examples, [{"example_id": e.id, "predicted": t} for e, t in zip(examples, texts)])
+    assert counts == dict(sorted(Counter(letter_of(e.answer) for e in examples).items()))
 
 
 def test_no_label_counts_without_answer_label(registry):

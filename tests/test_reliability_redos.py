@@ -112,6 +112,7 @@ def _check_all(text: str) -> None:
 def test_the_registry_yields_every_builtin_extractor_and_verifier():
     for name in ("arithmetic", "gsm8k", "commonsense_qa"):
         assert f"extractor {name}" in CALLS and f"verifier {name}" in CALLS
+    assert "extractor commonsense_qa_choice" in CALLS  # CommonsenseQA's answer_format=choice
 
 
 @pytest.mark.parametrize("family", REDOS.FAMILIES)

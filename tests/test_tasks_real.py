@@ -17,7 +17,7 @@ from star_kit.errors import DataError, StarKitError
 from star_kit.loop import build_training_set
 from star_kit.records import Sample
 from star_kit.registry import load_registry
-from star_kit_plugins.commonsense_qa import CommonsenseQATask, extract_choice, mark_correct
+from star_kit_plugins.commonsense_qa import CommonsenseQATask, extract_choice, letter_of, mark_correct
 from star_kit_plugins.gsm8k import GSM8KTask, canonical_answer, extract_number
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
@@ -50,7 +50,9 @@ def test_tasks_and_extractors_are_registered_through_entry_points():
         assert name in registry.names("tasks") and name in registry.names("extractors")
         assert registry.get("tasks", name).distribution == "star-kit"
     assert registry.create("tasks", "gsm8k", data_dir=str(FIXTURES)).extractor == "gsm8k"
-    assert registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES)).extractor == "commonsense_qa"
+    assert registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES)).extractor == "commonsense_qa_choice"
+    assert registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES),
+                           answer_format="letter").extractor == "commonsense_qa"
 
 
 def test_generation_settings_come_from_the_yaml():
@@ -79,7 +81,7 @@ def test_gsm8k_loads_local_files():
 
 
 def test_commonsense_qa_loads_local_files():
-    task = CommonsenseQATask(data_dir=str(FIXTURES))
+    task = CommonsenseQATask(data_dir=str(FIXTURES), answer_format="letter")
     train = {e.id: e for e in task.examples("train", None, 0)}
     assert set(train) == {"fixture-1", "fixture-2", "fixture-3"}
     ex = train["fixture-1"]
@@ -90,6 +92,9 @@ def test_commonsense_qa_loads_local_files():
     assert ex.fields["choices"][1] == ["b", "rack"]
     assert sorted(e.answer for e in task.examples("eval", None, 0)) == ["b", "d"]
     assert len(task.examples("dev", None, 0)) == 2  # alias of eval
+    # the default answer format: the gold answer names its choice, letter and text
+    choice = CommonsenseQATask(data_dir=str(FIXTURES))
+    assert {e.id: e.answer for e in choice.examples("train", None, 0)}["fixture-1"] == "(b) rack"
 
 
 def test_data_dir_from_environment_variable(monkeypatch):
@@ -159,7 +164,7 @@ def test_hub_records_are_reshaped(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # skips the network probe
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     [cqa] = CommonsenseQATask().examples("eval", None, 0)
-    assert (cqa.id, cqa.answer) == ("h1", "a") and "(a) ice" in cqa.question
+    assert (cqa.id, cqa.answer) == ("h1", "(a) ice") and "(a) ice" in cqa.question
     [gsm] = GSM8KTask().examples("eval", None, 0)
     assert (gsm.id, gsm.answer) == ("test-00000", "4")
     assert calls == [("tau/commonsense_qa", None, "validation"), ("openai/gsm8k", "main", "test")]
@@ -208,7 +213,7 @@ def test_commonsense_qa_malformed_row_names_file_and_line(tmp_path, bad_row, mes
 
 def test_answer_key_is_case_insensitive(tmp_path):
     write_lines(tmp_path / "commonsenseqa" / "train_rand_split.jsonl", [json.dumps(cqa_row(key="c"))])
-    [ex] = CommonsenseQATask(data_dir=str(tmp_path)).examples("train", None, 0)
+    [ex] = CommonsenseQATask(data_dir=str(tmp_path), answer_format="letter").examples("train", None, 0)
     assert ex.answer == "c"
 
 
@@ -335,7 +340,7 @@ def test_gsm8k_prompt_target_and_hint():
 
 
 def test_commonsense_qa_prompt_target_and_hint():
-    task = CommonsenseQATask(data_dir=str(FIXTURES))
+    task = CommonsenseQATask(data_dir=str(FIXTURES), answer_format="letter")
     ex = next(e for e in task.examples("eval", None, 0) if e.answer == "d")
     prompt = task.prompt(ex)
     assert prompt.endswith(f"Q: {ex.question}\nA:") and "(CORRECT)" not in prompt and "Hint" not in prompt
@@ -357,6 +362,30 @@ def test_commonsense_qa_prompt_target_and_hint():
     assert task.rationale_of(target) == "People drink water when thirsty."
 
 
+def test_commonsense_qa_choice_format_names_the_choice_and_grades_its_text():
+    """answer_format=choice (the default): exemplars and targets write "The answer is (d) water."; the text named is
+    graded (a wrong letter beside the right text is right), a letter alone is graded as a letter."""
+    task = CommonsenseQATask(data_dir=str(FIXTURES))
+    extract = load_registry().extractor(task.extractor)
+    ex = next(e for e in task.examples("eval", None, 0) if letter_of(e.answer) == "d")
+    assert ex.answer == "(d) water"
+    prompt = task.prompt(ex)
+    for exemplar in task.fewshot():
+        assert f"The answer is {task.answer_text(exemplar.question, exemplar.answer)}." in prompt
+    assert " The answer is (b) mailbox.\n\n" in prompt
+    target = task.target("People drink water when thirsty", ex.answer)
+    assert target == " People drink water when thirsty. The answer is (d) water.\n\n"
+    assert extract(target) == "(d) water" and task.is_correct(extract(target), ex.answer)
+    cases = {" The answer is (c) water.": True, " The answer is (d) smoke.": False, " The answer is (d).": True,
+             " The answer is water (d).": True, " The answer is Water!": True, " The answer is (c).": False,
+             " so the answer is": False, " no phrase": False}
+    for text, right in cases.items():
+        assert task.is_correct(extract(text), ex.answer) is right, text
+    assert task.answer_label(ex, extract(" The answer is (c) water.")) == "d"  # the label of the choice named
+    assert task.answer_label(ex, extract(" The answer is (c) lava.")) is None  # no choice: counted as none
+    assert task.answer_label(ex, extract(" The answer is (c).")) == "c"
+
+
 @pytest.mark.parametrize("style, ending, marks, sentences", [
     ("correct", "(d) water (CORRECT)\n(e) glue\nA:", 1, 0),
     ("answer", "(d) water\n(e) glue (Hint: the answer is (d) water.)\nA:", 0, 1),
@@ -364,7 +393,7 @@ def test_commonsense_qa_prompt_target_and_hint():
 ])
 def test_commonsense_qa_hint_styles(style, ending, marks, sentences):
     task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style)
-    ex = next(e for e in task.examples("eval", None, 0) if e.answer == "d")
+    ex = next(e for e in task.examples("eval", None, 0) if letter_of(e.answer) == "d")
     hinted = task.prompt(ex, hint=True)
     assert hinted.endswith(ending)
     k = len(task.fewshot()) + 1
@@ -386,13 +415,13 @@ def test_commonsense_qa_unknown_hint_style():
 def test_commonsense_qa_hint_quoting_rationale_is_not_trained_on(style, quoted):
     """A rationalization that copies the hint is dropped from the (hint-free) training set."""
     task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style)
-    ex = next(e for e in task.examples("eval", None, 0) if e.answer == "d")
+    ex = next(e for e in task.examples("eval", None, 0) if letter_of(e.answer) == "d")
     quoting = Sample(ex.id, ex.question, f" Look: {quoted} The answer is (d).", "d", "d", True, True)
     clean = Sample(ex.id, ex.question, " People drink water. The answer is (d).", "d", "d", True, True)
     train, dropped = build_training_set(task, [ex], [], [quoting, clean])
     assert dropped == 1 and len(train) == 1
     assert "(CORRECT)" not in train[0].prompt + train[0].completion and "Hint" not in train[0].prompt
-    assert train[0].completion == " People drink water. The answer is (d).\n\n"
+    assert train[0].completion == " People drink water. The answer is (d) water.\n\n"  # the gold choice, named
 
 
 @pytest.mark.parametrize("task_cls", [GSM8KTask, CommonsenseQATask])
@@ -452,12 +481,13 @@ def test_real_commonsense_qa_rows():
     task = CommonsenseQATask(data_dir=str(SHARED_DATA))
     train, dev = task.examples("train", None, 0), task.examples("eval", None, 0)
     assert (len(train), len(dev)) == (9741, 1221)
-    assert {e.answer for e in dev} == set("abcde")
+    assert {letter_of(e.answer) for e in dev} == set("abcde")
+    assert all(e.answer == f"({letter_of(e.answer)}) {dict(e.fields['choices'])[letter_of(e.answer)]}" for e in dev)
     assert all(len(e.fields["choices"]) == 5 for e in train + dev)
     ex = dev[0]
     hinted = task.prompt(ex, hint=True)
     assert hinted.count("(CORRECT)") == len(task.fewshot()) + 1
-    assert task.hint(ex) in hinted and task.hint(ex).startswith(f"(Hint: the answer is ({ex.answer}) ")
+    assert task.hint(ex) in hinted and task.hint(ex) == f"(Hint: the answer is {ex.answer}.)"
 
 
 @needs_shared
