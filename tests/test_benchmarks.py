@@ -79,3 +79,13 @@ def test_default_job_variants(tiny_model):
     a, b = data["variants"]["a"], data["variants"]["b"]
     assert len(a["accuracy"]) == 2 and {"evaluate", "sample", "rationalize"} <= set(a["phase_s"])  # train: if kept
     assert abs(sum(a["phase_share"].values()) - 1) < 0.01 and data["speedup"] == round(a["wall_s"] / b["wall_s"], 2)
+
+
+def test_commonsense_qa_bias_runs(tiny_model):
+    from conftest import SHARED_DATA
+
+    data_dir = SHARED_DATA if SHARED_DATA.is_dir() else ROOT / "tests" / "fixtures" / "data"
+    data = _last_json([sys.executable, "benchmarks/commonsense_qa_bias.py", "--data-dir", str(data_dir), "--n", "2",
+                       "--model", tiny_model, "--variants", "shuffle,letter_text"])
+    assert data["variant"] == "letter_text" and data["n"] == 2
+    assert sum(data["letters"].values()) == sum(data["text_letters"].values()) == 2
