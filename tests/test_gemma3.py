@@ -128,23 +128,27 @@ def test_gemma3_resolves_to_a_cached_folder(gemma3):
 
 
 @pytest.mark.slow
-def test_gemma3_completes_a_few_shot_prompt_with_the_hf_sampler(gemma3):
+def test_gemma3_completes_prompts_with_the_hf_sampler(gemma3):
     registry = load_registry()
     task = registry.create("tasks", "arithmetic")
     examples = task.examples("eval", 4, 0)
-    prompts = [task.prompt(e) for e in examples]
-    params = GenerationParams(max_new_tokens=48, stop=task.stop)
     sampler = registry.create("samplers", "hf", gemma3)  # engine=auto: gemma3 is not Llama-family -> generate
     try:
         assert sampler._engine is None
-        completions = [c[0] for c in sampler.generate(prompts, params)]
+        # A fact the base model knows: right weights (the GGUF's norms, tied embeddings) and a <bos> first.
+        fact = sampler.generate(["The capital of France is Paris. The capital of Germany is"],
+                                GenerationParams(max_new_tokens=4))[0][0]
+        completions = [c[0] for c in sampler.generate([task.prompt(e) for e in examples],
+                                                      GenerationParams(max_new_tokens=96, stop=task.stop))]
     finally:
         sampler.close()
-    assert all(c.strip() for c in completions), completions
+    assert fact.strip().startswith("Berlin"), fact
+    # Plain completion of the few-shot prompt: it writes a rationale in the exemplars' format for its own question
+    # (its sums are often wrong: 4.7% few-shot on 1-5 digits, docs/results/models.md).
+    for e, c in zip(examples, completions):
+        assert c.strip().startswith(f"{e.fields['a']} + {e.fields['b']} = "), c
     extractor = registry.extractor(task.extractor)
-    answers = [extractor(c) for c in completions]
-    assert sum(a is not None for a in answers) >= 3, completions  # it follows the few-shot format
-    assert sum(task.is_correct(a, e.answer) for a, e in zip(answers, examples) if a is not None) >= 1, completions
+    assert sum(extractor(c) is not None for c in completions) >= 2, completions
     with pytest.raises(StarKitError, match="engine=prefix does not support this model .*gemma3"):
         registry.create("samplers", "hf", gemma3, engine="prefix")
 
