@@ -155,7 +155,8 @@ def results_table(history) -> Table:
             "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
             *(["" if r.maj_accuracy is None else f"{100 * r.maj_accuracy:.1f}%"
                + ("" if len(ks) == 1 else f" (K={r.maj_k})")] if maj else []),
-            *([format_counts(r.eval_labels, top=3), format_counts(r.train_labels, top=3)] if labels else []),
+            *([format_counts(r.eval_labels, top=3, compact=True), format_counts(r.train_labels, top=3, compact=True)]
+              if labels else []),
             f"{r.kept}/{r.sampled}" if r.iteration else "few-shot",
             str(r.no_answer) if r.iteration else "",
             str(r.unverified) if r.iteration else "",

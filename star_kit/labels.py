@@ -45,13 +45,16 @@ def train_label_counts(task: Any, examples: Iterable[Any], pairs: Iterable[Any])
                                if p.example_id in by_id))
 
 
-def format_counts(counts: Mapping[str, int] | None, top: int = 0) -> str:
+def format_counts(counts: Mapping[str, int] | None, top: int = 0, compact: bool = False) -> str:
     """'c 173 · d 14 · e 9 · b 2 · none 2' (largest first; ``top`` > 0 keeps that many and sums the rest as
-    'other'); '' when there is none."""
+    'other'); ``compact`` (table cells): 'c173 d14 e9 +4'; '' when there is none."""
     if not isinstance(counts, Mapping) or not counts:
         return ""
     items = sorted(((str(k), v) for k, v in counts.items() if isinstance(v, int) and v > 0),
                    key=lambda kv: (-kv[1], kv[0] == NONE, kv[0]))
-    if top and len(items) > top:
-        items = items[:top] + [("other", sum(v for _, v in items[top:]))]
-    return " · ".join(f"{k} {v}" for k, v in items)
+    rest = sum(v for _, v in items[top:]) if top and len(items) > top else 0
+    if rest:
+        items = items[:top]
+    if compact:
+        return " ".join([f"{k}{v}" for k, v in items] + ([f"+{rest}"] if rest else []))
+    return " · ".join(f"{k} {v}" for k, v in items + ([("other", rest)] if rest else []))

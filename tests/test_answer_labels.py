@@ -108,4 +108,6 @@ def test_no_label_counts_without_answer_label(registry):
 def test_format_counts():
     assert format_counts({"a": 3, "c": 173, "none": 2, "b": 2}) == "c 173 · a 3 · b 2 · none 2"
     assert format_counts({"a": 1, "b": 2, "c": 3, "d": 4}, top=2) == "d 4 · c 3 · other 3"
+    assert format_counts({"a": 1, "b": 2, "c": 3, "d": 4}, top=2, compact=True) == "d4 c3 +3"
+    assert format_counts({"e": 167, "none": 1}, top=3, compact=True) == "e167 none1"
     assert format_counts(None) == "" and format_counts({}) == ""
