@@ -2,7 +2,8 @@
 
 ``DIR/report.html`` needs nothing but a browser: style, script, charts and the run's data are inline, nothing is
 fetched. It shows the four charts (held-out accuracy with stderr bars, kept / rationalized / not kept training
-samples, training steps, seconds per phase), the metrics and config as tables, and a rationale browser: pick a set
+samples, training steps, seconds per phase), the metrics and config as tables (with the answer letters predicted on
+the held-out split and kept for training per iteration, for tasks with choices), and a rationale browser: pick a set
 (training samples or held-out evaluation) and an iteration, filter correct / rationalized / failed, search the
 text, click a question to see what it got in every iteration side by side. ``DIR/accuracy.png`` holds the same
 four charts: they are drawn once (matplotlib) and saved twice, as PNG and as the page's SVG.
