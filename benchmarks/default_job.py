@@ -39,6 +39,13 @@ def run_variant(extra: list[str], out: Path) -> dict:
     total = sum(phases.values())
     return {"args": " ".join(extra), "wall_s": round(wall, 1),
             "accuracy": [round(r["accuracy"], 4) for r in rows],
+            # what STaR kept per iteration: sampled right and verified, rescued by rationalization (of attempts),
+            # right answers the verifier rejected; verified share = kept / (kept + rejected)
+            "kept": [r["kept"] for r in rows], "rationalized": [r["rationalized"] for r in rows],
+            "rationalization_attempts": [r["rationalization_attempts"] for r in rows],
+            "unverified": [r["unverified"] for r in rows],
+            "verified_share": [round((r["kept"] + r["rationalized"]) / (r["kept"] + r["rationalized"] + r["unverified"]), 3)
+                               if r["kept"] + r["rationalized"] + r["unverified"] else None for r in rows],
             "phase_s": {k: round(v, 1) for k, v in phases.items()},
             "phase_share": {k: round(v / total, 3) for k, v in phases.items()},
             "outside_phases_s": round(wall - total, 1)}
@@ -47,13 +54,14 @@ def run_variant(extra: list[str], out: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS")
+    p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR (default: a temporary folder)")
     args = p.parse_args()
     variants = [v.split("=", 1) for v in args.variant] or [["default", ""]]
     os.environ.setdefault("TQDM_DISABLE", "1")
     results = {}
     with tempfile.TemporaryDirectory(prefix="star-kit-default-job-") as tmp:
         for name, extra in variants:
-            results[name] = run_variant(shlex.split(extra), Path(tmp) / name)
+            results[name] = run_variant(shlex.split(extra), Path(args.keep or tmp) / name)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     report = {"variants": results}
     if len(results) > 1:
