@@ -23,7 +23,9 @@ extractor error, and it is position bias, not the exemplars: with every choice l
 writes "(c)" 175/200 (13.0%); exemplars re-lettered so that all their answers are (a) give (c) 191/200; reversed
 exemplars (c) 184/200. Its rationales and the text it names carry the signal the letter loses: asked to write
 "(b) mailbox", the letter is (c) 145/200 but the text it writes is the right choice 29.0% of the time (letter
-18.0%). So the default grades the text.
+18.0%). So the default grades the text. On all 1221 dev questions the gain is smaller: 21.9% (``letter``: 20.5%; the
+same completions read by their letter 18.8%), but the most frequent answer falls from 86% of the questions to 37%.
+Fine-tuning brings the bias back (the text then follows the letter): see the results file.
 
 Choice order (task option ``choice_order``): ``original`` (default) or ``shuffle``: each question's choices in a
 seeded order of their own (``choice_seed``, default 0; keyed on the question's id), relettered a-e, the gold answer
