@@ -1,6 +1,8 @@
 """One STaR iteration on commonsense_qa and gsm8k with the real data files (tiny model: the whole path runs), and the
 answer-letter distribution recorded per iteration (metrics.jsonl, metrics.csv, report.html) for the choice task."""
 
+import csv
+import json
 import re
 
 import pytest
@@ -40,7 +42,9 @@ def test_one_iteration_on_real_data(task, tiny_model, tmp_path):
         assert "eval answers" in page and "train answers" in page
         letters = max(rows[1]["eval_labels"], key=rows[1]["eval_labels"].get)
         assert f"{letters} {rows[1]['eval_labels'][letters]}" in page
-        assert "eval_labels" in (out / "metrics.csv").read_text(encoding="utf-8")
+        with open(out / "metrics.csv", newline="", encoding="utf-8") as fh:  # one JSON cell per count
+            cells = list(csv.DictReader(fh))
+        assert [json.loads(c["eval_labels"]) for c in cells] == [r["eval_labels"] for r in rows]
     else:
         assert all(r["eval_labels"] is None and r["train_labels"] is None for r in rows)
         assert "eval answers" not in (out / "report.html").read_text(encoding="utf-8")
