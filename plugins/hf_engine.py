@@ -5,10 +5,11 @@ Why it exists: on the STaR workload every prompt is the same few-shot prefix (~4
 plus a short question, and completions are short and stop at different lengths. ``model.generate`` copies the
 prefix's KV cache into every row and grows a dynamic cache by concatenation each step (memory traffic that grows
 with the prefix), and a batch runs until its longest row is done. Here the prefix's keys and values are computed
-once and kept once: each decode step attends to them with one batched matmul per layer, broadcast over the rows,
-plus the row's own keys in a preallocated buffer. Rows that finish (a stop string, EOS, the token budget) free
-their slot, which the next waiting prompts fill (continuous batching); at the end the batch is compacted to the
-rows still running.
+once and kept once: each decode step attends to them with one fused attention call per layer, all rows' queries
+as one matrix, plus one over the row's own keys in a preallocated buffer, the two merged by their log-sum-exps;
+q/k/v and gate/up are one GEMM each (the modules' weights rebound to slices of the stacked ones). Rows that
+finish (a stop string, EOS, the token budget) free their slot, which the next waiting prompts fill (continuous
+batching); at the end the batch is compacted to the rows still running.
 
 The engine reuses the model's own layers (norms, projections, MLP, rotary embedding), so it supports exactly the
 architectures whose decoder layer is the Llama one: ``llama``, ``mistral``, ``qwen2`` (their attention biases come
@@ -41,7 +42,27 @@ def unsupported_reason(model) -> str | None:
             return "an unexpected attention module"
         if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
             return "q/k norms"
+        if not all(hasattr(layer.mlp, n) for n in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return "an unexpected MLP module"
     return None
+
+
+def _fuse(linears) -> tuple:
+    """(weight, bias) of several linear layers that read the same input, stacked by output rows. Each module's
+    weight is rebound to its rows of the stacked one, so the model keeps working and no weight is held twice;
+    the biases (small) are copied, zeros where a layer has none. The layers must be on one device and dtype."""
+    import torch
+
+    weight = torch.cat([m.weight for m in linears])
+    start = 0
+    for m in linears:
+        rows = m.weight.shape[0]
+        m.weight = torch.nn.Parameter(weight[start : start + rows], requires_grad=m.weight.requires_grad)
+        start += rows
+    if all(m.bias is None for m in linears):
+        return weight, None
+    return weight, torch.cat([m.bias if m.bias is not None else weight.new_zeros(m.weight.shape[0])
+                              for m in linears])
 
 
 class DecodeEngine:
@@ -73,6 +94,14 @@ class DecodeEngine:
         self.cache_bytes = cache_bytes
         self.last_slots = 0  # the slots the last call used
         self._prefix: tuple[tuple[int, ...], list] | None = None
+        # Decoding multiplies each layer's input by q/k/v (and its normed residual by gate/up) as one GEMM each:
+        # fewer, larger matmuls. The projections' weights become row slices of the fused ones (no second copy).
+        with torch.no_grad():
+            self.fused = [(_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]),
+                           _fuse([l.mlp.gate_proj, l.mlp.up_proj])) for l in self.layers]
+        # the attention kernel behind torch's scaled_dot_product_attention on CPU, which also returns each query's
+        # log-sum-exp: the decode step attends to the prefix and to the row's own keys separately, then merges
+        self.flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
     # -- the model, layer by layer ---------------------------------------------------------------------------
     def _qkv(self, layer, h, positions):
@@ -90,7 +119,7 @@ class DecodeEngine:
 
     def _attend(self, q, prefix_kv, keys, values, mask):
         """softmax(q·[prefix keys | own keys]) · [prefix values | own values], the prefix shared by every row.
-        q [kv, B, g·L, d]; prefix_kv (keys transposed [kv, d, P], values [kv, P, d]) or None; keys/values
+        q [kv, B, g·L, d]; prefix_kv (keys, values [1, kv, P, d]) or None; keys/values
         [kv, B, T, d]; mask additive, broadcast to [kv, B, g·L, T]. Returns [B, L, heads·d]."""
         torch = self.torch
         kv, b, gn, d = q.shape
@@ -98,7 +127,7 @@ class DecodeEngine:
         q = q * self.scaling  # exact where head_dim is a power of 4 (1/8 for 64)
         scores = torch.matmul(q, keys.transpose(-1, -2)).float() + mask  # [kv, B, g·L, T]
         if prefix_kv is not None:
-            pk_t, pv = prefix_kv
+            pk_t, pv = prefix_kv[0][0].transpose(1, 2), prefix_kv[1][0]  # the transpose: a BLAS flag, no copy
             p = pk_t.shape[2]
             shared = torch.bmm(q.reshape(kv, b * gn, d), pk_t).view(kv, b, gn, p)
             scores = torch.cat([shared.float(), scores], dim=-1)
@@ -117,53 +146,62 @@ class DecodeEngine:
         x = x + layer.self_attn.o_proj(attend(q, k, v))
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
-    def _decode_layer(self, layer, x, cos, sin, prefix_k_t, prefix_v, keys, values, mask):
-        """One decoder layer for one new token per row, without writing the cache (the caller stores the
-        returned k and v): attention over the shared prefix, the row's cached keys (``mask`` hides the unused
-        ones) and the new token itself. x [B, 1, H]; prefix keys transposed [kv, d, P], values [kv, P, d];
-        keys/values [kv, B, T, d]; mask [1, B, 1, T]. Returns (x, k [kv, B, d], v [kv, B, d]).
-        (``torch.compile`` of this function was measured: ~1.1x the tokens/s after a 10 s compile; not used.)"""
-        torch = self.torch
-        h = layer.input_layernorm(x)
-        q, k, v = self._qkv(layer, h, (cos, sin))  # q [kv, B, g, d]; k, v [kv, B, 1, d]
-        kv, b, g, d = q.shape
-        q = q * self.scaling
-        # One softmax over [prefix | cached | new] computed part by part: the prefix's operands stay contiguous
-        # (slices of a concatenation made the batched matmuls copy their inputs).
-        own = torch.matmul(q, keys.transpose(-1, -2)).float() + mask  # [kv, B, g, T]
-        new = torch.matmul(q, k.transpose(-1, -2)).float()  # [kv, B, g, 1]
-        top = torch.maximum(own.amax(-1, keepdim=True), new)
-        if prefix_k_t.shape[2]:
-            shared = torch.bmm(q.reshape(kv, b * g, d), prefix_k_t).view(kv, b, g, -1).float()
-            top = torch.maximum(top, shared.amax(-1, keepdim=True))
-        own, new = (own - top).exp_(), (new - top).exp_()
-        total = own.sum(-1, keepdim=True) + new
-        if prefix_k_t.shape[2]:
-            shared = (shared - top).exp_()
-            total = total + shared.sum(-1, keepdim=True)
-        # float16: normalised before the products with the values, as softmax would be (unnormalised weights sum
-        # to as much as the row's length, and their products with the values overflow float16's 65504). bfloat16
-        # and float32 have the range to divide once afterwards, which saves three passes over the weights.
-        early = q.dtype == torch.float16
-        inv = total.reciprocal_()
-        if early:
-            own, new = own.mul_(inv), new.mul_(inv)
-        out = torch.matmul(own.to(q.dtype), values) + new.to(q.dtype) * v
-        if prefix_k_t.shape[2]:
-            out = out + torch.bmm((shared.mul_(inv) if early else shared).to(q.dtype).view(kv, b * g, -1),
-                                  prefix_v).view(kv, b, g, d)
-        if not early:
-            out = (out * inv).to(q.dtype)
-        x = x + layer.self_attn.o_proj(out.permute(1, 0, 2, 3).reshape(b, 1, self.heads * d))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return x, k[:, :, 0], v[:, :, 0]
+    def _decode_layer(self, li, x, rope, prefix_kv, keys, values, rows, lengths, mask):
+        """One decoder layer for one new token per row: the new key and value go into the row's cache at
+        ``lengths``, then attention over the shared prefix and the row's cache (``mask`` hides the unused
+        positions). x [B, H]; rope (cos, sin with its first half negated) [B, 1, d]; prefix (keys, values)
+        [1, kv, P, d] or None; keys/values [kv, B, T, d]; mask [B, 1, 1, T]. Returns x.
+        Written for few, large ops: a decode step is ~30 layers of small tensors, each op dispatched from Python.
+        (``torch.compile`` of the earlier version of this function was measured: ~1.1x the tokens/s after a 10 s
+        compile; not used.)"""
+        torch, F = self.torch, self.torch.nn.functional
+        layer = self.layers[li]
+        (w_qkv, b_qkv), (w_gu, b_gu) = self.fused[li]
+        b, heads, kv, g, d = x.shape[0], self.heads, self.kv_heads, self.group, self.head_dim
+        qkv = F.linear(self._norm(layer.input_layernorm, x), w_qkv, b_qkv)  # [B, (heads + 2·kv)·d]
+        qk = qkv[:, : (heads + kv) * d].view(b, heads + kv, d)
+        # rotary embedding of q and k at once: rotate_half(x)·sin = roll(x, d/2)·(sin, first half negated).
+        # Written head-major, [heads + kv, B, d]: per kv head the query rows are (group, row), the layout the
+        # prefix attention takes as one matrix; k is then [kv, B, d], the cache's.
+        cos, sin = rope
+        rot = qk.new_empty((heads + kv, b, d))
+        torch.add(qk * cos, qk.roll(d // 2, -1).mul_(sin), out=rot.transpose(0, 1))
+        q = rot[:heads].view(kv, g, b, d)
+        keys[:, rows, lengths] = rot[heads:]
+        values[:, rows, lengths] = qkv[:, (heads + kv) * d :].view(b, kv, d).transpose(0, 1)
+        # softmax over [prefix | own keys] in two fused attention calls, merged by their log-sum-exps: the
+        # prefix's keys are shared by every row (one [kv, g·B, P] product), the row's own are per row.
+        out, lse = self.flash(q.permute(2, 0, 1, 3), keys.transpose(0, 1), values.transpose(0, 1),
+                              attn_mask=mask, scale=self.scaling)  # [B, kv, g, d], [B, kv, g]
+        attn = x.new_empty((b, kv, g, d))  # o_proj's input layout, written by the merge
+        if prefix_kv is None:
+            attn.copy_(out)
+        else:
+            shared, shared_lse = self.flash(q.view(1, kv, g * b, d), *prefix_kv, scale=self.scaling)
+            # the prefix's share of the softmax, from float32 log-sum-exps; lerp takes it in the model's dtype
+            weight = torch.sigmoid(shared_lse.view(kv, g, b).permute(2, 0, 1) - lse)[..., None].to(out.dtype)
+            torch.lerp(out, shared.view(kv, g, b, d).permute(2, 0, 1, 3), weight, out=attn)
+        o_proj = layer.self_attn.o_proj
+        x += F.linear(attn.view(b, heads * d), o_proj.weight, o_proj.bias)
+        gate_up = F.linear(self._norm(layer.post_attention_layernorm, x), w_gu, b_gu)
+        inter = gate_up.shape[1] // 2
+        act = layer.mlp.act_fn(gate_up[:, :inter]).mul_(gate_up[:, inter:])
+        down = layer.mlp.down_proj
+        x += F.linear(act, down.weight, down.bias)
+        return x
+
+    def _norm(self, norm, x):
+        """The model's RMSNorm (float32 statistics, the weight applied in the model's dtype), its steps in place."""
+        h = x.float()
+        h = h * h.pow(2).mean(-1, keepdim=True).add_(norm.variance_epsilon).rsqrt_()
+        return norm.weight * h.to(x.dtype)
 
     def _positions(self, x, position_ids):
         return self.inner.rotary_emb(x, position_ids)
 
     # -- the shared prefix -----------------------------------------------------------------------------------
     def prefix_cache(self, prefix: Sequence[int]) -> list | None:
-        """Per layer (keys transposed [kv, d, P], values [kv, P, d]) of ``prefix``; kept for the next call."""
+        """Per layer (keys, values [1, kv, P, d]) of ``prefix``; kept for the next call."""
         torch = self.torch
         if not prefix:
             return None
@@ -177,7 +215,7 @@ class DecodeEngine:
         kv: list = []
         for layer in self.layers:
             def attend(q, k, v):
-                kv.append((k[:, 0].transpose(1, 2).contiguous(), v[:, 0].contiguous()))  # keys: [kv, d, P]
+                kv.append((k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()))  # [1, kv, P, d]
                 return self._attend(q, None, k, v, causal)
             x = self._block(layer, x, positions, attend)
         self._prefix = (key, kv)
@@ -314,16 +352,15 @@ class DecodeEngine:
         slots = keys.shape[2]
         t = keys.shape[3]
         lengths = torch.tensor(lengths, device=self.device)
-        x = self.inner.embed_tokens(torch.tensor(last, device=self.device)[:, None])
-        cos, sin = self._positions(x, (p + lengths)[:, None])
-        mask = torch.zeros((slots, t), device=self.device)
-        mask.masked_fill_(torch.arange(t, device=self.device)[None] >= lengths[:, None], float("-inf"))
-        mask = mask.view(1, slots, 1, t)
+        x = self.inner.embed_tokens(torch.tensor(last, device=self.device))  # [B, H]
+        cos, sin = self._positions(x, (p + lengths)[:, None])  # [B, 1, d]
+        half = self.head_dim // 2
+        rope = cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+        mask = torch.zeros((slots, t), device=self.device, dtype=self.dtype)
+        mask.masked_fill_(torch.arange(t, device=self.device)[None] > lengths[:, None], float("-inf"))
+        mask = mask.view(slots, 1, 1, t)
         rows = torch.arange(slots, device=self.device)
-        empty = keys.new_zeros((self.kv_heads, self.head_dim, 0)), keys.new_zeros((self.kv_heads, 0, self.head_dim))
-        for li, layer in enumerate(self.layers):
-            pk_t, pv = prefix[li] if prefix is not None else empty
-            x, k, v = self._decode_layer(layer, x, cos, sin, pk_t, pv, keys[li], values[li], mask)
-            keys[li, :, rows, lengths] = k
-            values[li, :, rows, lengths] = v
-        return pick(self.model.lm_head(self.inner.norm(x[:, 0])))
+        for li in range(len(self.layers)):
+            x = self._decode_layer(li, x, rope, prefix[li] if prefix is not None else None, keys[li], values[li],
+                                   rows, lengths, mask)
+        return pick(self.model.lm_head(self.inner.norm(x)))
