@@ -150,6 +150,24 @@ _LETTER = re.compile(
 _PAREN_LETTER = re.compile(r"\(\s*([a-e])\s*\)", re.IGNORECASE)
 
 
+_SENTENCE_END = re.compile(r"\n|\.(?:\s|$)")
+
+
+def _after_answer_phrase(text: Any) -> str | None:
+    """What follows the last answer phrase ("answer is", "answer would be", "answer:") in ``text``, fullwidth
+    forms read as ASCII; None when ``text`` is no string or has no such phrase. Linear time."""
+    if not isinstance(text, str):
+        return None
+    text = arith.normalize_digits(text)
+    phrase = arith.last_match(_PHRASE, text)
+    return None if phrase is None else text[phrase.end():]
+
+
+def _first_sentence(text: str) -> str:
+    """``text`` up to its first newline or sentence-ending period."""
+    return _SENTENCE_END.split(text, maxsplit=1)[0]
+
+
 def extract_choice(text: str) -> str | None:
     """The letter (a-e, lowercase) chosen after the last answer phrase, or None.
 
@@ -157,17 +175,13 @@ def extract_choice(text: str) -> str | None:
     letter follows it in parentheses in the same sentence ("The answer is mailbox (b)."). Fullwidth forms count
     as ASCII ("（ｂ）" -> "(b)"). Never raises; linear time in the text.
     """
-    if not isinstance(text, str):
+    rest = _after_answer_phrase(text)
+    if rest is None:
         return None
-    text = arith.normalize_digits(text)
-    phrase = arith.last_match(_PHRASE, text)
-    if phrase is None:
-        return None
-    rest = text[phrase.end():]
     m = _LETTER.match(rest)
     if m:
         return next(g for g in m.groups() if g).lower()
-    sentence = re.split(r"\n|\.(?:\s|$)", rest, maxsplit=1)[0]
+    sentence = _first_sentence(rest)
     m = _PAREN_LETTER.search(sentence)
     return m.group(1).lower() if m else None
 
@@ -177,13 +191,10 @@ def extract_named_choice(text: str) -> str | None:
     or 'mailbox' (text alone; 'mailbox (b)' reads as '(b) mailbox'); text normalised (:func:`normalize_text`), at
     most 200 characters of the sentence read; None when nothing follows the phrase. The extractor of
     ``answer_format=choice``: the task grades the text when there is one, else the letter. Never raises; linear."""
-    if not isinstance(text, str):
+    rest = _after_answer_phrase(text)
+    if rest is None:
         return None
-    text = arith.normalize_digits(text)
-    phrase = arith.last_match(_PHRASE, text)
-    if phrase is None:
-        return None
-    sentence = re.split(r"\n|\.(?:\s|$)", text[phrase.end():phrase.end() + 200], maxsplit=1)[0]
+    sentence = _first_sentence(rest[:200])
     letter = None
     m = _LETTER.match(sentence)
     if m:
