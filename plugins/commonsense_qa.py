@@ -31,6 +31,14 @@ Choice order (task option ``choice_order``): ``original`` (default) or ``shuffle
 seeded order of their own (``choice_seed``, default 0; keyed on the question's id), relettered a-e, the gold answer
 following its text. Measured with the letter format it does not lift accuracy (13.0%; the model still writes (c)).
 
+Training copies (task option ``train_permutations=K``, default 0: off): every kept pair is trained K more times,
+each copy the same question with its choices in another seeded order (``choice_seed`` and the question's id; the
+gold choice under a different letter in each copy, so K=4 puts it under every letter once), the gold answer
+following its text and the rationale's "(x)" / "(x) text" references re-lettered; a rationale that writes a letter
+any other way ("choice b", "b)") or beside another choice's text is trained unpermuted only. Fine-tuning then sees
+no letter prior in what it is taught. Through the optional Task hook ``augment``
+(:class:`star_kit.protocols.Task`); measured in docs/results/commonsense_qa_permutations.md.
+
 The answer label (:meth:`CommonsenseQATask.answer_label`: the letter of the choice an answer names) lets star-kit
 record the answer-letter distribution of every iteration (``eval_labels``, ``train_labels``).
 
@@ -70,6 +78,7 @@ HINT_MARK = "(CORRECT)"
 HINT_STYLES = ("both", "correct", "answer")
 CHOICE_ORDERS = ("original", "shuffle")
 ANSWER_FORMATS = ("choice", "letter")
+MAX_TRAIN_PERMUTATIONS = 24  # copies per kept pair; five choices have 119 other orders, 24 is plenty
 LOCAL_FILES = {"train": "commonsenseqa/train_rand_split.jsonl", "eval": "commonsenseqa/dev_rand_split.jsonl"}
 HUB_SPLITS = {"train": "train", "eval": "validation"}
 SPLIT_ALIASES = {"dev": "eval", "validation": "eval"}
@@ -120,6 +129,25 @@ def choice_line(question: str, letter: str) -> str | None:
     return next((line for line in question.split("\n") if line.startswith(prefix)), None)
 
 
+def reorder_choices(example: Example, order: list[int]) -> Example:
+    """``example`` with its choices in ``order`` (``order[i]``: the index of the choice shown at position i, a
+    permutation of the positions), relettered a, b, c ...; the gold answer follows its choice text ("b" stays a
+    letter, "(b) mailbox" keeps the written form with the new letter). Other fields are kept."""
+    choices = [(str(label), str(text)) for label, text in example.fields.get("choices") or ()]
+    if sorted(order) != list(range(len(choices))):
+        raise ValueError(f"{order} is not a permutation of {len(choices)} choice positions")
+    labels = [label for label, _ in choices]
+    new = [(chr(ord("a") + i), choices[k][1]) for i, k in enumerate(order)]
+    gold = order.index(labels.index(letter_of(example.answer)))
+    letter, text = new[gold]
+    written = example.answer.strip()
+    answer = letter if not written.startswith("(") else f"({letter}) {text}" if parse_choice(written)[1] else \
+        f"({letter})"
+    stem = example.fields.get("stem", example.question.split("\nAnswer Choices:")[0])
+    fields = {**example.fields, "choices": [list(c) for c in new]}
+    return Example(id=example.id, question=format_choices(stem, new), answer=answer, fields=fields)
+
+
 def shuffle_choices(example: Example, seed: int | str = 0) -> Example:
     """``example`` with its choices in a seeded random order (the same for the same id and seed) and relettered
     a, b, c ...; the gold letter follows its choice text. Other fields are kept."""
@@ -129,11 +157,67 @@ def shuffle_choices(example: Example, seed: int | str = 0) -> Example:
         return example
     order = list(range(len(choices)))
     random.Random(f"commonsense_qa:choices:{seed}:{example.id}").shuffle(order)
-    new = [(chr(ord("a") + i), choices[k][1]) for i, k in enumerate(order)]
-    answer = new[order.index(labels.index(example.answer))][0]
-    stem = example.fields.get("stem", example.question.split("\nAnswer Choices:")[0])
-    fields = {**example.fields, "choices": [list(c) for c in new]}
-    return Example(id=example.id, question=format_choices(stem, new), answer=answer, fields=fields)
+    return reorder_choices(example, order)
+
+
+def permutation_orders(n: int, gold: int, k: int, key: str) -> list[list[int]]:
+    """``k`` seeded choice orders of ``n`` choices (``order[i]``: the old index shown at position i), none the
+    identity, no two alike; the gold choice (old index ``gold``) is moved to every other position in turn (a
+    seeded order of them), so with ``k = n - 1`` the original and its copies put the gold under every letter
+    once. Fewer than ``k`` when there are not that many distinct orders (two choices: one). Deterministic in
+    ``key``."""
+    rng = random.Random(key)
+    targets = [p for p in range(n) if p != gold]
+    rng.shuffle(targets)
+    seen, orders = {tuple(range(n))}, []
+    for j in range(k):
+        if not targets:
+            break
+        target = targets[j % len(targets)]
+        for _ in range(50):  # (n-2)! orders put the gold at ``target``: 6 for five choices
+            others = [i for i in range(n) if i != gold]
+            rng.shuffle(others)
+            order = others[:target] + [gold] + others[target:]
+            if tuple(order) not in seen:
+                seen.add(tuple(order))
+                orders.append(order)
+                break
+    return orders
+
+
+# A choice letter in parentheses (any case, spaces inside), and the letter forms a rationale may use that
+# :func:`remap_letters` cannot re-letter safely: "b)", "[b]", "choice b", "option B", "answer is b", fullwidth.
+_REF = re.compile(r"\(\s*([A-Za-z])\s*\)")
+_UNSAFE_REF = re.compile(
+    r"(?<![\w(])[A-Ea-e]\)|\[\s*[A-Ea-e]\s*\]|\b(?:choice|option|letter|answer(?:\s+is)?)s?\s*[:\-]?\s*[A-Ea-e]\b"
+    r"|[\uff08\uff09\uff21-\uff25\uff41-\uff45]",
+    re.IGNORECASE,
+)
+
+
+def remap_letters(rationale: str, mapping: dict[str, str], choices: list[tuple[str, str]]) -> str | None:
+    """``rationale`` with every choice reference "(x)" / "(x) text" re-lettered by ``mapping`` (old letter ->
+    new letter, lowercase; an upper-case "(B)" stays upper-case), or None when a reference cannot be re-lettered
+    safely: a letter outside ``mapping``, a letter followed by the text of another choice ("(c) mailbox" where
+    mailbox is (b): which one did it mean?), or a letter written any other way ("choice b", "b)", "[b]"). A
+    rationale without letters comes back unchanged."""
+    if _UNSAFE_REF.search(rationale):
+        return None
+    texts = sorted(((normalize_text(text), label.lower()) for label, text in choices), key=lambda t: -len(t[0]))
+    pieces, last = [], 0
+    for m in _REF.finditer(rationale):
+        letter = m.group(1)
+        new = mapping.get(letter.lower())
+        if new is None:
+            return None
+        after = rationale[m.end():].lstrip().lower()
+        named = next((label for text, label in texts
+                      if text and after.startswith(text) and not after[len(text):len(text) + 1].isalnum()), None)
+        if named is not None and named != letter.lower():
+            return None
+        pieces += [rationale[last:m.start()], f"({new.upper() if letter.isupper() else new})"]
+        last = m.end()
+    return "".join(pieces) + rationale[last:]
 
 
 # -- extractor -------------------------------------------------------------------------------------------------
@@ -274,7 +358,7 @@ class CommonsenseQATask(DatasetTask):
 
     def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both",
                  rationales: bool = True, choice_order: str = "original", choice_seed: int = 0,
-                 answer_format: str = "choice") -> None:
+                 answer_format: str = "choice", train_permutations: int = 0) -> None:
         super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows, rationales=rationales)
         if hint_style not in HINT_STYLES:
             raise StarKitError(f"task 'commonsense_qa': hint_style must be one of {', '.join(HINT_STYLES)}, "
@@ -285,6 +369,11 @@ class CommonsenseQATask(DatasetTask):
         if answer_format not in ANSWER_FORMATS:
             raise StarKitError(f"task 'commonsense_qa': answer_format must be one of {', '.join(ANSWER_FORMATS)}, "
                                f"got {answer_format!r}", 2)
+        if isinstance(train_permutations, bool) or not isinstance(train_permutations, int) or \
+                not 0 <= train_permutations <= MAX_TRAIN_PERMUTATIONS:
+            raise StarKitError(f"task 'commonsense_qa': train_permutations must be a whole number from 0 to "
+                               f"{MAX_TRAIN_PERMUTATIONS}, got {train_permutations!r}", 2)
+        self.train_permutations = train_permutations
         self.hint_style = hint_style
         self.answer_format = answer_format
         if answer_format == "choice":
@@ -333,6 +422,29 @@ class CommonsenseQATask(DatasetTask):
         if text:  # the choice the text names (what is graded); a text that is no choice has no label
             return next((label for label, choice in choices if choice == text), None)
         return letter if letter in {label for label, _ in choices} else None
+
+    def augment(self, example: Example, rationale: str) -> list[tuple[Example, str]]:
+        """``train_permutations=K``: K choice-permuted copies of a kept pair (the optional Task hook
+        ``augment``, used by :func:`star_kit.loop.build_training_set`): the same question with its choices in
+        another order (:func:`permutation_orders`, seeded by ``choice_seed`` and the question's id; the gold
+        choice under a different letter in each copy), the gold answer following its text, and the rationale's
+        choice references re-lettered (:func:`remap_letters`). [] when K is 0, and when the rationale writes a
+        letter that cannot be re-lettered safely (the pair is then trained unpermuted only)."""
+        k = self.train_permutations
+        choices = [(str(label), str(text)) for label, text in example.fields.get("choices") or ()]
+        labels = [label for label, _ in choices]
+        gold = letter_of(example.answer)
+        if k <= 0 or len(choices) < 2 or gold not in labels:
+            return []
+        key = f"commonsense_qa:permutations:{self.choice_seed}:{example.id}"
+        copies = []
+        for order in permutation_orders(len(choices), labels.index(gold), k, key):
+            mapping = {labels[old]: chr(ord("a") + new) for new, old in enumerate(order)}
+            remapped = remap_letters(rationale, mapping, choices)
+            if remapped is None:
+                return []
+            copies.append((reorder_choices(example, order), remapped))
+        return copies
 
     # -- prompts: the hint marks the right choice inside the question (and/or names it after the question) ----
     def hint_sentence(self, question: str, answer: str) -> str:

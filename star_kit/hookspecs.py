@@ -43,6 +43,8 @@ def register_tasks(register: Register) -> None:
     ``options`` are the run's ``task_options`` (``--task-opt KEY=VALUE``) as keyword arguments, checked against
     the factory's parameters and their annotations; star-kit also offers ``data_dir`` (``--data-dir``, may be
     None) and ``skip_bad_rows`` (``--skip-bad-rows``), passed only to a factory that declares them.
+    The task may also define the optional methods ``answer_label`` and ``augment`` (documented on
+    :class:`star_kit.protocols.Task`); star-kit uses them where they exist.
     Checked at creation: the Task protocol, and the task's ``lm_eval_config`` (its required keys and the
     ``star_kit_extract`` filter naming a registered extractor); a problem is one line naming the plugin.
     Return: nothing.

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 from .config import RunConfig, steps_for
 from .errors import StarKitError
 from .evaluation import evaluate
-from .labels import eval_label_counts, format_counts, train_label_counts
+from .labels import eval_label_counts, format_counts, label_counts
 from .models import resolve_model
 from .progress import Phases
 from .protocols import Sampler, Task, Verifier
@@ -83,8 +83,30 @@ def build_training_set(
 
     Rationalized rationales are trained *as if the model found them itself*: the prompt is built without the
     hint, and a rationale that quotes the hint is dropped (returned count). Identical pairs are deduplicated.
+    A task with the optional ``augment(example, rationale)`` hook adds the copies it returns after each pair
+    (:func:`training_pairs`).
+    """
+    pairs, dropped = training_pairs(task, examples, kept, rationalized, fewshot)
+    return [pair for _, pair in pairs], dropped
+
+
+def training_pairs(
+    task: Task,
+    examples: Sequence[Example],
+    kept: Sequence[Sample],
+    rationalized: Sequence[Sample],
+    fewshot: bool = False,
+) -> tuple[list[tuple[Example, TrainExample]], int]:
+    """:func:`build_training_set` with the question each pair was built from: the example itself, or the copy
+    the task's ``augment`` returned (its answer is what the pair teaches; ``train_labels`` counts it).
+
+    ``augment(example, rationale) -> [(example', rationale'), ...]`` (optional, :class:`star_kit.protocols.Task`)
+    gives extra training copies of one kept pair; each is trained as ``prompt(example')`` +
+    ``target(rationale', example'.answer)``, after the original pair, with the original's ``example_id`` and
+    ``source``.
     """
     by_id = {e.id: e for e in examples}
+    augment = getattr(task, "augment", None)
     seen, out, dropped = set(), [], 0
     for source, samples in (("sampled", kept), ("rationalized", rationalized)):
         for s in samples:
@@ -93,13 +115,29 @@ def build_training_set(
             if s.hinted and task.quotes_hint(example, s.completion):
                 dropped += 1
                 continue
-            pair = TrainExample(example.id, task.prompt(example, hint=False, fewshot=fewshot),
-                                task.target(rationale, example.answer), source)
-            key = (pair.prompt, pair.completion)
-            if key not in seen:
-                seen.add(key)
-                out.append(pair)
+            variants = [(example, rationale)]
+            if callable(augment):
+                variants += _checked_copies(task, augment(example, rationale))
+            for ex, rat in variants:
+                pair = TrainExample(example.id, task.prompt(ex, hint=False, fewshot=fewshot),
+                                    task.target(rat, ex.answer), source)
+                key = (pair.prompt, pair.completion)
+                if key not in seen:
+                    seen.add(key)
+                    out.append((ex, pair))
     return out, dropped
+
+
+def _checked_copies(task: Task, copies: object) -> list[tuple[Example, str]]:
+    """What a task's ``augment`` returned, checked: a list of (Example, rationale str) pairs."""
+    if copies is None:
+        return []
+    ok = isinstance(copies, (list, tuple)) and all(
+        isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], Example) and isinstance(c[1], str) for c in copies)
+    if not ok:
+        raise StarKitError(f"task {getattr(task, 'name', '?')!r}: augment() must return a list of (Example, "
+                           f"rationale) pairs, got {type(copies).__name__}: {str(copies)[:80]}")
+    return list(copies)
 
 
 def should_stop(history: Sequence[IterationResult], patience: int) -> bool:
@@ -315,7 +353,8 @@ class StarRun:
         rescued = [s for s in rationalized if s.accepted]
 
         # Build the hint-free SFT set.
-        train, dropped = build_training_set(task, train_set, kept, rescued, fewshot=config.train_fewshot)
+        pairs, dropped = training_pairs(task, train_set, kept, rescued, fewshot=config.train_fewshot)
+        train = [pair for _, pair in pairs]
         if dropped:
             self.log(f"iteration {n}: dropped {dropped} rationales that quote the hint")
         if not store.has(n, "train.jsonl"):
@@ -351,7 +390,8 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
-            eval_labels=self.eval_labels(n, eval_set), train_labels=train_label_counts(task, train_set, train),
+            eval_labels=self.eval_labels(n, eval_set),
+            train_labels=label_counts(task, ((ex, ex.answer) for ex, _ in pairs)),
         )
         self.record(result)
         return result

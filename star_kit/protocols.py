@@ -49,6 +49,19 @@ class Task(Protocol):
     ``quotes_hint(example, text)`` (a rationalized completion that repeats the hint is not trained on),
     ``rationale_of`` / ``target`` / ``answer_phrase`` (the answer format) and ``is_correct`` (the one notion of
     "right": filtering, the verifier gate and the lm-eval evaluation all use it).
+
+    Optional methods (not part of the protocol: a task without them is complete; star-kit looks them up with
+    ``getattr`` and skips what is missing):
+
+    * ``answer_label(example, answer) -> str | None``: the label of an answer (a choice letter), for the
+      answer-label counts of each iteration (:mod:`star_kit.labels`).
+    * ``augment(example, rationale) -> list[tuple[Example, str]]``: extra training copies of one kept pair
+      (right answer, verifier passed, hint not quoted), each an (example', rationale') trained as
+      ``prompt(example', hint=False)`` + ``target(rationale', example'.answer)`` beside the original pair, with the
+      original's ``example_id`` and ``source`` (:func:`star_kit.loop.training_pairs`). Return ``[]`` for none;
+      anything but a list of (Example, str) pairs stops the run with one line naming the task. Keep it
+      deterministic (seed it from the example's id). CommonsenseQA's ``train_permutations`` uses it to add
+      choice-permuted copies.
     """
 
     name: str
