@@ -57,6 +57,9 @@ class RunConfig:
     data_dir: str | None = _opt(None, "local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     skip_bad_rows: bool = _opt(False, "drop (and count) malformed data rows instead of stopping at the first")
     chunk_size: int = _opt(128, "questions sampled and saved per chunk (the resume unit)")
+    merge_passes: bool = _opt(True, "decode M(n)'s evaluation prompts and iteration n+1's sampling prompts in one "
+                                    "batched pass when both are due (greedy sampling, n+1 certain to run; "
+                                    "--no-merge-passes: one pass each)")
     task_options: dict[str, Any] = field(default_factory=dict)
     sampler_options: dict[str, Any] = field(default_factory=dict)
     trainer_options: dict[str, Any] = field(default_factory=dict)
@@ -98,8 +101,9 @@ class RunConfig:
                 raise StarKitError(f"{source}: key {f.name!r} is {value!r} ({_kind_of(value)}); expected "
                                    f"{_type_name(hints[f.name])}", 2)
 
-    # Keys that may change when a run is resumed (they do not change what was already computed).
-    RESUMABLE = ("iterations", "patience", "out", "plugins")
+    # Keys that may change when a run is resumed (they do not change what was already computed). merge_passes
+    # only decides whether two greedy passes of the same model run as one generate call.
+    RESUMABLE = ("iterations", "patience", "out", "plugins", "merge_passes")
 
     def validate(self) -> None:
         """Types, then ranges: everything a run can refuse before it loads anything."""

@@ -15,11 +15,17 @@ maj@K (``--eval-samples K``, K > 1) is lm-eval's self-consistency mechanism (as 
 unchanged and stays the headline. The vote: an output with no answer abstains; the most frequent answer wins; a tie
 goes to the tied answer sampled first (the order the sampler returned them, seeded); when none of the K has an answer
 the question counts as no answer. The K copies of a question reach the sampler as one prompt with ``n=K``.
+
+Prompts that ride along (:class:`RideAlong`, ``evaluate(..., ride_along=...)``): the loop may hand the evaluation
+the next STaR iteration's sampling prompts (same model, same greedy parameters); they join the matching request
+group's ``sampler.generate`` call, so both sets are decoded in one batched pass. lm-eval builds and scores its own
+requests unchanged; the extra completions come back on the ``RideAlong`` object, never through lm-eval.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from collections import Counter, defaultdict
@@ -111,10 +117,47 @@ def _quiet_git_hash() -> None:
     evaluator.get_git_commit_hash = git_commit_hash
 
 
-def sampler_lm(sampler: Sampler, advance: Advance | None = None, seed: int = 0):
+def request_key(kwargs: dict[str, Any] | None) -> tuple[tuple[str, ...], int, float, float]:
+    """(stop strings, max new tokens, temperature, top_p) of an lm-eval ``generate_until`` request's generation
+    kwargs: requests with the same key reach the sampler in one ``generate`` call."""
+    kwargs = kwargs or {}
+    until = kwargs.get("until") or []
+    until = (until,) if isinstance(until, str) else tuple(until)
+    do_sample = bool(kwargs.get("do_sample", False))
+    temperature = float(kwargs.get("temperature", 0.0)) if do_sample else 0.0
+    return until, int(kwargs.get("max_gen_toks", 256)), temperature, float(kwargs.get("top_p", 1.0))
+
+
+def greedy_params(task: Task, seed: int = 0) -> GenerationParams:
+    """The parameters :func:`evaluate` gives the sampler for the task's (greedy) evaluation requests."""
+    until, max_toks, temperature, top_p = request_key(task.lm_eval_config.get("generation_kwargs"))
+    return GenerationParams(max_new_tokens=max_toks, temperature=temperature, top_p=top_p, n=1, stop=until,
+                            seed=seed)
+
+
+def same_generation(a: GenerationParams, b: GenerationParams) -> bool:
+    """Whether ``a`` and ``b`` decode alike: equal in everything but the seed, and greedy (where a seed does
+    nothing)."""
+    return a.temperature == 0 and dataclasses.replace(a, seed=0, stop=tuple(a.stop)) == \
+        dataclasses.replace(b, seed=0, stop=tuple(b.stop))
+
+
+@dataclass
+class RideAlong:
+    """Prompts that are not part of the evaluation but join its generate call when their parameters are the
+    evaluation requests' (greedy, seed aside): ``completions`` (one list per prompt, as ``Sampler.generate``
+    returns them) is filled by that call, and stays None when no request group matched."""
+
+    prompts: list[str]
+    params: GenerationParams
+    completions: list[list[str]] | None = None
+
+
+def sampler_lm(sampler: Sampler, advance: Advance | None = None, seed: int = 0, ride_along: RideAlong | None = None):
     """An lm-eval ``LM`` whose ``generate_until`` runs on a star-kit sampler. Sampled requests for the same prompt
     (lm-eval's ``repeats``) go to the sampler as that prompt once with ``n`` = their number, so a backend that
-    seeds each request alike still returns distinct samples."""
+    seeds each request alike still returns distinct samples. ``ride_along``'s prompts are appended to the first
+    request group whose parameters match theirs (:func:`same_generation`): one ``generate`` call for both."""
     _, LM = _lm_eval()
 
     class SamplerLM(LM):
@@ -124,13 +167,7 @@ def sampler_lm(sampler: Sampler, advance: Advance | None = None, seed: int = 0):
         def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
             groups: dict[tuple, list[int]] = defaultdict(list)
             for i, req in enumerate(requests):
-                context, kwargs = req.args
-                until = kwargs.get("until") or []
-                until = (until,) if isinstance(until, str) else tuple(until)
-                do_sample = bool(kwargs.get("do_sample", False))
-                temperature = float(kwargs.get("temperature", 0.0)) if do_sample else 0.0
-                key = (until, int(kwargs.get("max_gen_toks", 256)), temperature, float(kwargs.get("top_p", 1.0)))
-                groups[key].append(i)
+                groups[request_key(req.args[1])].append(i)
             out: list[str] = [""] * len(requests)
             for (until, max_toks, temperature, top_p), idx in groups.items():
                 if temperature > 0:  # the copies of a prompt: one prompt, n samples
@@ -142,7 +179,12 @@ def sampler_lm(sampler: Sampler, advance: Advance | None = None, seed: int = 0):
                     rows, prompts, n = {}, [requests[i].args[0] for i in idx], 1
                 params = GenerationParams(max_new_tokens=max_toks, temperature=temperature, top_p=top_p,
                                           n=n, stop=until, seed=seed)
-                texts = sampler.generate(prompts, params, advance)
+                if ride_along is not None and ride_along.completions is None and ride_along.prompts and \
+                        same_generation(params, ride_along.params):
+                    texts = sampler.generate(prompts + list(ride_along.prompts), params, advance)
+                    texts, ride_along.completions = texts[: len(prompts)], texts[len(prompts):]
+                else:
+                    texts = sampler.generate(prompts, params, advance)
                 if n == 1 and not rows:
                     for i, t in zip(idx, texts):
                         out[i] = t[0]
@@ -212,10 +254,13 @@ def evaluate(
     maj_k: int = 0,
     maj_temperature: float = 0.7,
     seed: int = 0,
+    ride_along: RideAlong | None = None,
 ) -> EvalResult:
     """Evaluate the sampler's model on ``examples``; writes ``eval_docs.jsonl``, ``eval.json`` and
     ``eval_samples.jsonl`` in ``out_dir``. With ``maj_k`` > 1, maj@K beside the greedy accuracy (sampled at
-    ``maj_temperature``, seeded with ``seed``): ``eval.json``'s ``maj`` and each row's ``maj_*`` fields."""
+    ``maj_temperature``, seeded with ``seed``): ``eval.json``'s ``maj`` and each row's ``maj_*`` fields.
+    ``ride_along``: other prompts decoded in the same generate call (:class:`RideAlong`); nothing of theirs is
+    written here."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
@@ -239,7 +284,7 @@ def evaluate(
         from lm_eval.tasks import TaskManager
 
         results = lm_eval.simple_evaluate(
-            model=sampler_lm(sampler, advance, seed),
+            model=sampler_lm(sampler, advance, seed, ride_along),
             tasks=configs,
             task_manager=TaskManager(include_defaults=False),  # our config is complete; skip indexing ~13k YAMLs
             log_samples=True,

@@ -11,6 +11,10 @@
         6. repeat      until n = N or accuracy has not improved for `patience` iterations
 
 Every step writes its artifact atomically into the run directory; a resumed run skips finished steps.
+
+Steps 5 (of n) and 1 (of n+1) run on the same model M(n). When n+1 is certain to run whatever M(n) scores and its
+sampling is greedy with the evaluation's parameters, its prompts ride along with the evaluation: one batched
+generate call decodes both sets, and iteration n+1 reads its samples back like a resumed step (``--merge-passes``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Callable, Sequence
 
 from .config import RunConfig, steps_for
 from .errors import StarKitError
-from .evaluation import evaluate
+from .evaluation import RideAlong, evaluate, greedy_params, same_generation
 from .labels import eval_label_counts, format_counts, label_counts
 from .models import resolve_model
 from .progress import Phases
@@ -33,6 +37,7 @@ from .registry import Registry
 from .store import AppendLog, RunLock, RunStore, read_json, read_jsonl, write_json, write_jsonl, write_yaml
 
 Log = Callable[[str], None]
+AHEAD_MARKER = "sampled_ahead.json"  # in iter_NN/: its samples.jsonl came from iteration NN-1's evaluation pass
 
 
 # -- the steps -----------------------------------------------------------------------------------------------
@@ -48,8 +53,26 @@ def sample_rationales(
 ) -> list[Sample]:
     """Steps 1 and 3: prompt the model (with or without the hint), grade every completion and, when it is
     right, have ``verify`` check its rationale."""
-    prompts = [task.prompt(e, hint=hint) for e in examples]
+    prompts = rationale_prompts(task, examples, hint)
     completions = sampler.generate(prompts, params, advance) if prompts else []
+    return grade_rationales(task, extract, examples, completions, hint, verify)
+
+
+def rationale_prompts(task: Task, examples: Sequence[Example], hint: bool) -> list[str]:
+    """The few-shot prompts of steps 1 (``hint`` False) and 3 (the gold answer as a hint), one per example."""
+    return [task.prompt(e, hint=hint) for e in examples]
+
+
+def grade_rationales(
+    task: Task,
+    extract: Callable[[str], str | None],
+    examples: Sequence[Example],
+    completions: Sequence[Sequence[str]],
+    hint: bool,
+    verify: Verifier | None = None,
+) -> list[Sample]:
+    """Steps 2 and 3's check: each completion of each example graded (extracted answer vs gold) and, when
+    right, its rationale checked by ``verify``."""
     samples = []
     for example, outs in zip(examples, completions):
         for completion in outs:
@@ -146,6 +169,16 @@ def should_stop(history: Sequence[IterationResult], patience: int) -> bool:
     if patience <= 0 or len(accs) <= patience:
         return False
     return max(accs[-patience:]) <= max(accs[:-patience])
+
+
+@dataclass
+class SampleAhead:
+    """Iteration ``iteration``'s step-1 prompts (its training questions ``examples``), riding along with the
+    previous iteration's evaluation."""
+
+    iteration: int
+    examples: Sequence[Example]
+    ride: RideAlong
 
 
 class Timings(dict):
@@ -254,7 +287,7 @@ class StarRun:
             raise
         try:
             if config.baseline and 0 not in done:
-                history.append(self.baseline(sampler, eval_set))
+                history.append(self.baseline(sampler, eval_set, self.sample_ahead(0, history, train_set)))
             for n in range(1, config.iterations + 1):
                 if n in done:
                     continue
@@ -264,7 +297,8 @@ class StarRun:
                 if sampler.model != current:
                     with registry.guard("samplers", self.sampler_name):
                         sampler.load(current)
-                result = self.iteration(n, sampler, trainer, base_model, train_set, eval_set)
+                result = self.iteration(n, sampler, trainer, base_model, train_set, eval_set,
+                                        self.sample_ahead(n, history, train_set))
                 history.append(result)
                 current = result.checkpoint or base_model
         finally:
@@ -299,30 +333,93 @@ class StarRun:
             return None
         return self.registry.verifier(name)
 
-    def baseline(self, sampler: Sampler, eval_set: Sequence[Example]) -> IterationResult:
+    def baseline(self, sampler: Sampler, eval_set: Sequence[Example], ahead: SampleAhead | None = None
+                 ) -> IterationResult:
         """Iteration 0: the few-shot accuracy of the base model."""
         seconds = Timings(self.store.artifact(0, "seconds.json"))
-        accuracy, stderr, n_eval, no_answer, maj = self.evaluate_step(0, sampler, eval_set, seconds)
+        accuracy, stderr, n_eval, no_answer, maj = self.evaluate_step(0, sampler, eval_set, seconds, ahead)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
                                  no_answer=no_answer, seconds=dict(seconds), **maj,
                                  eval_labels=self.eval_labels(0, eval_set))
         self.record(result)
         return result
 
-    def evaluate_step(self, n, sampler, eval_set, seconds) -> tuple[float, float | None, int, int, dict]:
+    def evaluate_step(self, n, sampler, eval_set, seconds, ahead: SampleAhead | None = None
+                      ) -> tuple[float, float | None, int, int, dict]:
         """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer, and the maj@K fields of the
-        record, empty when off); a finished evaluation is read back."""
+        record, empty when off); a finished evaluation is read back. With ``ahead``, iteration n+1's sampling
+        prompts join the evaluation's generate call and its ``samples.jsonl`` is written here (the seconds count
+        as this evaluation's, the progress bar counts both sets)."""
         store, k = self.store, self.config.eval_samples
         if store.has(n, "eval.json"):
             ev = read_json(store.artifact(n, "eval.json"))
             return ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0), maj_fields(ev.get("maj"))
         t0 = time.perf_counter()
-        with self.phases.phase(f"iter {n} · evaluate", len(eval_set) * (2 if k > 1 else 1), "q") as advance, \
-                self.registry.guard("samplers", self.sampler_name):
-            ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
-                          maj_temperature=self.config.eval_temperature, seed=self.config.seed)
+        total = len(eval_set) * (2 if k > 1 else 1) + (len(ahead.examples) if ahead else 0)
+        label = f"iter {n} · evaluate" + (f" + sample {ahead.iteration}" if ahead else "")
+        with self.phases.phase(label, total, "q") as advance:
+            with self.registry.guard("samplers", self.sampler_name):
+                ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
+                              maj_temperature=self.config.eval_temperature, seed=self.config.seed,
+                              ride_along=ahead.ride if ahead else None)
+            if ahead is not None:
+                self.save_ahead(n, ahead)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
+        if ahead is not None and ahead.ride.completions is not None:
+            self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "
+                     f"sampling ({len(ahead.examples)} questions) ran as one pass of M({n}): {seconds['evaluate']:.0f}s")
         return ev.accuracy, ev.stderr, ev.n, ev.no_answer, maj_fields(ev.maj)
+
+    def sample_ahead(self, n: int, history: Sequence[IterationResult], train_set: Sequence[Example]
+                     ) -> SampleAhead | None:
+        """Iteration n+1's step-1 prompts to decode with M(n)'s evaluation, or None: when merging is on, n+1 runs
+        whatever M(n) scores (n < --iterations, and the patience rule stops nothing even at accuracy 0), its
+        sampling is greedy with the evaluation's parameters (seed aside: greedy decoding ignores it), and neither
+        its samples nor a partial sampling of them are on disk. (n+1 samples from M(n), the model evaluated.)"""
+        config, store, m = self.config, self.store, n + 1
+        if not config.merge_passes or m > config.iterations or store.has(n, "eval.json"):
+            return None
+        if any(r.iteration == m for r in history):
+            return None
+        if any(should_stop([*history, IterationResult(iteration=n, accuracy=worst)], config.patience)
+               for worst in (0.0, None)):
+            return None
+        params = self.sample_params(m)
+        if params.n != 1 or not same_generation(params, greedy_params(self.task, config.seed)):
+            return None
+        samples = store.artifact(m, "samples.jsonl")
+        if samples.exists() or samples.with_name(samples.name + ".partial").exists():
+            return None
+        return SampleAhead(m, list(train_set), RideAlong(rationale_prompts(self.task, train_set, hint=False), params))
+
+    def save_ahead(self, n: int, ahead: SampleAhead) -> None:
+        """Grade the completions that rode along with M(n)'s evaluation as step 1/2 grades them and publish them as
+        iteration n+1's ``samples.jsonl`` (its marker and ``seconds["sample"] = 0`` first, the samples last: the
+        samples file is what says the step is done). Nothing when no evaluation request group took them."""
+        completions, m = ahead.ride.completions, ahead.iteration
+        if completions is None:
+            self.log(f"iteration {n}: no evaluation request matched iteration {m}'s sampling parameters; "
+                     f"iteration {m} samples on its own")
+            return
+        samples = grade_rationales(self.task, self.extract, ahead.examples, completions, False, self.verify)
+        write_json(self.store.artifact(m, AHEAD_MARKER),
+                   {"in_iteration": n, "questions": len(ahead.examples), "samples": len(samples)})
+        Timings(self.store.artifact(m, "seconds.json"))["sample"] = 0.0
+        write_jsonl(self.store.artifact(m, "samples.jsonl"), (s.to_dict() for s in samples))
+
+    def sampled_ahead_in(self, n: int) -> int | None:
+        """The iteration whose evaluation pass generated iteration n's samples (its marker), or None."""
+        marker = self.store.artifact(n, AHEAD_MARKER)
+        if not (marker.exists() and self.store.has(n, "samples.jsonl")):
+            return None
+        value = read_json(marker).get("in_iteration")
+        return value if isinstance(value, int) else None
+
+    def sample_params(self, n: int) -> GenerationParams:
+        """Step 1/3's generation parameters in iteration n (``--samples`` per question; seeded per iteration)."""
+        task, config = self.task, self.config
+        return GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
+                                top_p=config.top_p, n=config.samples, stop=task.stop, seed=config.seed * 1000 + n)
 
     def eval_labels(self, n, eval_set) -> dict[str, int] | None:
         """The answer labels M(n) predicted on the held-out split (``eval_samples.jsonl``), for a task with
@@ -331,16 +428,20 @@ class StarRun:
             return None
         return eval_label_counts(self.task, eval_set, read_jsonl(self.store.artifact(n, "eval_samples.jsonl")))
 
-    def iteration(self, n, sampler, trainer, base_model, train_set, eval_set) -> IterationResult:
+    def iteration(self, n, sampler, trainer, base_model, train_set, eval_set, ahead: SampleAhead | None = None
+                  ) -> IterationResult:
         config, store, task = self.config, self.store, self.task
         self.registry.emit("star_kit_iteration_start", iteration=n, config=config.public(), run_dir=store.root)
         seconds = Timings(store.artifact(n, "seconds.json"))  # survives a resume
-        params = GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
-                                  top_p=config.top_p, n=config.samples, stop=task.stop, seed=config.seed * 1000 + n)
+        params = self.sample_params(n)
 
-        # 1. Sample rationales (``--samples`` per question) with the few-shot prompt; 2. keep those that reach
-        # the gold answer and pass the verifier.
+        # 1. Sample rationales (``--samples`` per question) with the few-shot prompt (done already when they rode
+        # along with M(n-1)'s evaluation); 2. keep those that reach the gold answer and pass the verifier.
         samples = self.sample_step(n, "samples.jsonl", "sample", seconds, sampler, train_set, params, hint=False)
+        sampled_ahead_in = self.sampled_ahead_in(n)
+        if sampled_ahead_in is not None:
+            self.log(f"iteration {n}: sampling was done ahead, in iteration {sampled_ahead_in}'s evaluation pass "
+                     f"(its seconds are that evaluation's)")
         kept = [s for s in samples if s.accepted]
         solved = {s.example_id for s in kept}
         failures = [e for e in train_set if e.id not in solved]
@@ -376,12 +477,12 @@ class StarRun:
         else:
             self.log(f"iteration {n}: nothing to train on; M({n}) is the base model")
 
-        # 5. Evaluate M(n) with lm-eval on the held-out split.
+        # 5. Evaluate M(n) with lm-eval on the held-out split (with iteration n+1's sampling prompts, when due).
         model = checkpoint or base_model
         if sampler.model != model:
             with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
-        accuracy, stderr, n_eval, _, maj = self.evaluate_step(n, sampler, eval_set, seconds)
+        accuracy, stderr, n_eval, _, maj = self.evaluate_step(n, sampler, eval_set, seconds, ahead)
 
         # 6. Record.
         result = IterationResult(
@@ -390,6 +491,7 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
+            sampled_ahead_in=sampled_ahead_in,
             eval_labels=self.eval_labels(n, eval_set),
             train_labels=label_counts(task, ((ex, ex.answer) for ex, _ in pairs)),
         )
@@ -404,6 +506,8 @@ class StarRun:
         path = self.store.artifact(n, name)
         if path.exists():
             return [Sample(**row) for row in read_jsonl(path)]
+        if name == "samples.jsonl":  # a marker left by a kill before the samples it announces were published
+            self.store.artifact(n, AHEAD_MARKER).unlink(missing_ok=True)
         partial = path.with_name(path.name + ".partial")
         done = [Sample(**row) for row in read_jsonl(partial)] if partial.exists() else []
         finished = {s.example_id for s in done}
@@ -456,6 +560,8 @@ def describe(r: IterationResult) -> str:
     if r.iteration == 0:
         return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}{answers}"
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())
+    if r.sampled_ahead_in is not None:
+        secs += f" (sampled ahead in iteration {r.sampled_ahead_in}'s evaluation pass)"
     trained = f" (answers {format_counts(r.train_labels)})" if r.train_labels else ""
     return (f"iteration {r.iteration}: accuracy {acc} on {r.eval_examples}{answers} | kept {r.kept}/{r.sampled}, "
             f"no answer {r.no_answer}, rejected by the verifier {r.unverified}, "

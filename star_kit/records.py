@@ -113,6 +113,9 @@ class IterationResult:
     # the kept training pairs' answers ("none": no answer); None for tasks without ``answer_label``
     eval_labels: dict[str, int] | None = None
     train_labels: dict[str, int] | None = None
+    # the iteration whose evaluation pass also generated this iteration's samples (``--merge-passes``): their
+    # seconds are in that iteration's ``evaluate``, and ``seconds["sample"]`` is 0 here; None: sampled here
+    sampled_ahead_in: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
