@@ -23,13 +23,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 class NaiveLoop:
     """The obvious way: fp32, batches of 32 in the given order, left padding, greedy ``model.generate`` to the
-    full token budget (no stop strings), each completion cut at the stop string afterwards."""
+    full token budget (no stop strings), each completion cut at the stop string afterwards; on the GPU when there
+    is one."""
 
     def __init__(self, model: str) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
         self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
@@ -58,6 +60,7 @@ def main() -> None:
     args = p.parse_args()
     from transformers import AutoTokenizer
 
+    from star_kit.cli_common import key_value
     from star_kit.models import resolve_model
     from star_kit.records import GenerationParams
     from star_kit.registry import load_registry
@@ -67,7 +70,7 @@ def main() -> None:
     prompts = [task.prompt(e) for e in task.examples("eval", args.n, 0)]
     params = GenerationParams(max_new_tokens=task.max_new_tokens, stop=task.stop)
     model = resolve_model(args.model)
-    options = dict(kv.split("=", 1) for kv in args.sampler_opt)
+    options = dict(key_value(kv) for kv in args.sampler_opt)  # values read as on the command line
     t0 = time.perf_counter()
     sampler = NaiveLoop(model) if args.sampler == "naive" else registry.create("samplers", args.sampler, model,
                                                                                 **options)

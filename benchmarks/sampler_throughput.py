@@ -31,7 +31,7 @@ def naive_generate(model, tokenizer, prompts, batch_size, max_new_tokens, stop):
 
     out = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True).to(model.device)
         with torch.inference_mode():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)

@@ -37,9 +37,11 @@ class HFSampler:
     once; auto = 256 on a GPU, 32 with generate on CPU, and with the prefix engine as many as a 1 GiB cache holds
     (16 to 256); whatever it is, an out-of-memory error halves it and the smaller size is kept for later calls),
     ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true), ``static_cache`` (auto |
-    true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; auto = on for
-    CUDA (a reference H100 measurement, not re-run here: ~4.8x a plain ``generate`` at batch 64 after a 40 s
-    compile), off on CPU, where nothing is compiled, and with engine=prefix; it replaces the prefix cache)."""
+    true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; it replaces the
+    prefix cache; auto = off: on an H200 it made ``generate`` slower on the STaR workload, 1,967 vs 3,732
+    tokens/s on 512 arithmetic prompts after a 50 s compile, and the default job 148 s vs 88 s,
+    ``benchmarks/gpu_check.py``). The prefix engine runs on CPU only (its attention is torch's CPU kernel);
+    on a GPU ``engine=prefix`` is refused and auto is ``generate``."""
 
     _leading_tokens: list[int] = []  # set by load(): see leading_special_tokens
 
@@ -73,8 +75,11 @@ class HFSampler:
             self.batch_size = 0
         if self.batch_size < 1:
             raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}", 2)
-        if static_cache == "auto":  # the prefix engine has its own cache, and needs the shared prefix
-            static_cache = self.device.type == "cuda" and engine != "prefix"
+        if engine == "prefix" and self.device.type != "cpu":
+            raise StarKitError(f"sampler 'hf': engine=prefix runs on CPU only, not on {device!r} (use "
+                               f"engine=generate, the default there)", 2)
+        if static_cache == "auto":  # measured slower on a GPU (see above); nothing is compiled on CPU
+            static_cache = False
         if not isinstance(static_cache, bool):
             raise StarKitError(f"sampler 'hf': static_cache must be auto, true or false, got {static_cache!r}", 2)
         self.static_cache = static_cache

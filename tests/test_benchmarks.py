@@ -89,3 +89,20 @@ def test_commonsense_qa_bias_runs(tiny_model):
                        "--model", tiny_model, "--variants", "shuffle,letter_text"])
     assert data["variant"] == "letter_text" and data["n"] == 2
     assert sum(data["letters"].values()) == sum(data["text_letters"].values()) == 2
+
+
+def test_gpu_check_quick_runs_its_steps_and_keeps_each_result(tiny_model, tmp_path):
+    # On this CPU-only machine: the script's plumbing, and the prefix engine's greedy texts equal generate's in fp32.
+    subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--quick", "--model", tiny_model, "--out",
+                    str(tmp_path), "--steps", "env,agreement,throughput", "--budget-s", "500"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    rows = [json.loads(line) for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["name"]) for r in rows] == [("env", "env"), ("agreement", "agreement"),
+                                                      ("throughput", "default"), ("throughput", "generate_static"),
+                                                      ("throughput", "naive")]
+    assert all(r["exit"] == 0 for r in rows), rows
+    assert rows[0]["result"]["cuda"] is False and rows[0]["result"]["bf16_gflops"] > 0
+    agreement = rows[1]["result"]
+    assert agreement["identical_prefix_fp32_vs_generate_fp32"] == "8/8"
+    assert all("error" not in agreement[k] for k in ("generate_fp32", "generate_static_bf16", "prefix_bf16"))
+    assert all(r["result"]["tokens_per_s"] > 0 for r in rows[2:])

@@ -221,13 +221,16 @@ def test_prefix_engine_stop_detection_counts_bytes(tiny_model, tokenizer):
     assert stopped == [through]
 
 
-def test_static_cache_auto_leaves_the_prefix_engine_its_prefix_on_cuda(monkeypatch):
+def test_on_cuda_static_cache_is_off_by_default_and_the_prefix_engine_is_refused_in_one_line(monkeypatch):
     from star_kit_plugins.hf_sampler import HFSampler
 
     monkeypatch.setattr(HFSampler, "load", lambda self, model: None)  # no GPU needed: the options alone
-    engine = HFSampler("m", device="cuda", dtype="float32", engine="prefix")
-    assert engine.static_cache is False and engine.prefix_cache is True
-    assert HFSampler("m", device="cuda", dtype="float32").static_cache is True  # generate on a GPU
+    sampler = HFSampler("m", device="cuda", dtype="float32")  # generate on a GPU, measured faster uncompiled
+    assert sampler.static_cache is False and sampler.prefix_cache is True
+    assert HFSampler("m", device="cuda", dtype="float32", static_cache=True).static_cache is True
+    with pytest.raises(StarKitError) as info:  # its attention is torch's CPU kernel: it would fail mid-decode
+        HFSampler("m", device="cuda", dtype="float32", engine="prefix")
+    assert "engine=prefix runs on CPU only" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_prefix_engine_out_of_memory_halves_the_slots_and_counts_each_prompt_once(tiny_model, prompts_and_params,
