@@ -7,7 +7,8 @@ more variants run one after the other in this process's machine (never two at on
 
 Each variant is a string of extra `star-kit run` arguments. The last line printed is one JSON object: per variant
 the wall seconds, the accuracy per iteration, the seconds per phase summed over the run and their shares; with two
-variants, `speedup` = first wall / last wall.
+variants, `speedup` = first wall / last wall. (With --merge-passes, the default, an evaluation's seconds include
+the next iteration's sampling, whose own `sample` seconds are 0: see `sampled_ahead_in`.)
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def run_variant(extra: list[str], out: Path) -> dict:
             "kept": [r["kept"] for r in rows], "rationalized": [r["rationalized"] for r in rows],
             "rationalization_attempts": [r["rationalization_attempts"] for r in rows],
             "unverified": [r["unverified"] for r in rows],
+            # the iteration whose evaluation pass also sampled this one (--merge-passes); None: sampled on its own
+            "sampled_ahead_in": [r.get("sampled_ahead_in") for r in rows],
             "verified_share": [round((r["kept"] + r["rationalized"]) / (r["kept"] + r["rationalized"] + r["unverified"]), 3)
                                if r["kept"] + r["rationalized"] + r["unverified"] else None for r in rows],
             "phase_s": {k: round(v, 1) for k, v in phases.items()},

@@ -4,7 +4,9 @@
         [--task arithmetic] [--out DIR]
 
 Defaults: 200 arithmetic problems (the CPU figure); pass --train-size 3000 on a GPU. The last line printed is
-one JSON object: the iteration's metrics (seconds per phase, kept, rationalized, accuracy) and the total.
+one JSON object: the iteration's metrics (seconds per phase and each phase's share of their sum, kept, rationalized,
+accuracy) and the total. (One iteration without a baseline: no evaluation comes before its sampling, so nothing is
+merged; ``benchmarks/default_job.py`` measures the merged passes.)
 """
 
 from __future__ import annotations
@@ -43,8 +45,12 @@ def main() -> None:
     if code != 0:
         sys.exit(code)
     row = read_jsonl(os.path.join(out, "run", "metrics.jsonl"))[-1]
+    phases = sum(row["seconds"].values())
+    share = {k: round(v / phases, 3) for k, v in row["seconds"].items()} if phases else {}
+    print("phase shares: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in share.items()), file=sys.stderr)
     print(json.dumps({"task": args.task, "model": args.model, "train_size": args.train_size,
-                      "eval_size": args.eval_size, "seconds": row["seconds"], "total_s": round(total, 1),
+                      "eval_size": args.eval_size, "seconds": row["seconds"], "phase_share": share,
+                      "total_s": round(total, 1),
                       "kept": row["kept"], "rationalized": row["rationalized"], "steps": row["steps"],
                       "accuracy": row["accuracy"]}))
 
