@@ -15,7 +15,18 @@ Answer format (task option ``answer_format``):
   ``commonsense_qa_choice``) and graded by the choice TEXT named: "(c) mailbox" counts as mailbox, a letter alone
   ("(b)") is graded as a letter, a text that is no choice is wrong;
 * ``letter``: the answer is written "(b)" and graded by the letter (extractor ``commonsense_qa``; the gold answer is
-  the letter).
+  the letter);
+* ``text``: no letters at all. The choices are listed one per line after "- " and the answer is written
+  "The answer is mailbox."; read by the same extractor as ``choice`` and graded by the same text match (a letter
+  alone is wrong: the prompt shows none). The gold answer stays "(b) mailbox" (its letter, the choice's position
+  in the original order, is bookkeeping only: shuffles, permuted training copies and ``answer_label``)::
+
+      Q: Where would you put a letter so that the mail carrier takes it away?
+      Answer Choices:
+      - drawer
+      - mailbox
+      ...
+      A: The letter has to be left where the mail carrier collects mail. ... The answer is mailbox.
 
 Why (docs/results/commonsense_qa_bias.md; SmolLM2-135M, greedy, the first 200 dev questions of the seeded shuffle):
 with ``letter`` the model answers "(c)" to 178/200 (19.5%, chance 20%). The "(c)" is what it writes, not an
@@ -77,7 +88,8 @@ from star_kit_tasks import TASKS_DIR
 HINT_MARK = "(CORRECT)"
 HINT_STYLES = ("both", "correct", "answer")
 CHOICE_ORDERS = ("original", "shuffle")
-ANSWER_FORMATS = ("choice", "letter")
+ANSWER_FORMATS = ("choice", "letter", "text")
+NAMED_FORMATS = ("choice", "text")  # graded by the choice text named
 MAX_TRAIN_PERMUTATIONS = 24  # copies per kept pair; five choices have 119 other orders, 24 is plenty
 LOCAL_FILES = {"train": "commonsenseqa/train_rand_split.jsonl", "eval": "commonsenseqa/dev_rand_split.jsonl"}
 HUB_SPLITS = {"train": "train", "eval": "validation"}
@@ -110,6 +122,20 @@ def parse_choice(answer: str | None) -> tuple[str | None, str]:
 def normalize_text(text: str) -> str:
     """Choice text as compared: lowercase, single spaces, no quotes or punctuation at either end."""
     return " ".join(text.lower().split()).strip(" \"'`.,;:!?")
+
+
+_CHOICE_LINE = re.compile(r"\(([a-z])\) ")
+
+
+def unletter_choices(question: str) -> str:
+    """The question as ``answer_format=text`` shows it: every choice line after "Answer Choices:" written
+    "- mailbox" instead of "(b) mailbox" (anything after the text, a hint, is kept)."""
+    lines = question.split("\n")
+    start = lines.index("Answer Choices:") + 1 if "Answer Choices:" in lines else len(lines)
+    for i in range(start, len(lines)):
+        if _CHOICE_LINE.match(lines[i]):
+            lines[i] = "- " + lines[i][4:]
+    return "\n".join(lines)
 
 
 def mark_correct(question: str, letter: str) -> str:
@@ -376,7 +402,7 @@ class CommonsenseQATask(DatasetTask):
         self.train_permutations = train_permutations
         self.hint_style = hint_style
         self.answer_format = answer_format
-        if answer_format == "choice":
+        if answer_format in NAMED_FORMATS:
             self.extractor = "commonsense_qa_choice"
         self.choice_order = choice_order
         self.choice_seed = choice_seed
@@ -390,19 +416,24 @@ class CommonsenseQATask(DatasetTask):
         examples = super().load_split(split, seed)
         if self.choice_order == "shuffle":
             examples = [shuffle_choices(e, self.choice_seed) for e in examples]
-        if self.answer_format == "choice":  # the gold answer names its choice: '(b) mailbox'
-            examples = [dataclasses.replace(e, answer=self.answer_text(e.question, e.answer)) for e in examples]
+        if self.answer_format in NAMED_FORMATS:  # the gold answer names its choice: '(b) mailbox'
+            examples = [dataclasses.replace(e, answer=choice_line(e.question, e.answer) or e.answer)
+                        for e in examples]
         return examples
 
     def answer_text(self, question: str, letter: str) -> str:
-        """How the answer is written after "The answer is": '(b) mailbox' (``answer_format=choice``) or '(b)'."""
-        line = choice_line(question, letter) if self.answer_format == "choice" else None
+        """How the answer is written after "The answer is": '(b) mailbox' (``answer_format=choice``), 'mailbox'
+        (``text``) or '(b)'."""
+        line = choice_line(question, letter) if self.answer_format in NAMED_FORMATS else None
+        if line and self.answer_format == "text":
+            return line[4:].strip()  # choice_line's lines start "(b) "
         return line or f"({letter_of(letter)})"
 
     def is_correct(self, predicted: str | None, gold: str) -> bool:
         """``letter``: the letters match. ``choice``: the choice text named matches the gold's (the letter written
         beside it does not count: SmolLM2-135M names the right text far more often than the right letter); a
-        letter alone is compared with the gold letter."""
+        letter alone is compared with the gold letter. ``text``: the same text match; a letter alone is wrong (the
+        prompt shows no letters)."""
         if self.answer_format == "letter":
             return super().is_correct(predicted, gold)
         if predicted is None:
@@ -410,17 +441,23 @@ class CommonsenseQATask(DatasetTask):
         (p_letter, p_text), (g_letter, g_text) = parse_choice(predicted), parse_choice(gold)
         if p_text:
             return p_text == g_text
+        if self.answer_format == "text":
+            return False
         return p_letter is not None and p_letter == (g_letter or letter_of(gold))
 
     def answer_label(self, example: Example, answer: str | None) -> str | None:
         """The choice letter of ``answer`` ('a'..'e'), None when it is no choice of ``example``: star-kit records
-        the distribution of the letters predicted on the held-out split and kept for training per iteration."""
+        the distribution of the letters predicted on the held-out split and kept for training per iteration.
+        ``text``: the letter of the choice the text names, in the order of ``example``'s choices (the original
+        order unless shuffled); a letter alone has no label."""
         if not isinstance(answer, str):
             return None
         choices = [(str(label), normalize_text(str(text))) for label, text in example.fields.get("choices") or ()]
-        letter, text = parse_choice(answer) if self.answer_format == "choice" else (letter_of(answer), "")
+        letter, text = parse_choice(answer) if self.answer_format in NAMED_FORMATS else (letter_of(answer), "")
         if text:  # the choice the text names (what is graded); a text that is no choice has no label
             return next((label for label, choice in choices if choice == text), None)
+        if self.answer_format == "text":
+            return None
         return letter if letter in {label for label, _ in choices} else None
 
     def augment(self, example: Example, rationale: str) -> list[tuple[Example, str]]:
@@ -448,7 +485,9 @@ class CommonsenseQATask(DatasetTask):
 
     # -- prompts: the hint marks the right choice inside the question (and/or names it after the question) ----
     def hint_sentence(self, question: str, answer: str) -> str:
-        """'(Hint: the answer is (b) mailbox.)'."""
+        """'(Hint: the answer is (b) mailbox.)'; ``answer_format=text``: '(Hint: the answer is mailbox.)'."""
+        if self.answer_format == "text":
+            return f"(Hint: the answer is {self.answer_text(question, answer)}.)"
         line = choice_line(question, answer) or f"({letter_of(answer)})"
         return f"(Hint: the answer is {line}.)"
 
@@ -465,6 +504,8 @@ class CommonsenseQATask(DatasetTask):
         if self.hint_style != "correct":
             return self.hint_sentence(example.question, example.answer)
         line = choice_line(example.question, example.answer)
+        if line and self.answer_format == "text":
+            return f"- {line[4:]} {HINT_MARK}"  # as unletter_choices shows the line
         return f"{line} {HINT_MARK}" if line else f"({letter_of(example.answer)}) {HINT_MARK}"
 
     def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
@@ -475,19 +516,28 @@ class CommonsenseQATask(DatasetTask):
         return super().quotes_hint(example, text) or HINT_MARK in text
 
     def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
+        """Exemplars and the question; ``answer_format=text`` shows every question's choices without letters
+        (:func:`unletter_choices`, after the hint has marked its line)."""
+        shown = unletter_choices if self.answer_format == "text" else (lambda q: q)
         parts = []
         for ex in self._fewshot if fewshot else ():
             question = self.hinted_question(ex.question, ex.answer) if hint else ex.question
-            parts.append(self._block(question, None) + self.target(ex.rationale, self.answer_text(ex.question, ex.answer)))
+            parts.append(self._block(shown(question), None)
+                         + self.target(ex.rationale, self.answer_text(ex.question, ex.answer)))
         question = self.format_question(example.question, example.fields)
-        parts.append(self._block(self.hinted_question(question, example.answer) if hint else question, None))
+        parts.append(self._block(shown(self.hinted_question(question, example.answer) if hint else question), None))
         return "".join(parts)
 
     def target(self, rationale: str, answer: str) -> str:
-        """'<rationale> The answer is (b) mailbox.' (``choice``, when ``answer`` carries the text) or '... (b).'."""
+        """'<rationale> The answer is (b) mailbox.' (``choice``, when ``answer`` carries the text), '... mailbox.'
+        (``text``, when it carries the text: '(b) mailbox' or 'mailbox') or '... (b).'."""
         letter, text = parse_choice(answer)
         if self.answer_format == "choice" and text and letter:
             return super().target(rationale, answer.strip())
+        if self.answer_format == "text" and text:
+            written = answer.strip()
+            m = re.match(r"\(\s*[a-z]\s*\)\s*", written, re.IGNORECASE)
+            return super().target(rationale, written[m.end():] if m else written)
         return super().target(rationale, f"({letter_of(answer)})")
 
 
