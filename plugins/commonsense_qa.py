@@ -213,12 +213,16 @@ def permutation_orders(n: int, gold: int, k: int, key: str) -> list[list[int]]:
 
 # A choice letter in parentheses (any case, spaces inside), and the letter forms a rationale may use that
 # :func:`remap_letters` cannot re-letter safely: "b)", "[b]", "choice b", "option B", "answer is b", fullwidth.
-_REF = re.compile(r"\(\s*([A-Za-z])\s*\)")
+# Possessive quantifiers: the same matches in linear time (r"\s*[:\-]?\s*" was quadratic in a run of spaces after
+# "answer" or "choice").
+_REF = re.compile(r"\(\s*+([A-Za-z])\s*+\)")
 _UNSAFE_REF = re.compile(
-    r"(?<![\w(])[A-Ea-e]\)|\[\s*[A-Ea-e]\s*\]|\b(?:choice|option|letter|answer(?:\s+is)?)s?\s*[:\-]?\s*[A-Ea-e]\b"
+    r"(?<![\w(])[A-Ea-e]\)|\[\s*+[A-Ea-e]\s*+\]"
+    r"|\b(?:choice|option|letter|answer(?:\s++is)?)s?\s*+[:\-]?\s*+[A-Ea-e]\b"
     r"|[\uff08\uff09\uff21-\uff25\uff41-\uff45]",
     re.IGNORECASE,
 )
+_SPACES = re.compile(r"\s*+")
 
 
 def remap_letters(rationale: str, mapping: dict[str, str], choices: list[tuple[str, str]]) -> str | None:
@@ -230,13 +234,15 @@ def remap_letters(rationale: str, mapping: dict[str, str], choices: list[tuple[s
     if _UNSAFE_REF.search(rationale):
         return None
     texts = sorted(((normalize_text(text), label.lower()) for label, text in choices), key=lambda t: -len(t[0]))
+    reach = (len(texts[0][0]) if texts else 0) + 64  # what follows a letter that can name a choice (linear time)
     pieces, last = [], 0
     for m in _REF.finditer(rationale):
         letter = m.group(1)
         new = mapping.get(letter.lower())
         if new is None:
             return None
-        after = rationale[m.end():].lstrip().lower()
+        start = _SPACES.match(rationale, m.end()).end()
+        after = rationale[start : start + reach].lower()
         named = next((label for text, label in texts
                       if text and after.startswith(text) and not after[len(text):len(text) + 1].isalnum()), None)
         if named is not None and named != letter.lower():

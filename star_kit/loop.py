@@ -159,7 +159,7 @@ def _checked_copies(task: Task, copies: object) -> list[tuple[Example, str]]:
         isinstance(c, tuple) and len(c) == 2 and isinstance(c[0], Example) and isinstance(c[1], str) for c in copies)
     if not ok:
         raise StarKitError(f"task {getattr(task, 'name', '?')!r}: augment() must return a list of (Example, "
-                           f"rationale) pairs, got {type(copies).__name__}: {str(copies)[:80]}")
+                           f"rationale) pairs, got {type(copies).__name__}: {' '.join(repr(copies)[:80].split())}")
     return list(copies)
 
 

@@ -1,6 +1,7 @@
 """CommonsenseQA's ``train_permutations=K``: choice-permuted training copies of each kept pair, through the
 optional Task hook ``augment`` (no model: units, and the loop with a scripted sampler)."""
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -97,6 +98,26 @@ def test_a_choice_text_that_only_starts_like_another_is_not_a_mismatch():
                          choices) == "(a) shoes rack it is."
 
 
+@pytest.mark.parametrize("text, remapped", [
+    ("The answer" + " " * 100_000 + "!", True),  # a run of spaces after "answer" / "choice": was quadratic
+    ("choice" + " " * 100_000 + "!", True),
+    ("[" + " " * 100_000 + "!", True),
+    ("(a) " * 100_000, True),  # many references: each used to copy all the text after it
+    ("(a)" + " " * 100_000 + "oven", True),
+    ("The answer is" + " " * 100_000 + "b", False),
+])
+def test_remapping_is_linear_on_hostile_text(text, remapped):
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        out = remap_letters(text, MAPPING, CHOICES)
+        best = min(best, time.perf_counter() - t0)
+        if best < 1.5:
+            break
+    assert best < 1.5, (text[:40], best)  # the quadratic forms took tens of seconds here
+    assert (out is not None) == remapped
+
+
 # -- the task option and its hook ---------------------------------------------------------------------------------
 def test_augment_gives_k_copies_with_the_same_answer_text():
     task = CommonsenseQATask(data_dir=str(FIXTURES), train_permutations=4)
@@ -162,6 +183,14 @@ def test_a_bad_augment_return_is_one_line_naming_the_task():
     kept = [Sample(ex.id, ex.question, " Because. The answer is (a).", "(a)", ex.answer, True)]
     with pytest.raises(StarKitError, match=r"^task 'commonsense_qa': augment\(\) must return a list"):
         training_pairs(task, [ex], kept, [])
+
+    class Text(CommonsenseQATask):
+        def augment(self, example, rationale):
+            return "two\nlines"
+
+    with pytest.raises(StarKitError) as info:
+        training_pairs(Text(data_dir=str(FIXTURES)), [ex], kept, [])
+    assert "\n" not in str(info.value) and "got str: 'two" in str(info.value)
 
 
 @pytest.mark.parametrize("value,message", [
