@@ -200,7 +200,7 @@ def permutation_orders(n: int, gold: int, k: int, key: str) -> list[list[int]]:
         if not targets:
             break
         target = targets[j % len(targets)]
-        for _ in range(50):  # (n-2)! orders put the gold at ``target``: 6 for five choices
+        for _ in range(50):  # (n-1)! orders put the gold at ``target``: 24 for five choices
             others = [i for i in range(n) if i != gold]
             rng.shuffle(others)
             order = others[:target] + [gold] + others[target:]
