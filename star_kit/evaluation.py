@@ -31,7 +31,7 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import StarKitError
 from .protocols import Advance, Sampler, Task
@@ -151,6 +151,9 @@ class RideAlong:
     prompts: list[str]
     params: GenerationParams
     completions: list[list[str]] | None = None
+    # Called once lm-eval's generation is over and before the evaluation writes its own files: what rode along is
+    # saved first, so that a kill never leaves a finished evaluation whose ride-along completions are lost.
+    publish: Callable[[], None] | None = None
 
 
 def sampler_lm(sampler: Sampler, advance: Advance | None = None, seed: int = 0, ride_along: RideAlong | None = None):
@@ -296,6 +299,8 @@ def evaluate(
         )
     finally:
         _ACTIVE_REGISTRY = None
+    if ride_along is not None and ride_along.publish is not None:
+        ride_along.publish()
     gold = {e.id: e.answer for e in examples}
     rows = []
     logged = [s for s in results["samples"][task_name] if s.get("filter", flt) == flt]  # the star_kit pipeline's

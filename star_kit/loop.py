@@ -357,13 +357,13 @@ class StarRun:
         t0 = time.perf_counter()
         total = len(eval_set) * (2 if k > 1 else 1) + (len(ahead.examples) if ahead else 0)
         label = f"iter {n} · evaluate" + (f" + sample {ahead.iteration}" if ahead else "")
+        if ahead is not None:  # iteration n+1's samples are published before this evaluation's eval.json
+            ahead.ride.publish = lambda: self.save_ahead(n, ahead)
         with self.phases.phase(label, total, "q") as advance:
             with self.registry.guard("samplers", self.sampler_name):
                 ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
                               maj_temperature=self.config.eval_temperature, seed=self.config.seed,
                               ride_along=ahead.ride if ahead else None)
-            if ahead is not None:
-                self.save_ahead(n, ahead)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if ahead is not None and ahead.ride.completions is not None:
             self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "

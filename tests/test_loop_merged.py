@@ -199,3 +199,22 @@ def test_sigkill_during_the_merged_pass_then_resume(tiny_model, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert _results(out) == _results(reference)
     assert [r["sampled_ahead_in"] for r in read_jsonl(out / "metrics.jsonl")] == [None, 0, 1]
+
+
+def test_ride_along_samples_are_published_before_the_evaluation_is_recorded(tiny_model, tmp_path, test_plugin,
+                                                                             monkeypatch):
+    # A kill right after M(n)'s eval.json must not lose iteration n+1's merged samples: they are written first.
+    import star_kit.evaluation as evaluation
+
+    seen, real = [], evaluation.write_json
+
+    def write_json(path, data):
+        if Path(path).name == "eval.json":
+            n = int(Path(path).parent.name.split("_")[1])
+            seen.append((n, (Path(path).parent.parent / f"iter_{n + 1:02d}" / "samples.jsonl").exists()))
+        return real(path, data)
+
+    monkeypatch.setattr(evaluation, "write_json", write_json)
+    assert _run(tiny_model, tmp_path / "run", "--task", "lenient-arithmetic-full", "--iterations", "2",
+                "--patience", "0") == 0
+    assert seen == [(0, True), (1, True), (2, False)]  # M(2)'s evaluation has no iteration 3 to carry
