@@ -112,15 +112,17 @@ class CrashingHF:
         self.model = self.inner.model
 
     def generate(self, prompts, params, advance=None):
+        import fcntl
         import os
-        from pathlib import Path
 
-        path = Path(self.crash_file)
-        done = len(path.read_text()) if path.exists() else 0
-        if done < self.crashes:
-            with open(path, "a") as fh:
+        # Count and record a crash under a lock: two actors checking at once must not both crash for one slot.
+        with open(self.crash_file, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            if len(fh.read()) < self.crashes:
                 fh.write("x")
-            os._exit(3)
+                fh.flush()
+                os._exit(3)  # the lock goes with the process
         return self.inner.generate(prompts, params, advance)
 
     def load(self, model):
