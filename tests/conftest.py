@@ -48,3 +48,11 @@ def test_plugin(monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.setenv("STAR_KIT_PLUGINS", "plugins_for_tests")
     return "plugins_for_tests"
+
+
+@pytest.fixture(scope="session")
+def plugin_env() -> dict:
+    """The environment of a `star-kit` subprocess that loads tests/plugins_for_tests.py (one thread per process)."""
+    env = dict(os.environ, STAR_KIT_PLUGINS="plugins_for_tests", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
+    return env

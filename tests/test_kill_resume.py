@@ -6,13 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from star_kit.store import read_jsonl
 
-TESTS = Path(__file__).resolve().parent
 
 
 def _cmd(tiny_model, out, resume=False):
@@ -24,14 +22,6 @@ def _cmd(tiny_model, out, resume=False):
             "--sampler-opt", "batch_size=2", "--trainer-opt", "per_device_train_batch_size=2"]
 
 
-def _env():
-    env = dict(os.environ)
-    env["STAR_KIT_PLUGINS"] = "plugins_for_tests"
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _results(out):
     it = out / "iter_01"
     metrics = [{k: v for k, v in r.items() if k not in ("seconds", "checkpoint")}
@@ -40,9 +30,9 @@ def _results(out):
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model, tmp_path_factory):
+def reference(tiny_model, tmp_path_factory, plugin_env):
     out = tmp_path_factory.mktemp("ref") / "run"
-    subprocess.run(_cmd(tiny_model, out), env=_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run(_cmd(tiny_model, out), env=plugin_env, check=True, capture_output=True, timeout=600)
     return _results(out)
 
 
@@ -64,10 +54,10 @@ MARKERS = {
 
 
 @pytest.mark.parametrize("phase", list(MARKERS))
-def test_sigkill_then_resume_matches_uninterrupted(phase, tiny_model, tmp_path, reference):
+def test_sigkill_then_resume_matches_uninterrupted(phase, tiny_model, tmp_path, reference, plugin_env):
     out = tmp_path / "run"
     it = out / "iter_01"
-    proc = subprocess.Popen(_cmd(tiny_model, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(tiny_model, out), env=plugin_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     killed = False
     while time.time() < deadline and proc.poll() is None:
@@ -79,7 +69,7 @@ def test_sigkill_then_resume_matches_uninterrupted(phase, tiny_model, tmp_path, 
     proc.wait(timeout=60)
     assert killed, f"the run ended before reaching {phase}: {proc.stderr.read().decode()[-1500:]}"
     assert not (out / "metrics.jsonl").exists() or len(read_jsonl(out / "metrics.jsonl")) < 2
-    done = subprocess.run(_cmd(tiny_model, out, resume=True), env=_env(), capture_output=True, text=True,
+    done = subprocess.run(_cmd(tiny_model, out, resume=True), env=plugin_env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _results(out) == reference

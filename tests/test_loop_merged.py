@@ -25,7 +25,6 @@ from plugins_for_tests import LenientArithmetic
 from star_kit.cli import main
 from star_kit.store import read_jsonl
 
-TESTS = Path(__file__).resolve().parent
 PLUGIN = ["--plugin", "test_loop_merged"]
 
 
@@ -161,27 +160,19 @@ def _cmd(tiny_model, out, resume=False):
             "--sampler-opt", "batch_size=4", "--trainer-opt", "per_device_train_batch_size=2", *tail]
 
 
-def _env():
-    env = dict(os.environ)
-    env["STAR_KIT_PLUGINS"] = "plugins_for_tests"
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def _results(out):
     return (_same(read_jsonl(out / "metrics.jsonl")),
             *[(out / f"iter_{n:02d}" / name).read_text() for n in (1, 2)
               for name in ("samples.jsonl", "train.jsonl", "eval_samples.jsonl")])
 
 
-def test_sigkill_during_the_merged_pass_then_resume(tiny_model, tmp_path):
+def test_sigkill_during_the_merged_pass_then_resume(tiny_model, tmp_path, plugin_env):
     """SIGKILL while M(1) is evaluated together with iteration 2's prompts: nothing of iteration 2 is on disk;
     the resumed run redoes the merged pass and ends where an uninterrupted run ends."""
     reference = tmp_path / "reference"
-    subprocess.run(_cmd(tiny_model, reference), env=_env(), check=True, capture_output=True, timeout=600)
+    subprocess.run(_cmd(tiny_model, reference), env=plugin_env, check=True, capture_output=True, timeout=600)
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(tiny_model, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_cmd(tiny_model, out), env=plugin_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     it1, it2 = out / "iter_01", out / "iter_02"
     deadline, killed = time.time() + 300, False
     while time.time() < deadline and proc.poll() is None:
@@ -194,7 +185,7 @@ def test_sigkill_during_the_merged_pass_then_resume(tiny_model, tmp_path):
     assert killed, f"the run ended before M(1)'s evaluation: {proc.stderr.read().decode()[-1500:]}"
     assert not (it1 / "eval.json").exists()  # killed in the pass, before anything was published ...
     assert not it2.exists() or not any(it2.iterdir())  # ... so iteration 2 has no file at all
-    done = subprocess.run(_cmd(tiny_model, out, resume=True), env=_env(), capture_output=True, text=True,
+    done = subprocess.run(_cmd(tiny_model, out, resume=True), env=plugin_env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _results(out) == _results(reference)

@@ -202,12 +202,6 @@ def _run_cmd(model, out, *extra):
             "--sampler-opt", "batch_size=4", *extra]
 
 
-def _env():
-    env = dict(os.environ, STAR_KIT_PLUGINS="plugins_for_tests", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def _workers():
     """PIDs of the training ranks (not the accelerate launcher)."""
     import psutil
@@ -220,11 +214,11 @@ def _workers():
     return found
 
 
-def test_worker_killed_is_one_error_and_resume_retrains(tiny_model, tmp_path):
+def test_worker_killed_is_one_error_and_resume_retrains(tiny_model, tmp_path, plugin_env):
     """SIGKILL of a training rank: the run stops with one line (exit code, log tail); --resume retrains the
     iteration under accelerate and evaluates its checkpoint."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(_run_cmd(tiny_model, out, "--base-steps", "150", "--no-baseline"), env=_env(),
+    proc = subprocess.Popen(_run_cmd(tiny_model, out, "--base-steps", "150", "--no-baseline"), env=plugin_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     progress = out / "iter_01" / "checkpoint.partial.work" / "progress.jsonl"
     deadline = time.time() + 300
@@ -244,7 +238,7 @@ def test_worker_killed_is_one_error_and_resume_retrains(tiny_model, tmp_path):
     assert not _workers()  # nothing left training beside a resumed run
 
     done = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress"],
-                          env=_env(), capture_output=True, text=True, timeout=900)
+                          env=plugin_env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 training processes" in done.stderr and "2 sampling actors" in done.stderr
     rows = read_jsonl(out / "metrics.jsonl")
