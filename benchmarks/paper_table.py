@@ -14,7 +14,7 @@ table shows accuracy per number of digits, including digit counts never trained 
 
     python benchmarks/paper_table.py [--quick] [--task arithmetic] [--model smollm2-135m] [--out DIR]
         [--iterations 2] [--train-size 64] [--eval-size 64] [--base-steps 20] [--data-dir DIR]
-        [--train-digits 1-5] [--eval-digits 1-8] [--verifier auto] [--markdown FILE]
+        [--train-digits 1-5] [--eval-digits 1-8] [--verifier auto] [--eval-prompt trained] [--markdown FILE]
 
 Re-running with the same --out resumes (finished runs and evaluations are read back). The table is printed,
 written to OUT/paper_table.json (and --markdown FILE), and the last line printed is one JSON object.
@@ -58,6 +58,7 @@ def star_run(args, out: Path, rationalize: bool, baseline: bool) -> list[dict]:
     flags = ["--task", args.task, "--model", args.model, "--iterations", str(args.iterations), "--patience", "0",
              "--train-size", str(args.train_size), "--eval-size", str(args.eval_size),
              "--base-steps", str(args.base_steps), "--seed", str(args.seed), "--verifier", args.verifier,
+             "--eval-prompt", args.eval_prompt,
              *(["--no-rationalize"] if not rationalize else []), *(["--no-baseline"] if not baseline else []),
              *args.task_flags, *args.backend_flags]
     flags += ["--resume", str(out)] if (out / "config.yaml").exists() else ["--out", str(out)]
@@ -108,8 +109,10 @@ def direct_conditions(args, out: Path, eval_set, train_set, steps: int) -> dict[
                         os.replace(d / "checkpoint.partial", ckpt)
                         (d / "train_seconds.json").write_text(json.dumps(round(time.perf_counter() - t0, 1)))
                     sampler.load(str(ckpt))
+                # the fine-tuned model is prompted as the STaR runs prompt theirs (--eval-prompt)
+                fewshot = name != "direct fine-tune" or args.eval_prompt == "fewshot"
                 with phases.phase(f"{name} · evaluate", len(eval_set), "q") as advance:
-                    results[name] = evaluate(task, sampler, eval_set, d, registry, advance).samples
+                    results[name] = evaluate(task, sampler, eval_set, d, registry, advance, fewshot=fewshot).samples
     finally:
         sampler.close()
     return results
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--base-steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verifier", default="auto", help="rationale verifier for the STaR runs (auto, none, name)")
+    parser.add_argument("--eval-prompt", default="trained", choices=("trained", "fewshot"),
+                        help="how the fine-tuned models are prompted when evaluated (star-kit run --eval-prompt)")
     parser.add_argument("--train-digits", default="1-5", help="arithmetic: digit counts trained on")
     parser.add_argument("--eval-digits", default="1-8", help="arithmetic: digit counts evaluated (balanced)")
     parser.add_argument("--data-dir", default=os.environ.get("STAR_KIT_DATA_DIR"))

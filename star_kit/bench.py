@@ -35,6 +35,7 @@ class Target:
     name: str
     path: str = ""
     iteration: int | None = None
+    fewshot: bool = True  # prompted with the task's few-shot prompt, else with the question alone
 
 
 @dataclass
@@ -50,7 +51,7 @@ class TaskSpec:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``star-kit bench`` on the CLI's subparsers."""
     p = subparsers.add_parser(
-        "bench", help="few-shot accuracy of models on tasks, side by side (through lm-eval)",
+        "bench", help="accuracy of models on tasks, side by side (through lm-eval)",
         description="Evaluate each --model (and/or each iteration of a --run) on each task through lm-eval. "
                     "Tasks: star-kit tasks (see `star-kit plugins`) or any lm-eval task name.")
     p.add_argument("--model", dest="models", action="append", default=[], metavar="MODEL",
@@ -76,6 +77,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "their answers (star-kit tasks; default 0 = greedy only; with --run: the run's)")
     p.add_argument("--eval-temperature", type=float, metavar="T",
                    help="sampling temperature of the maj@K rationales (default 0.7; with --run: the run's)")
+    p.add_argument("--eval-prompt", choices=("fewshot", "question"),
+                   help="star-kit tasks: prompt every model with the task's few-shot prompt or with the question "
+                        "alone, as `star-kit run` fine-tunes (default: fewshot; with --run: as the run evaluated "
+                        "each iteration)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -156,7 +161,8 @@ def _slug(text: str) -> str:
 
 
 def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, registry, phases,
-                   label: str, maj_k: int = 0, maj_temperature: float = 0.7, seed: int = 0) -> dict[str, Any]:
+                   label: str, maj_k: int = 0, maj_temperature: float = 0.7, seed: int = 0,
+                   fewshot: bool = True) -> dict[str, Any]:
     from .evaluation import evaluate
 
     t0 = time.perf_counter()
@@ -164,9 +170,10 @@ def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, re
     with phases.phase(f"{label} · {spec.name}", total, "q") as advance, \
             registry.guard("samplers", sampler_name):
         ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance, maj_k=maj_k,
-                      maj_temperature=maj_temperature, seed=seed)
+                      maj_temperature=maj_temperature, seed=seed, fewshot=fewshot)
     row = {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
-           "metric": "task.is_correct", "seconds": round(time.perf_counter() - t0, 2)}
+           "metric": "task.is_correct", "prompt": ev.raw["prompt"],
+           "seconds": round(time.perf_counter() - t0, 2)}
     if ev.maj is not None:  # maj@K beside the greedy accuracy
         row.update(maj_k=ev.maj["k"], maj_accuracy=ev.maj["accuracy"], maj_stderr=ev.maj["stderr"],
                    maj_no_answer=ev.maj["no_answer"], maj_temperature=ev.maj["temperature"])
@@ -237,7 +244,7 @@ def headline_metric(metrics: dict[str, Any]) -> tuple[str, float | None, float |
 def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: list[TaskSpec]):
     from rich.table import Table
 
-    table = Table(title="star-kit bench (few-shot accuracy)")
+    table = Table(title="star-kit bench (accuracy)")
     table.add_column("model")
     for spec in tasks:
         table.add_column(spec.name, justify="right")
@@ -254,7 +261,8 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
             if r.get("maj_accuracy") is not None:
                 maj_err = f" ± {100 * r['maj_stderr']:.1f}" if r.get("maj_stderr") is not None else ""
                 maj = f"\nmaj@{r['maj_k']} {100 * r['maj_accuracy']:.1f}{maj_err}%"
-            cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']} · {r['seconds']:.0f} s")
+            prompt = " · question alone" if r.get("prompt") == "question" else ""
+            cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']}{prompt} · {r['seconds']:.0f} s")
         table.add_row(t.label, *cells)
     return table
 
@@ -281,12 +289,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  "task_options": options_for(run_task, dict(args.task_options))}
         run_config = code_from_saved(run_config, given, f"--run {args.run}")
         # through RunConfig: its types checked, a key the run predates takes RunConfig's default (one source)
-        from .config import RunConfig
+        from .config import RunConfig, predated
 
-        known = {k: v for k, v in run_config.items() if k in RunConfig.keys()}
-        run_config = RunConfig.from_dict(known, source=f"--run {args.run}: config.yaml").to_dict()
+        known = {k: v for k, v in predated(run_config).items() if k in RunConfig.keys()}
+        run = RunConfig.from_dict(known, source=f"--run {args.run}: config.yaml")
+        run_config = run.to_dict()
+        for t in run_models:  # as the run evaluated it: M0 few-shot, M(n) as it was fine-tuned (--eval-prompt)
+            t.fewshot = run.eval_fewshot(t.iteration or 0)
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
+    if args.eval_prompt is not None:
+        for t in targets:
+            t.fewshot = args.eval_prompt == "fewshot"
     task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     if not task_names and run_config.get("task"):
         task_names = [str(run_config["task"])]
@@ -344,7 +358,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                 sampler.load(t.path)
                         out_dir = root / _slug(t.label) / _slug(spec.name)
                         row = bench_star_kit(spec, sampler, sampler_name, out_dir, registry, phases, t.label,
-                                             maj_k, maj_temperature, seed)
+                                             maj_k, maj_temperature, seed, t.fewshot)
                     else:
                         row = bench_lm_eval(spec, t.path, limit, seed, phases, t.label)
                     result = {"model": t.label, "model_path": t.path, "task": spec.name, "source": spec.kind, **row}

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from . import bench, report
 from .cli_common import key_value, optional_int, quiet_libraries
-from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file
+from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file, predated
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
@@ -86,7 +86,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         path = os.path.join(args.resume, "config.yaml")
         if not os.path.isfile(path):
             raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
-        saved = drop_redacted(load_config_file(path))
+        saved = predated(drop_redacted(load_config_file(path)))
     given: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_data = load_config_file(args.config)

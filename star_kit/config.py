@@ -21,6 +21,9 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+EVAL_PROMPTS = ("trained", "fewshot")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a STaR run (``RUN/config.yaml`` holds exactly these keys)."""
@@ -54,6 +57,10 @@ class RunConfig:
                               choices=("exponential", "linear"))
     train_fewshot: bool = _opt(False, "fine-tune on the full few-shot prompt (default: the question alone, ~10x "
                                       "fewer tokens)")
+    eval_prompt: str = _opt("trained", "how M(n), n >= 1, is prompted when evaluated: trained = as it was "
+                                       "fine-tuned (the question alone; the few-shot prompt with --train-fewshot), "
+                                       "fewshot = the task's few-shot prompt; the base model M0 is always "
+                                       "evaluated few-shot", choices=EVAL_PROMPTS)
     data_dir: str | None = _opt(None, "local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     skip_bad_rows: bool = _opt(False, "drop (and count) malformed data rows instead of stopping at the first")
     chunk_size: int = _opt(128, "questions sampled and saved per chunk (the resume unit)")
@@ -104,6 +111,15 @@ class RunConfig:
     # Keys that may change when a run is resumed (they do not change what was already computed). merge_passes
     # only decides whether two greedy passes of the same model run as one generate call.
     RESUMABLE = ("iterations", "patience", "out", "plugins", "merge_passes")
+    # What a run made before a key existed did, where that differs from the key's default today: a resumed (or
+    # benched) run directory whose config.yaml lacks the key goes on as it began.
+    PREDATED = {"eval_prompt": "fewshot"}
+
+    def eval_fewshot(self, iteration: int) -> bool:
+        """Whether M(iteration) is evaluated with the task's few-shot prompt (else with the question alone, as
+        it was fine-tuned): always for the base model M0, and for M(n) with ``eval_prompt=fewshot`` or when it
+        was fine-tuned on the few-shot prompt (``train_fewshot``)."""
+        return iteration == 0 or self.eval_prompt == "fewshot" or self.train_fewshot
 
     def validate(self) -> None:
         """Types, then ranges: everything a run can refuse before it loads anything."""
@@ -130,12 +146,20 @@ class RunConfig:
             raise StarKitError(f"--samples {self.samples} needs --temperature > 0 (greedy decoding gives "
                                f"{self.samples} identical rationales)", 2)
         check_eval_samples(self.eval_samples, self.eval_temperature)
+        if self.eval_prompt not in EVAL_PROMPTS:
+            raise StarKitError(f"--eval-prompt must be one of {', '.join(EVAL_PROMPTS)}, got {self.eval_prompt!r}", 2)
         if self.step_schedule not in ("exponential", "linear"):
             raise StarKitError(f"--step-schedule must be exponential or linear, got {self.step_schedule!r}", 2)
         for key in ("train_size", "eval_size"):
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise StarKitError(f"--{key.replace('_', '-')} must be positive, got {value}", 2)
+
+
+def predated(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run directory's saved config with the keys it predates set to what the run did then
+    (:attr:`RunConfig.PREDATED`), so that resuming or benching it does not change how it is evaluated."""
+    return {**{k: v for k, v in RunConfig.PREDATED.items() if k not in saved}, **saved}
 
 
 def check_eval_samples(k: Any, temperature: Any) -> None:

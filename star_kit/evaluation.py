@@ -258,17 +258,19 @@ def evaluate(
     maj_temperature: float = 0.7,
     seed: int = 0,
     ride_along: RideAlong | None = None,
+    fewshot: bool = True,
 ) -> EvalResult:
     """Evaluate the sampler's model on ``examples``; writes ``eval_docs.jsonl``, ``eval.json`` and
     ``eval_samples.jsonl`` in ``out_dir``. With ``maj_k`` > 1, maj@K beside the greedy accuracy (sampled at
     ``maj_temperature``, seeded with ``seed``): ``eval.json``'s ``maj`` and each row's ``maj_*`` fields.
     ``ride_along``: other prompts decoded in the same generate call (:class:`RideAlong`); nothing of theirs is
-    written here."""
+    written here. ``fewshot``: prompt with the task's few-shot prompt, else with the question alone (how
+    ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
     docs_path = out_dir / "eval_docs.jsonl"
-    write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e), "answer": e.answer} for e in examples))
+    write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e, fewshot=fewshot), "answer": e.answer} for e in examples))
     config = copy.deepcopy(task.lm_eval_config)
     config.setdefault("dataset_kwargs", {}).setdefault("data_files", {})["test"] = str(docs_path.resolve())
     task_name = config["task"]
@@ -318,7 +320,7 @@ def evaluate(
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
     summary = {"task": task_name, "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
-               "n": len(rows), "no_answer": no_answer}
+               "n": len(rows), "no_answer": no_answer, "prompt": "fewshot" if fewshot else "question"}
     maj = None
     if maj_k > 1:
         maj = _maj_rows(task, registry, rows, results["samples"][configs[1]["task"]], f"maj@{maj_k}", gold)

@@ -7,7 +7,8 @@
         3. rationalize each failure: prompt again with the gold answer as a hint; keep it if it now reaches the
                        answer, and train on it WITHOUT the hint
         4. fine-tune   the base model M0 (not M(n-1)) on everything kept, for 40·1.2^(n-1) steps
-        5. evaluate    M(n) with lm-eval on the held-out split
+        5. evaluate    M(n) with lm-eval on the held-out split, prompted as it was fine-tuned (the question
+                       alone; M0, the base model, with the few-shot prompt; ``--eval-prompt fewshot``: all few-shot)
         6. repeat      until n = N or accuracy has not improved for `patience` iterations
 
 Every step writes its artifact atomically into the run directory; a resumed run skips finished steps.
@@ -271,6 +272,9 @@ class StarRun:
         self.prepare(resume)
         self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
+        if config.iterations and not config.eval_fewshot(1):
+            self.log("evaluation: M0 with the few-shot prompt, M(n) with the question alone, as it is fine-tuned "
+                     "(--eval-prompt fewshot: the few-shot prompt for every model)")
         self.skipped_rows = list(getattr(task, "skipped_rows", None) or [])
         if self.skipped_rows:
             write_json(self.store.root / "skipped_rows.json", self.skipped_rows)
@@ -363,7 +367,7 @@ class StarRun:
             with self.registry.guard("samplers", self.sampler_name):
                 ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
                               maj_temperature=self.config.eval_temperature, seed=self.config.seed,
-                              ride_along=ahead.ride if ahead else None)
+                              ride_along=ahead.ride if ahead else None, fewshot=self.config.eval_fewshot(n))
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if ahead is not None and ahead.ride.completions is not None:
             self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "

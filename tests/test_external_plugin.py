@@ -109,8 +109,9 @@ def test_one_star_iteration_on_the_installed_task(installed_multiply, tiny_model
         assert s["gold"] == str(int(a) * int(b)) and len(a) == len(b) <= 2
     ev = json.loads((out / "iter_01" / "eval.json").read_text())
     assert ev["task"] == "star_kit_multiply" and ev["n"] == 4  # the plugin's own lm-eval YAML
-    docs = (out / "iter_01" / "eval_docs.jsonl").read_text()
+    docs = (out / "iter_00" / "eval_docs.jsonl").read_text()  # the base model is evaluated few-shot ...
     assert "23 * 47 = 23 * 40 + 23 * 7 = 920 + 161 = 1081. The answer is 1081." in docs  # its own exemplars
+    assert "23 * 40 + 23 * 7" not in (out / "iter_01" / "eval_docs.jsonl").read_text()  # ... M(1) as trained
 
 
 # -- broken and clashing distributions ----------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""How a model is prompted when it is evaluated (``--eval-prompt``): M0 few-shot, M(n) as it was fine-tuned.
+
+A tiny randomly initialised Llama and the tests' lenient task (real TRL training, real lm-eval evaluation); what is
+checked is the prompt each model got (``eval_docs.jsonl`` is what lm-eval reads) and what ``eval.json`` says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from star_kit.cli import main
+from star_kit.registry import load_registry
+from star_kit.store import read_json, read_jsonl
+
+FAST = ["--sampler-opt", "dtype=float32", "--sampler-opt", "batch_size=4"]
+
+
+def _run(tiny_model, out, *extra):
+    return main(["run", "--task", "lenient-arithmetic", "--model", tiny_model, "--out", str(out), "--train-size", "4",
+                 "--eval-size", "3", "--base-steps", "1", "--iterations", "1", "--no-progress",
+                 "--trainer-opt", "per_device_train_batch_size=2", *FAST, *extra])
+
+
+def _prompts(iter_dir):
+    return [d["prompt"] for d in read_jsonl(iter_dir / "eval_docs.jsonl")]
+
+
+@pytest.fixture()
+def task(test_plugin):
+    return load_registry().create("tasks", "lenient-arithmetic")
+
+
+def _expected(task, n, fewshot):
+    return [task.prompt(e, fewshot=fewshot) for e in task.examples("eval", n, 0)]
+
+
+def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, task, capsys):
+    out = tmp_path / "run"
+    assert _run(tiny_model, out) == 0
+    assert _prompts(out / "iter_00") == _expected(task, 3, True)
+    assert _prompts(out / "iter_01") == _expected(task, 3, False)  # the question alone, as M(1) was fine-tuned
+    assert _expected(task, 3, False) != _expected(task, 3, True)
+    assert read_json(out / "iter_00" / "eval.json")["prompt"] == "fewshot"
+    assert read_json(out / "iter_01" / "eval.json")["prompt"] == "question"
+    # ... which is how its training pairs were prompted
+    train = {e.id: e for e in task.examples("train", 4, 0)}
+    pairs = read_jsonl(out / "iter_01" / "train.jsonl")
+    assert pairs and all(r["prompt"] == task.prompt(train[r["example_id"]], fewshot=False) for r in pairs)
+    log = capsys.readouterr()
+    assert "M(n) with the question alone" in " ".join((log.out + log.err).split())
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval_prompt"] == "trained"
+
+
+@pytest.mark.parametrize("flags", [("--eval-prompt", "fewshot"), ("--train-fewshot",)])
+def test_fewshot_for_every_model(tiny_model, tmp_path, task, flags):
+    # --eval-prompt fewshot, or a model fine-tuned on the few-shot prompt: the few-shot prompt throughout
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, *flags) == 0
+    assert _prompts(out / "iter_00") == _prompts(out / "iter_01") == _expected(task, 3, True)
+    assert read_json(out / "iter_01" / "eval.json")["prompt"] == "fewshot"
+
+
+def test_a_run_that_predates_the_key_resumes_few_shot(tiny_model, tmp_path, task):
+    # A run directory written before --eval-prompt existed evaluated every model few-shot; resumed, it goes on so.
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "0") == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["eval_prompt"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["run", "--resume", str(out), "--iterations", "1", "--no-progress"]) == 0
+    assert _prompts(out / "iter_01") == _expected(task, 3, True)
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval_prompt"] == "fewshot"
+
+
+def test_a_bad_eval_prompt_is_one_line(tiny_model, tmp_path, capsys, test_plugin):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("eval_prompt: zero\n")
+    assert main(["run", "--config", str(cfg), "--model", tiny_model, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--eval-prompt must be one of trained, fewshot, got 'zero'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit):
+        main(["run", "--eval-prompt", "zero"])
+
+
+def test_bench_prompts_a_run_as_it_was_evaluated_and_eval_prompt_overrides(tiny_model, tmp_path, task):
+    run = tmp_path / "run"
+    (run / "iter_01").mkdir(parents=True)
+    shutil.copytree(tiny_model, run / "iter_01" / "checkpoint")
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"task": "lenient-arithmetic", "model": tiny_model, "eval_size": 3, "eval_prompt": "trained",
+         "plugins": []}))
+    out, samples = tmp_path / "bench.json", tmp_path / "samples"
+    plugin: list[str] = []  # the tests' plugin comes through STAR_KIT_PLUGINS (the task fixture)
+    assert main(["bench", "--run", str(run), "--json", str(out), "--out", str(samples), "--no-progress",
+                 *plugin, *FAST]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["iteration"], r["prompt"]) for r in rows] == [(0, "fewshot"), (1, "question")]
+    docs = {p.parts[-3].split("_")[1]: p for p in samples.rglob("eval_docs.jsonl")}  # <model label>/<task>/
+    assert [d["prompt"] for d in read_jsonl(docs["0"])] == _expected(task, 3, True)
+    assert [d["prompt"] for d in read_jsonl(docs["1"])] == _expected(task, 3, False)
+    # a config.yaml without the key (a run made before it) is benched few-shot throughout, as it was evaluated
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["eval_prompt"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["bench", "--run", str(run), "--json", str(out), "--no-progress", *plugin, *FAST]) == 0
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot", "fewshot"]
+    # --eval-prompt applies to every model, --model ones included (default for those: few-shot)
+    assert main(["bench", "--model", tiny_model, "--tasks", "lenient-arithmetic", "--limit", "3", "--json", str(out),
+                 "--no-progress", *plugin, *FAST]) == 0
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot"]
+    assert main(["bench", "--model", tiny_model, "--tasks", "lenient-arithmetic", "--limit", "3", "--json", str(out),
+                 "--eval-prompt", "question", "--no-progress", *plugin, *FAST]) == 0
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["question"]
