@@ -1,23 +1,23 @@
 """The CommonsenseQA task (5-way multiple choice) and its answer extractors.
 
-Prompt (the question text carries the lettered choices; the answer names its choice, letter and text)::
+Prompt (the default, ``answer_format=text``: the choices listed without letters, the answer names the text)::
 
     Q: Where would you put a letter so that the mail carrier takes it away?
     Answer Choices:
-    (a) drawer
-    (b) mailbox
+    - drawer
+    - mailbox
     ...
-    A: The letter has to be left where the mail carrier collects mail. ... The answer is (b) mailbox.
+    A: The letter has to be left where the mail carrier collects mail. ... The answer is mailbox.
 
 Answer format (task option ``answer_format``):
 
-* ``choice`` (default): the answer is written "(b) mailbox" (the gold answer is that string; extractor
-  ``commonsense_qa_choice``) and graded by the choice TEXT named: "(c) mailbox" counts as mailbox, a letter alone
-  ("(b)") is graded as a letter, a text that is no choice is wrong;
+* ``choice``: the choices lettered "(a) drawer", the answer written "(b) mailbox" (the gold answer is that string;
+  extractor ``commonsense_qa_choice``) and graded by the choice TEXT named: "(c) mailbox" counts as mailbox, a
+  letter alone ("(b)") is graded as a letter, a text that is no choice is wrong;
 * ``letter``: the answer is written "(b)" and graded by the letter (extractor ``commonsense_qa``; the gold answer is
   the letter);
-* ``text``: no letters at all. The choices are listed one per line after "- " and the answer is written
-  "The answer is mailbox."; read by the same extractor as ``choice`` and graded by the same text match (a letter
+* ``text`` (the default): no letters at all. The choices are listed one per line after "- " and the answer is
+  written "The answer is mailbox."; read by the same extractor as ``choice`` and graded by the same text match (a letter
   alone is wrong: the prompt shows none). The gold answer stays "(b) mailbox" (its letter, the choice's position
   in the original order, is bookkeeping only: shuffles, permuted training copies and ``answer_label``)::
 
@@ -36,7 +36,9 @@ exemplars (c) 184/200. Its rationales and the text it names carry the signal the
 "(b) mailbox", the letter is (c) 145/200 but the text it writes is the right choice 29.0% of the time (letter
 18.0%). So the default grades the text. On all 1221 dev questions the gain is smaller: 21.9% (``letter``: 20.5%; the
 same completions read by their letter 18.8%), but the most frequent answer falls from 86% of the questions to 37%.
-Fine-tuning brings the bias back (the text then follows the letter): see the results file.
+Fine-tuning brings the bias back (the text then follows the letter): see the results file. Without letters
+(``text``) it does not: STaR gains (all 1221 dev questions, 2 seeds, M(2) 27.4% and 27.8% prompted few-shot, vs
+21.1% with ``choice``), hence the default (docs/results/commonsense_qa_text_format.md).
 
 Choice order (task option ``choice_order``): ``original`` (default) or ``shuffle``: each question's choices in a
 seeded order of their own (``choice_seed``, default 0; keyed on the question's id), relettered a-e, the gold answer
@@ -390,7 +392,7 @@ class CommonsenseQATask(DatasetTask):
 
     def __init__(self, data_dir: str | None = None, skip_bad_rows: bool = False, hint_style: str = "both",
                  rationales: bool = True, choice_order: str = "original", choice_seed: int = 0,
-                 answer_format: str = "choice", train_permutations: int = 0) -> None:
+                 answer_format: str = "text", train_permutations: int = 0) -> None:
         super().__init__(data_dir=data_dir, skip_bad_rows=skip_bad_rows, rationales=rationales)
         if hint_style not in HINT_STYLES:
             raise StarKitError(f"task 'commonsense_qa': hint_style must be one of {', '.join(HINT_STYLES)}, "

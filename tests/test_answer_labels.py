@@ -27,8 +27,9 @@ def _choice_text(example, answer):
 
 
 def test_shuffle_keeps_gold_with_its_text(registry):
-    plain = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES))
-    shuffled = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), choice_order="shuffle")
+    plain = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), answer_format="choice")
+    shuffled = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), choice_order="shuffle",
+                               answer_format="choice")
     letters = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), choice_order="shuffle",
                               answer_format="letter")
     for split in ("train", "eval"):

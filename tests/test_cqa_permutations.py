@@ -156,7 +156,7 @@ def test_letter_format_copies_answer_a_letter():
 
 
 def test_training_set_holds_k_plus_1_copies_per_pair():
-    task = CommonsenseQATask(data_dir=str(FIXTURES), train_permutations=2)
+    task = CommonsenseQATask(data_dir=str(FIXTURES), train_permutations=2, answer_format="choice")
     examples = task.examples("train", None, 0)
     kept = [Sample(e.id, e.question, f" Because it fits. The answer is {e.answer}.", e.answer, e.answer, True)
             for e in examples[:2]]
@@ -230,7 +230,8 @@ def test_the_loop_writes_k_plus_1_copies_and_counts_their_letters(test_plugin, t
     (model / "config.json").write_text("{}")
     config = RunConfig(task="commonsense_qa", model=str(model), sampler="scripted", trainer="recording",
                        out=str(tmp_path / "run"), iterations=1, patience=0, train_size=3, eval_size=2,
-                       verifier="none", data_dir=str(FIXTURES), task_options={"train_permutations": 2})
+                       verifier="none", data_dir=str(FIXTURES),
+                       task_options={"train_permutations": 2, "answer_format": "choice"})
     star = StarRun(config, load_registry(), Phases(enabled=False), log=lambda line: None)
     history = star.run()
     train = read_jsonl(star.store.artifact(1, "train.jsonl"))

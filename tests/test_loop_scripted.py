@@ -82,7 +82,8 @@ def test_three_iterations_train_m0_and_sample_from_the_previous_checkpoint(test_
 
 @pytest.mark.parametrize("task,options,marker", [
     ("arithmetic", {}, "(Hint:"),
-    ("commonsense_qa", {"data_dir": str(FIXTURE_DATA)}, "(CORRECT)"),
+    # the scripted sampler answers with a letter: the lettered format
+    ("commonsense_qa", {"data_dir": str(FIXTURE_DATA), "task_options": {"answer_format": "choice"}}, "(CORRECT)"),
 ])
 def test_a_rescued_rationalization_reaches_train_jsonl_without_its_hint(test_plugin, tmp_path, base_model, task,
                                                                           options, marker):

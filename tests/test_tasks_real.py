@@ -363,9 +363,9 @@ def test_commonsense_qa_prompt_target_and_hint():
 
 
 def test_commonsense_qa_choice_format_names_the_choice_and_grades_its_text():
-    """answer_format=choice (the default): exemplars and targets write "The answer is (d) water."; the text named is
-    graded (a wrong letter beside the right text is right), a letter alone is graded as a letter."""
-    task = CommonsenseQATask(data_dir=str(FIXTURES))
+    """answer_format=choice: exemplars and targets write "The answer is (d) water."; the text named is graded (a
+    wrong letter beside the right text is right), a letter alone is graded as a letter."""
+    task = CommonsenseQATask(data_dir=str(FIXTURES), answer_format="choice")
     extract = load_registry().extractor(task.extractor)
     ex = next(e for e in task.examples("eval", None, 0) if letter_of(e.answer) == "d")
     assert ex.answer == "(d) water"
@@ -392,7 +392,7 @@ def test_commonsense_qa_choice_format_names_the_choice_and_grades_its_text():
     ("both", "(d) water (CORRECT)\n(e) glue (Hint: the answer is (d) water.)\nA:", 1, 1),
 ])
 def test_commonsense_qa_hint_styles(style, ending, marks, sentences):
-    task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style)
+    task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style, answer_format="choice")
     ex = next(e for e in task.examples("eval", None, 0) if letter_of(e.answer) == "d")
     hinted = task.prompt(ex, hint=True)
     assert hinted.endswith(ending)
@@ -414,7 +414,7 @@ def test_commonsense_qa_unknown_hint_style():
 ])
 def test_commonsense_qa_hint_quoting_rationale_is_not_trained_on(style, quoted):
     """A rationalization that copies the hint is dropped from the (hint-free) training set."""
-    task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style)
+    task = CommonsenseQATask(data_dir=str(FIXTURES), hint_style=style, answer_format="choice")
     ex = next(e for e in task.examples("eval", None, 0) if letter_of(e.answer) == "d")
     quoting = Sample(ex.id, ex.question, f" Look: {quoted} The answer is (d).", "d", "d", True, True)
     clean = Sample(ex.id, ex.question, " People drink water. The answer is (d).", "d", "d", True, True)
@@ -424,9 +424,9 @@ def test_commonsense_qa_hint_quoting_rationale_is_not_trained_on(style, quoted):
     assert train[0].completion == " People drink water. The answer is (d) water.\n\n"  # the gold choice, named
 
 
-@pytest.mark.parametrize("task_cls", [GSM8KTask, CommonsenseQATask])
-def test_exemplars_round_trip_through_the_extractor(task_cls):
-    task = task_cls()
+@pytest.mark.parametrize("make", [GSM8KTask, lambda: CommonsenseQATask(answer_format="choice")])
+def test_exemplars_round_trip_through_the_extractor(make):
+    task = make()
     registry = load_registry()
     extract = registry.extractor(task.extractor)
     exemplars = task.fewshot()
@@ -478,7 +478,7 @@ def test_real_gsm8k_rows():
 
 @needs_shared
 def test_real_commonsense_qa_rows():
-    task = CommonsenseQATask(data_dir=str(SHARED_DATA))
+    task = CommonsenseQATask(data_dir=str(SHARED_DATA), answer_format="choice")
     train, dev = task.examples("train", None, 0), task.examples("eval", None, 0)
     assert (len(train), len(dev)) == (9741, 1221)
     assert {letter_of(e.answer) for e in dev} == set("abcde")
