@@ -139,16 +139,34 @@ class HFSampler:
     ) -> list[list[str]]:
         """Greedy or sampled completions. The prompts' shared token prefix (the few-shot exemplars, ~95% of
         every prompt) is run through the model once and its KV cache reused by every batch; each batch holds
-        ``[prefix | left-padded suffix]`` and stops each sequence at the first stop string."""
+        ``[prefix | left-padded suffix]`` and stops each sequence at the first stop string. Prompts of several
+        kinds in one call (M(n)'s evaluation prompts, the question alone, beside iteration n+1's few-shot
+        sampling prompts) are decoded kind by kind, each with its own shared prefix (:func:`prefix_groups`)."""
+        if not prompts:
+            return []
+        if self.prefix_cache and len(prompts) > 1:
+            lead = self._leading_tokens
+            rows = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+            groups = prefix_groups([lead + row for row in rows])
+            if len(groups) > 1:
+                done: list[list[str]] = [[] for _ in prompts]
+                for group in groups:
+                    for i, texts in zip(group, self._generate_kind([prompts[i] for i in group], params, advance)):
+                        done[i] = texts
+                return done
+        return self._generate_kind(prompts, params, advance)
+
+    def _generate_kind(
+        self, prompts: Sequence[str], params: GenerationParams, advance: Advance | None = None
+    ) -> list[list[str]]:
+        """:meth:`generate` for prompts of one kind (one shared prefix, or none)."""
         from transformers import GenerationConfig
 
         torch = self.torch
         tok = self.tokenizer
-        if not prompts:
-            return []
+        lead = self._leading_tokens
         # n completions per prompt: repeat the prompt (one code path for greedy and sampling).
         flat = [p for p in prompts for _ in range(params.n)]
-        lead = self._leading_tokens
         ids = [lead + row for row in tok(flat, add_special_tokens=False)["input_ids"]]
         prefix_len = shared_prefix_length(ids) if self.prefix_cache else 0
         if self._engine is not None:
@@ -292,6 +310,34 @@ def shared_prefix_length(ids: Sequence[Sequence[int]], minimum: int = 16) -> int
     while n < limit and all(r[n] == first[n] for r in ids):
         n += 1
     return n if n >= minimum else 0
+
+
+def prefix_groups(ids: Sequence[Sequence[int]], minimum: int = 16) -> list[list[int]]:
+    """The prompts (token rows) split into groups that each share a prefix of at least ``minimum`` tokens, so that
+    each group's prefix is cached once: the indices of each group, in order, and last the rows that share no such
+    prefix with enough others (a group must hold at least 2 rows and 1/16 of all). One group (all rows) when the
+    rows share one prefix, or no group has one. Sorting brings rows with a common prefix together: O(n log n)
+    comparisons of token rows."""
+    if len(ids) < 2 or shared_prefix_length(ids, minimum):
+        return [list(range(len(ids)))]
+    order = sorted(range(len(ids)), key=lambda i: list(ids[i]))
+    smallest = max(2, len(ids) // 16)
+    groups: list[list[int]] = []
+    rest: list[int] = []
+    runs = [[order[0]]]
+    for a, b in zip(order, order[1:]):
+        if shared_prefix_length([ids[a], ids[b]], minimum):
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    for run in runs:
+        if len(run) >= smallest:
+            groups.append(run)
+        else:
+            rest.extend(run)
+    if not groups:
+        return [list(range(len(ids)))]
+    return [sorted(g) for g in groups] + ([sorted(rest)] if rest else [])
 
 
 @star_kit.hookimpl

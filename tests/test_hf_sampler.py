@@ -255,3 +255,40 @@ def test_prefix_engine_out_of_memory_halves_the_slots_and_counts_each_prompt_onc
     assert sampler.generate(prompts, params, advance=seen.append) == expected
     assert sum(seen) == len(prompts) and sampler.batch_size == sampler._engine.slots == 2
     assert capsys.readouterr().err.count("out of memory; batch size halved to 2") == 1
+
+
+def test_prefix_groups_split_prompts_by_their_shared_prefix():
+    from star_kit_plugins.hf_sampler import prefix_groups
+
+    a, b = list(range(100, 140)), list(range(500, 540))
+    rows = [a + [1], b + [2], a + [3], [7, 8], b + [4], [9, 1, 2], a + [5]]
+    assert prefix_groups(rows) == [[0, 2, 6], [1, 4], [3, 5]]  # each kind with its prefix, then the rest
+    assert prefix_groups([a + [1], a + [2], [5]]) == [[0, 1], [2]]
+    few = [a + [1], a + [2]] + [[i, i] for i in range(50)]  # 2 of 52 share a prefix: too few to split off ...
+    assert prefix_groups(few) == [list(range(52))]
+    assert prefix_groups([a + [1], a + [2]]) == [[0, 1]]  # ... one shared prefix: one group
+    assert prefix_groups([[1], [2]]) == [[0, 1]] and prefix_groups([[1]]) == [[0]]
+
+
+@pytest.mark.parametrize("engine", ["prefix", "generate"])
+def test_prompts_of_two_kinds_in_one_call_each_keep_their_prefix_cache(tiny_model, prompts_and_params, engine,
+                                                                          monkeypatch):
+    """M(n)'s evaluation prompts (the question alone) riding along with few-shot sampling prompts: the same texts as
+    two calls, and the few-shot ones still decoded from one cached prefix."""
+    from star_kit_plugins import hf_sampler
+
+    prompts, params = prompts_and_params
+    task = load_registry().create("tasks", "arithmetic")
+    alone = [task.prompt(e, fewshot=False) for e in task.examples("eval", 4, 1)]
+    sampler = load_registry().create("samplers", "hf", tiny_model, dtype="float32", engine=engine, batch_size=4)
+    try:
+        apart = sampler.generate(prompts, params) + sampler.generate(alone, params)
+        seen = []
+        real = hf_sampler.shared_prefix_length
+        monkeypatch.setattr(hf_sampler, "shared_prefix_length", lambda ids, *a: seen.append(real(ids, *a)) or seen[-1])
+        mixed = alone[:2] + prompts + alone[2:]
+        together = sampler.generate(mixed, params)
+    finally:
+        sampler.close()
+    assert together == apart[len(prompts):][:2] + apart[: len(prompts)] + apart[len(prompts):][2:]
+    assert max(seen) > 100  # the few-shot group's prefix (~400 tokens) was found and cached
