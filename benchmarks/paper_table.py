@@ -86,14 +86,25 @@ def direct_conditions(args, out: Path, eval_set, train_set, steps: int) -> dict[
     base = resolve_model(args.model)
     results: dict[str, list[dict]] = {}
     todo = {"few-shot direct": out / "fewshot_direct", "direct fine-tune": out / "direct_finetune"}
-    if all((d / "eval_samples.jsonl").exists() for d in todo.values()):
+    # the fine-tuned model is prompted as the STaR runs prompt theirs (--eval-prompt)
+    fewshot = {name: name != "direct fine-tune" or args.eval_prompt == "fewshot" for name in todo}
+
+    def finished(name: str) -> bool:
+        """Its evaluation is on disk and was prompted as asked (an eval.json without ``prompt``: few-shot)."""
+        d = todo[name]
+        if not (d / "eval_samples.jsonl").exists() or not (d / "eval.json").exists():
+            return False
+        return json.loads((d / "eval.json").read_text()).get("prompt", "fewshot") == \
+            ("fewshot" if fewshot[name] else "question")
+
+    if all(finished(name) for name in todo):
         return {name: read_jsonl(d / "eval_samples.jsonl") for name, d in todo.items()}
     sampler = registry.create("samplers", args.sampler, base, **args.sampler_options)
     try:
         with Phases(Console(stderr=True), enabled=not args.quick) as phases:
             for name, d in todo.items():
                 d.mkdir(parents=True, exist_ok=True)
-                if (d / "eval_samples.jsonl").exists():
+                if finished(name):
                     results[name] = read_jsonl(d / "eval_samples.jsonl")
                     continue
                 if name == "direct fine-tune":
@@ -109,10 +120,9 @@ def direct_conditions(args, out: Path, eval_set, train_set, steps: int) -> dict[
                         os.replace(d / "checkpoint.partial", ckpt)
                         (d / "train_seconds.json").write_text(json.dumps(round(time.perf_counter() - t0, 1)))
                     sampler.load(str(ckpt))
-                # the fine-tuned model is prompted as the STaR runs prompt theirs (--eval-prompt)
-                fewshot = name != "direct fine-tune" or args.eval_prompt == "fewshot"
                 with phases.phase(f"{name} · evaluate", len(eval_set), "q") as advance:
-                    results[name] = evaluate(task, sampler, eval_set, d, registry, advance, fewshot=fewshot).samples
+                    results[name] = evaluate(task, sampler, eval_set, d, registry, advance,
+                                             fewshot=fewshot[name]).samples
     finally:
         sampler.close()
     return results
@@ -235,7 +245,7 @@ def main() -> None:
 
     summary = {"task": args.task, "model": args.model, "iterations": args.iterations, "train_size": args.train_size,
                "eval_size": args.eval_size, "base_steps": args.base_steps, "direct_finetune_steps": steps,
-               "seed": args.seed, "verifier": args.verifier, "conditions": table_rows, "star": star_stats,
+               "seed": args.seed, "verifier": args.verifier, "eval_prompt": args.eval_prompt, "conditions": table_rows, "star": star_stats,
                "total_s": round(time.perf_counter() - t_start, 1)}
     (out / "paper_table.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.markdown:

@@ -57,7 +57,9 @@ record the answer-letter distribution of every iteration (``eval_labels``, ``tra
 
 Rationalization hint (task option ``hint_style``; the exemplars show it too):
 
-* ``both`` (default): the paper's " (CORRECT)" after the right choice, plus a hint sentence after the question::
+* ``both`` (default): the paper's " (CORRECT)" after the right choice, plus a hint sentence after the question
+  (``answer_format=choice``; with ``text`` the same without letters: "- mailbox (CORRECT)", "(Hint: the answer is
+  mailbox.)")::
 
       (b) mailbox (CORRECT)
       (c) bookshelf ... (Hint: the answer is (b) mailbox.)

@@ -158,8 +158,14 @@ class RunConfig:
 
 def predated(saved: dict[str, Any]) -> dict[str, Any]:
     """A run directory's saved config with the keys it predates set to what the run did then
-    (:attr:`RunConfig.PREDATED`), so that resuming or benching it does not change how it is evaluated."""
-    return {**{k: v for k, v in RunConfig.PREDATED.items() if k not in saved}, **saved}
+    (:attr:`RunConfig.PREDATED`), so that resuming or benching it does not change what it measures. A run made
+    before ``eval_prompt`` existed is also one made when CommonsenseQA's ``answer_format`` defaulted to ``choice``
+    (config.yaml keeps only the options given, not the task's defaults)."""
+    out = {**{k: v for k, v in RunConfig.PREDATED.items() if k not in saved}, **saved}
+    if "eval_prompt" not in saved and saved.get("task") == "commonsense_qa":
+        options = saved.get("task_options") if isinstance(saved.get("task_options"), dict) else {}
+        out["task_options"] = {"answer_format": "choice", **options}
+    return out
 
 
 def check_eval_samples(k: Any, temperature: Any) -> None:

@@ -1,8 +1,8 @@
 """The lm-eval bridge: evaluates a sampler's loaded model on a task through ``lm_eval.simple_evaluate``.
 
 The task's YAML (under ``tasks/``) is a regular lm-eval ``generate_until`` config. star-kit renders the
-evaluation examples with the task's own few-shot prompt into ``eval_docs.jsonl`` and points the config's
-``data_files`` at it, so training-time sampling and evaluation see the same prompts. Extraction runs as the
+evaluation examples into ``eval_docs.jsonl`` with the task's own prompt (the few-shot prompt, as sampling sees
+it, or the question alone, as fine-tuning sees it: ``fewshot``) and points the config's ``data_files`` at it. Extraction runs as the
 lm-eval filter ``star_kit_extract`` (the task's registered extractor); each filtered answer is scored with the
 task's own ``is_correct`` (the same check that filters the training rationales), not lm-eval's ``exact_match``
 (which lm-eval still computes; it is kept in ``eval.json`` under ``lm_eval`` only).

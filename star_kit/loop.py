@@ -215,7 +215,7 @@ class StarRun:
     def prepare(self, resume: bool) -> None:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
-        from .config import load_config_file, redact, without_secrets
+        from .config import load_config_file, predated, redact, without_secrets
 
         config, store = self.config, self.store
         if store.root.exists() and not store.root.is_dir():
@@ -230,7 +230,7 @@ class StarRun:
         if store.config_path.exists():
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
-            saved = load_config_file(store.config_path)
+            saved = predated(load_config_file(store.config_path))  # a key the run predates: what it did then
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue

@@ -91,8 +91,8 @@ def test_label_counts_for_a_choice_task(registry):
     assert label_counts(task, [(examples[0], extract_choice("so. The answer is (c)."))]) == {"c": 1}
     pairs = [TrainExample(e.id, "p", "c", "sampled") for e in examples]
     assert train_label_counts(task, examples, pairs) == dict(sorted(Counter(e.answer for e in examples).items()))
-    # answer_format=choice (the default): the label is the letter of the choice the text names
-    named = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES))
+    # answer_format=choice: the label is the letter of the choice the text names
+    named = registry.create("tasks", "commonsense_qa", data_dir=str(FIXTURES), answer_format="choice")
     examples = named.examples("eval", None, 0)
     texts = [f"(a) {_choice_text(e, e.answer)}" for e in examples]  # the right text beside a wrong letter
     counts = eval_label_counts(named, examples, [{"example_id": e.id, "predicted": t} for e, t in zip(examples, texts)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -115,3 +116,42 @@ def test_bench_prompts_a_run_as_it_was_evaluated_and_eval_prompt_overrides(tiny_
     assert main(["bench", "--model", tiny_model, "--tasks", "lenient-arithmetic", "--limit", "3", "--json", str(out),
                  "--eval-prompt", "question", "--no-progress", *plugin, *FAST]) == 0
     assert [r["prompt"] for r in json.loads(out.read_text())] == ["question"]
+
+
+def test_resuming_a_run_that_predates_the_key_with_another_eval_prompt_is_refused(tiny_model, tmp_path, task, capsys):
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "0") == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["eval_prompt"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--iterations", "1", "--eval-prompt", "trained", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config key 'eval_prompt' differs ('fewshot' in config.yaml, 'trained' now)" in " ".join(err.split())
+    assert len(err.splitlines()) == 1 and not (out / "iter_01").exists()
+
+
+def test_predated_keys_of_an_old_run_directory():
+    from star_kit.config import predated
+
+    assert predated({"task": "arithmetic"}) == {"task": "arithmetic", "eval_prompt": "fewshot"}
+    # CommonsenseQA runs of that time were lettered (config.yaml keeps only the options given)
+    assert predated({"task": "commonsense_qa", "task_options": {}})["task_options"] == {"answer_format": "choice"}
+    assert predated({"task": "commonsense_qa", "task_options": {"answer_format": "letter"}})["task_options"] == \
+        {"answer_format": "letter"}
+    new = {"task": "commonsense_qa", "task_options": {}, "eval_prompt": "trained"}
+    assert predated(new) == new
+
+
+def test_bench_of_an_old_commonsense_qa_run_keeps_its_lettered_format(tiny_model, tmp_path):
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "data"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"task": "commonsense_qa", "model": tiny_model, "eval_size": 2, "data_dir": str(fixtures),
+         "task_options": {}}))
+    samples = tmp_path / "samples"
+    assert main(["bench", "--run", str(run), "--out", str(samples), "--no-progress", *FAST]) == 0
+    [docs] = samples.rglob("eval_docs.jsonl")
+    prompts = [d["prompt"] for d in read_jsonl(docs)]
+    assert prompts and all("\n(a) " in p and "\n- " not in p for p in prompts)

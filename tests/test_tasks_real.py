@@ -92,9 +92,12 @@ def test_commonsense_qa_loads_local_files():
     assert ex.fields["choices"][1] == ["b", "rack"]
     assert sorted(e.answer for e in task.examples("eval", None, 0)) == ["b", "d"]
     assert len(task.examples("dev", None, 0)) == 2  # alias of eval
-    # the default answer format: the gold answer names its choice, letter and text
-    choice = CommonsenseQATask(data_dir=str(FIXTURES))
+    # choice and text (the default): the gold answer names its choice, letter and text
+    assert CommonsenseQATask().answer_format == "text"
+    choice = CommonsenseQATask(data_dir=str(FIXTURES), answer_format="choice")
     assert {e.id: e.answer for e in choice.examples("train", None, 0)}["fixture-1"] == "(b) rack"
+    text = CommonsenseQATask(data_dir=str(FIXTURES))
+    assert {e.id: e.answer for e in text.examples("train", None, 0)}["fixture-1"] == "(b) rack"
 
 
 def test_data_dir_from_environment_variable(monkeypatch):
