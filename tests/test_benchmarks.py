@@ -57,6 +57,10 @@ def test_paper_table_quick(tiny_model, tmp_path):
     star = {c["condition"]: c for c in data["conditions"]}
     assert len(star["STaR + rationalization"]["per_iteration"]) == 2  # few-shot, then iteration 1
     assert (tmp_path / "paper" / "direct_finetune" / "checkpoint" / "config.json").exists()
+    # the fine-tuned model is prompted as the STaR runs prompt theirs (--eval-prompt trained: the question alone)
+    prompt = {d: json.loads((tmp_path / "paper" / d / "eval.json").read_text())["prompt"]
+              for d in ("fewshot_direct", "direct_finetune")}
+    assert data["eval_prompt"] == "trained" and prompt == {"fewshot_direct": "fewshot", "direct_finetune": "question"}
     assert "| STaR + rationalization |" in md.read_text() and "3 digits *" in md.read_text()
     saved = json.loads((tmp_path / "paper" / "paper_table.json").read_text())
     assert saved["conditions"] == data["conditions"]
