@@ -144,35 +144,32 @@ class HFSampler:
         sampling prompts) are decoded kind by kind, each with its own shared prefix (:func:`prefix_groups`)."""
         if not prompts:
             return []
-        if self.prefix_cache and len(prompts) > 1:
-            lead = self._leading_tokens
-            rows = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-            groups = prefix_groups([lead + row for row in rows])
-            if len(groups) > 1:
-                done: list[list[str]] = [[] for _ in prompts]
-                for group in groups:
-                    for i, texts in zip(group, self._generate_kind([prompts[i] for i in group], params, advance)):
-                        done[i] = texts
-                return done
-        return self._generate_kind(prompts, params, advance)
+        lead = self._leading_tokens
+        rows = [lead + row for row in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+        groups = prefix_groups(rows) if self.prefix_cache else [list(range(len(rows)))]
+        if len(groups) == 1:
+            return self._generate_kind(rows, params, advance)
+        done: list[list[str]] = [[] for _ in prompts]
+        for group in groups:
+            for i, texts in zip(group, self._generate_kind([rows[i] for i in group], params, advance)):
+                done[i] = texts
+        return done
 
     def _generate_kind(
-        self, prompts: Sequence[str], params: GenerationParams, advance: Advance | None = None
+        self, rows: Sequence[list[int]], params: GenerationParams, advance: Advance | None = None
     ) -> list[list[str]]:
-        """:meth:`generate` for prompts of one kind (one shared prefix, or none)."""
+        """:meth:`generate` for the token rows of prompts of one kind (one shared prefix, or none)."""
         from transformers import GenerationConfig
 
         torch = self.torch
         tok = self.tokenizer
-        lead = self._leading_tokens
         # n completions per prompt: repeat the prompt (one code path for greedy and sampling).
-        flat = [p for p in prompts for _ in range(params.n)]
-        ids = [lead + row for row in tok(flat, add_special_tokens=False)["input_ids"]]
+        ids = [row for row in rows for _ in range(params.n)]
         prefix_len = shared_prefix_length(ids) if self.prefix_cache else 0
         if self._engine is not None:
-            return self._generate_engine(prompts, ids, prefix_len, params, advance)
+            return self._generate_engine(rows, ids, prefix_len, params, advance)
         prefix_cache = self._prefix_cache(ids[0][:prefix_len]) if prefix_len else None
-        order = sorted(range(len(flat)), key=lambda i: -len(ids[i]))  # long first: OOM shows up at once
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # long first: OOM shows up at once
         sample = params.temperature > 0
         gen_cfg = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
@@ -185,8 +182,8 @@ class HFSampler:
             stop_strings=[s for s in params.stop if s] or None,
             cache_implementation="static" if self.static_cache else None,
         )
-        texts: list[str] = [""] * len(flat)
-        left = [params.n] * len(prompts)  # rows of each prompt still to decode (progress counts prompts)
+        texts: list[str] = [""] * len(ids)
+        left = [params.n] * len(rows)  # rows of each prompt still to decode (progress counts prompts)
         start, batch_index, batch_size = 0, 0, self.batch_size
         while start < len(order):
             idx = order[start : start + batch_size]
@@ -211,9 +208,9 @@ class HFSampler:
             batch_index += 1
             if advance is not None and done:
                 advance(done)
-        return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
+        return [texts[k * params.n : (k + 1) * params.n] for k in range(len(rows))]
 
-    def _generate_engine(self, prompts, ids, prefix_len, params, advance) -> list[list[str]]:
+    def _generate_engine(self, rows, ids, prefix_len, params, advance) -> list[list[str]]:
         tok = self.tokenizer
         stop = [s for s in params.stop if s]
         # tokens: a stop string spans at most one per UTF-8 byte (byte-level tokens split a character), +1
@@ -223,8 +220,8 @@ class HFSampler:
             tail = tok.decode(tokens[-window:])
             return any(s in tail for s in stop)
 
-        left = [params.n] * len(prompts)
-        shown = [False] * len(prompts)  # a retry after an out-of-memory error does not count a prompt twice
+        left = [params.n] * len(rows)
+        shown = [False] * len(rows)  # a retry after an out-of-memory error does not count a prompt twice
 
         def finished(row: int) -> None:
             k = row // params.n
@@ -247,10 +244,10 @@ class HFSampler:
                 self.batch_size = self._engine.slots = max(1, self._engine.last_slots // 2)
                 self.auto_batch = False  # the smaller size is kept for later calls and models
                 print(f"sampler 'hf': out of memory; batch size halved to {self.batch_size}", file=sys.stderr)
-                left[:] = [params.n] * len(prompts)
+                left[:] = [params.n] * len(rows)
                 gc.collect()
         texts = [cut_at_stop(tok.decode(t, skip_special_tokens=True), params.stop) for t in new]
-        return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
+        return [texts[k * params.n : (k + 1) * params.n] for k in range(len(rows))]
 
     def _prefix_cache(self, prefix: list[int]):
         torch = self.torch
