@@ -245,7 +245,8 @@ def main() -> None:
 
     summary = {"task": args.task, "model": args.model, "iterations": args.iterations, "train_size": args.train_size,
                "eval_size": args.eval_size, "base_steps": args.base_steps, "direct_finetune_steps": steps,
-               "seed": args.seed, "verifier": args.verifier, "eval_prompt": args.eval_prompt, "conditions": table_rows, "star": star_stats,
+               "seed": args.seed, "verifier": args.verifier, "eval_prompt": args.eval_prompt,
+               "conditions": table_rows, "star": star_stats,
                "total_s": round(time.perf_counter() - t_start, 1)}
     (out / "paper_table.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.markdown:

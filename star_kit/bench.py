@@ -2,8 +2,9 @@
 
 Each (model, task) pair is evaluated through lm-eval exactly as a STaR run evaluates its checkpoints
 (:func:`star_kit.evaluation.evaluate`: the task's own prompt, few-shot unless ``--eval-prompt question``, its
-extractor as an lm-eval filter, the task's ``is_correct``), with a sampler built from the plugin registry. ``--run DIR`` benches every iteration's checkpoint
-of a run (the base model as iteration 0) on the run's task and evaluation questions.
+extractor as an lm-eval filter, the task's ``is_correct``), with a sampler built from the plugin registry.
+``--run DIR`` benches every iteration's checkpoint of a run (the base model as iteration 0) on the run's task and
+evaluation questions.
 
 A task name that star-kit does not provide but lm-eval knows (``arc_easy``, ``hellaswag`` ...; force lm-eval's
 own with the prefix ``lm-eval:``, e.g. ``lm-eval:gsm8k``) is evaluated by lm-eval's own ``HFLM`` and task
@@ -289,13 +290,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  "task_options": options_for(run_task, dict(args.task_options))}
         run_config = code_from_saved(run_config, given, f"--run {args.run}")
         # through RunConfig: its types checked, a key the run predates takes RunConfig's default (one source)
-        from .config import EVAL_PROMPTS, RunConfig, predated
+        from .config import RunConfig, check_eval_prompt, predated
 
         known = {k: v for k, v in predated(run_config).items() if k in RunConfig.keys()}
         run = RunConfig.from_dict(known, source=f"--run {args.run}: config.yaml")
-        if run.eval_prompt not in EVAL_PROMPTS:
-            raise StarKitError(f"--run {args.run}: config.yaml: eval_prompt must be one of {', '.join(EVAL_PROMPTS)}, "
-                               f"got {run.eval_prompt!r}", 2)
+        check_eval_prompt(run.eval_prompt, f"--run {args.run}: config.yaml: eval_prompt")
         run_config = run.to_dict()
         for t in run_models:  # as the run evaluated it: M0 few-shot, M(n) as it was fine-tuned (--eval-prompt)
             t.fewshot = run.eval_fewshot(t.iteration or 0)

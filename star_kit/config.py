@@ -146,8 +146,7 @@ class RunConfig:
             raise StarKitError(f"--samples {self.samples} needs --temperature > 0 (greedy decoding gives "
                                f"{self.samples} identical rationales)", 2)
         check_eval_samples(self.eval_samples, self.eval_temperature)
-        if self.eval_prompt not in EVAL_PROMPTS:
-            raise StarKitError(f"--eval-prompt must be one of {', '.join(EVAL_PROMPTS)}, got {self.eval_prompt!r}", 2)
+        check_eval_prompt(self.eval_prompt)
         if self.step_schedule not in ("exponential", "linear"):
             raise StarKitError(f"--step-schedule must be exponential or linear, got {self.step_schedule!r}", 2)
         for key in ("train_size", "eval_size"):
@@ -166,6 +165,13 @@ def predated(saved: dict[str, Any]) -> dict[str, Any]:
         options = saved.get("task_options") if isinstance(saved.get("task_options"), dict) else {}
         out["task_options"] = {"answer_format": "choice", **options}
     return out
+
+
+def check_eval_prompt(value: Any, name: str = "--eval-prompt") -> None:
+    """``--eval-prompt`` (or ``name``: a saved config's key) is one of :data:`EVAL_PROMPTS`: one line, exit code 2
+    (``star-kit run``, and ``star-kit bench --run`` on a run directory's config.yaml)."""
+    if value not in EVAL_PROMPTS:
+        raise StarKitError(f"{name} must be one of {', '.join(EVAL_PROMPTS)}, got {value!r}", 2)
 
 
 def check_eval_samples(k: Any, temperature: Any) -> None:

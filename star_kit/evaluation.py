@@ -2,10 +2,10 @@
 
 The task's YAML (under ``tasks/``) is a regular lm-eval ``generate_until`` config. star-kit renders the
 evaluation examples into ``eval_docs.jsonl`` with the task's own prompt (the few-shot prompt, as sampling sees
-it, or the question alone, as fine-tuning sees it: ``fewshot``) and points the config's ``data_files`` at it. Extraction runs as the
-lm-eval filter ``star_kit_extract`` (the task's registered extractor); each filtered answer is scored with the
-task's own ``is_correct`` (the same check that filters the training rationales), not lm-eval's ``exact_match``
-(which lm-eval still computes; it is kept in ``eval.json`` under ``lm_eval`` only).
+it, or the question alone, as fine-tuning sees it: ``fewshot``) and points the config's ``data_files`` at it.
+Extraction runs as the lm-eval filter ``star_kit_extract`` (the task's registered extractor); each filtered answer
+is scored with the task's own ``is_correct`` (the same check that filters the training rationales), not lm-eval's
+``exact_match`` (which lm-eval still computes; it is kept in ``eval.json`` under ``lm_eval`` only).
 Generation goes through star-kit's sampler, wrapped as an lm-eval ``LM``, so every backend evaluates the same way.
 
 maj@K (``--eval-samples K``, K > 1) is lm-eval's self-consistency mechanism (as in its
@@ -270,7 +270,8 @@ def evaluate(
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
     docs_path = out_dir / "eval_docs.jsonl"
-    write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e, fewshot=fewshot), "answer": e.answer} for e in examples))
+    write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e, fewshot=fewshot), "answer": e.answer}
+                            for e in examples))
     config = copy.deepcopy(task.lm_eval_config)
     config.setdefault("dataset_kwargs", {}).setdefault("data_files", {})["test"] = str(docs_path.resolve())
     task_name = config["task"]
