@@ -110,3 +110,17 @@ def test_gpu_check_quick_runs_its_steps_and_keeps_each_result(tiny_model, tmp_pa
     assert agreement["identical_prefix_fp32_vs_generate_fp32"] == "8/8"
     assert all("error" not in agreement[k] for k in ("generate_fp32", "generate_static_bf16", "prefix_bf16"))
     assert all(r["result"]["tokens_per_s"] > 0 for r in rows[2:])
+
+
+def test_seed_sweep_runs_every_variant_and_seed(tiny_model, tmp_path):
+    common = f"--model {tiny_model} --iterations 1 --train-size 4 --eval-size 2 --base-steps 1 --patience 0"
+    data = _last_json([sys.executable, "benchmarks/seed_sweep.py", "--seeds", "0,1", "--jobs", "2",
+                       "--common", common, "--variant", "rat=", "--variant", "norat=--no-rationalize",
+                       "--keep", str(tmp_path), "--json", str(tmp_path / "sweep.json")])
+    assert json.loads((tmp_path / "sweep.json").read_text()) == data
+    for name in ("rat", "norat"):
+        v = data["variants"][name]
+        assert set(v["seeds"]) == {"0", "1"} and all(s["exit"] == 0 for s in v["seeds"].values())
+        assert all(set(s["accuracy"]) == {"0", "1"} for s in v["seeds"].values())  # M0 and M1 of each seed
+        assert v["mean"]["1"]["n"] == 2 and v["mean"]["1"]["sd"] is not None
+    assert all(r == 0 for r in data["variants"]["norat"]["seeds"]["0"]["rationalized"].values())
