@@ -11,8 +11,11 @@ machine keep `--jobs 1`. At `--budget-s` the runs still going are stopped; every
 (`metrics.jsonl` is written per iteration), and the table says which runs were cut short.
 
 The last line printed is one JSON object: per variant and seed the accuracy per iteration, the kept/rationalized
-counts and the wall seconds; per variant and iteration the mean and the (sample) standard deviation over the
-seeds that reached it. `--json FILE` also writes it to FILE.
+counts, the exit status (0, "cut" at the budget, "not started", or the run's own exit code) and the wall seconds;
+per variant and iteration the mean and the (sample) standard deviation over the seeds that reached it (runs that
+failed are left out of the means). `--json FILE` also writes it to FILE. Without `--keep` the run directories
+(checkpoints: ~270 MB each for SmolLM2-135M) are deleted at the end; a `--keep` folder must not hold runs of the
+same names already (`star-kit run` refuses a run directory in use).
 """
 
 from __future__ import annotations
@@ -29,18 +32,18 @@ import tempfile
 import time
 from pathlib import Path
 
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+OWN_FLAGS = ("--seed", "--out", "--resume")  # the sweep sets these per run
+
 
 def read_metrics(run: Path) -> list[dict]:
+    """The iterations a run recorded (``metrics.jsonl``), those with an accuracy."""
+    from star_kit.store import read_jsonl
+
     path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by the deadline's kill
-            continue
-    return rows
+    rows = read_jsonl(path) if path.exists() else []
+    return [r for r in rows if isinstance(r.get("accuracy"), (int, float))]
 
 
 def summarize(variants: dict[str, str], seeds: list[int], runs: dict[tuple[str, int], dict]) -> dict:
@@ -52,16 +55,17 @@ def summarize(variants: dict[str, str], seeds: list[int], runs: dict[tuple[str, 
             run = runs[(name, seed)]
             rows = read_metrics(run["dir"])
             per_seed[seed] = {
-                "accuracy": {r["iteration"]: round(r["accuracy"], 4) for r in rows},
+                "accuracy": {r["iteration"]: round(r["accuracy"], 6) for r in rows},
                 "kept": {r["iteration"]: r.get("kept") for r in rows if r["iteration"] > 0},
                 "rationalized": {r["iteration"]: r.get("rationalized") for r in rows if r["iteration"] > 0},
                 "exit": run.get("exit"), "wall_s": run.get("wall_s"),
             }
-            for r in rows:
-                by_iter.setdefault(r["iteration"], []).append(r["accuracy"])
+            if run.get("exit") in (0, "cut"):  # a failed run's iterations are not averaged
+                for r in rows:
+                    by_iter.setdefault(r["iteration"], []).append(r["accuracy"])
         out["variants"][name] = {
             "args": extra, "seeds": per_seed,
-            "mean": {i: {"mean": round(statistics.fmean(v), 4), "sd": round(statistics.stdev(v), 4) if len(v) > 1
+            "mean": {i: {"mean": round(statistics.fmean(v), 6), "sd": round(statistics.stdev(v), 6) if len(v) > 1
                          else None, "n": len(v)} for i, v in sorted(by_iter.items())},
         }
     return out
@@ -89,11 +93,25 @@ def main() -> None:
     p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR (default: a temporary folder)")
     p.add_argument("--json", metavar="FILE", help="also write the result to FILE")
     args = p.parse_args()
-    variants = dict(v.split("=", 1) if "=" in v else (v, "") for v in args.variant) or {"default": ""}
+    variants: dict[str, str] = {}
+    for v in args.variant or ["default="]:
+        name, _, extra = v.partition("=")
+        if not name or name in variants:
+            p.error(f"--variant {v!r}: each variant needs a name of its own (NAME=ARGS)")
+        variants[name] = extra
+    for where, extra in (("--common", args.common), *((f"--variant {n}", e) for n, e in variants.items())):
+        own = [a for a in shlex.split(extra) if a.split("=")[0] in OWN_FLAGS]
+        if own:
+            p.error(f"{where}: {own[0]} is set by the sweep for each run")
     seeds = [int(s) for s in args.seeds.split(",")]
-    root = Path(args.keep or tempfile.mkdtemp(prefix="star-kit-sweep-"))
+    tmp = None if args.keep else tempfile.TemporaryDirectory(prefix="star-kit-sweep-")
+    root = Path(args.keep or tmp.name)
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, TQDM_DISABLE="1", TRANSFORMERS_VERBOSITY="error")
+    taken = [f"{n}-s{s}" for s in seeds for n in variants
+             if (root / f"{n}-s{s}").exists() or (root / f"{n}-s{s}.log").exists()]
+    if taken:
+        p.error(f"--keep {root}: already holds {', '.join(taken)} (a sweep writes new run directories)")
+    env = dict(os.environ)
     if args.jobs > 1:  # share the cores instead of each process taking all of them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
     deadline = time.monotonic() + args.budget_s if args.budget_s else None
@@ -107,12 +125,17 @@ def main() -> None:
             run = runs[key]
             cmd = [sys.executable, "-m", "star_kit", "run", "--out", str(run["dir"]), "--no-progress",
                    "--seed", str(key[1]), *shlex.split(args.common), *shlex.split(variants[key[0]])]
-            log = open(root / f"{key[0]}-s{key[1]}.log", "w")
-            log.write("$ " + shlex.join(cmd) + "\n")
-            log.flush()
-            run["t0"] = time.monotonic()
-            running[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            with open(root / f"{key[0]}-s{key[1]}.log", "w") as log:  # the child keeps its own handle
+                log.write("$ " + shlex.join(cmd) + "\n")
+                log.flush()
+                run["t0"] = time.monotonic()
+                running[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                                start_new_session=True)
+        for key, proc in list(running.items()):  # first the runs that ended, then the deadline
+            if proc.poll() is not None:
+                runs[key].update(exit=proc.returncode, wall_s=round(time.monotonic() - runs[key]["t0"], 1))
+                del running[key]
+                print(f"{key[0]} seed {key[1]}: exit {proc.returncode} in {runs[key]['wall_s']} s", flush=True)
         if deadline is not None and time.monotonic() >= deadline:
             todo.clear()
             for key, proc in running.items():
@@ -121,21 +144,19 @@ def main() -> None:
                 runs[key].update(exit="cut", wall_s=round(time.monotonic() - runs[key]["t0"], 1))
             running.clear()
             break
-        for key, proc in list(running.items()):
-            if proc.poll() is not None:
-                runs[key].update(exit=proc.returncode, wall_s=round(time.monotonic() - runs[key]["t0"], 1))
-                del running[key]
-                print(f"{key[0]} seed {key[1]}: exit {proc.returncode} in {runs[key]['wall_s']} s", flush=True)
-        time.sleep(1)
+        if running:
+            time.sleep(1)
     for key, run in runs.items():
         run.setdefault("exit", "not started")
     summary = summarize(variants, seeds, runs)
-    summary.update(common=args.common, jobs=args.jobs, runs=str(root))
+    summary.update(common=args.common, jobs=args.jobs, runs=str(root) if args.keep else None)
     print(table(summary))
     line = json.dumps(summary)
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
     print(line)
+    if tmp is not None:
+        tmp.cleanup()
 
 
 if __name__ == "__main__":

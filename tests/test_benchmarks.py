@@ -124,3 +124,15 @@ def test_seed_sweep_runs_every_variant_and_seed(tiny_model, tmp_path):
         assert all(set(s["accuracy"]) == {"0", "1"} for s in v["seeds"].values())  # M0 and M1 of each seed
         assert v["mean"]["1"]["n"] == 2 and v["mean"]["1"]["sd"] is not None
     assert all(r == 0 for r in data["variants"]["norat"]["seeds"]["0"]["rationalized"].values())
+
+
+def test_seed_sweep_budget_stops_runs_and_a_used_folder_is_refused(tiny_model, tmp_path):
+    common = f"--model {tiny_model} --iterations 1 --train-size 4 --eval-size 2 --base-steps 1"
+    cmd = [sys.executable, "benchmarks/seed_sweep.py", "--seeds", "0,1", "--common", common, "--keep", str(tmp_path)]
+    data = _last_json([*cmd, "--budget-s", "2"])  # too short for any run: the first is stopped, the second never starts
+    assert data["variants"]["default"]["seeds"]["0"]["exit"] == "cut"
+    assert data["variants"]["default"]["seeds"]["1"]["exit"] == "not started"
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "already holds default-s0" in again.stderr
+    bad = subprocess.run([*cmd[:-2], "--variant", "x=--seed 3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--seed is set by the sweep" in bad.stderr
