@@ -20,6 +20,7 @@ from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, loa
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
+from .records import prompt_cell
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +145,8 @@ def results_table(history) -> Table:
     ks = sorted({r.maj_k for r in history if r.maj_k})  # maj@K beside the greedy accuracy, when it was on
     maj = [f"maj@{ks[0]}" if len(ks) == 1 else "maj@K"] if ks else []
     labels = ["eval answers", "train answers"] if any(r.eval_labels or r.train_labels for r in history) else []
-    for col in ("iter", "accuracy", "±", *maj, *labels, "kept", "no answer", "rejected", "rationalized", "train ex",
-                "steps", "sample s", "ration. s", "train s", "eval s"):
+    for col in ("iter", "accuracy", "±", "prompt", *maj, *labels, "kept", "no answer", "rejected", "rationalized",
+                "train ex", "steps", "sample s", "ration. s", "train s", "eval s"):
         table.add_column(col, justify="right")
     for r in sorted(history, key=lambda r: r.iteration):
         s = r.seconds
@@ -153,11 +154,12 @@ def results_table(history) -> Table:
             str(r.iteration),
             "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",
             "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
+            prompt_cell(r.iteration, r.eval_prompt),
             *(["" if r.maj_accuracy is None else f"{100 * r.maj_accuracy:.1f}%"
                + ("" if len(ks) == 1 else f" (K={r.maj_k})")] if maj else []),
             *([format_counts(r.eval_labels, top=3, compact=True), format_counts(r.train_labels, top=3, compact=True)]
               if labels else []),
-            f"{r.kept}/{r.sampled}" if r.iteration else "few-shot",
+            f"{r.kept}/{r.sampled}" if r.iteration else "",
             str(r.no_answer) if r.iteration else "",
             str(r.unverified) if r.iteration else "",
             f"{r.rationalized}/{r.rationalization_attempts}" if r.iteration else "",

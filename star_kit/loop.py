@@ -344,7 +344,7 @@ class StarRun:
         accuracy, stderr, n_eval, no_answer, maj = self.evaluate_step(0, sampler, eval_set, seconds, ahead)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
                                  no_answer=no_answer, seconds=dict(seconds), **maj,
-                                 eval_labels=self.eval_labels(0, eval_set))
+                                 eval_labels=self.eval_labels(0, eval_set), eval_prompt=self.eval_prompt(0))
         self.record(result)
         return result
 
@@ -425,6 +425,10 @@ class StarRun:
         return GenerationParams(max_new_tokens=task.max_new_tokens, temperature=config.temperature,
                                 top_p=config.top_p, n=config.samples, stop=task.stop, seed=config.seed * 1000 + n)
 
+    def eval_prompt(self, n: int) -> str:
+        """How M(n) is prompted in its evaluation, as ``eval.json`` records it: "fewshot" or "question"."""
+        return "fewshot" if self.config.eval_fewshot(n) else "question"
+
     def eval_labels(self, n, eval_set) -> dict[str, int] | None:
         """The answer labels M(n) predicted on the held-out split (``eval_samples.jsonl``), for a task with
         ``answer_label``; None otherwise."""
@@ -495,7 +499,7 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
-            sampled_ahead_in=sampled_ahead_in,
+            sampled_ahead_in=sampled_ahead_in, eval_prompt=self.eval_prompt(n),
             eval_labels=self.eval_labels(n, eval_set),
             train_labels=label_counts(task, ((ex, ex.answer) for ex, _ in pairs)),
         )

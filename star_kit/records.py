@@ -116,6 +116,18 @@ class IterationResult:
     # the iteration whose evaluation pass also generated this iteration's samples (``--merge-passes``): their
     # seconds are in that iteration's ``evaluate``, and ``seconds["sample"]`` is 0 here; None: sampled here
     sampled_ahead_in: int | None = None
+    # how M(n) was prompted in its evaluation (``eval.json``'s ``prompt``): "fewshot" (always M0; M(n) with
+    # ``--eval-prompt fewshot`` or ``--train-fewshot``) or "question" (the question alone, as M(n) was fine-tuned);
+    # None in a metrics.jsonl written before the field
+    eval_prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def prompt_cell(iteration: int, eval_prompt: str | None) -> str:
+    """How M(n) was prompted in its evaluation, for the results tables: "few-shot" or "question" (M0 is always
+    few-shot; "" for M(n) in a metrics.jsonl written before ``eval_prompt`` was recorded)."""
+    if eval_prompt == "question":
+        return "question"
+    return "few-shot" if eval_prompt == "fewshot" or iteration == 0 else ""

@@ -46,6 +46,7 @@ def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, t
     assert _expected(task, 3, False) != _expected(task, 3, True)
     assert read_json(out / "iter_00" / "eval.json")["prompt"] == "fewshot"
     assert read_json(out / "iter_01" / "eval.json")["prompt"] == "question"
+    assert [r["eval_prompt"] for r in read_jsonl(out / "metrics.jsonl")] == ["fewshot", "question"]
     # ... which is how its training pairs were prompted
     train = {e.id: e for e in task.examples("train", 4, 0)}
     pairs = read_jsonl(out / "iter_01" / "train.jsonl")
@@ -62,6 +63,7 @@ def test_fewshot_for_every_model(tiny_model, tmp_path, task, flags):
     assert _run(tiny_model, out, *flags) == 0
     assert _prompts(out / "iter_00") == _prompts(out / "iter_01") == _expected(task, 3, True)
     assert read_json(out / "iter_01" / "eval.json")["prompt"] == "fewshot"
+    assert [r["eval_prompt"] for r in read_jsonl(out / "metrics.jsonl")] == ["fewshot", "fewshot"]
 
 
 def test_a_run_that_predates_the_key_resumes_few_shot(tiny_model, tmp_path, task):
@@ -74,6 +76,7 @@ def test_a_run_that_predates_the_key_resumes_few_shot(tiny_model, tmp_path, task
     assert main(["run", "--resume", str(out), "--iterations", "1", "--no-progress"]) == 0
     assert _prompts(out / "iter_01") == _expected(task, 3, True)
     assert yaml.safe_load((out / "config.yaml").read_text())["eval_prompt"] == "fewshot"
+    assert read_jsonl(out / "metrics.jsonl")[-1]["eval_prompt"] == "fewshot"
 
 
 def test_a_bad_eval_prompt_is_one_line(tiny_model, tmp_path, capsys, test_plugin):
@@ -155,3 +158,27 @@ def test_bench_of_an_old_commonsense_qa_run_keeps_its_lettered_format(tiny_model
     [docs] = samples.rglob("eval_docs.jsonl")
     prompts = [d["prompt"] for d in read_jsonl(docs)]
     assert prompts and all("\n(a) " in p and "\n- " not in p for p in prompts)
+
+
+def test_the_results_tables_say_how_each_model_was_prompted():
+    # The terminal table and the report's table: a "prompt" column (M0 few-shot; M(n) as recorded; an M(n) row of
+    # a metrics.jsonl written before the field is left blank rather than guessed).
+    from rich.console import Console
+
+    from star_kit.cli import results_table
+    from star_kit.records import IterationResult
+    from star_kit.report.page import _metrics_table
+
+    rows = [IterationResult(0, 0.2), IterationResult(1, 0.3, eval_prompt="question"),
+            IterationResult(2, 0.4, eval_prompt="fewshot"), IterationResult(3, 0.5)]
+    console = Console(record=True, width=300)
+    console.print(results_table(rows))
+    lines = console.export_text().splitlines()
+    cells = {line.split("│")[1].strip(): line.split("│")[4].strip() for line in lines if line.count("│") > 4}
+    assert cells == {"0": "few-shot", "1": "question", "2": "few-shot", "3": ""}
+    html = _metrics_table({"phases": [], "metrics": [r.to_dict() for r in rows[:3]] + [{"iteration": 3,
+                                                                                    "accuracy": 0.5}]})
+    assert "<th>prompt</th>" in html
+    body = html.split("<tbody>")[1]
+    prompts = [row.split("<td>")[4].split("</td>")[0] for row in body.split("<tr>")[1:]]  # the 4th cell of a row
+    assert prompts == ["few-shot", "question", "few-shot", ""]

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 from ..labels import format_counts
+from ..records import prompt_cell
 from .data import maj_label, pct, summary
 
 _SLOT = re.compile(r"@([A-Z]+)@")
@@ -57,7 +58,7 @@ def _metrics_table(data: dict[str, Any]) -> str:
     label = maj_label(data["metrics"])  # maj@K beside the greedy accuracy, when it was on
     # the answer labels (choice letters) predicted on the held-out split and kept for training, when the task has them
     answers = any(isinstance(r.get(k), dict) and r[k] for r in data["metrics"] for k in ("eval_labels", "train_labels"))
-    head = ["iteration", "accuracy", "± stderr", *([label, "± stderr"] if label else []),
+    head = ["iteration", "accuracy", "± stderr", "prompt", *([label, "± stderr"] if label else []),
             *(["eval answers", "train answers"] if answers else []), "eval n", "kept / sampled",
             "no answer", "rejected by verifier", "rationalized / tried", "train ex", "steps",
             *(f"{p} s" for p in phases)]
@@ -73,6 +74,7 @@ def _metrics_table(data: dict[str, Any]) -> str:
             f"{n} (few-shot)" if n == 0 else str(n),
             pct(r.get("accuracy")),
             "" if not isinstance(stderr, (int, float)) else f"{100 * stderr:.1f}",
+            prompt_cell(n if isinstance(n, int) else -1, r.get("eval_prompt")),
             *(maj if label else []),
             *([format_counts(r.get("eval_labels")), format_counts(r.get("train_labels"))] if answers else []),
             str(r.get("eval_examples", "")),
