@@ -15,12 +15,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import bench, report
+from .report.data import prompt_cell
 from .cli_common import key_value, optional_int, quiet_libraries
 from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file, predated
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
-from .records import prompt_cell
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -247,6 +247,12 @@ def mean_and_stderr(correct: Sequence[bool]) -> tuple[float, float | None]:
     return mean, (variance / n) ** 0.5
 
 
+
+def prompt_name(fewshot: bool) -> str:
+    """How an evaluation prompted the model, as ``eval.json``'s ``prompt`` and ``metrics.jsonl``'s ``eval_prompt``
+    record it: "fewshot" (the task's exemplars, then the question) or "question" (the question alone)."""
+    return "fewshot" if fewshot else "question"
+
 def evaluate(
     task: Task,
     sampler: Sampler,
@@ -321,7 +327,7 @@ def evaluate(
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
     summary = {"task": task_name, "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
-               "n": len(rows), "no_answer": no_answer, "prompt": "fewshot" if fewshot else "question"}
+               "n": len(rows), "no_answer": no_answer, "prompt": prompt_name(fewshot)}
     maj = None
     if maj_k > 1:
         maj = _maj_rows(task, registry, rows, results["samples"][configs[1]["task"]], f"maj@{maj_k}", gold)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 from .config import RunConfig, steps_for
 from .errors import StarKitError
-from .evaluation import RideAlong, evaluate, greedy_params, same_generation
+from .evaluation import RideAlong, evaluate, greedy_params, prompt_name, same_generation
 from .labels import eval_label_counts, format_counts, label_counts
 from .models import resolve_model
 from .progress import Phases
@@ -549,8 +549,11 @@ class StarRun:
     def history(self) -> list[IterationResult]:
         """The recorded iterations (metrics.jsonl), tolerant of lines a kill or a person left behind."""
         known = set(IterationResult.__dataclass_fields__)
-        return [IterationResult(**{k: v for k, v in row.items() if k in known})
-                for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
+        # a row written before ``eval_prompt`` was recorded gets it from the config (which a resume cannot change)
+        rows = [row for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
+        return [IterationResult(**{k: v for k, v in row.items() if k in known and k != "eval_prompt"},
+                                eval_prompt=row.get("eval_prompt") or self.eval_prompt(row["iteration"]))
+                for row in rows]
 
 
 def maj_fields(maj: dict | None) -> dict:

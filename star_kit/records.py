@@ -124,10 +124,3 @@ class IterationResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def prompt_cell(iteration: int, eval_prompt: str | None) -> str:
-    """How M(n) was prompted in its evaluation, for the results tables: "few-shot" or "question" (M0 is always
-    few-shot; "" for M(n) in a metrics.jsonl written before ``eval_prompt`` was recorded)."""
-    if eval_prompt == "question":
-        return "question"
-    return "few-shot" if eval_prompt == "fewshot" or iteration == 0 else ""

@@ -182,3 +182,23 @@ def test_the_results_tables_say_how_each_model_was_prompted():
     body = html.split("<tbody>")[1]
     prompts = [row.split("<td>")[4].split("</td>")[0] for row in body.split("<tr>")[1:]]  # the 4th cell of a row
     assert prompts == ["few-shot", "question", "few-shot", ""]
+
+
+def test_rows_written_before_the_field_get_it_from_eval_json_or_the_config(tmp_path):
+    # The report reads eval.json's prompt; a resumed run's history reads the config (a resume cannot change it).
+    from star_kit.config import RunConfig
+    from star_kit.loop import StarRun
+    from star_kit.report.data import load_run
+    from star_kit.store import RunStore
+
+    run = tmp_path / "old"
+    (run / "iter_01").mkdir(parents=True)
+    (run / "iter_02").mkdir()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": n, "accuracy": 0.1 * n}) + "\n"
+                                               for n in range(3)))
+    (run / "iter_01" / "eval.json").write_text(json.dumps({"accuracy": 0.1, "prompt": "question"}))
+    (run / "iter_02" / "eval.json").write_text("{not json")
+    assert [r["eval_prompt"] for r in load_run(run)["metrics"]] == [None, "question", None]
+    loop = StarRun.__new__(StarRun)  # only what history() reads: the store and the config
+    loop.store, loop.config = RunStore(run), RunConfig(eval_prompt="trained")
+    assert [r.eval_prompt for r in loop.history()] == ["fewshot", "question", "question"]

@@ -165,12 +165,14 @@ def test_python_dash_m_star_kit():
 def test_loggers_derive_their_fields_from_iteration_result():
     from star_kit_plugins import csv_logger, tensorboard_logger
 
-    numeric = [f.name for f in dataclasses.fields(IterationResult) if f.name not in ("seconds", "checkpoint")]
-    result = IterationResult(**{name: i + 1 for i, name in enumerate(numeric)})
-    assert set(csv_logger.row_of(result)) >= {*numeric, "checkpoint"}
+    text = ("seconds", "checkpoint", "eval_prompt")
+    numeric = [f.name for f in dataclasses.fields(IterationResult) if f.name not in text]
+    result = IterationResult(**{name: i + 1 for i, name in enumerate(numeric)}, eval_prompt="question")
+    assert set(csv_logger.row_of(result)) >= {*numeric, "checkpoint", "eval_prompt"}
+    assert csv_logger.row_of(result)["eval_prompt"] == "question"
     tags = tensorboard_logger.scalars(result)
     assert tags["samples/unverified"] == numeric.index("unverified") + 1
-    assert len(tags) == len(numeric) - 1  # every numeric field but the step itself (iteration)
+    assert len(tags) == len(numeric) - 1  # every numeric field but the step itself (iteration); no text field
 
 
 # B. the contract: protocol checked at creation; evaluation scored by Task.is_correct -------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import StarKitError
 from ..records import IterationResult, Sample
-from ..store import RunStore, read_jsonl
+from ..store import RunStore, read_json, read_jsonl
 
 PHASES = ("sample", "rationalize", "train", "evaluate")
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
@@ -41,6 +41,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
                            f"has finished yet)", 2)
     metrics = sorted((r for r in _rows(store.metrics_path) if isinstance(r.get("iteration"), int)),
                      key=lambda r: r["iteration"])
+    for r in metrics:  # a row written before ``eval_prompt`` was recorded: eval.json's ``prompt``, when it has one
+        if r.get("eval_prompt") is None:
+            r["eval_prompt"] = _eval_prompt(store.iter_dir(r["iteration"]) / "eval.json")
     config: dict[str, Any] = {}
     if store.config_path.is_file():
         try:
@@ -86,6 +89,13 @@ def results(data: dict[str, Any]) -> list[IterationResult]:
     """The metrics rows of :func:`load_run` as records (unknown keys dropped, missing ones at their defaults)."""
     return [IterationResult(**{"accuracy": None, **{k: v for k, v in row.items() if k in _RESULT_FIELDS}})
             for row in data["metrics"]]
+
+def prompt_cell(iteration: int, eval_prompt: str | None) -> str:
+    """How M(n) was prompted in its evaluation, for the results tables: "few-shot" or "question" (M0 is always
+    few-shot; "" for M(n) in a metrics.jsonl written before ``eval_prompt`` was recorded)."""
+    if eval_prompt == "question":
+        return "question"
+    return "few-shot" if eval_prompt == "fewshot" or iteration == 0 else ""
 
 
 def summary(data: dict[str, Any]) -> str:
@@ -158,6 +168,15 @@ def _phases(metrics: list[dict[str, Any]]) -> list[str]:
     seconds = [r.get("seconds") if isinstance(r.get("seconds"), dict) else {} for r in metrics]
     seen = [p for p in PHASES if any(p in s for s in seconds)]
     return seen + sorted({k for s in seconds for k in s} - set(PHASES))
+
+
+def _eval_prompt(path: Path) -> str | None:
+    """``eval.json``'s ``prompt`` ("fewshot" or "question"); None when the file, or the key, is missing or bad."""
+    try:
+        prompt = read_json(path).get("prompt") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return prompt if prompt in ("fewshot", "question") else None
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

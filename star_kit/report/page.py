@@ -18,8 +18,7 @@ from importlib import resources
 from typing import Any
 
 from ..labels import format_counts
-from ..records import prompt_cell
-from .data import maj_label, pct, summary
+from .data import maj_label, pct, prompt_cell, summary
 
 _SLOT = re.compile(r"@([A-Z]+)@")
 
@@ -71,7 +70,7 @@ def _metrics_table(data: dict[str, Any]) -> str:
         maj = [pct(r.get("maj_accuracy")) if isinstance(r.get("maj_accuracy"), (int, float)) else "",
                "" if not isinstance(maj_stderr, (int, float)) else f"{100 * maj_stderr:.1f}"]
         cells = [
-            f"{n} (few-shot)" if n == 0 else str(n),
+            f"{n} (base model)" if n == 0 else str(n),
             pct(r.get("accuracy")),
             "" if not isinstance(stderr, (int, float)) else f"{100 * stderr:.1f}",
             prompt_cell(n if isinstance(n, int) else -1, r.get("eval_prompt")),
