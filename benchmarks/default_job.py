@@ -25,8 +25,12 @@ from collections import defaultdict
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse_variants, star_kit_run  # noqa: E402
+
+
 def run_variant(extra: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "star_kit", "run", "--out", str(out), "--no-progress", *extra]
+    cmd = star_kit_run(out, *extra)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -59,11 +63,11 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS")
     p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR (default: a temporary folder)")
     args = p.parse_args()
-    variants = [v.split("=", 1) for v in args.variant] or [["default", ""]]
+    variants = parse_variants(p, args.variant)
     os.environ.setdefault("TQDM_DISABLE", "1")
     results = {}
     with tempfile.TemporaryDirectory(prefix="star-kit-default-job-") as tmp:
-        for name, extra in variants:
+        for name, extra in variants.items():
             results[name] = run_variant(shlex.split(extra), Path(args.keep or tmp) / name)
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     report = {"variants": results}

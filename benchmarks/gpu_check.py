@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import star_kit_run  # noqa: E402
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -95,7 +97,6 @@ def step_env() -> dict:
     import torch
     import transformers
 
-    sys.path.insert(0, str(HERE))
     from peak import matmul_peak
 
     info = {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -215,9 +216,9 @@ def main() -> None:
     budget = (["--train-size", "8", "--eval-size", "4", "--iterations", "1", "--base-steps", "1"] if args.quick else
               ["--train-size", "3000", "--eval-size", "256", "--iterations", "4"])
     run_dir = runs / "budget"
-    r.sub("budget", "budget", [py, "-m", "star_kit", "run", "--out", str(run_dir), "--no-progress", "--model",
-                               args.model, *budget, "--trainer-opt", "learning_rate=1e-4",
-                               "--trainer-opt", "per_device_train_batch_size=32"], 600)
+    r.sub("budget", "budget", star_kit_run(run_dir, "--model", args.model, *budget, "--trainer-opt",
+                                           "learning_rate=1e-4", "--trainer-opt", "per_device_train_batch_size=32"),
+          600)
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]

@@ -36,6 +36,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 OWN_FLAGS = ("--seed", "--out", "--resume")  # the sweep sets these per run
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parse_variants, star_kit_run  # noqa: E402
+
 
 def read_metrics(run: Path) -> list[dict]:
     """The iterations a run recorded (``metrics.jsonl``), those with an accuracy."""
@@ -93,12 +96,7 @@ def main() -> None:
     p.add_argument("--keep", metavar="DIR", help="keep the run directories under DIR (default: a temporary folder)")
     p.add_argument("--json", metavar="FILE", help="also write the result to FILE")
     args = p.parse_args()
-    variants: dict[str, str] = {}
-    for v in args.variant or ["default="]:
-        name, _, extra = v.partition("=")
-        if not name or name in variants:
-            p.error(f"--variant {v!r}: each variant needs a name of its own (NAME=ARGS)")
-        variants[name] = extra
+    variants = parse_variants(p, args.variant)
     for where, extra in (("--common", args.common), *((f"--variant {n}", e) for n, e in variants.items())):
         own = [a for a in shlex.split(extra) if a.split("=")[0] in OWN_FLAGS]
         if own:
@@ -123,8 +121,8 @@ def main() -> None:
         while todo and len(running) < args.jobs and (deadline is None or time.monotonic() < deadline):
             key = todo.pop(0)
             run = runs[key]
-            cmd = [sys.executable, "-m", "star_kit", "run", "--out", str(run["dir"]), "--no-progress",
-                   "--seed", str(key[1]), *shlex.split(args.common), *shlex.split(variants[key[0]])]
+            cmd = star_kit_run(run["dir"], "--seed", str(key[1]), *shlex.split(args.common),
+                               *shlex.split(variants[key[0]]))
             with open(root / f"{key[0]}-s{key[1]}.log", "w") as log:  # the child keeps its own handle
                 log.write("$ " + shlex.join(cmd) + "\n")
                 log.flush()
