@@ -308,6 +308,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         task_names = [str(run_config["task"])]
     if not task_names:
         raise StarKitError("bench: pass --tasks NAME[,NAME...] (see `star-kit plugins`)", 2)
+    for key in dict(args.task_options):  # a TASK. prefix that names no benched task would be dropped silently
+        prefix = key.split(".", 1)[0] if "." in key else None
+        if prefix is not None and prefix not in task_names:
+            raise StarKitError(f"--task-opt {key}: {prefix!r} is not one of the benched tasks "
+                               f"({', '.join(task_names)})", 2)
     labels = [t.label for t in targets]
     if len(set(labels)) != len(labels):
         raise StarKitError(f"bench: a model is named twice: {labels}", 2)

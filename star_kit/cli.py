@@ -165,7 +165,10 @@ def results_table(history) -> Table:
             f"{r.rationalized}/{r.rationalization_attempts}" if r.iteration else "",
             str(r.train_examples) if r.iteration else "",
             str(r.steps) if r.iteration else "",
-            *(f"{s[k]:.0f}" if k in s else "" for k in ("sample", "rationalize", "train", "evaluate")),
+            # sampled ahead (--merge-passes): its seconds are in the previous iteration's evaluation
+            f"in eval {r.sampled_ahead_in}" if r.sampled_ahead_in is not None else
+            (f"{s['sample']:.0f}" if "sample" in s else ""),
+            *(f"{s[k]:.0f}" if k in s else "" for k in ("rationalize", "train", "evaluate")),
         )
     return table
 
@@ -207,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
         err_console.print(f"interrupted; continue with `star-kit run --resume {where}`", highlight=False)
         return 130
+    except BrokenPipeError:  # the reader went away (`star-kit plugins --json | head`): no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit does not fail again
+        return 141
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
                 where = f"{path}:{lineno}"
                 try:
                     try:
-                        data = json.loads(line)
+                        data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
                     except json.JSONDecodeError as exc:
                         raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
                     if not isinstance(data, dict):

@@ -120,6 +120,7 @@ def training_pairs(
     kept: Sequence[Sample],
     rationalized: Sequence[Sample],
     fewshot: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> tuple[list[tuple[Example, TrainExample]], int]:
     """:func:`build_training_set` with the question each pair was built from: the example itself, or the copy
     the task's ``augment`` returned (its answer is what the pair teaches; ``train_labels`` counts it).
@@ -127,7 +128,8 @@ def training_pairs(
     ``augment(example, rationale) -> [(example', rationale'), ...]`` (optional, :class:`star_kit.protocols.Task`)
     gives extra training copies of one kept pair; each is trained as ``prompt(example')`` +
     ``target(rationale', example'.answer)``, after the original pair, with the original's ``example_id`` and
-    ``source``.
+    ``source``. Identical pairs (the same prompt and completion: a question drawn twice, or K samples that agree)
+    are trained once; ``counts["merged"]``, when ``counts`` is given, says how many were merged.
     """
     by_id = {e.id: e for e in examples}
     augment = getattr(task, "augment", None)
@@ -149,6 +151,8 @@ def training_pairs(
                 if key not in seen:
                     seen.add(key)
                     out.append((ex, pair))
+                elif counts is not None:
+                    counts["merged"] = counts.get("merged", 0) + 1
     return out, dropped
 
 
@@ -274,7 +278,7 @@ class StarRun:
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         if config.iterations and not config.eval_fewshot(1):
             self.log("evaluation: M0 with the few-shot prompt, M(n) with the question alone, as it is fine-tuned "
-                     "(--eval-prompt fewshot: the few-shot prompt for every model)")
+                     "(to prompt every model few-shot instead, run with --eval-prompt fewshot)")
         self.skipped_rows = list(getattr(task, "skipped_rows", None) or [])
         if self.skipped_rows:
             write_json(self.store.root / "skipped_rows.json", self.skipped_rows)
@@ -462,10 +466,14 @@ class StarRun:
         rescued = [s for s in rationalized if s.accepted]
 
         # Build the hint-free SFT set.
-        pairs, dropped = training_pairs(task, train_set, kept, rescued, fewshot=config.train_fewshot)
+        counts: dict[str, int] = {}
+        pairs, dropped = training_pairs(task, train_set, kept, rescued, fewshot=config.train_fewshot, counts=counts)
         train = [pair for _, pair in pairs]
         if dropped:
             self.log(f"iteration {n}: dropped {dropped} rationales that quote the hint")
+        if counts.get("merged"):
+            self.log(f"iteration {n}: {counts['merged']} training pairs identical to another (the same question and "
+                     f"rationale) are trained once")
         if not store.has(n, "train.jsonl"):
             write_jsonl(store.artifact(n, "train.jsonl"), (t.to_dict() for t in train))
 

@@ -71,6 +71,14 @@ def test_bench_needs_a_model_and_a_task(tiny_model, capsys):
     assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--limit", "-1"]) == 2
 
 
+def test_bench_task_option_for_a_task_not_benched_is_refused(tiny_model, capsys):
+    # `gsm8k.digits` while benching arithmetic (or a misspelled prefix) was dropped silently and the run went on
+    for key in ("gsm8k.digits=1-2", "arithmatic.digits=1-2"):
+        assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--task-opt", key]) == 2
+        err = capsys.readouterr().err
+        assert f"--task-opt {key.split('=')[0]}" in err and "not one of the benched tasks (arithmetic)" in err
+
+
 def test_bench_offline_without_data_is_one_line(tiny_model, monkeypatch, capsys):
     monkeypatch.delenv("STAR_KIT_DATA_DIR", raising=False)
     assert main(["bench", "--model", tiny_model, "--tasks", "gsm8k", "--no-progress"]) == 1

@@ -169,19 +169,22 @@ def test_the_results_tables_say_how_each_model_was_prompted():
     from star_kit.records import IterationResult
     from star_kit.report.page import _metrics_table
 
-    rows = [IterationResult(0, 0.2), IterationResult(1, 0.3, eval_prompt="question"),
+    rows = [IterationResult(0, 0.2), IterationResult(1, 0.3, eval_prompt="question", sampled_ahead_in=0,
+                                                     seconds={"sample": 0.0, "train": 5.0}),
             IterationResult(2, 0.4, eval_prompt="fewshot"), IterationResult(3, 0.5)]
     console = Console(record=True, width=300)
     console.print(results_table(rows))
     lines = console.export_text().splitlines()
     cells = {line.split("│")[1].strip(): line.split("│")[4].strip() for line in lines if line.count("│") > 4}
     assert cells == {"0": "few-shot", "1": "question", "2": "few-shot", "3": ""}
-    html = _metrics_table({"phases": [], "metrics": [r.to_dict() for r in rows[:3]] + [{"iteration": 3,
+    assert "in eval 0" in next(line for line in lines if line.split("│")[1:2] == ["    1 "])  # its sampling's time
+    html = _metrics_table({"phases": ["sample", "train"], "metrics": [r.to_dict() for r in rows[:3]] + [{"iteration": 3,
                                                                                     "accuracy": 0.5}]})
     assert "<th>prompt</th>" in html
     body = html.split("<tbody>")[1]
     prompts = [row.split("<td>")[4].split("</td>")[0] for row in body.split("<tr>")[1:]]  # the 4th cell of a row
     assert prompts == ["few-shot", "question", "few-shot", ""]
+    assert "<td>in eval 0</td><td>5.0</td>" in html  # iteration 1 was sampled in M(0)'s evaluation pass
 
 
 def test_rows_written_before_the_field_get_it_from_eval_json_or_the_config(tmp_path):

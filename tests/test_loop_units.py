@@ -5,7 +5,7 @@ import pytest
 
 from star_kit.cli import main
 from star_kit.config import RunConfig, steps_for
-from star_kit.loop import build_training_set, should_stop
+from star_kit.loop import build_training_set, should_stop, training_pairs
 from star_kit.records import IterationResult, Sample
 from star_kit.registry import load_registry
 
@@ -48,6 +48,9 @@ def test_training_set_never_contains_the_hint():
     # duplicates collapse
     again, _ = build_training_set(task, examples, kept + kept, [])
     assert len(again) == 1
+    counts = {}
+    pairs, _ = training_pairs(task, examples, kept + kept + kept, [], counts=counts)
+    assert len(pairs) == 1 and counts == {"merged": 2}  # the loop logs how many were merged
 
 
 def test_patience():

@@ -34,6 +34,19 @@ def test_plugins_json(capsys):
     assert all(e["distribution"] == "star-kit" for e in data["tasks"] if e["name"] == "arithmetic")
 
 
+def test_plugins_json_into_a_closed_pipe_is_no_traceback():
+    # `star-kit plugins --json | head -1`: the reader goes away before the output ends
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "star_kit", "plugins", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before it writes anything: every write fails with EPIPE
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141 and "Traceback" not in err and "BrokenPipe" not in err, err[-500:]
+
+
 def test_plugin_spec_and_env_var(test_plugin, capsys):
     assert main(["plugins", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
