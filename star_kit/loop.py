@@ -211,6 +211,7 @@ class StarRun:
     on_record: Callable[[list[IterationResult]], None] | None = None  # e.g. a live summary table
     store: RunStore = field(init=False)
     lock: RunLock | None = field(default=None, init=False)  # held from prepare() to the end of run()
+    created_root: bool = field(default=False, init=False)  # prepare() made the run directory (removed if left empty)
 
     def __post_init__(self) -> None:
         self.store = RunStore(Path(self.config.out))
@@ -226,6 +227,7 @@ class StarRun:
             raise StarKitError(f"--out {store.root} is a file, not a directory", 2)
         if resume and not store.config_path.is_file():
             raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
+        self.created_root = not store.root.exists()
         try:
             store.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -252,6 +254,11 @@ class StarRun:
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
+            if self.created_root:  # a start that failed before writing anything leaves no empty folder behind
+                try:
+                    self.store.root.rmdir()  # only ever an empty one
+                except OSError:
+                    pass
 
     def _run(self, resume: bool) -> list[IterationResult]:
         """Start-up order: everything that can fail is built and checked before anything is written (the task
