@@ -22,6 +22,7 @@ from typing import Any
 
 from .cli_common import key_value, optional_int, quiet_libraries
 from .errors import StarKitError, UnknownNameError, one_line
+from .records import PROMPT_NAMES
 
 LM_EVAL_PREFIX = "lm-eval:"
 # Preferred headline metric of an lm-eval-native task (the first one present wins).
@@ -78,7 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "their answers (star-kit tasks; default 0 = greedy only; with --run: the run's)")
     p.add_argument("--eval-temperature", type=float, metavar="T",
                    help="sampling temperature of the maj@K rationales (default 0.7; with --run: the run's)")
-    p.add_argument("--eval-prompt", choices=("fewshot", "question"),
+    p.add_argument("--eval-prompt", choices=PROMPT_NAMES,
                    help="star-kit tasks: prompt every model with the task's few-shot prompt or with the question "
                         "alone, as `star-kit run` fine-tunes (default: fewshot; with --run: as the run evaluated "
                         "each iteration)")

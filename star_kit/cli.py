@@ -15,12 +15,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import bench, report
-from .report.data import prompt_cell
 from .cli_common import key_value, optional_int, quiet_libraries
 from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file, predated
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
+from .report.data import prompt_cell, sampled_ahead_cell
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,9 +165,7 @@ def results_table(history) -> Table:
             f"{r.rationalized}/{r.rationalization_attempts}" if r.iteration else "",
             str(r.train_examples) if r.iteration else "",
             str(r.steps) if r.iteration else "",
-            # sampled ahead (--merge-passes): its seconds are in the previous iteration's evaluation
-            f"in eval {r.sampled_ahead_in}" if r.sampled_ahead_in is not None else
-            (f"{s['sample']:.0f}" if "sample" in s else ""),
+            sampled_ahead_cell(r.sampled_ahead_in) or (f"{s['sample']:.0f}" if "sample" in s else ""),
             *(f"{s[k]:.0f}" if k in s else "" for k in ("rationalize", "train", "evaluate")),
         )
     return table

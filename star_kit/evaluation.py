@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import StarKitError
 from .protocols import Advance, Sampler, Task
-from .records import Example, GenerationParams
+from .records import PROMPT_NAMES, Example, GenerationParams
 from .store import write_json, write_jsonl
 from .task import extract_filter
 
@@ -247,11 +247,10 @@ def mean_and_stderr(correct: Sequence[bool]) -> tuple[float, float | None]:
     return mean, (variance / n) ** 0.5
 
 
-
 def prompt_name(fewshot: bool) -> str:
-    """How an evaluation prompted the model, as ``eval.json``'s ``prompt`` and ``metrics.jsonl``'s ``eval_prompt``
-    record it: "fewshot" (the task's exemplars, then the question) or "question" (the question alone)."""
-    return "fewshot" if fewshot else "question"
+    """The :data:`PROMPT_NAMES` entry of an evaluation: "fewshot" or "question"."""
+    return PROMPT_NAMES[0] if fewshot else PROMPT_NAMES[1]
+
 
 def evaluate(
     task: Task,

@@ -437,8 +437,8 @@ class StarRun:
                                 top_p=config.top_p, n=config.samples, stop=task.stop, seed=config.seed * 1000 + n)
 
     def eval_prompt(self, n: int) -> str:
-        """How M(n) is prompted in its evaluation, as ``eval.json`` records it: "fewshot" or "question"."""
-        return "fewshot" if self.config.eval_fewshot(n) else "question"
+        """How M(n) is prompted in its evaluation (:func:`star_kit.evaluation.prompt_name`)."""
+        return prompt_name(self.config.eval_fewshot(n))
 
     def eval_labels(self, n, eval_set) -> dict[str, int] | None:
         """The answer labels M(n) predicted on the held-out split (``eval_samples.jsonl``), for a task with

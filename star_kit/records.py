@@ -87,6 +87,11 @@ class TrainExample:
         return asdict(self)
 
 
+#: how an evaluation prompted the model, as ``eval.json``'s ``prompt`` and ``metrics.jsonl``'s ``eval_prompt``
+#: record it: the task's exemplars then the question, or the question alone
+PROMPT_NAMES = ("fewshot", "question")
+
+
 @dataclass
 class IterationResult:
     """What one STaR iteration produced; one line of ``metrics.jsonl``."""
@@ -123,4 +128,3 @@ class IterationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StarKitError
-from ..records import IterationResult, Sample
+from ..records import PROMPT_NAMES, IterationResult, Sample
 from ..store import RunStore, read_json, read_jsonl
 
 PHASES = ("sample", "rationalize", "train", "evaluate")
@@ -90,12 +90,19 @@ def results(data: dict[str, Any]) -> list[IterationResult]:
     return [IterationResult(**{"accuracy": None, **{k: v for k, v in row.items() if k in _RESULT_FIELDS}})
             for row in data["metrics"]]
 
+
 def prompt_cell(iteration: int, eval_prompt: str | None) -> str:
     """How M(n) was prompted in its evaluation, for the results tables: "few-shot" or "question" (M0 is always
     few-shot; "" for M(n) in a metrics.jsonl written before ``eval_prompt`` was recorded)."""
     if eval_prompt == "question":
         return "question"
     return "few-shot" if eval_prompt == "fewshot" or iteration == 0 else ""
+
+
+def sampled_ahead_cell(sampled_ahead_in: Any) -> str | None:
+    """The results tables' sampling-seconds cell of an iteration sampled in the previous iteration's evaluation
+    pass (``--merge-passes``: its seconds are that evaluation's): "in eval N"; None for one sampled on its own."""
+    return f"in eval {sampled_ahead_in}" if isinstance(sampled_ahead_in, int) else None
 
 
 def summary(data: dict[str, Any]) -> str:
@@ -176,7 +183,7 @@ def _eval_prompt(path: Path) -> str | None:
         prompt = read_json(path).get("prompt") if path.is_file() else None
     except (OSError, ValueError, AttributeError):
         return None
-    return prompt if prompt in ("fewshot", "question") else None
+    return prompt if prompt in PROMPT_NAMES else None
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:

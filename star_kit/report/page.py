@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any
 
 from ..labels import format_counts
-from .data import maj_label, pct, prompt_cell, summary
+from .data import maj_label, pct, prompt_cell, sampled_ahead_cell, summary
 
 _SLOT = re.compile(r"@([A-Z]+)@")
 
@@ -83,8 +83,8 @@ def _metrics_table(data: dict[str, Any]) -> str:
             f"{r.get('rationalized', 0)} / {r.get('rationalization_attempts', 0)}" if n else "",
             str(r.get("train_examples", "")) if n else "",
             str(r.get("steps", "")) if n else "",
-            *(f"in eval {r['sampled_ahead_in']}" if p == "sample" and isinstance(r.get("sampled_ahead_in"), int)
-              else "" if not isinstance(secs.get(p), (int, float)) else f"{secs[p]:.1f}" for p in phases),
+            *((p == "sample" and sampled_ahead_cell(r.get("sampled_ahead_in")))
+              or ("" if not isinstance(secs.get(p), (int, float)) else f"{secs[p]:.1f}") for p in phases),
         ]
         lines.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     lines.append("</tbody></table>")
