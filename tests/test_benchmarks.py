@@ -134,5 +134,8 @@ def test_seed_sweep_budget_stops_runs_and_a_used_folder_is_refused(tiny_model, t
     assert data["variants"]["default"]["seeds"]["1"]["exit"] == "not started"
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already holds default-s0" in again.stderr
+    assert "sk-secret" not in json.dumps(_last_json([*cmd[:-2], "--keep", str(tmp_path / "s"), "--budget-s", "1",
+                                                    "--variant", "k=--sampler-opt api_key=sk-secret"]))
+    assert "sk-secret" not in (tmp_path / "s" / "k-s0.log").read_text()  # the logged command line too
     bad = subprocess.run([*cmd[:-2], "--variant", "x=--seed 3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--seed is set by the sweep" in bad.stderr
