@@ -72,6 +72,9 @@ def data_root(data_dir: str | os.PathLike | None) -> Path | None:
     if not chosen:
         return None
     root = Path(chosen).expanduser()
+    if root.is_file():
+        raise StarKitError(f"{source} {chosen}: a file, not a folder (give the folder that holds the task's files, "
+                           "e.g. gsm8k/train.jsonl)", 2)
     if not root.is_dir():
         raise StarKitError(f"{source} {chosen}: no such folder", 2)
     return root
@@ -82,30 +85,32 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
     (raised, or appended to ``skipped`` when given)."""
     rows: list[Row] = []
     try:
-        fh = open(path, encoding="utf-8")
+        fh = open(path, "rb")  # lines decoded one by one, so a byte that is not UTF-8 names its line
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     with fh:
-        try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
                 try:
-                    try:
-                        data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-                    if not isinstance(data, dict):
-                        raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
-                except DataError as exc:
-                    if skipped is None:
-                        raise
-                    skipped.append(str(exc))
-                    continue
-                rows.append(Row(where, lineno - 1, data))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                    f"{exc.start + 1}: {exc.reason})") from None
+                try:
+                    data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(data, dict):
+                    raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
+            except DataError as exc:
+                if skipped is None:
+                    raise
+                skipped.append(str(exc))
+                continue
+            rows.append(Row(where, lineno - 1, data))
     return rows
 
 

@@ -110,6 +110,10 @@ def test_missing_data_folder_or_file(tmp_path):
     with pytest.raises(StarKitError, match="no such folder") as err:
         GSM8KTask(data_dir=str(tmp_path / "nowhere")).examples("train", None, 0)
     assert err.value.exit_code == 2
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(StarKitError, match="a-file: a file, not a folder") as err:
+        GSM8KTask(data_dir=str(tmp_path / "a-file")).examples("train", None, 0)
+    assert err.value.exit_code == 2
     with pytest.raises(DataError, match=r"gsm8k/test\.jsonl not found"):
         GSM8KTask(data_dir=str(tmp_path)).examples("eval", None, 0)
     with pytest.raises(DataError, match=r"commonsenseqa/dev_rand_split\.jsonl not found"):
@@ -192,6 +196,19 @@ def test_gsm8k_malformed_row_names_file_and_line(tmp_path, bad_line, message):
         GSM8KTask(data_dir=str(tmp_path)).examples("train", None, 0)
     assert f"{path}:3:" in str(err.value)  # the blank line 2 still counts
     assert err.value.exit_code == 2
+
+
+def test_a_line_that_is_not_utf8_names_its_line_and_column(tmp_path):
+    path = tmp_path / "gsm8k" / "train.jsonl"
+    path.parent.mkdir()
+    bad = '{"question": "What is 1 + 1?", "answer": "caf\xe9 #### 2"}'.encode("latin-1")
+    path.write_bytes(GOOD_GSM.encode() + b"\n" + GOOD_GSM.encode() + b"\n" + bad + b"\n")
+    with pytest.raises(DataError) as err:
+        GSM8KTask(data_dir=str(tmp_path)).examples("train", None, 0)
+    assert str(err.value) == f"{path}:3: not UTF-8 text (byte 0xe9 at column 46: invalid continuation byte)"
+    lenient = GSM8KTask(data_dir=str(tmp_path), skip_bad_rows=True)  # skipped and counted like any bad row
+    assert len(lenient.examples("train", None, 0)) == 2
+    assert lenient.skipped_rows == [str(err.value)]
 
 
 @pytest.mark.parametrize("bad_row, message", [
