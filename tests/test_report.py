@@ -133,6 +133,9 @@ def test_report_files_hold_the_run_and_nothing_runs_from_model_text(tmp_path):
         assert f"<!-- {title}".encode() in svg
     # The static metrics table (readable without JavaScript).
     assert "<td>66.7%</td>" in html and "<td>1 / 3</td>" in html
+    # The config table: strings bare as in config.yaml, other values as JSON.
+    assert "<tr><th>task</th><td>arithmetic</td></tr>" in html and "<tr><th>train_size</th><td>4</td></tr>" in html
+    assert "<tr><th>rationalize</th><td>true</td></tr>" in html
 
 
 def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path):

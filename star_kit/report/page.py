@@ -91,10 +91,14 @@ def _metrics_table(data: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+def _config_cell(value: Any) -> str:
+    """A string as written in config.yaml (no JSON quotes); numbers, booleans, lists and mappings as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _config_table(config: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v, ensure_ascii=False, default=str))}</td></tr>"
-        for k, v in config.items())
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_config_cell(v))}</td></tr>"
+                   for k, v in config.items())
     return f"<table class='config'>{rows}</table>" if rows else "<p>no config.yaml</p>"
 
 
