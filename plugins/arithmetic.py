@@ -19,9 +19,10 @@ from typing import Any
 
 import star_kit
 from star_kit import arith
+from star_kit.arith import canonical_integer
 from star_kit.errors import StarKitError
 from star_kit.records import Example
-from star_kit.task import FewShotTask
+from star_kit.task import FewShotTask, parse_digits
 from star_kit_tasks import TASKS_DIR
 
 # Possessive quantifiers: the same matches as r"answer is\s*:?\s*(-?)\s*(\d[\d,]*)", in linear time (that one
@@ -30,12 +31,6 @@ _ANSWER = re.compile(r"answer is\s*+:?\s*+(-?)\s*+(\d[\d,]*+)", re.IGNORECASE)
 
 
 MAX_STEPS = 64  # '=' steps verify_addition reads; the place-value rationale writes 3
-
-
-def canonical_integer(sign: str, digits: str) -> str:
-    """'0,1,080' -> '1080'; never calls int() (no size limit, nothing evaluated)."""
-    digits = digits.replace(",", "").lstrip("0") or "0"
-    return ("-" + digits) if sign == "-" and digits != "0" else digits
 
 
 def extract_integer_answer(text: str) -> str | None:
@@ -161,27 +156,6 @@ def _place_value_split(segment: str) -> bool:
     """Whether every number in ``segment`` is one digit times a power of ten, and there are several."""
     nums = arith.numbers(segment)
     return bool(nums) and len(nums) > 2 and all(len(n.rstrip("0")) <= 1 and "." not in n for n in nums)
-
-
-def parse_digits(spec: Any, key: str) -> list[int]:
-    """'1-5' / '3' / [1, 2] -> sorted digit counts."""
-    try:
-        if isinstance(spec, int):
-            values = [spec]
-        elif isinstance(spec, (list, tuple)):
-            values = [int(v) for v in spec]
-        else:
-            text = str(spec).strip()
-            if "-" in text:
-                lo, hi = (int(p) for p in text.split("-", 1))
-                values = list(range(lo, hi + 1))
-            else:
-                values = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise StarKitError(f"task option {key}={spec!r}: expected a digit range like '1-5'", 2) from None
-    if not values or min(values) < 1 or max(values) > 30:
-        raise StarKitError(f"task option {key}={spec!r}: digit counts must be between 1 and 30", 2)
-    return sorted(set(values))
 
 
 FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)

@@ -7,7 +7,8 @@ verifier spend unbounded time or memory.
 
 Also the text helpers the built-in extractors and verifiers share, each linear in the length of the text (no regex
 here backtracks): ``normalize_digits`` (Unicode digits -> ASCII), ``is_power`` ('1e999999', '9^9^9'),
-``chains`` / ``iter_chains`` (the 'a = b = c' calculations written in prose) and ``last_match``.
+``chains`` / ``iter_chains`` (the 'a = b = c' calculations written in prose), ``last_match`` and
+``canonical_integer`` (an extracted integer answer, '1,080' -> '1080').
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ def last_match(pattern: re.Pattern, text: str, pos: int = 0, endpos: int | None 
     """The last of ``pattern.finditer(text, pos, endpos)`` (non-overlapping, left to right), consumed in C."""
     tail = deque(pattern.finditer(text, pos, len(text) if endpos is None else endpos), maxlen=1)
     return tail[0] if tail else None
+
+
+def canonical_integer(sign: str, digits: str) -> str:
+    """The canonical form of an integer answer an extractor matched as (sign, digits with commas):
+    ('', '0,1,080') -> '1080', ('-', '0') -> '0'; never calls int() (no size limit, nothing evaluated)."""
+    digits = digits.replace(",", "").lstrip("0") or "0"
+    return ("-" + digits) if sign == "-" and digits != "0" else digits
 
 
 class _Unreadable(Exception):

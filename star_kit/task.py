@@ -22,8 +22,30 @@ from typing import Any
 
 import yaml
 
-from .errors import DataError
+from .errors import DataError, StarKitError
 from .records import Example, Exemplar
+
+
+def parse_digits(spec: Any, key: str) -> list[int]:
+    """A task option naming digit counts: '1-5' / '3' / '1,3' / [1, 2] -> sorted distinct counts (1 to 30);
+    anything else is one StarKitError line naming the option ``key``."""
+    try:
+        if isinstance(spec, int):
+            values = [spec]
+        elif isinstance(spec, (list, tuple)):
+            values = [int(v) for v in spec]
+        else:
+            text = str(spec).strip()
+            if "-" in text:
+                lo, hi = (int(p) for p in text.split("-", 1))
+                values = list(range(lo, hi + 1))
+            else:
+                values = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise StarKitError(f"task option {key}={spec!r}: expected a digit range like '1-5'", 2) from None
+    if not values or min(values) < 1 or max(values) > 30:
+        raise StarKitError(f"task option {key}={spec!r}: digit counts must be between 1 and 30", 2)
+    return sorted(set(values))
 
 
 def load_lm_eval_yaml(path: Path) -> dict[str, Any]:

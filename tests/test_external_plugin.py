@@ -73,6 +73,18 @@ def _fake_distribution(site: Path, dist: str, module: str, source: str) -> None:
     (site / f"{module}.py").write_text(source)
 
 
+def test_the_example_imports_only_star_kits_public_modules():
+    """A third party's plugin needs nothing from star-kit's own plugin modules (``star_kit_plugins``,
+    ``star_kit_tasks``): what the example uses from star-kit comes from the ``star_kit`` package."""
+    import ast
+
+    tree = ast.parse((EXAMPLE / "star_kit_multiply" / "plugin.py").read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    star_kit_modules = {m for m in imported if m.split(".")[0].startswith("star_kit")}
+    assert star_kit_modules == {"star_kit", "star_kit.arith", "star_kit.errors", "star_kit.records", "star_kit.task"}
+
+
 # -- installed through pip: listed, and one STaR iteration runs on it -------------------------------------
 def test_installed_distribution_appears_in_star_kit_plugins(installed_multiply):
     data = _plugins_json(installed_multiply)

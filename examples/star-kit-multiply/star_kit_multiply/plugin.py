@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
+from star_kit.arith import canonical_integer
 from star_kit.errors import StarKitError
 from star_kit.records import Example
-from star_kit.task import FewShotTask
-from star_kit_plugins.arithmetic import canonical_integer, parse_digits
+from star_kit.task import FewShotTask, parse_digits
 
 HERE = Path(__file__).resolve().parent
 _ANSWER = re.compile(r"answer is\s*+:?\s*+(-?)\s*+([0-9][0-9,]*+)", re.IGNORECASE)  # possessive: linear time
