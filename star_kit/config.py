@@ -159,7 +159,7 @@ def predated(saved: dict[str, Any]) -> dict[str, Any]:
     """A run directory's saved config with the keys it predates set to what the run did then
     (:attr:`RunConfig.PREDATED`), so that resuming or benching it does not change what it measures. A run made
     before ``eval_prompt`` existed is also one made when CommonsenseQA's ``answer_format`` defaulted to ``choice``
-    (config.yaml keeps only the options given, not the task's defaults)."""
+    (its config.yaml kept only the options given; a run records the task's defaults too since)."""
     out = {**{k: v for k, v in RunConfig.PREDATED.items() if k not in saved}, **saved}
     if "eval_prompt" not in saved and saved.get("task") == "commonsense_qa":
         options = saved.get("task_options") if isinstance(saved.get("task_options"), dict) else {}

@@ -24,7 +24,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import RunConfig, steps_for
 from .errors import StarKitError
@@ -212,6 +212,7 @@ class StarRun:
     store: RunStore = field(init=False)
     lock: RunLock | None = field(default=None, init=False)  # held from prepare() to the end of run()
     created_root: bool = field(default=False, init=False)  # prepare() made the run directory (removed if left empty)
+    task_defaults: dict[str, Any] = field(default_factory=dict, init=False)  # the task factory's option defaults
 
     def __post_init__(self) -> None:
         self.store = RunStore(Path(self.config.out))
@@ -237,6 +238,8 @@ class StarRun:
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
             saved = predated(load_config_file(store.config_path))  # a key the run predates: what it did then
+            if isinstance(saved.get("task_options"), dict):  # a run that recorded only the options it was given
+                saved["task_options"] = {**self.task_defaults, **saved["task_options"]}
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
@@ -271,6 +274,10 @@ class StarRun:
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
         task = self.build_task()
+        # config.yaml records the task's options with its defaults (one that a later release changes does not
+        # change what this run does on resume or in bench --run)
+        self.task_defaults = registry.option_defaults("tasks", config.task, exclude=("data_dir", "skip_bad_rows"))
+        config.task_options = {**self.task_defaults, **config.task_options}
         train_set = task.examples("train", config.train_size, config.seed)
         eval_set = task.examples("eval", config.eval_size, config.seed)
         if not train_set or not eval_set:

@@ -157,6 +157,24 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
 
+    def option_defaults(self, kind: str, name: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The options the factory of ``name`` declares with a default, by keyword, as its signature writes them
+        (a run's config.yaml records them beside the options given, so a later release's defaults cannot change
+        what a resumed run does). Only plain YAML values (None, bool, int, float, str, and lists of them) that fit
+        the option's annotation, so that passing them back is the same call and passes :meth:`check_options`."""
+        from .config import option_type_problem
+
+        entry = self.get(kind, name)
+        try:
+            params = inspect.signature(entry.obj).parameters
+        except (TypeError, ValueError):
+            return {}
+        hints = _annotations(entry.obj)
+        return {n: p.default for n, p in params.items()
+                if n not in exclude and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.default is not p.empty and _plain(p.default)
+                and (n not in hints or option_type_problem(n, p.default, hints[n]) is None)}
+
     def accepts(self, kind: str, name: str, option: str) -> bool:
         """Whether the factory of ``name`` declares ``option`` (by name, or through ``**options``)."""
         try:
@@ -338,6 +356,13 @@ class _Guarded:
 
     def __setattr__(self, attr: str, value: Any) -> None:
         setattr(self.wrapped, attr, value)
+
+
+def _plain(value: Any) -> bool:
+    """A value config.yaml writes and reads back unchanged: None, bool, int, float, str, or a list of them."""
+    if isinstance(value, list):
+        return all(v is None or isinstance(v, (bool, int, float, str)) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _annotations(factory: Any) -> dict[str, Any]:

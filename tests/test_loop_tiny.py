@@ -83,6 +83,26 @@ def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
     assert "verifier: auto" in config.read_text()
 
 
+def test_config_yaml_records_the_tasks_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "0", "--task-opt", "digits=1") == 0
+    config = out / "config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    # the option given, and what the task did by default (a later release's defaults cannot change this run)
+    assert saved["task_options"] == {"digits": 1, "eval_digits": None, "rationales": True, "format": "place_value"}
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # the recorded defaults match on resume
+    assert main(["run", "--resume", str(out), "--task-opt", "format=column", "--no-progress"]) == 2
+    assert "config key 'task_options' differs" in capsys.readouterr().err
+    # A run directory written before the defaults were recorded (only the options given) resumes unchanged ...
+    saved["task_options"] = {"digits": 1}
+    config.write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    # ... and its config.yaml now records the defaults it ran with.
+    assert yaml.safe_load(config.read_text())["task_options"]["format"] == "place_value"
+
+
 def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin):
     """Cut a finished run back to 'killed after the first sampling chunk, mid-write of the second' and resume:
     samples, training set and metrics come out identical to the uninterrupted run."""
