@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -104,7 +105,12 @@ class TRLSFTTrainer:
         if compact_lm_head not in ("auto", True, False):
             raise StarKitError(f"trainer 'trl-sft': compact_lm_head must be auto, true or false, got "
                                f"{compact_lm_head!r}", 2)
+        if lora and importlib.util.find_spec("peft") is None:  # fails now, not after sampling
+            raise StarKitError("trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')", 2)
         given = check_sft_options(sft_options)
+        for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            if key in given and not (isinstance(given[key], int) and given[key] >= 1):
+                raise StarKitError(f"trainer 'trl-sft': {key} must be a positive integer, got {given[key]!r}", 2)
         if given.get("max_length") is not None and not given.get("packing"):
             if given.get("padding_free"):
                 raise StarKitError("trainer 'trl-sft': TRL truncates to max_length in padded batches only: pass "

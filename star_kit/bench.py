@@ -346,6 +346,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, seed)
     if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
+    if args.json:  # a path that cannot be written fails now, in one line, not after the whole bench has run
+        try:
+            write_json(Path(args.json), [])
+        except StarKitError as exc:
+            raise StarKitError(f"--json {args.json}: {exc}", 2) from None
     for t in targets:
         t.path = resolve_model(t.name)
 

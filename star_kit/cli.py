@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import bench, report
-from .cli_common import key_value, optional_int, quiet_libraries
+from .cli_common import OneLineParser, key_value, optional_int, quiet_libraries
 from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file, predated
 from .console import console, err_console
 from .errors import StarKitError
@@ -24,7 +24,7 @@ from .report.data import prompt_cell, sampled_ahead_cell
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="star-kit", description="STaR: a language model teaches itself to reason.")
+    parser = OneLineParser(prog="star-kit", description="STaR: a language model teaches itself to reason.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     S = argparse.SUPPRESS
@@ -100,6 +100,9 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
             flags[key] = {**(given.get(key) or {}), **dict(flags[key])}
     given.update(flags)
     if getattr(args, "resume", None):
+        if "out" in flags and os.path.realpath(flags["out"]) != os.path.realpath(args.resume):
+            raise StarKitError(f"--resume {args.resume} continues the run in that directory; --out {flags['out']} "
+                               f"names another (drop --out)", 2)
         saved = code_from_saved(saved, given, f"--resume {args.resume}")
     data = dict(saved)
     for key, value in given.items():

@@ -41,4 +41,18 @@ def key_value(text: str) -> tuple[str, Any]:
 
 
 def optional_int(text: str) -> int | None:
-    return None if text.lower() in ("all", "none") else int(text)
+    """An integer, or 'all' / 'none' for None (``--train-size all``)."""
+    if text.lower() in ("all", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {text!r}") from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to read more), exit code 2, instead of
+    the whole usage block first. Subcommands' parsers are made of the same class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

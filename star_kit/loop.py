@@ -288,7 +288,7 @@ class StarRun:
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
         self.prepare(resume)
-        self.log(f"task {task.name}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
+        self.log(f"task {config.task}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         if config.iterations and not config.eval_fewshot(1):
             self.log("evaluation: M0 with the few-shot prompt, M(n) with the question alone, as it is fine-tuned "

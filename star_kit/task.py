@@ -148,7 +148,8 @@ class FewShotTask:
         return rows if n is None else rows[:n]
 
     def load_split(self, split: str, seed: int) -> list[Example]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} implements neither examples(split, n, seed) nor "
+                                  f"load_split(split, seed)")
 
     # -- prompts -----------------------------------------------------------------------------------------
     def fewshot(self) -> list[Exemplar]:
@@ -212,7 +213,7 @@ class DatasetTask(FewShotTask):
         self._cache: dict[str, list[Example]] = {}
 
     def parse_row(self, row: Any, split: str) -> Example:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement parse_row(row, split)")
 
     def load_split(self, split: str, seed: int) -> list[Example]:
         from .data import load_rows, parse_rows

@@ -188,8 +188,8 @@ def test_a_factory_result_is_checked_against_its_protocol():
     registry.add_plugin(_module("half", register_samplers=lambda register: register("half", HalfSampler)),
                         "half", "dist-half")
     registry.collect()
-    with pytest.raises(PluginError, match=r"sampler 'half' \(plugin 'half', distribution 'dist-half'\) returned a "
-                                          r"HalfSampler that lacks method close\(\), method generate\(\)"):
+    with pytest.raises(PluginError, match=r"sampler 'half' \(plugin 'half', distribution 'dist-half'\) returned an "
+                                          r"object of type HalfSampler that lacks method close\(\), method generate\(\)"):
         registry.create("samplers", "half", "m")
 
 
