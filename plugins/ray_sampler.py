@@ -41,7 +41,11 @@ class SamplerActor:
 
             torch.set_num_threads(threads)
         self.pid = os.getpid()
-        self.sampler = load_registry().create("samplers", backend, model, **options)
+        self.error: tuple[str, int] | None = None
+        try:
+            self.sampler = load_registry().create("samplers", backend, model, **options)
+        except StarKitError as exc:  # a bad backend option: its own one line and exit code reach the driver
+            self.sampler, self.error = None, (str(exc), exc.exit_code)
 
     def generate(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
         return self.sampler.generate(prompts, params)
@@ -53,10 +57,11 @@ class SamplerActor:
     def info(self) -> dict[str, Any]:
         import socket
 
-        return {"pid": self.pid, "host": socket.gethostname()}
+        return {"pid": self.pid, "host": socket.gethostname(), "error": self.error}
 
     def close(self) -> None:
-        self.sampler.close()
+        if self.sampler is not None:
+            self.sampler.close()
 
 
 class RaySampler:
@@ -91,9 +96,14 @@ class RaySampler:
             raise StarKitError("sampler 'ray': backend cannot be ray itself", 2)
         from star_kit.registry import load_registry
 
-        load_registry().get("samplers", backend)  # an unknown backend fails here, before any actor starts
+        registry = load_registry()
+        if backend not in registry.names("samplers"):  # fails here, before any actor starts
+            raise StarKitError(f"sampler 'ray': option backend={backend!r} is not a sampler (available: "
+                               f"{', '.join(n for n in registry.names('samplers') if n != 'ray')})", 2)
+        registry.check_options("samplers", backend, model, **backend_options)  # an unknown backend option
         self.ray = ray
         self.started_ray = False
+        self.actors: list[Any] = []
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
@@ -102,17 +112,27 @@ class RaySampler:
             try:
                 ray.init(**kwargs)
             except Exception as exc:  # ConnectionError and Ray's own errors
-                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-                raise StarKitError(f"sampler 'ray': cannot start or join {where}: {exc}".splitlines()[0]) from exc
+                if address:  # the cluster the user named is not there
+                    raise StarKitError(f"sampler 'ray': no Ray cluster to join at address={address} (start one with "
+                                       f"`ray start --head`, or leave address unset for a local instance): "
+                                       f"{one_line(exc)}", 2) from exc
+                raise StarKitError(f"sampler 'ray': cannot start a local Ray instance: {one_line(exc)}") from exc
             self.started_ray = True
         if gpus_per_worker is None:
             gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        if self.started_ray and not address:  # a local instance has what it has: actors that do not fit would wait
+            have = ray.cluster_resources()
+            for unit, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
+                if each and workers * each > have.get(unit, 0):
+                    self.close()
+                    raise StarKitError(f"sampler 'ray': workers={workers} x {unit.lower()}s_per_worker={each} needs "
+                                       f"{workers * each:g} {unit}s; this machine's Ray instance has "
+                                       f"{have.get(unit, 0):g}", 2)
         self.backend, self.backend_options = backend, dict(backend_options)
         self.workers, self.chunk_size, self.max_restarts = workers, chunk_size, max_restarts
         self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(SamplerActor)
         self.threads = max(1, int(cpus_per_worker)) if not gpus_per_worker else None
         self.model = model
-        self.actors: list[Any] = []
         try:
             self.actors = [self._start() for _ in range(workers)]
             infos = ray.get([a.info.remote() for a in self.actors])
@@ -123,6 +143,10 @@ class RaySampler:
             self.close()
             raise StarKitError(f"sampler 'ray': starting {workers} '{backend}' actors failed: "
                                f"{one_line(exc)}") from exc
+        failed = next((i["error"] for i in infos if i.get("error")), None)
+        if failed:
+            self.close()
+            raise StarKitError(f"sampler 'ray': {failed[0]}", failed[1])
         hosts = sorted({i["host"] for i in infos})
         print(f"sampler 'ray': {workers} sampling actor{'s' if workers > 1 else ''} ('{backend}' backend, {cpus_per_worker} CPU"
               f"{f', {gpus_per_worker} GPU' if gpus_per_worker else ''} each) on {len(hosts)} node"

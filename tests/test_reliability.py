@@ -235,3 +235,51 @@ def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatc
         models.resolve_model("org/no-such-model")
     with pytest.raises(UnknownNameError, match=r"not a hub id"):
         models.resolve_model("a/b/c")
+
+
+# -- usage errors, and inputs refused before any work ----------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--iterations", "abc"], "star-kit run: error: argument --iterations: invalid int value: 'abc'"),
+    (["run", "--task-opt", "digits"], "star-kit run: error: argument --task-opt: expected KEY=VALUE, got 'digits'"),
+    (["bench", "--limit", "abc"], "star-kit bench: error: argument --limit: expected an integer or 'all', got 'abc'"),
+    (["nosuch"], "star-kit: error: argument command: invalid choice: 'nosuch'"),
+])
+def test_a_usage_error_is_one_line_with_where_to_read_more(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "star_kit", *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.splitlines()  # no usage block before it
+    assert line.startswith(message) and line.endswith("--help)")
+
+
+def test_resume_with_another_out_is_refused(tmp_path, fake_model, capsys):
+    assert _run(tmp_path / "run", fake_model) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tmp_path / "run"), "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert "names another (drop --out)" in _one_line(capsys)
+    assert not (tmp_path / "other").exists()
+    # --out naming the same directory is what --resume does anyway
+    assert main(["run", "--plugin", "test_security", "--resume", str(tmp_path / "run"), "--out",
+                 str(tmp_path / "run" / "."), "--no-progress"]) == 0
+
+
+def test_bench_json_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    target = tmp_path / "file" / "results.json"  # its folder is a file
+    assert main(["bench", "--model", str(tmp_path / "no-model"), "--tasks", "arithmetic", "--limit", "2",
+                 "--json", str(target), "--no-progress"]) == 2
+    assert _one_line(capsys).startswith(f"error: --json {target}: could not write")
+
+
+def test_trainer_options_that_would_fail_in_training_are_refused_at_start():
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        with pytest.raises(StarKitError, match=f"{key} must be a positive integer, got 0") as err:
+            TRLSFTTrainer(**{key: 0})
+        assert err.value.exit_code == 2
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        with pytest.raises(StarKitError, match=r"lora=true needs peft") as err:
+            TRLSFTTrainer(lora=True)
+        assert err.value.exit_code == 2

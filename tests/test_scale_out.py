@@ -137,8 +137,29 @@ def test_ray_sampler_bad_options_are_one_line(ray_cluster, tiny_model):
 
     with pytest.raises(StarKitError, match="workers must be an integer >= 1"):
         RaySampler(tiny_model, workers=0)
-    with pytest.raises(StarKitError, match="unknown sampler 'nope'|'nope'"):
+    with pytest.raises(StarKitError, match=r"sampler 'ray': option backend='nope' is not a sampler \(available: .*hf, "
+                                           r"openai") as err:
         RaySampler(tiny_model, backend="nope")
+    assert err.value.exit_code == 2
+    with pytest.raises(StarKitError, match=r"sampler 'hf' .* rejected its options \['nosuchopt'\]"):
+        RaySampler(tiny_model, workers=1, nosuchopt=1)  # the backend's signature, before any actor starts
+    # A value only the backend itself checks (in the actor): its own line and exit code, not Ray's ActorDiedError.
+    with pytest.raises(StarKitError) as err:
+        RaySampler(tiny_model, workers=1, dtype="float33")
+    assert str(err.value) == "sampler 'ray': sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got " \
+                             "'float33'" and err.value.exit_code == 2
+
+
+def test_ray_workers_that_do_not_fit_the_local_instance_are_refused_not_left_waiting(tiny_model, tmp_path):
+    """A local Ray instance has this machine's CPUs: actors that cannot be placed would wait forever."""
+    proc = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out",
+                           str(tmp_path / "run"), "--no-progress", "--sampler", "ray", "--sampler-opt", "workers=4",
+                           "--sampler-opt", "cpus_per_worker=1024"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: sampler 'ray': workers=4 x cpus_per_worker=1024 needs 4096 CPUs; this machine's Ray instance " \
+           "has" in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # -- accelerate --------------------------------------------------------------------------------------------
