@@ -57,7 +57,7 @@ class Registry:
         self.items: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
         self.problems: list[str] = []
         self._dist: dict[str, str] = {}
-        self._warned_extractors: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()  # (kind, name): a misbehaving extractor/verifier, said once
 
     # -- loading -----------------------------------------------------------------------------------------
     def add_plugin(self, plugin: object, name: str, distribution: str) -> None:
@@ -263,36 +263,48 @@ class Registry:
         who = f"plugin {entry.plugin!r}, distribution {entry.distribution!r}" if entry else "unregistered"
         return f"{SINGULAR[kind]} {name!r} ({who})"
 
+    def _warn_once(self, kind: str, name: str, what: str) -> None:
+        """A plugin bug seen while grading (the run goes on): one warning per plugin, on stderr and in problems."""
+        if (kind, name) in self._warned:
+            return
+        self._warned.add((kind, name))
+        warning = f"{self.where(kind, name)} {what}"
+        self.problems.append(warning)
+        print(f"warning: {warning}", file=sys.stderr)
+
     def extractor(self, name: str) -> Callable[[str], str | None]:
-        """The named answer extractor, wrapped so that it never raises (a raise counts as "no answer"; the first
-        raise of each extractor is a warning on stderr naming the plugin and the exception)."""
+        """The named answer extractor, wrapped so that it never raises (a raise, or a value that is not a string
+        or None, counts as "no answer"; the first of each extractor is a warning on stderr naming the plugin)."""
         fn = self.get("extractors", name).obj
 
         def safe(text: str) -> str | None:
             try:
                 answer = fn(text if isinstance(text, str) else "")
             except Exception as exc:
-                if name not in self._warned_extractors:
-                    self._warned_extractors.add(name)
-                    warning = (f"{self.where('extractors', name)} raised {type(exc).__name__}: {exc}; "
-                               f"its outputs count as no answer")
-                    self.problems.append(warning)
-                    print(f"warning: {warning}", file=sys.stderr)
+                self._warn_once("extractors", name, f"raised {type(exc).__name__}: {exc}; its outputs count as "
+                                                    f"no answer")
                 return None
-            return answer if isinstance(answer, str) and answer != "" else None
+            if answer is not None and not isinstance(answer, str):
+                self._warn_once("extractors", name, f"returned {answer!r:.40} ({type(answer).__name__}), not a "
+                                                    f"string or None; such outputs count as no answer")
+                return None
+            return answer if answer != "" else None
 
         safe.__name__ = f"extractor_{name}"
         return safe
 
     def verifier(self, name: str) -> Callable[[Any, str], str | None]:
         """The named rationale verifier, wrapped so that it never raises (a raise is a rejection, with the
-        exception as its reason) and always answers None or a non-empty reason."""
+        exception as its reason; the first of each verifier is also a warning on stderr naming the plugin) and
+        always answers None or a non-empty reason."""
         fn = self.get("verifiers", name).obj
 
         def safe(example: Any, rationale: str) -> str | None:
             try:
                 reason = fn(example, rationale if isinstance(rationale, str) else "")
             except Exception as exc:
+                self._warn_once("verifiers", name, f"raised {type(exc).__name__}: {exc}; the rationales it raises "
+                                                   f"on count as rejected")
                 return f"verifier {name!r} raised {type(exc).__name__}: {exc}"
             return None if reason is None else (str(reason) or "rejected")
 

@@ -110,8 +110,20 @@ def test_unknown_name_lists_what_exists():
     assert "unknown task 'nope'" in str(err.value) and "arithmetic" in str(err.value)
 
 
-def test_extractor_wrapper_never_raises():
+def test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did(capsys):
     registry = Registry()
-    registry.add_plugin(_module("x", register_extractors=lambda register: register("bad", lambda t: 1 / 0)), "x", "d")
+
+    def register(register):
+        register("bad", lambda t: 1 / 0)
+        register("int", lambda t: 7)  # a plugin bug: an int, not the canonical string
+
+    registry.add_plugin(_module("x", register_extractors=register), "x", "d")
     registry.collect()
-    assert registry.extractor("bad")("anything") is None
+    assert registry.extractor("bad")("anything") is None and registry.extractor("bad")("again") is None
+    assert registry.extractor("int")("anything") is None and registry.extractor("int")("again") is None
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: extractor 'bad' (plugin 'x', distribution 'd') raised ZeroDivisionError: division by "
+                   "zero; its outputs count as no answer",
+                   "warning: extractor 'int' (plugin 'x', distribution 'd') returned 7 (int), not a string or "
+                   "None; such outputs count as no answer"]
+    assert registry.problems == [line.removeprefix("warning: ") for line in err]

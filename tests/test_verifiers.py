@@ -129,6 +129,10 @@ def test_verifiers_are_listed_and_a_raising_one_is_a_rejection(test_plugin, caps
     assert names["even-examples"] == "(--plugin)"
     safe = load_registry().verifier("raising")
     assert safe(Example("x", "q", "1"), "text") == "verifier 'raising' raised ValueError: verifier bug"
+    assert safe(Example("y", "q", "1"), "text") == "verifier 'raising' raised ValueError: verifier bug"
+    [warning] = capsys.readouterr().err.splitlines()  # said once, naming the plugin
+    assert warning.startswith("warning: verifier 'raising' (plugin ") and warning.endswith(
+        "raised ValueError: verifier bug; the rationales it raises on count as rejected")
 
 
 def test_unknown_verifier_exits_2(tiny_model, tmp_path, capsys):
