@@ -412,6 +412,13 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
     # star-kit's own plugins load first, so a third party can never silently take a built-in name.
     eps = sorted(md.entry_points(group=GROUP),
                  key=lambda e: (e.dist is None or e.dist.name != "star-kit", e.dist.name if e.dist else "", e.name))
+    if only is not None:  # a name in the filter that nothing installed has (a typo) would hide its plugin silently
+        third_party = {n for e in eps if (e.dist.name if e.dist else "?") != BUILTIN_DISTRIBUTION
+                       for n in (e.name, e.dist.name if e.dist else "?")}
+        for name in sorted(only - third_party):
+            registry.problems.append(
+                f"STAR_KIT_LOAD_PLUGINS names {name!r}, which no installed plugin distribution or entry point has "
+                f"(installed: {', '.join(sorted(third_party)) or 'none besides star-kit'})")
     for ep in eps:
         dist = ep.dist.name if ep.dist else "?"
         if only is not None and dist != BUILTIN_DISTRIBUTION and dist not in only and ep.name not in only:
@@ -426,11 +433,15 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
             continue
         registry.add_plugin(plugin, ep.name, dist)
     env_specs = [s.strip() for s in os.environ.get("STAR_KIT_PLUGINS", "").split(",") if s.strip()]
-    for spec in [*env_specs, *extra_plugins]:
+    for source, spec in [*(("STAR_KIT_PLUGINS", s) for s in env_specs), *(("--plugin", s) for s in extra_plugins)]:
         try:
             plugin = _load_spec(spec)
         except Exception as exc:
-            raise PluginError(f"--plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+            error = PluginError(f"{source} {spec!r} failed to import: {type(exc).__name__}: {exc}")
+            missing = isinstance(exc, ModuleNotFoundError) and exc.name == spec.partition(":")[0].split(".")[0]
+            if missing or isinstance(exc, AttributeError):  # no such module / object: bad input (2), not a bug
+                error.exit_code = 2
+            raise error from exc
         registry.add_plugin(plugin, spec, "(--plugin)")
     registry.collect()
     return registry

@@ -127,3 +127,23 @@ def test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did(capsys
                    "warning: extractor 'int' (plugin 'x', distribution 'd') returned 7 (int), not a string or "
                    "None; such outputs count as no answer"]
     assert registry.problems == [line.removeprefix("warning: ") for line in err]
+
+
+def test_a_plugin_that_is_not_there_is_bad_input_naming_where_it_was_asked_for(monkeypatch, capsys):
+    assert main(["plugins", "--plugin", "no_such_module_here"]) == 2
+    assert "error: --plugin 'no_such_module_here' failed to import: ModuleNotFoundError" in capsys.readouterr().err
+    assert main(["plugins", "--plugin", "star_kit:no_such_object"]) == 2
+    assert "AttributeError" in capsys.readouterr().err
+    monkeypatch.setenv("STAR_KIT_PLUGINS", "no_such_module_here")
+    assert main(["plugins"]) == 2
+    assert "error: STAR_KIT_PLUGINS 'no_such_module_here' failed to import" in capsys.readouterr().err
+
+
+def test_a_load_filter_naming_nothing_installed_is_a_warning(monkeypatch, capsys):
+    monkeypatch.setenv("STAR_KIT_LOAD_PLUGINS", "star-kit-subtrct")
+    registry = load_registry()
+    [problem] = [p for p in registry.problems if "STAR_KIT_LOAD_PLUGINS" in p]
+    assert problem.startswith("STAR_KIT_LOAD_PLUGINS names 'star-kit-subtrct', which no installed plugin "
+                              "distribution or entry point has")
+    assert main(["plugins"]) == 0
+    assert "warning: STAR_KIT_LOAD_PLUGINS names 'star-kit-subtrct'" in capsys.readouterr().err
