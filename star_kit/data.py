@@ -151,14 +151,14 @@ def no_data_message(task: str, what: str) -> str:
 def load_hub_rows(task: str, source: HubSource) -> list[Row]:
     """A hub split as :class:`Row` s; any failure is one StarKitError line (no traceback)."""
     if not hub_offline_mode() and not hub_reachable():
-        raise StarKitError(no_data_message(task, str(source)))
+        raise StarKitError(no_data_message(task, str(source)), 2)  # no data given, none reachable: pass --data-dir
     try:
         import datasets
 
         ds = datasets.load_dataset(source.path, source.name, split=source.split)
     except Exception as exc:  # ConnectionError, DatasetNotFoundError, ... : all mean "not available here"
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StarKitError(f"{no_data_message(task, str(source))} ({type(exc).__name__}: {reason})") from None
+        raise StarKitError(f"{no_data_message(task, str(source))} ({type(exc).__name__}: {reason})", 2) from None
     return [Row(f"{source}, row {i}", i, dict(record)) for i, record in enumerate(ds)]
 
 

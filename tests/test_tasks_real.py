@@ -139,6 +139,7 @@ def test_offline_without_data_dir_is_one_clear_line(task_cls, monkeypatch):
     message = str(err.value)
     assert "\n" not in message
     assert "--data-dir" in message and "STAR_KIT_DATA_DIR" in message and "offline" in message
+    assert err.value.exit_code == 2  # what to pass is the user's to give
 
 
 def test_offline_mode_and_no_cache_is_one_clear_line(monkeypatch):
