@@ -81,18 +81,19 @@ def main() -> None:
     # -- training ---------------------------------------------------------------------------------------
     pairs = [TrainExample(e.id, task.prompt(e, fewshot=False), task.target(f"{e.question} = {e.answer}", e.answer),
                           "sampled") for e in task.examples("train", 4 * args.batch, 1)]
-    work = Path(tempfile.mkdtemp(prefix="star-kit-scaling-"))
     losses, train_times = {}, {}
-    for label, procs, opts in (("trl-sft, in process", 1, {}),
-                               ("accelerate, 1 process", 1, {"launcher": "accelerate", "num_processes": 1}),
-                               ("accelerate, 2 processes", 2, {"launcher": "accelerate", "num_processes": 2})):
-        out_dir = work / label.replace(" ", "_").replace(",", "") / "checkpoint"
-        trainer = TRLSFTTrainer(per_device_train_batch_size=args.batch // procs, logging_steps=1, **opts)
-        _, t = timed(lambda: trainer.train(model, pairs, args.steps, out_dir, seed=0))
-        losses[label] = [r["loss"] for r in read_jsonl(out_dir / "train_log.jsonl")]
-        if opts:
-            train_times[procs] = t
-        rows.append(("train", label, procs, t, args.steps * args.batch / t, None))
+    with tempfile.TemporaryDirectory(prefix="star-kit-scaling-") as scratch:  # three checkpoints: removed after
+        work = Path(scratch)
+        for label, procs, opts in (("trl-sft, in process", 1, {}),
+                                   ("accelerate, 1 process", 1, {"launcher": "accelerate", "num_processes": 1}),
+                                   ("accelerate, 2 processes", 2, {"launcher": "accelerate", "num_processes": 2})):
+            out_dir = work / label.replace(" ", "_").replace(",", "") / "checkpoint"
+            trainer = TRLSFTTrainer(per_device_train_batch_size=args.batch // procs, logging_steps=1, **opts)
+            _, t = timed(lambda: trainer.train(model, pairs, args.steps, out_dir, seed=0))
+            losses[label] = [r["loss"] for r in read_jsonl(out_dir / "train_log.jsonl")]
+            if opts:
+                train_times[procs] = t
+            rows.append(("train", label, procs, t, args.steps * args.batch / t, None))
     base = losses["trl-sft, in process"]
     for i, row in enumerate(rows):
         if row[0] == "train":

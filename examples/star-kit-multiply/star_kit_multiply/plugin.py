@@ -45,14 +45,16 @@ def multiply_rationale(a: int, b: int) -> str:
 
 class MultiplyTask(FewShotTask):
     """Seeded multiplication of two d-digit numbers. Options: ``digits`` (train, default '1-3'),
-    ``eval_digits`` (default: digits); one-digit factors are 2-9."""
+    ``eval_digits`` (default: digits), ``rationales`` (False: direct answers, the baseline); one-digit factors
+    are 2-9."""
 
     name = "multiply"
     lm_eval_yaml = HERE / "multiply.yaml"
     fewshot_file = HERE / "fewshot.jsonl"
 
-    def __init__(self, data_dir: str | None = None, digits: Any = "1-3", eval_digits: Any = None) -> None:
-        super().__init__(data_dir=data_dir)
+    def __init__(self, data_dir: str | None = None, digits: Any = "1-3", eval_digits: Any = None,
+                 rationales: bool = True) -> None:
+        super().__init__(data_dir=data_dir, rationales=rationales)  # rationales=False: the direct-answer baseline
         self.digits = parse_digits(digits, "digits")
         self.eval_digits = parse_digits(eval_digits, "eval_digits") if eval_digits is not None else self.digits
 
