@@ -39,14 +39,18 @@ class Phases:
         )
 
     def __enter__(self) -> "Phases":
-        self.progress.start()
+        self.started = False  # the live display starts with the first phase (an early error prints no blank line)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.started:
+            self.progress.stop()
 
     @contextmanager
     def phase(self, description: str, total: int, unit: str = "it") -> Iterator[Advance]:
+        if not getattr(self, "started", True):
+            self.progress.start()
+            self.started = True
         task_id = self.progress.add_task(description, total=total, rate="")
 
         def advance(k: int = 1) -> None:
