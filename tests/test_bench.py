@@ -81,7 +81,7 @@ def test_bench_task_option_for_a_task_not_benched_is_refused(tiny_model, capsys)
 
 def test_bench_offline_without_data_is_one_line(tiny_model, monkeypatch, capsys):
     monkeypatch.delenv("STAR_KIT_DATA_DIR", raising=False)
-    assert main(["bench", "--model", tiny_model, "--tasks", "gsm8k", "--no-progress"]) == 2  # the folder is the user's to give
+    assert main(["bench", "--model", tiny_model, "--tasks", "gsm8k", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--data-dir" in err and "STAR_KIT_DATA_DIR" in err
     assert "Traceback" not in err
