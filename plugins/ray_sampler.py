@@ -47,11 +47,16 @@ class SamplerActor:
         except StarKitError as exc:  # a bad backend option: its own one line and exit code reach the driver
             self.sampler, self.error = None, (str(exc), exc.exit_code)
 
+    def _backend(self):
+        if self.sampler is None:  # its backend refused to start (a restarted actor too): that error, not None's
+            raise StarKitError(*self.error)
+        return self.sampler
+
     def generate(self, prompts: list[str], params: GenerationParams) -> list[list[str]]:
-        return self.sampler.generate(prompts, params)
+        return self._backend().generate(prompts, params)
 
     def load(self, model: str) -> int:
-        self.sampler.load(model)
+        self._backend().load(model)
         return self.pid
 
     def info(self) -> dict[str, Any]:
@@ -104,6 +109,9 @@ class RaySampler:
         self.ray = ray
         self.started_ray = False
         self.actors: list[Any] = []
+        import os
+
+        joined = address or os.environ.get("RAY_ADDRESS")  # Ray itself reads RAY_ADDRESS when address is unset
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
@@ -112,15 +120,16 @@ class RaySampler:
             try:
                 ray.init(**kwargs)
             except Exception as exc:  # ConnectionError and Ray's own errors
-                if address:  # the cluster the user named is not there
-                    raise StarKitError(f"sampler 'ray': no Ray cluster to join at address={address} (start one with "
-                                       f"`ray start --head`, or leave address unset for a local instance): "
+                if joined:  # the cluster the user named is not there
+                    named = f"address={address}" if address else f"RAY_ADDRESS={joined}"
+                    raise StarKitError(f"sampler 'ray': no Ray cluster to join at {named} (start one with "
+                                       f"`ray start --head`, or leave it unset for a local instance): "
                                        f"{one_line(exc)}", 2) from exc
                 raise StarKitError(f"sampler 'ray': cannot start a local Ray instance: {one_line(exc)}") from exc
             self.started_ray = True
         if gpus_per_worker is None:
             gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        if self.started_ray and not address:  # a local instance has what it has: actors that do not fit would wait
+        if self.started_ray and not joined:  # a local instance has what it has: actors that do not fit would wait
             have = ray.cluster_resources()
             for unit, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
                 if each and workers * each > have.get(unit, 0):

@@ -129,6 +129,15 @@ def options_for(task: str, options: dict[str, Any]) -> dict[str, Any]:
     return mine
 
 
+def with_run_task_options(given: dict[str, Any], run_task: str, saved: dict[str, Any]) -> dict[str, Any]:
+    """``--task-opt`` options with ``bench --run``'s task given its recorded options first and the ones given now
+    over them, with or without the task's prefix (``eval_digits=6-8`` or ``arithmetic.eval_digits=6-8``)."""
+    out = dict(given)
+    if run_task:
+        out.update({f"{run_task}.{k}": v for k, v in {**saved, **options_for(run_task, given)}.items()})
+    return out
+
+
 def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed) -> list[TaskSpec]:
     """Check every name first (an unknown one exits 2 before any work), then build the star-kit tasks and load
     their examples (data errors surface before any model loads)."""
@@ -274,7 +283,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .models import resolve_model
     from .progress import Phases
     from .registry import load_registry
-    from .store import write_json
+    from .store import check_writable, write_json
 
     targets = [Target(m, m) for m in args.models]
     run_config: dict[str, Any] = {}
@@ -330,8 +339,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_eval_samples(maj_k, maj_temperature)
     data_dir = args.data_dir or run_config.get("data_dir")
     run_task = str(run_config.get("task") or "")
-    task_options = {f"{run_task}.{k}": v for k, v in (run_config.get("task_options") or {}).items()}
-    task_options.update(dict(args.task_options))
+    task_options = with_run_task_options(dict(args.task_options), run_task, run_config.get("task_options") or {})
     sampler_name = args.sampler or run_config.get("sampler") or "auto"
     sampler_options = {**(run_config.get("sampler_options") or {}), **dict(args.sampler_options)}
 
@@ -347,10 +355,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
     if args.json:  # a path that cannot be written fails now, in one line, not after the whole bench has run
-        try:
-            write_json(Path(args.json), [])
-        except StarKitError as exc:
-            raise StarKitError(f"--json {args.json}: {exc}", 2) from None
+        check_writable(Path(args.json), "--json")
     for t in targets:
         t.path = resolve_model(t.name)
 

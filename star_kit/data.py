@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 from dataclasses import dataclass
@@ -80,25 +81,28 @@ def data_root(data_dir: str | os.PathLike | None) -> Path | None:
     return root
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
+
+
 def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
     """Every non-blank line of a JSONL file as a :class:`Row`; bad JSON or a non-object names file:line
     (raised, or appended to ``skipped`` when given)."""
     rows: list[Row] = []
     try:
-        fh = open(path, "rb")  # lines decoded one by one, so a byte that is not UTF-8 names its line
+        # surrogateescape: a byte that is not UTF-8 is kept as a marker, so it names its line, not just the file
+        fh = open(path, encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     with fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                                    f"{exc.start + 1}: {exc.reason})") from None
+                bad = _NOT_UTF8.search(line)
+                if bad:
+                    raise DataError(f"{where}: not UTF-8 text (byte 0x{ord(bad.group()) - 0xDC00:02x} at column "
+                                    f"{bad.start() + 1})")
                 try:
                     data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
                 except json.JSONDecodeError as exc:

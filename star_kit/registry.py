@@ -12,6 +12,7 @@ import difflib
 import importlib
 import importlib.metadata as md
 import inspect
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -160,9 +161,9 @@ class Registry:
     def option_defaults(self, kind: str, name: str, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         """The options the factory of ``name`` declares with a default, by keyword, as its signature writes them
         (a run's config.yaml records them beside the options given, so a later release's defaults cannot change
-        what a resumed run does). Only plain YAML values (None, bool, int, float, str, and lists of them) that fit
-        the option's annotation, so that passing them back is the same call and passes :meth:`check_options`."""
-        from .config import option_type_problem
+        what a resumed run does). Only values config.yaml gives back unchanged (:func:`_round_trips`) that fit the
+        option's annotation, so that passing them back is the same call; never a command (``*_command``)."""
+        from .config import is_command_key, option_type_problem
 
         entry = self.get(kind, name)
         try:
@@ -171,8 +172,9 @@ class Registry:
             return {}
         hints = _annotations(entry.obj)
         return {n: p.default for n, p in params.items()
-                if n not in exclude and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                and p.default is not p.empty and _plain(p.default)
+                if n not in exclude and not is_command_key(n)  # a command is never taken from a run directory
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
+                and _round_trips(p.default)
                 and (n not in hints or option_type_problem(n, p.default, hints[n]) is None)}
 
     def accepts(self, kind: str, name: str, option: str) -> bool:
@@ -370,11 +372,19 @@ class _Guarded:
         setattr(self.wrapped, attr, value)
 
 
-def _plain(value: Any) -> bool:
-    """A value config.yaml writes and reads back unchanged: None, bool, int, float, str, or a list of them."""
-    if isinstance(value, list):
-        return all(v is None or isinstance(v, (bool, int, float, str)) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str))
+def _round_trips(value: Any) -> bool:
+    """Whether config.yaml writes ``value`` and reads back the same value of the same type: None, a bool, int,
+    finite float, a string that does not read as a number (an option file's number-like strings are numbers), or
+    a list of those; exact types (an Enum member is a str or int subclass that YAML cannot write)."""
+    if type(value) is list:
+        return all(type(v) is not list and _round_trips(v) for v in value)
+    if value is None or type(value) in (bool, int):
+        return True
+    if type(value) is float:
+        return math.isfinite(value)
+    from .config import _FLOAT
+
+    return type(value) is str and not _FLOAT.fullmatch(value.strip())
 
 
 def _annotations(factory: Any) -> dict[str, Any]:
@@ -397,12 +407,6 @@ def _selected(filter_value: str | None) -> set[str] | None:
     if filter_value is None:
         return None
     return {part.strip() for part in filter_value.split(",") if part.strip()}
-
-
-def _load_spec(spec: str) -> object:
-    module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, attr) if attr else module
 
 
 def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
@@ -434,14 +438,18 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
         registry.add_plugin(plugin, ep.name, dist)
     env_specs = [s.strip() for s in os.environ.get("STAR_KIT_PLUGINS", "").split(",") if s.strip()]
     for source, spec in [*(("STAR_KIT_PLUGINS", s) for s in env_specs), *(("--plugin", s) for s in extra_plugins)]:
+        module_name, _, attr = spec.partition(":")
         try:
-            plugin = _load_spec(spec)
+            module = importlib.import_module(module_name)
         except Exception as exc:
             error = PluginError(f"{source} {spec!r} failed to import: {type(exc).__name__}: {exc}")
-            missing = isinstance(exc, ModuleNotFoundError) and exc.name == spec.partition(":")[0].split(".")[0]
-            if missing or isinstance(exc, AttributeError):  # no such module / object: bad input (2), not a bug
-                error.exit_code = 2
+            if isinstance(exc, ModuleNotFoundError) and exc.name and \
+                    (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                error.exit_code = 2  # no such module (or package): bad input; a module that raises stays 1
             raise error from exc
+        if attr and not hasattr(module, attr):
+            raise PluginError(f"{source} {spec!r}: module {module_name!r} has no attribute {attr!r}", 2)
+        plugin = getattr(module, attr) if attr else module
         registry.add_plugin(plugin, spec, "(--plugin)")
     registry.collect()
     return registry

@@ -47,6 +47,20 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise StarKitError(f"could not write {path}: {exc.strerror or exc}") from exc
 
 
+def check_writable(path: Path, flag: str) -> None:
+    """That a file can be written at ``path`` later (its folder made, a file created and removed there), without
+    touching what is at ``path`` now; else one line naming ``flag``, exit code 2."""
+    if path.is_dir():
+        raise StarKitError(f"{flag} {path}: a folder, not a file", 2)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise StarKitError(f"{flag} {path}: cannot write there ({exc.strerror or exc})", 2) from None
+
+
 def write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 

@@ -106,3 +106,29 @@ def test_headline_metric(metrics, expected):
     from star_kit.bench import headline_metric
 
     assert headline_metric(metrics) == expected
+
+
+def test_bench_run_takes_the_runs_task_options_then_the_ones_given_with_or_without_prefix():
+    from star_kit.bench import options_for, with_run_task_options
+
+    saved = {"digits": "1-5", "eval_digits": None, "rationales": True}  # a run records its task's defaults too
+    for given in ({"eval_digits": "6-8"}, {"arithmetic.eval_digits": "6-8"}):
+        options = with_run_task_options(given, "arithmetic", saved)
+        assert options_for("arithmetic", options) == {"digits": "1-5", "eval_digits": "6-8", "rationales": True}
+    # an unprefixed option still reaches the other benched tasks; the run's options stay the run task's own
+    options = with_run_task_options({"rationales": False}, "arithmetic", saved)
+    assert options_for("gsm8k", options) == {"rationales": False}
+    assert options_for("arithmetic", options)["rationales"] is False
+    assert with_run_task_options({"k": 1}, "", saved) == {"k": 1}  # no --run
+
+
+def test_bench_json_path_checked_first_leaves_an_earlier_file_alone(tmp_path, capsys):
+    earlier = tmp_path / "results.json"
+    earlier.write_text('[{"accuracy": 0.5}]\n')
+    assert main(["bench", "--model", str(tmp_path / "no-model"), "--tasks", "arithmetic", "--limit", "2",
+                 "--json", str(earlier), "--no-progress"]) == 2  # the model is missing: after the path's check
+    assert earlier.read_text() == '[{"accuracy": 0.5}]\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no scratch file left behind
+    capsys.readouterr()
+    assert main(["bench", "--model", "m", "--tasks", "arithmetic", "--json", str(tmp_path), "--no-progress"]) == 2
+    assert f"--json {tmp_path}: a folder, not a file" in capsys.readouterr().err

@@ -132,8 +132,6 @@ def test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did(capsys
 def test_a_plugin_that_is_not_there_is_bad_input_naming_where_it_was_asked_for(monkeypatch, capsys):
     assert main(["plugins", "--plugin", "no_such_module_here"]) == 2
     assert "error: --plugin 'no_such_module_here' failed to import: ModuleNotFoundError" in capsys.readouterr().err
-    assert main(["plugins", "--plugin", "star_kit:no_such_object"]) == 2
-    assert "AttributeError" in capsys.readouterr().err
     monkeypatch.setenv("STAR_KIT_PLUGINS", "no_such_module_here")
     assert main(["plugins"]) == 2
     assert "error: STAR_KIT_PLUGINS 'no_such_module_here' failed to import" in capsys.readouterr().err
@@ -147,3 +145,35 @@ def test_a_load_filter_naming_nothing_installed_is_a_warning(monkeypatch, capsys
                               "distribution or entry point has")
     assert main(["plugins"]) == 0
     assert "warning: STAR_KIT_LOAD_PLUGINS names 'star-kit-subtrct'" in capsys.readouterr().err
+
+
+def test_option_defaults_are_the_ones_config_yaml_gives_back_unchanged():
+    import enum
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    def make_task(data_dir: str | None = None, digits: str = "1-5", n: int = 3, ratio: float = 0.5,
+                  flag: bool = True, tags: list = ["a", 1], none=None, color: Color = Color.RED, seven: str = "7",
+                  big: float = float("inf"), reload_command: str = "echo hi", bad: int = "x", **rest):
+        raise AssertionError("not called")
+
+    registry = Registry()
+    registry.add_plugin(_module("t", register_tasks=lambda register: register("t", make_task)), "t", "d")
+    registry.collect()
+    # not an Enum member (YAML cannot write it), a number-like string (read back as a number), a non-finite float,
+    # a command (never taken from a run directory) or a default that does not fit its own annotation
+    assert registry.option_defaults("tasks", "t", exclude=("data_dir",)) == {
+        "digits": "1-5", "n": 3, "ratio": 0.5, "flag": True, "tags": ["a", 1], "none": None}
+
+
+def test_a_missing_submodule_is_bad_input_and_an_attribute_error_inside_a_module_is_its_bug(tmp_path, monkeypatch,
+                                                                                            capsys):
+    (tmp_path / "buggy_plugin_mod.py").write_text("raise AttributeError('a bug in the plugin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["plugins", "--plugin", "star_kit.no_such_submodule"]) == 2
+    assert "ModuleNotFoundError" in capsys.readouterr().err
+    assert main(["plugins", "--plugin", "buggy_plugin_mod"]) == 1
+    assert "failed to import: AttributeError: a bug in the plugin" in capsys.readouterr().err
+    assert main(["plugins", "--plugin", "star_kit:no_such_object"]) == 2
+    assert "module 'star_kit' has no attribute 'no_such_object'" in capsys.readouterr().err

@@ -267,7 +267,7 @@ def test_bench_json_that_cannot_be_written_fails_before_the_model_loads(tmp_path
     target = tmp_path / "file" / "results.json"  # its folder is a file
     assert main(["bench", "--model", str(tmp_path / "no-model"), "--tasks", "arithmetic", "--limit", "2",
                  "--json", str(target), "--no-progress"]) == 2
-    assert _one_line(capsys).startswith(f"error: --json {target}: could not write")
+    assert _one_line(capsys).startswith(f"error: --json {target}: cannot write there")
 
 
 def test_trainer_options_that_would_fail_in_training_are_refused_at_start():

@@ -150,6 +150,19 @@ def test_ray_sampler_bad_options_are_one_line(ray_cluster, tiny_model):
                              "'float33'" and err.value.exit_code == 2
 
 
+def test_an_actor_whose_backend_refused_to_start_raises_that_error_on_every_call(tiny_model):
+    """A restarted actor is not asked for info(): its generate/load must raise the backend's own error."""
+    from star_kit_plugins.ray_sampler import SamplerActor
+
+    actor = SamplerActor("hf", tiny_model, {"dtype": "float33"}, None)  # the class itself, in this process
+    assert actor.info()["error"] == ("sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got 'float33'", 2)
+    for call in (lambda: actor.generate(["1 + 1 ="], GenerationParams(max_new_tokens=2)), lambda: actor.load("m")):
+        with pytest.raises(StarKitError, match="dtype must be auto") as err:
+            call()
+        assert err.value.exit_code == 2
+    actor.close()  # nothing to close: no error
+
+
 def test_ray_workers_that_do_not_fit_the_local_instance_are_refused_not_left_waiting(tiny_model, tmp_path):
     """A local Ray instance has this machine's CPUs: actors that cannot be placed would wait forever."""
     proc = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out",

@@ -206,10 +206,20 @@ def test_a_line_that_is_not_utf8_names_its_line_and_column(tmp_path):
     path.write_bytes(GOOD_GSM.encode() + b"\n" + GOOD_GSM.encode() + b"\n" + bad + b"\n")
     with pytest.raises(DataError) as err:
         GSM8KTask(data_dir=str(tmp_path)).examples("train", None, 0)
-    assert str(err.value) == f"{path}:3: not UTF-8 text (byte 0xe9 at column 46: invalid continuation byte)"
+    assert str(err.value) == f"{path}:3: not UTF-8 text (byte 0xe9 at column 46)"
     lenient = GSM8KTask(data_dir=str(tmp_path), skip_bad_rows=True)  # skipped and counted like any bad row
     assert len(lenient.examples("train", None, 0)) == 2
     assert lenient.skipped_rows == [str(err.value)]
+
+
+def test_any_line_ending_and_a_whitespace_only_line_read_as_before(tmp_path):
+    path = tmp_path / "gsm8k" / "train.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(GOOD_GSM.encode() + b"\r" + "\u00a0\r\n".encode() + GOOD_GSM.encode() + b"\r\n")
+    assert len(GSM8KTask(data_dir=str(tmp_path)).examples("train", None, 0)) == 2  # CR, CRLF; a no-break space line
+    lenient = GSM8KTask(data_dir=str(tmp_path), skip_bad_rows=True)
+    assert len(lenient.examples("train", None, 0)) == 2
+    assert lenient.skipped_rows == []
 
 
 @pytest.mark.parametrize("bad_row, message", [
