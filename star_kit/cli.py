@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     report.add_parser(sub)
+    parser.subcommands = sub.choices  # name -> its parser
     return parser
 
 
@@ -199,7 +200,9 @@ COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": bench.cmd_bench, "r
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the subcommand's parser, so the hint names its --help (argparse names the top one)
+        parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return COMMANDS[args.command](args)
     except StarKitError as exc:

@@ -243,12 +243,14 @@ def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatc
     (["run", "--task-opt", "digits"], "star-kit run: error: argument --task-opt: expected KEY=VALUE, got 'digits'"),
     (["bench", "--limit", "abc"], "star-kit bench: error: argument --limit: expected an integer or 'all', got 'abc'"),
     (["nosuch"], "star-kit: error: argument command: invalid choice: 'nosuch'"),
+    (["run", "--no-such-flag", "x"], "star-kit run: error: unrecognized arguments: --no-such-flag x"),
+    (["bench", "--model", "m", "--nope"], "star-kit bench: error: unrecognized arguments: --nope"),
 ])
 def test_a_usage_error_is_one_line_with_where_to_read_more(argv, message):
     proc = subprocess.run([sys.executable, "-m", "star_kit", *argv], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     [line] = proc.stderr.splitlines()  # no usage block before it
-    assert line.startswith(message) and line.endswith("--help)")
+    assert line.startswith(message) and line.endswith(f"(see {message.split(': error')[0]} --help)")
 
 
 def test_resume_with_another_out_is_refused(tmp_path, fake_model, capsys):
