@@ -147,7 +147,8 @@ def main() -> None:
     for key, run in runs.items():
         run.setdefault("exit", "not started")
     summary = summarize(variants, seeds, runs)
-    summary.update(common=shlex.join(redacted(shlex.split(args.common))), jobs=args.jobs, runs=str(root) if args.keep else None)
+    summary.update(common=shlex.join(redacted(shlex.split(args.common))), jobs=args.jobs,
+                   runs=str(root) if args.keep else None)
     print(table(summary))
     line = json.dumps(summary)
     if args.json:

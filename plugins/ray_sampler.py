@@ -15,6 +15,7 @@ Ray is an optional extra: ``pip install 'star-kit[ray]'``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any, Sequence
 
@@ -30,8 +31,6 @@ class SamplerActor:
     """One Ray actor: a star-kit sampler backend, built through the plugin registry inside the actor."""
 
     def __init__(self, backend: str, model: str, options: dict[str, Any], threads: int | None) -> None:
-        import os
-
         from star_kit.cli_common import quiet_libraries
         from star_kit.registry import load_registry
 
@@ -109,8 +108,6 @@ class RaySampler:
         self.ray = ray
         self.started_ray = False
         self.actors: list[Any] = []
-        import os
-
         joined = address or os.environ.get("RAY_ADDRESS")  # Ray itself reads RAY_ADDRESS when address is unset
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,

@@ -37,9 +37,12 @@ class Phases:
             disable=not enabled,
             transient=False,
         )
+        # None outside a ``with`` block (phases never start the display); False until the first phase starts it
+        # (an error before any work prints no blank line); True while it runs
+        self.started: bool | None = None
 
     def __enter__(self) -> "Phases":
-        self.started = False  # the live display starts with the first phase (an early error prints no blank line)
+        self.started = False
         return self
 
     def __exit__(self, *exc) -> None:
@@ -48,7 +51,7 @@ class Phases:
 
     @contextmanager
     def phase(self, description: str, total: int, unit: str = "it") -> Iterator[Advance]:
-        if not getattr(self, "started", True):
+        if self.started is False:
             self.progress.start()
             self.started = True
         task_id = self.progress.add_task(description, total=total, rate="")

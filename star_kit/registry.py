@@ -409,6 +409,10 @@ def _selected(filter_value: str | None) -> set[str] | None:
     return {part.strip() for part in filter_value.split(",") if part.strip()}
 
 
+def _dist_name(ep: md.EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"
+
+
 def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
     """Build a fresh registry from the installed entry points plus ``extra_plugins`` (``module[:object]``)."""
     registry = Registry()
@@ -417,14 +421,13 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
     eps = sorted(md.entry_points(group=GROUP),
                  key=lambda e: (e.dist is None or e.dist.name != "star-kit", e.dist.name if e.dist else "", e.name))
     if only is not None:  # a name in the filter that nothing installed has (a typo) would hide its plugin silently
-        third_party = {n for e in eps if (e.dist.name if e.dist else "?") != BUILTIN_DISTRIBUTION
-                       for n in (e.name, e.dist.name if e.dist else "?")}
+        third_party = {n for e in eps if _dist_name(e) != BUILTIN_DISTRIBUTION for n in (e.name, _dist_name(e))}
         for name in sorted(only - third_party):
             registry.problems.append(
                 f"STAR_KIT_LOAD_PLUGINS names {name!r}, which no installed plugin distribution or entry point has "
                 f"(installed: {', '.join(sorted(third_party)) or 'none besides star-kit'})")
     for ep in eps:
-        dist = ep.dist.name if ep.dist else "?"
+        dist = _dist_name(ep)
         if only is not None and dist != BUILTIN_DISTRIBUTION and dist not in only and ep.name not in only:
             continue  # the filter selects third-party plugins; star-kit's own always load
         try:

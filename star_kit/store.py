@@ -26,10 +26,16 @@ import yaml
 from .errors import StarKitError
 
 
+def _scratch_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file in ``path``'s folder (made if missing), open: where ``path`` is written before it is
+    renamed into place. Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _scratch_beside(path)
     except OSError as exc:  # a read-only folder, a file where a folder should be ...
         raise StarKitError(f"could not write {path}: {exc.strerror or exc}") from exc
     try:
@@ -53,8 +59,7 @@ def check_writable(path: Path, flag: str) -> None:
     if path.is_dir():
         raise StarKitError(f"{flag} {path}: a folder, not a file", 2)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _scratch_beside(path)  # what _atomic_write_bytes will need there
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
