@@ -287,7 +287,7 @@ class Registry:
                                                     f"no answer")
                 return None
             if answer is not None and not isinstance(answer, str):
-                self._warn_once("extractors", name, f"returned {answer!r:.40} ({type(answer).__name__}), not a "
+                self._warn_once("extractors", name, f"returned {_shown(answer)} ({type(answer).__name__}), not a "
                                                     f"string or None; such outputs count as no answer")
                 return None
             return answer if answer != "" else None
@@ -370,6 +370,15 @@ class _Guarded:
 
     def __setattr__(self, attr: str, value: Any) -> None:
         setattr(self.wrapped, attr, value)
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters for a warning; never raises (a repr can: an int of more than
+    4300 digits, a plugin's own ``__repr__``)."""
+    try:
+        return repr(value)[:limit]
+    except Exception:
+        return "an unprintable value"
 
 
 def _round_trips(value: Any) -> bool:

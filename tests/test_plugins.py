@@ -116,6 +116,7 @@ def test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did(capsys
     def register(register):
         register("bad", lambda t: 1 / 0)
         register("int", lambda t: 7)  # a plugin bug: an int, not the canonical string
+        register("huge", lambda t: 10 ** 5000)  # whose repr raises (Python's int-to-text digit limit)
 
     registry.add_plugin(_module("x", register_extractors=register), "x", "d")
     registry.collect()
@@ -127,6 +128,9 @@ def test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did(capsys
                    "warning: extractor 'int' (plugin 'x', distribution 'd') returned 7 (int), not a string or "
                    "None; such outputs count as no answer"]
     assert registry.problems == [line.removeprefix("warning: ") for line in err]
+    assert registry.extractor("huge")("anything") is None  # the wrapper never raises, even to warn
+    assert capsys.readouterr().err.endswith("returned an unprintable value (int), not a string or None; such outputs "
+                                            "count as no answer\n")
 
 
 def test_a_plugin_that_is_not_there_is_bad_input_naming_where_it_was_asked_for(monkeypatch, capsys):
