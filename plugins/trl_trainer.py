@@ -36,6 +36,7 @@ from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
 from star_kit.store import read_jsonl, write_json, write_jsonl
+from star_kit_plugins.sft_attention import use_packed_attention
 from star_kit_plugins.sft_lm_head import use_compact_lm_head
 
 LAUNCHERS = ("inprocess", "accelerate")
@@ -71,7 +72,9 @@ class TRLSFTTrainer:
     ``bf16`` (mixed precision; auto: on where the GPU supports it, and on CPUs with bf16 instructions (AVX512-BF16 /
     AMX), where it measured 1.9x faster than fp32), ``compact_lm_head`` (auto: on where TRL's fused LM head has no
     Triton kernel, i.e. on CPUs: the LM head and loss run on the completion tokens only, with bf16 GEMMs; see
-    ``star_kit_plugins.sft_lm_head``), ``lora`` (False; needs peft), ``lora_r`` (16), ``lora_alpha``
+    ``star_kit_plugins.sft_lm_head``), ``packed_attention`` (auto: on CPUs with padding-free batches, for
+    plain-attention model families: each packed example attends to itself as one padded batch instead of a
+    block-diagonal mask over the whole row; see ``star_kit_plugins.sft_attention``), ``lora`` (False; needs peft), ``lora_r`` (16), ``lora_alpha``
     (32), ``launcher`` (inprocess | accelerate), ``num_processes`` (accelerate: training processes; default: what
     the accelerate config says, else 1), ``accelerate_config`` (accelerate: a config file from ``accelerate config``,
     passed through untouched: DDP, FSDP, DeepSpeed ZeRO-2/3, several machines), ``main_process_port`` (accelerate:
@@ -81,6 +84,7 @@ class TRLSFTTrainer:
         self,
         bf16: str | bool = "auto",
         compact_lm_head: str | bool = "auto",
+        packed_attention: str | bool = "auto",
         lora: bool = False,
         lora_r: int = 16,
         lora_alpha: int = 32,
@@ -105,6 +109,9 @@ class TRLSFTTrainer:
         if compact_lm_head not in ("auto", True, False):
             raise StarKitError(f"trainer 'trl-sft': compact_lm_head must be auto, true or false, got "
                                f"{compact_lm_head!r}", 2)
+        if packed_attention not in ("auto", True, False):
+            raise StarKitError(f"trainer 'trl-sft': packed_attention must be auto, true or false, got "
+                               f"{packed_attention!r}", 2)
         if lora and importlib.util.find_spec("peft") is None:  # fails now, not after sampling
             raise StarKitError("trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')", 2)
         given = check_sft_options(sft_options)
@@ -119,6 +126,7 @@ class TRLSFTTrainer:
         self.sft_options = {**SFT_DEFAULTS, **given}
         self.bf16 = bf16
         self.compact_lm_head = compact_lm_head
+        self.packed_attention = packed_attention
         self.lora = bool(lora)
         self.lora_r, self.lora_alpha = int(lora_r), int(lora_alpha)
         self.launcher = launcher
@@ -129,7 +137,8 @@ class TRLSFTTrainer:
 
     def options(self) -> dict[str, Any]:
         """The options a worker process re-creates this trainer with (the in-process launcher)."""
-        return {"bf16": self.bf16, "compact_lm_head": self.compact_lm_head, "lora": self.lora, "lora_r": self.lora_r,
+        return {"bf16": self.bf16, "compact_lm_head": self.compact_lm_head,
+                "packed_attention": self.packed_attention, "lora": self.lora, "lora_r": self.lora_r,
                 "lora_alpha": self.lora_alpha, **self.sft_options}
 
     def train(
@@ -236,9 +245,11 @@ class TRLSFTTrainer:
             callbacks=[_Progress()],
         )
         trainer.remove_callback(PrinterCallback)  # star-kit shows progress; the log is saved below
+        patched = trainer.model.get_base_model() if peft_config is not None else trainer.model
         compact = self.compact_lm_head is not False and use_compact_lm_head(
-            trainer.model.get_base_model() if peft_config is not None else trainer.model,
-            everywhere=self.compact_lm_head is True)
+            patched, everywhere=self.compact_lm_head is True)
+        packed = self.packed_attention is not False and bool(args.padding_free) and use_packed_attention(
+            patched, everywhere=self.packed_attention is True)
         world = args.world_size
         if trainer.is_world_process_zero():
             print(f"trainer 'trl-sft': {world} training process{'es' if world > 1 else ''} "
@@ -246,8 +257,11 @@ class TRLSFTTrainer:
                   f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
                   f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
                   f"{steps} optimizer steps" + ("; padding-free batches" if args.padding_free else "")
-                  + ("; compact LM head" if compact else ""), file=sys.stderr, flush=True)
+                  + ("; compact LM head" if compact else "") + ("; packed attention" if packed else ""),
+                  file=sys.stderr, flush=True)
         trainer.train()
+        if packed:  # the saved model's config names the attention it was loaded with
+            patched.config.get_text_config()._attn_implementation = "sdpa"
         return trainer
 
     def _save(self, trainer, tokenizer, output_dir: Path) -> None:
@@ -342,8 +356,8 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
                                "remove it", 2)
         if key not in fields:
             raise StarKitError(f"trainer 'trl-sft': unknown option {key!r} (not a trl.SFTConfig field, nor one of "
-                               "bf16, compact_lm_head, lora, lora_r, lora_alpha, launcher, num_processes, "
-                               "accelerate_config, main_process_port, launch_args)", 2)
+                               "bf16, compact_lm_head, packed_attention, lora, lora_r, lora_alpha, launcher, "
+                               "num_processes, accelerate_config, main_process_port, launch_args)", 2)
         hint = _sft_field_type(fields[key], hints.get(key, fields[key].type))
         problem = None if hint is None else option_type_problem(key, value, hint)
         if problem:

@@ -4,6 +4,8 @@
   used on CPU (sdpa), so each packed example's loss equals its loss alone, and the negative control (the same row
   read as one sequence) does not.
 * The compact LM head gives TRL's fused head's log-probabilities, entropy, top-1, loss and gradients.
+* The packed attention gives sdpa-with-the-block-mask's logits, loss and gradients, and hands every other batch to
+  sdpa.
 * The trainer with its defaults (padding-free, compact head, no activation checkpointing on CPU) follows the loss
   curve of the trainer as it was (padded, TRL's head, checkpointing), step by step, in fp32.
 
@@ -123,6 +125,99 @@ def test_the_compact_lm_head_leaves_other_models_alone():
     assert not used
 
 
+def _packed_pair(**config):
+    """Two copies of a tiny model with grouped-query heads: sdpa with transformers' mask, and the packed attention."""
+    from star_kit_plugins.sft_attention import use_packed_attention
+
+    sdpa = _tiny(**config).train()
+    packed = copy.deepcopy(sdpa)
+    assert use_packed_attention(packed)
+    assert packed.config._attn_implementation != "sdpa" and sdpa.config._attn_implementation == "sdpa"
+    return sdpa, packed
+
+
+def _forward_backward(model, batch, autocast=False):
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(**batch, use_cache=False)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_packed_attention_equals_sdpa_with_the_block_mask(autocast):
+    """Logits, loss and every gradient, for a packed row of examples of 1 to 11 tokens; bf16 within its rounding."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    sdpa, packed = _packed_pair()
+    batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+        [{"input_ids": x.tolist()} for x in _examples((5, 11, 1, 3, 8))])
+    assert "cu_seq_lens_q" in batch
+    (a, grads_a), (b, grads_b) = _forward_backward(sdpa, batch, autocast), _forward_backward(packed, batch, autocast)
+    tol = 3e-2 if autocast else 1e-5
+    assert torch.allclose(a.logits.float(), b.logits.float(), atol=tol)
+    assert a.loss.item() == pytest.approx(b.loss.item(), abs=tol / 10)
+    for name, grad in grads_a.items():
+        scale = grad.abs().max().item() or 1.0
+        assert (grad - grads_b[name]).abs().max().item() <= tol * scale, name
+
+
+def test_the_packed_attention_keeps_each_example_to_itself():
+    """Each packed example's loss equals its loss alone; the same row without position ids (one sequence) differs."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    _, model = _packed_pair()
+    model.eval()
+    examples = _examples()
+    with torch.no_grad():
+        alone = [_loss_per_example(model(input_ids=x[None]).logits[0], x) for x in examples]
+        batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
+            [{"input_ids": x.tolist()} for x in examples])
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits[0]
+        one_sequence = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
+    bounds = batch["cu_seq_lens_q"].tolist()
+    spans = list(zip(bounds, bounds[1:]))
+    for (lo, hi), x, a in zip(spans, examples, alone):
+        assert _loss_per_example(logits[lo:hi], x).item() == pytest.approx(a.item(), abs=1e-5)
+    assert any(abs(_loss_per_example(one_sequence[lo:hi], x).item() - a.item()) > 1e-3
+               for (lo, hi), x, a in zip(spans[1:], examples[1:], alone[1:]))
+
+
+def test_the_packed_attention_hands_other_batches_to_sdpa(monkeypatch):
+    """Padded batches (an attention mask, no boundaries) and rows too big for the padded layout: sdpa, same result."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from star_kit_plugins import sft_attention
+
+    sdpa, packed = _packed_pair()
+    rows = [{"input_ids": x.tolist()} for x in _examples()]
+    padded = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=False)(rows)
+    assert "cu_seq_lens_q" not in padded and "attention_mask" in padded
+    monkeypatch.setattr(sft_attention, "MAX_SCORES", 8)
+    row = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    called = []
+    monkeypatch.setattr(sft_attention, "_function", lambda: called.append(1))  # the packed path would call it
+    for batch in (padded, row):
+        (a, grads_a), (b, grads_b) = _forward_backward(sdpa, batch), _forward_backward(packed, batch)
+        assert torch.allclose(a.logits, b.logits, atol=1e-6)
+        assert all(torch.allclose(g, grads_b[n], atol=1e-6) for n, g in grads_a.items())
+    assert not called
+
+
+def test_the_packed_attention_leaves_other_models_alone():
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from star_kit_plugins.sft_attention import use_packed_attention
+
+    small = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, attn_implementation="sdpa")
+    assert not use_packed_attention(MistralForCausalLM(MistralConfig(sliding_window=4, **small)))
+    assert use_packed_attention(MistralForCausalLM(MistralConfig(sliding_window=None, **small)))
+    assert use_packed_attention(Qwen2ForCausalLM(Qwen2Config(use_sliding_window=False, **small)))
+    eager = {**small, "attn_implementation": "eager"}  # the user chose another attention: kept
+    assert not use_packed_attention(MistralForCausalLM(MistralConfig(sliding_window=None, **eager)))
+
+
 def _pairs():
     """Arithmetic pairs of 1-4 digits: mixed lengths, so padded batches really pad."""
     import random
@@ -169,7 +264,7 @@ def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_
     assert (before.padding_free, before.activation_checkpointing, before.max_length) == (False, True, 1024)
     assert (after.padding_free, after.activation_checkpointing, after.max_length) == (True, False, None)
     err = capsys.readouterr().err
-    assert "8 optimizer steps; padding-free batches; compact LM head" in err
+    assert "8 optimizer steps; padding-free batches; compact LM head; packed attention" in err
     (loss_a, weights_a), (loss_b, weights_b) = runs["before"], runs["after"]
     assert len(loss_a) == len(loss_b) == 8
     assert loss_b == pytest.approx(loss_a, abs=2e-4)
@@ -192,3 +287,5 @@ def test_the_users_checkpointing_and_truncation_choices_are_kept(tiny_model, tmp
         TRLSFTTrainer(max_length=64, padding_free=True)
     with pytest.raises(StarKitError, match="compact_lm_head must be auto, true or false"):
         TRLSFTTrainer(compact_lm_head="yes")
+    with pytest.raises(StarKitError, match="packed_attention must be auto, true or false"):
+        TRLSFTTrainer(packed_attention="yes")
