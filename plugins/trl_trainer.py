@@ -74,8 +74,8 @@ class TRLSFTTrainer:
     Triton kernel, i.e. on CPUs: the LM head and loss run on the completion tokens only, with bf16 GEMMs; see
     ``star_kit_plugins.sft_lm_head``), ``packed_attention`` (auto: on CPUs with padding-free batches, for
     plain-attention model families: each packed example attends to itself as one padded batch instead of a
-    block-diagonal mask over the whole row; see ``star_kit_plugins.sft_attention``), ``lora`` (False; needs peft), ``lora_r`` (16), ``lora_alpha``
-    (32), ``launcher`` (inprocess | accelerate), ``num_processes`` (accelerate: training processes; default: what
+    block-diagonal mask over the whole row; see ``star_kit_plugins.sft_attention``), ``lora`` (False; needs
+    peft), ``lora_r`` (16), ``lora_alpha`` (32), ``launcher`` (inprocess | accelerate), ``num_processes`` (accelerate: training processes; default: what
     the accelerate config says, else 1), ``accelerate_config`` (accelerate: a config file from ``accelerate config``,
     passed through untouched: DDP, FSDP, DeepSpeed ZeRO-2/3, several machines), ``main_process_port`` (accelerate:
     default a free port), ``launch_args`` (accelerate: more ``accelerate launch`` arguments, a list or a string)."""
