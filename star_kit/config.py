@@ -377,10 +377,18 @@ def drop_redacted(obj: Any) -> Any:
 OPTION_FLAGS = {"task_options": "--task-opt", "sampler_options": "--sampler-opt", "trainer_options": "--trainer-opt"}
 
 
+# Options that decide what runs, or where, other than a ``*_command``: ``launch_args`` (arguments of ``accelerate
+# launch``, which can name any program: ``--no_python /bin/sh -c ...``), ``accelerate_config`` (the launch's
+# machines and processes), ``address`` (a Ray cluster: the driver unpickles what its actors return).
+# A plugin's option of another name that does so should end in ``_command`` (the plugin guide says so).
+CODE_OPTIONS = ("launch_args", "accelerate_config", "address")
+
+
 def is_command_key(name: str) -> bool:
-    """Whether an option's value is a shell command (``reload_command`` ...)."""
+    """Whether an option names code to run or where to run it (``reload_command``, any ``*_command``, and
+    :data:`CODE_OPTIONS`): never taken from a run directory's config.yaml alone."""
     n = str(name).lower().replace("-", "_")
-    return n in ("command", "cmd") or n.endswith(("_command", "_cmd"))
+    return n in ("command", "cmd", *CODE_OPTIONS) or n.endswith(("_command", "_cmd"))
 
 
 def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:

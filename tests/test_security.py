@@ -200,6 +200,29 @@ def test_resume_does_not_run_the_command_a_run_directory_names(tmp_path, fake_mo
     assert is_command_key("reload_command") and is_command_key("start_cmd") and not is_command_key("commands_seen")
 
 
+@pytest.mark.parametrize("kind,options,flag", [
+    ("trainer", {"launcher": "accelerate",
+                 "launch_args": ["--no_python", "/bin/sh", "-c", "touch PWNED; exit 3"]}, "--trainer-opt launch_args"),
+    ("trainer", {"launcher": "accelerate", "accelerate_config": "evil.yaml"}, "--trainer-opt accelerate_config"),
+    ("sampler", {"address": "ray://203.0.113.9:10001"}, "--sampler-opt address"),
+])
+def test_resume_does_not_take_what_runs_or_where_from_a_run_directory(tmp_path, fake_model, capsys, monkeypatch,
+                                                                      kind, options, flag):
+    """accelerate's launch arguments can name any program; its config file, the machines; a Ray address, a cluster
+    whose replies the driver unpickles: like a *_command, each is used only when the command line names it again."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evil.yaml").write_text("compute_environment: LOCAL_MACHINE\n")
+    extra = {"sampler": "ray"} if kind == "sampler" else {}
+    run = _crafted_run(tmp_path, fake_model, **extra, **{f"{kind}_options": options})
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert not (tmp_path / "PWNED").exists()
+    name = flag.split()[1]
+    assert f"config.yaml names {kind} option {name}; a run directory is data" in err
+    assert f"{flag}=... again" in err and len(err.strip().splitlines()) == 1
+    assert is_command_key(name)
+
+
 @pytest.fixture()
 def evil_module(tmp_path, monkeypatch):
     """A module that leaves a mark when imported."""
