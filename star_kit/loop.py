@@ -539,7 +539,7 @@ class StarRun:
         if name == "samples.jsonl":  # a marker left by a kill before the samples it announces were published
             self.store.artifact(n, AHEAD_MARKER).unlink(missing_ok=True)
         partial = path.with_name(path.name + ".partial")
-        done = [Sample(**row) for row in read_jsonl(partial)] if partial.exists() else []
+        done = [Sample(**row) for row in read_jsonl(partial, partial=True)] if partial.exists() else []
         finished = {s.example_id for s in done}
         chunk = max(1, int(self.config.chunk_size))
         t0 = time.perf_counter()

@@ -83,20 +83,30 @@ def write_yaml(path: Path, obj: Any) -> None:
     _atomic_write_bytes(Path(path), yaml.safe_dump(obj, sort_keys=False).encode())
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (from a kill mid-append) is dropped."""
+def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> list[dict[str, Any]]:
+    """The rows (JSON objects) of a JSONL file. star-kit writes its files whole (atomically), so a line that is not
+    one -- the file was edited or damaged -- stops with one line naming ``file:line``, never a row silently left
+    out. ``partial``: an :class:`AppendLog` of work in progress, whose last line a kill may have torn (dropped).
+    ``skip_bad``: a viewer's reading (the report shows what it can): such lines are left out."""
     rows = []
     with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
+        for number, line in enumerate(fh, 1):
+            if partial and not line.endswith("\n"):
                 break  # torn tail
-            line = line.strip()
-            if not line:
+            if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(line)
+                problem = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
+            except json.JSONDecodeError as exc:
+                where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+                problem = f"not JSON ({where})" if line.endswith("\n") else "cut short"
+            if problem and skip_bad:
                 continue
+            if problem:
+                raise StarKitError(f"{path}:{number}: {problem}; star-kit writes this file whole, so it was edited "
+                                   "or damaged", 2)
+            rows.append(row)
     return rows
 
 

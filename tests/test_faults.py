@@ -119,3 +119,41 @@ def test_trainer_out_of_memory_halves_the_batch_keeps_the_effective_batch(tiny_m
     assert (out / "config.json").exists()
     assert calls == [(4, 1), (2, 2)]
     assert "per-device batch halved to 2 (gradient accumulation 2, same effective batch)" in capsys.readouterr().err
+
+
+def test_a_damaged_line_of_a_run_file_is_named_never_skipped(tmp_path):
+    """star-kit writes its JSONL files whole: a line that is not a JSON object was edited or damaged, and a row
+    silently left out would make counts (``train 13``) disagree with what was used. Only an append log of work in
+    progress (``*.partial``) may end in a line torn by a kill, which is dropped."""
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"a": 1}\n{"example_id": "train-000\n{"a": 3}\n')
+    with pytest.raises(StarKitError, match=r"train.jsonl:2: not JSON \(.*\); star-kit writes this file whole") as exc:
+        read_jsonl(path)
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(StarKitError, match=r"train.jsonl:2: a JSON list, not an object"):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": ')  # a finished file cut short: damaged too
+    with pytest.raises(StarKitError, match=r"train.jsonl:3: cut short"):
+        read_jsonl(path)
+    assert read_jsonl(path, partial=True) == [{"a": 1}, {"a": 2}]  # a work log's torn tail: dropped
+    path.write_text('{"a": 1}\n\n{"a": 2}\n')
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]  # blank lines are nothing
+
+
+def test_resume_names_a_damaged_training_set(tmp_path, tiny_model, capsys):
+    from star_kit.cli import main
+
+    out = tmp_path / "run"
+    args = ["run", "--model", tiny_model, "--train-size", "4", "--eval-size", "2", "--iterations", "1",
+            "--base-steps", "1", "--no-baseline", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    samples = out / "iter_01" / "samples.jsonl"  # one row per training question, whatever the model answered
+    lines = samples.read_text().splitlines(keepends=True)
+    assert len(lines) == 4
+    samples.write_text(lines[0] + lines[1][:10] + "\n" + "".join(lines[2:]))
+    (out / "metrics.jsonl").unlink()  # iteration 1 is done again from its files: the samples are read
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "samples.jsonl:2: not JSON (Invalid control character at column 11); star-kit writes this file whole" in last

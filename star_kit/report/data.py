@@ -189,7 +189,7 @@ def _eval_prompt(path: Path) -> str | None:
 def _rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [row for row in read_jsonl(path) if isinstance(row, dict)]
+    return read_jsonl(path, skip_bad=True)  # the report shows what it can read of a damaged run
 
 
 def _text(value: Any) -> str:
