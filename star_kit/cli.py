@@ -89,6 +89,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         if not os.path.isfile(path):
             raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
         saved = predated(drop_redacted(load_config_file(path)))
+        RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
     given: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_data = load_config_file(args.config)
@@ -105,6 +106,9 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
             raise StarKitError(f"--resume {args.resume} continues the run in that directory; --out {flags['out']} "
                                f"names another (drop --out)", 2)
         saved = code_from_saved(saved, given, f"--resume {args.resume}")
+        if "task" in given and saved.get("task") not in (None, given["task"]):  # before its options are merged
+            raise StarKitError(f"--resume {args.resume}: config key 'task' differs ({saved['task']!r} in "
+                               f"config.yaml, {given['task']!r} now)", 2)
     data = dict(saved)
     for key, value in given.items():
         if key in OPTION_FLAGS and isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -7,7 +7,7 @@ import os
 import warnings
 from typing import Any
 
-from .config import parse_scalar
+from .config import is_all, parse_scalar
 
 
 def quiet_libraries() -> None:
@@ -42,7 +42,7 @@ def key_value(text: str) -> tuple[str, Any]:
 
 def optional_int(text: str) -> int | None:
     """An integer, or 'all' / 'none' for None (``--train-size all``)."""
-    if text.lower() in ("all", "none"):
+    if is_all(text):
         return None
     try:
         return int(text)

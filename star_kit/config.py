@@ -94,7 +94,8 @@ class RunConfig:
         unknown = sorted(set(data) - set(cls.keys()))
         if unknown:
             raise StarKitError(f"{source}: unknown key {unknown[0]!r}; known keys: {', '.join(cls.keys())}", 2)
-        config = cls(**data)
+        hints = typing.get_type_hints(cls)  # "all" for a count, as its flag takes it (train_size: all)
+        config = cls(**{k: None if hints[k] == int | None and is_all(v) else v for k, v in data.items()})
         config.check_types(source)
         return config
 
@@ -184,6 +185,11 @@ def check_eval_samples(k: Any, temperature: Any) -> None:
     if k > 1 and temperature <= 0:
         raise StarKitError(f"--eval-samples {k} needs --eval-temperature > 0 (greedy decoding gives {k} identical "
                            f"rationales)", 2)
+
+
+def is_all(value: Any) -> bool:
+    """Whether ``value`` says "no limit" for a count (``--train-size all``, ``train_size: all``)."""
+    return isinstance(value, str) and value.strip().lower() in ("all", "none")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -81,6 +81,23 @@ def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
     config.write_text("".join(l for l in config.read_text().splitlines(True) if not l.startswith("verifier:")))
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     assert "verifier: auto" in config.read_text()
+    # Another task: the same one line (its options were the first task's), not the new task refusing them.
+    assert main(["run", "--resume", str(out), "--task", "gsm8k", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "config key 'task' differs ('arithmetic' in config.yaml, 'gsm8k' now)")
+    # An edited config.yaml is named in the one line.
+    text = config.read_text()
+    config.write_text(text.replace("seed: 0", "seed: zero"))
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 2
+    assert f"{config}: key 'seed' is 'zero' (a string); expected an integer" in capsys.readouterr().err
+
+
+def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
+    config = tmp_path / "job.yaml"
+    config.write_text("train_size: all\neval_size: None\n")
+    assert main(["run", "--config", str(config), "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "train_size: null" in out and "eval_size: null" in out
 
 
 def test_config_yaml_records_the_tasks_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys):
