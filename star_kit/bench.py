@@ -90,8 +90,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 # -- what to bench ---------------------------------------------------------------------------------------------
-def run_targets(run_dir: Path) -> tuple[dict[str, Any], list[Target]]:
-    """A run's config and its models: the base model (iteration 0), then each finished checkpoint."""
+def run_targets(run_dir: Path, note=None) -> tuple[dict[str, Any], list[Target]]:
+    """A run's config and its models: the base model (iteration 0), then each finished checkpoint; ``note`` is told
+    of each iteration folder left out for want of one."""
     from .config import load_config_file
 
     config_path = run_dir / "config.yaml"
@@ -110,6 +111,9 @@ def run_targets(run_dir: Path) -> tuple[dict[str, Any], list[Target]]:
             continue
         if n > 0 and (ckpt / "config.json").is_file():
             targets.append(Target(f"iter {n}", str(ckpt), iteration=n))
+        elif n > 0 and note is not None:
+            note(f"--run {run_dir}: {d.name} has no checkpoint (its training has not finished, or there was "
+                 "nothing to train on): left out")
     return config, targets
 
 
@@ -290,7 +294,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.run:
         from .config import code_from_saved, drop_redacted
 
-        run_config, run_models = run_targets(Path(args.run))
+        run_config, run_models = run_targets(
+            Path(args.run), note=lambda m: err_console.print(f"[yellow]note:[/] {m}", highlight=False))
         targets = run_models + targets
         # The run directory is data: its redacted credentials come from the flags or the environment again, and
         # its plugins and *_command options are used only when the command line names them again.

@@ -40,7 +40,7 @@ def test_bench_models_by_tasks_writes_json(tiny_model, tmp_path, capsys):
     assert len(kept) == 3
 
 
-def test_bench_a_run_directory_side_by_side(tiny_model, tmp_path):
+def test_bench_a_run_directory_side_by_side(tiny_model, tmp_path, capsys):
     """--run benches iteration 0 (the base model from config.yaml) and each iteration's checkpoint."""
     run = tmp_path / "run"
     (run / "iter_01").mkdir(parents=True)
@@ -53,6 +53,7 @@ def test_bench_a_run_directory_side_by_side(tiny_model, tmp_path):
     rows = json.loads(out.read_text())
     assert [(r["iteration"], r["task"], r["n"]) for r in rows] == [(0, "arithmetic", 2), (1, "arithmetic", 2)]
     assert rows[1]["model_path"] == str(run / "iter_01" / "checkpoint")
+    assert f"note: --run {run}: iter_02 has no checkpoint" in capsys.readouterr().err.replace("\n", " ")
 
 
 def test_bench_unknown_task_exits_2_with_the_list(tiny_model, capsys):
