@@ -10,9 +10,9 @@ backward is slow (about 17 ms per layer for a 741-token row of nine examples on 
 (causal masking alone is exact there: an example's padding comes after its last token), and computes
 softmax(QKᵀ)V with batched GEMMs in the autocast dtype and the softmax in fp32, with its own backward (torch's
 softmax backward on the saved fp32 probabilities). Grouped-query heads are not repeated: each key/value head serves
-its group by broadcasting. The saved probabilities cost memory a flash kernel does not (6 bytes per score), so a row
-whose padded layout needs more than ``MAX_SCORES`` scores per layer keeps sdpa, as does everything else (padded
-batches, dropout), with the mask transformers builds as before. Measured: docs/results/training_speed.md.
+its group by broadcasting. The saved probabilities cost memory a flash kernel does not (6 bytes per score): past
+``MAX_KEPT`` scores per layer the backward recomputes them instead, and a row past ``MAX_SCORES`` keeps sdpa, as
+does everything else (padded batches, dropout), with the mask transformers builds as before. Measured: docs/results/training_speed.md.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ NAME = "star_kit_packed_sdpa"
 # Decoder families whose attention is plain causal softmax(QKᵀ·scaling)V over rotary q/k: no sliding window (checked
 # below), logit soft-capping, attention sinks or ALiBi. Other models keep sdpa.
 _PLAIN_ATTENTION = ("llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "granite")
-# The padded layout's scores per layer (heads x examples x longest²): kept for the backward in fp32 and the compute
-# dtype, 6 bytes each (24 MiB per layer at this bound). A row that needs more keeps sdpa's kernel, which keeps none.
-MAX_SCORES = 4 * 1024 * 1024
+# The padded layout's scores per layer (heads x examples x longest²): up to MAX_KEPT they are kept for the backward,
+# in fp32 and the compute dtype (6 bytes each: 24 MiB per layer at this bound); up to MAX_SCORES the backward
+# recomputes them instead (a few hundred MiB at once, nothing kept); a row that needs more keeps sdpa's kernel.
+MAX_KEPT = 4 * 1024 * 1024
+MAX_SCORES = 32 * 1024 * 1024
 
 
 def use_packed_attention(model: Any, everywhere: bool = False) -> bool:
@@ -87,14 +89,15 @@ def _layout(query, key, kwargs, dropout, module):
         return None
     lengths = [b - a for a, b in zip(bounds, bounds[1:])]
     examples, longest = len(lengths), max(lengths)
-    if key.shape[1] * (query.shape[1] // key.shape[1]) * examples * longest * longest > MAX_SCORES:
+    scores = query.shape[1] * examples * longest * longest
+    if scores > MAX_SCORES:
         layout = None
     else:
         lens = torch.tensor(lengths)
         starts = torch.tensor(bounds[:-1])
         offsets = torch.arange(total) - starts.repeat_interleave(lens)
         index = (torch.arange(examples) * longest).repeat_interleave(lens) + offsets
-        layout = (index.to(query.device), examples, longest)
+        layout = (index.to(query.device), examples, longest, scores <= MAX_KEPT)
     _cache.clear()
     _cache.update(cu=cu, layout=layout)
     return layout
@@ -127,6 +130,16 @@ def _compute_dtype(*tensors):
     return torch.promote_types(torch.promote_types(tensors[0].dtype, tensors[1].dtype), tensors[2].dtype)
 
 
+def _probs(q, k, longest: int):
+    """softmax(q·kᵀ) over the padded layout, causal: fp32, and in the compute dtype for the GEMMs."""
+    import torch
+
+    scores = torch.matmul(q, k.transpose(-1, -2)).float()
+    scores.masked_fill_(_causal(longest, q.device), float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    return probs, probs.to(q.dtype)
+
+
 @functools.cache
 def _function():
     """The autograd function (made on first use: the trainer plugin loads without importing torch)."""
@@ -142,7 +155,7 @@ def _function():
 def _forward(ctx, query, key, value, layout, scale):
     import torch
 
-    index, examples, longest = layout
+    index, examples, longest, keep = layout
     heads, kv_heads, d = query.shape[1], key.shape[1], query.shape[-1]
     group = heads // kv_heads
     dtype = _compute_dtype(query, key, value)
@@ -151,12 +164,9 @@ def _forward(ctx, query, key, value, layout, scale):
     k = _pad(key[0].to(dtype), index, examples, longest).unsqueeze(1)  # [kv, 1, examples, longest, d]
     v = _pad(value[0].to(dtype), index, examples, longest).unsqueeze(1)
     with torch.autocast(query.device.type, enabled=False):
-        scores = torch.matmul(q, k.transpose(-1, -2)).float()
-        scores.masked_fill_(_causal(longest, query.device), float("-inf"))
-        probs = torch.softmax(scores, dim=-1)  # fp32, kept for the backward's softmax step
-        probs_low = probs.to(dtype)  # the GEMMs' copy, kept for grad_v
+        probs, probs_low = _probs(q, k, longest)
         out = torch.matmul(probs_low, v)  # [kv, group, examples, longest, d]
-    ctx.save_for_backward(q, k, v, probs, probs_low, index)
+    ctx.save_for_backward(q, k, v, index, *((probs, probs_low) if keep else ()))
     ctx.shape = (examples, longest, scale, query.dtype, key.dtype, value.dtype)
     out = out.view(heads, examples * longest, d).index_select(1, index)  # [heads, T, d]
     return out.transpose(0, 1).unsqueeze(0)  # [1, T, heads, d], in the compute dtype (as sdpa under autocast)
@@ -165,13 +175,14 @@ def _forward(ctx, query, key, value, layout, scale):
 def _backward(ctx, grad_out):
     import torch
 
-    q, k, v, probs, probs_low, index = ctx.saved_tensors
+    q, k, v, index, *kept = ctx.saved_tensors
     examples, longest, scale, q_dtype, k_dtype, v_dtype = ctx.shape
     kv_heads, group, d = q.shape[0], q.shape[1], q.shape[-1]
     heads = kv_heads * group
     dtype = q.dtype
     g = _pad(grad_out[0].transpose(0, 1).to(dtype), index, examples, longest).view(q.shape)
     with torch.autocast(q.device.type, enabled=False):
+        probs, probs_low = kept or _probs(q, k, longest)
         grad_v = torch.matmul(probs_low.transpose(-1, -2), g).sum(1)
         grad_p = torch.matmul(g, v.transpose(-1, -2)).float()
         grad_s = torch.ops.aten._softmax_backward_data(grad_p, probs, -1, torch.float32).to(dtype)

@@ -145,10 +145,16 @@ def _forward_backward(model, batch, autocast=False):
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_the_packed_attention_equals_sdpa_with_the_block_mask(autocast):
-    """Logits, loss and every gradient, for a packed row of examples of 1 to 11 tokens; bf16 within its rounding."""
+@pytest.mark.parametrize("kept", [True, False])
+def test_the_packed_attention_equals_sdpa_with_the_block_mask(autocast, kept, monkeypatch):
+    """Logits, loss and every gradient, for a packed row of examples of 1 to 11 tokens; bf16 within its rounding.
+    With the probabilities kept for the backward, and recomputed there (a row past MAX_KEPT)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from star_kit_plugins import sft_attention
+
+    if not kept:
+        monkeypatch.setattr(sft_attention, "MAX_KEPT", 0)
     sdpa, packed = _packed_pair()
     batch = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(
         [{"input_ids": x.tolist()} for x in _examples((5, 11, 1, 3, 8))])
