@@ -172,7 +172,13 @@ class RunStore:
         return path.exists()
 
     def metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
+        """metrics.jsonl's rows; each ``checkpoint`` names this directory's (a copied or moved run directory's
+        rows name the folder it was made in; a resume goes on from, and records, its own)."""
+        rows = read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
+        for row in rows:
+            if row.get("checkpoint") and isinstance(row.get("iteration"), int):
+                row["checkpoint"] = str(self.artifact(row["iteration"], "checkpoint"))
+        return rows
 
     def record(self, row: dict[str, Any]) -> None:
         """Add (or replace) one iteration's metrics line; rewrites the file atomically."""

@@ -151,3 +151,20 @@ def _chunked(tmp_path):
     cfg = tmp_path / "chunked.yaml"
     cfg.write_text("chunk_size: 2\n")
     return cfg
+
+
+def test_a_moved_run_directory_resumes_from_its_own_checkpoints(tiny_model, tmp_path, test_plugin):
+    """metrics.jsonl records where each checkpoint was written; a resume of the directory moved elsewhere (the
+    original gone) continues from the checkpoints it holds, and records those."""
+    import shutil
+
+    first = tmp_path / "first"
+    assert _run(tiny_model, first, "--task", "lenient-arithmetic", "--iterations", "2", "--patience", "0") == 0
+    moved = tmp_path / "moved"
+    shutil.move(str(first), str(moved))
+    shutil.rmtree(moved / "iter_02")
+    (moved / "metrics.jsonl").write_text("".join((moved / "metrics.jsonl").read_text().splitlines(True)[:2]))
+    assert main(["run", "--resume", str(moved), "--no-progress"]) == 0
+    rows = read_jsonl(moved / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert [r["checkpoint"] for r in rows[1:]] == [str(moved / f"iter_{n:02d}" / "checkpoint") for n in (1, 2)]
