@@ -43,7 +43,8 @@ class RunConfig:
     verifier: str = _opt("auto", "rationale verifier: auto (the task's own), none (no check beyond the answer), "
                                  "or a verifier's name")
     baseline: bool = _opt(True, "evaluate the base model as iteration 0")
-    seed: int = _opt(0, "random seed (data, sampling, training)")
+    seed: int = _opt(0, "random seed (data, sampling, training; bf16 training on a CPU is not bit-for-bit "
+                        "repeatable, so checkpoints of two runs differ slightly)")
     temperature: float = _opt(0.0, "sampling temperature for rationales; 0 = greedy")
     samples: int = _opt(1, "rationales sampled per question (k > 1 needs --temperature > 0); identical ones train "
                            "once")
@@ -63,7 +64,8 @@ class RunConfig:
                                        "evaluated few-shot", choices=EVAL_PROMPTS)
     data_dir: str | None = _opt(None, "local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     skip_bad_rows: bool = _opt(False, "drop (and count) malformed data rows instead of stopping at the first")
-    chunk_size: int = _opt(128, "questions sampled and saved per chunk (the resume unit)")
+    chunk_size: int = _opt(128, "questions sampled and saved per chunk (the resume unit of sampling and "
+                                "rationalizing; an evaluation pass, merged with the next sampling or not, is one unit)")
     merge_passes: bool = _opt(True, "decode M(n)'s evaluation prompts and iteration n+1's sampling prompts in one "
                                     "batched pass when both are due (greedy sampling, n+1 certain to run; "
                                     "--no-merge-passes: one pass each)")
