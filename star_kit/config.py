@@ -43,8 +43,7 @@ class RunConfig:
     verifier: str = _opt("auto", "rationale verifier: auto (the task's own), none (no check beyond the answer), "
                                  "or a verifier's name")
     baseline: bool = _opt(True, "evaluate the base model as iteration 0")
-    seed: int = _opt(0, "random seed (data, sampling, training; bf16 training on a CPU is not bit-for-bit "
-                        "repeatable, so checkpoints of two runs differ slightly)")
+    seed: int = _opt(0, "random seed (data, sampling, training)")
     temperature: float = _opt(0.0, "sampling temperature for rationales; 0 = greedy")
     samples: int = _opt(1, "rationales sampled per question (k > 1 needs --temperature > 0); identical ones train "
                            "once")
