@@ -139,3 +139,12 @@ def test_seed_sweep_budget_stops_runs_and_a_used_folder_is_refused(tiny_model, t
     assert "sk-secret" not in (tmp_path / "s" / "k-s0.log").read_text()  # the logged command line too
     bad = subprocess.run([*cmd[:-2], "--variant", "x=--seed 3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--seed is set by the sweep" in bad.stderr
+
+
+def test_attention_speed_runs_and_agrees_with_sdpa():
+    data = _last_json([sys.executable, "benchmarks/attention_speed.py", "--repeats", "1"])
+    assert set(data["rows"]) == {"default_job", "train_benchmark", "train_fewshot"}
+    assert data["rows"]["train_fewshot"]["probabilities"] == "recomputed"
+    for row in data["rows"].values():
+        assert row["sdpa_ms"] > 0 and row["packed_ms"] > 0
+        assert row["max_abs_diff_out"] < 0.05 and max(row["max_rel_diff_grad"]) < 0.05  # bf16 rounding
