@@ -68,21 +68,26 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
     return _function().apply(query, key, value, layout, scale), None
 
 
-_cache: dict[str, Any] = {}
+# The last row's layout, as one tuple (a single read, so another thread's row can never pair with this one's):
+# (cu_seq_lens_q tensor, heads, device, layout). Every layer of one forward sees the same tensor.
+_last: tuple | None = None
 
 
 def _layout(query, key, kwargs, dropout, module):
-    """(token -> padded position index, examples, longest) for a packed row, or None for sdpa's path."""
+    """(token -> padded position index, examples, longest, keep probabilities) for a packed row, or None for sdpa's
+    path."""
     import torch
 
+    global _last
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or (dropout and module.training):
         return None
     if kwargs.get("cu_seq_lens_k") is not None and kwargs["cu_seq_lens_k"] is not cu \
             and not torch.equal(kwargs["cu_seq_lens_k"], cu):
         return None
-    if _cache.get("cu") is cu:  # the same row in every layer: build the index once per forward
-        return _cache["layout"]
+    last = _last
+    if last is not None and last[0] is cu and last[1] == query.shape[1] and last[2] == query.device:
+        return last[3]  # the same row in every layer: the index is built once per forward
     bounds = cu.tolist()
     total = query.shape[2]
     if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != total:
@@ -98,20 +103,16 @@ def _layout(query, key, kwargs, dropout, module):
         offsets = torch.arange(total) - starts.repeat_interleave(lens)
         index = (torch.arange(examples) * longest).repeat_interleave(lens) + offsets
         layout = (index.to(query.device), examples, longest, scores <= MAX_KEPT)
-    _cache.clear()
-    _cache.update(cu=cu, layout=layout)
+    _last = (cu, query.shape[1], query.device, layout)
     return layout
 
 
+@functools.lru_cache(maxsize=32)
 def _causal(longest: int, device) -> Any:
+    """The positions a padded example's query must not see (those after it)."""
     import torch
 
-    key = ("causal", longest, device)
-    mask = _cache.get(key)
-    if mask is None:
-        mask = torch.ones(longest, longest, dtype=torch.bool, device=device).triu(1)
-        _cache[key] = mask
-    return mask
+    return torch.ones(longest, longest, dtype=torch.bool, device=device).triu(1)
 
 
 def _pad(x, index, examples: int, longest: int):

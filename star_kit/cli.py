@@ -106,9 +106,10 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
             raise StarKitError(f"--resume {args.resume} continues the run in that directory; --out {flags['out']} "
                                f"names another (drop --out)", 2)
         saved = code_from_saved(saved, given, f"--resume {args.resume}")
-        if "task" in given and saved.get("task") not in (None, given["task"]):  # before its options are merged
-            raise StarKitError(f"--resume {args.resume}: config key 'task' differs ({saved['task']!r} in "
-                               f"config.yaml, {given['task']!r} now)", 2)
+        for key in ("task", "sampler", "trainer"):  # before the old plugin's options are merged into the new one's
+            if key in given and saved.get(key) not in (None, given[key]):
+                raise StarKitError(f"--resume {args.resume}: config key {key!r} differs ({saved[key]!r} in "
+                                   f"config.yaml, {given[key]!r} now)", 2)
     data = dict(saved)
     for key, value in given.items():
         if key in OPTION_FLAGS and isinstance(value, dict) and isinstance(data.get(key), dict):

@@ -384,11 +384,15 @@ def drop_redacted(obj: Any) -> Any:
 OPTION_FLAGS = {"task_options": "--task-opt", "sampler_options": "--sampler-opt", "trainer_options": "--trainer-opt"}
 
 
-# Options that decide what runs, or where, other than a ``*_command``: ``launch_args`` (arguments of ``accelerate
-# launch``, which can name any program: ``--no_python /bin/sh -c ...``), ``accelerate_config`` (the launch's
-# machines and processes), ``address`` (a Ray cluster: the driver unpickles what its actors return).
-# A plugin's option of another name that does so should end in ``_command`` (the plugin guide says so).
-CODE_OPTIONS = ("launch_args", "accelerate_config", "address")
+# Options that decide what runs, or where star-kit connects and sends data, other than a ``*_command``:
+# ``launch_args`` (arguments of ``accelerate launch``, which can name any program: ``--no_python /bin/sh -c ...``),
+# ``accelerate_config`` (the launch's machines and processes), ``address`` (a Ray cluster: the driver unpickles what
+# its actors return), ``base_url`` (an OpenAI-compatible server: it receives every prompt, and the key from
+# ``$OPENAI_API_KEY``), TRL's ``push_to_hub`` / ``hub_model_id`` (a repository the trained model is pushed to with
+# the user's token) and ``chat_template_path`` (a tokenizer fetched from the hub). A plugin's option of another
+# name that does so should end in ``_command`` (the plugin guide says so).
+CODE_OPTIONS = ("launch_args", "accelerate_config", "address", "base_url", "push_to_hub", "hub_model_id",
+                "chat_template_path")
 
 
 def is_command_key(name: str) -> bool:
@@ -419,7 +423,8 @@ def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) ->
         options = dict(options)
         for name in [k for k in options if is_command_key(k)]:
             value = options.pop(name)
-            if value in (None, "") or (given.get(key) or {}).get(name) == value:
+            empty = value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
+            if empty or (given.get(key) or {}).get(name) == value:  # nothing to run, or the user's own again
                 continue
             named.append(f"{key[:-len('_options')]} option {name}")
             again.append(f"{flag} {name}=...")

@@ -569,7 +569,7 @@ class StarRun:
             self.on_record(self.history())
 
     def history(self) -> list[IterationResult]:
-        """The recorded iterations (metrics.jsonl), tolerant of lines a kill or a person left behind."""
+        """The recorded iterations (metrics.jsonl; a damaged line stops with file:line, see ``read_jsonl``)."""
         known = set(IterationResult.__dataclass_fields__)
         # a row written before ``eval_prompt`` was recorded gets it from the config (which a resume cannot change)
         rows = [row for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]

@@ -175,8 +175,9 @@ class RunStore:
         """metrics.jsonl's rows; each ``checkpoint`` names this directory's (a copied or moved run directory's
         rows name the folder it was made in; a resume goes on from, and records, its own)."""
         rows = read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
-        for row in rows:
-            if row.get("checkpoint") and isinstance(row.get("iteration"), int):
+        for row in rows:  # (a copy without its checkpoint folders keeps the paths it recorded)
+            if row.get("checkpoint") and isinstance(row.get("iteration"), int) and self.has(row["iteration"],
+                                                                                                 "checkpoint"):
                 row["checkpoint"] = str(self.artifact(row["iteration"], "checkpoint"))
         return rows
 

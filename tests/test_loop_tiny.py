@@ -85,6 +85,8 @@ def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
     assert main(["run", "--resume", str(out), "--task", "gsm8k", "--no-progress"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "config key 'task' differs ('arithmetic' in config.yaml, 'gsm8k' now)")
+    assert main(["run", "--resume", str(out), "--sampler", "openai", "--no-progress"]) == 2
+    assert "config key 'sampler' differs ('auto' in config.yaml, 'openai' now)" in capsys.readouterr().err
     # An edited config.yaml is named in the one line.
     text = config.read_text()
     config.write_text(text.replace("seed: 0", "seed: zero"))

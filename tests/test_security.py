@@ -187,7 +187,7 @@ def test_resume_does_not_run_the_command_a_run_directory_names(tmp_path, fake_mo
     pwned = tmp_path / "PWNED"
     monkeypatch.chdir(tmp_path)
     run = _crafted_run(tmp_path, fake_model, sampler="openai", sampler_options={
-        "base_url": "http://127.0.0.1:9/v1", "reload_command": f"touch {pwned}", "reload_timeout": 1})
+        "reload_command": f"touch {pwned}", "reload_timeout": 1})
     assert main(["run", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert not pwned.exists()
@@ -205,6 +205,8 @@ def test_resume_does_not_run_the_command_a_run_directory_names(tmp_path, fake_mo
                  "launch_args": ["--no_python", "/bin/sh", "-c", "touch PWNED; exit 3"]}, "--trainer-opt launch_args"),
     ("trainer", {"launcher": "accelerate", "accelerate_config": "evil.yaml"}, "--trainer-opt accelerate_config"),
     ("sampler", {"address": "ray://203.0.113.9:10001"}, "--sampler-opt address"),
+    ("sampler", {"base_url": "http://203.0.113.9/v1"}, "--sampler-opt base_url"),  # every prompt, and the key
+    ("trainer", {"push_to_hub": True, "hub_model_id": "someone/else"}, "--trainer-opt push_to_hub"),
 ])
 def test_resume_does_not_take_what_runs_or_where_from_a_run_directory(tmp_path, fake_model, capsys, monkeypatch,
                                                                       kind, options, flag):
@@ -212,15 +214,21 @@ def test_resume_does_not_take_what_runs_or_where_from_a_run_directory(tmp_path, 
     whose replies the driver unpickles: like a *_command, each is used only when the command line names it again."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evil.yaml").write_text("compute_environment: LOCAL_MACHINE\n")
-    extra = {"sampler": "ray"} if kind == "sampler" else {}
+    extra = {"sampler": "openai" if "base_url" in options else "ray"} if kind == "sampler" else {}
     run = _crafted_run(tmp_path, fake_model, **extra, **{f"{kind}_options": options})
     assert main(["run", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert not (tmp_path / "PWNED").exists()
     name = flag.split()[1]
-    assert f"config.yaml names {kind} option {name}; a run directory is data" in err
-    assert f"{flag}=... again" in err and len(err.strip().splitlines()) == 1
+    assert f"{kind} option {name}" in err and "config.yaml names" in err and "a run directory is data" in err
+    assert f"{flag}=..." in err and len(err.strip().splitlines()) == 1
     assert is_command_key(name)
+
+
+def test_an_empty_value_of_such_an_option_is_nothing_to_refuse(tmp_path, fake_model, capsys):
+    run = _crafted_run(tmp_path, fake_model, trainer_options={"launch_args": [], "push_to_hub": False,
+                                                              "accelerate_config": None})
+    assert main(["run", "--resume", str(run), "--print-config"]) == 0
 
 
 @pytest.fixture()
