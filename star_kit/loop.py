@@ -199,6 +199,12 @@ class Timings(dict):
         write_json(self.path, dict(self))
 
 
+def task_option_defaults(registry: Registry, task: str) -> dict[str, Any]:
+    """The task factory's option defaults that config.yaml records beside the options given (``data_dir`` and
+    ``skip_bad_rows`` are star-kit's to pass, not task options)."""
+    return registry.option_defaults("tasks", task, exclude=("data_dir", "skip_bad_rows"))
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 @dataclass
 class StarRun:
@@ -276,7 +282,7 @@ class StarRun:
         task = self.build_task()
         # config.yaml records the task's options with its defaults (one that a later release changes does not
         # change what this run does on resume or in bench --run)
-        self.task_defaults = registry.option_defaults("tasks", config.task, exclude=("data_dir", "skip_bad_rows"))
+        self.task_defaults = task_option_defaults(registry, config.task)
         config.task_options = {**self.task_defaults, **config.task_options}
         train_set = task.examples("train", config.train_size, config.seed)
         eval_set = task.examples("eval", config.eval_size, config.seed)

@@ -94,6 +94,15 @@ def test_resume_refuses_a_changed_config(tiny_model, tmp_path, capsys):
     assert f"{config}: key 'seed' is 'zero' (a string); expected an integer" in capsys.readouterr().err
 
 
+def test_print_config_shows_the_task_options_as_config_yaml_will_record_them(capsys):
+    import yaml
+
+    assert main(["run", "--task-opt", "digits=1-2", "--print-config"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["task_options"] == {"digits": "1-2", "eval_digits": None, "rationales": True, "format": "place_value"}
+    assert main(["run", "--task", "nope", "--print-config"]) == 2
+
+
 def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
     config = tmp_path / "job.yaml"
     config.write_text("train_size: all\neval_size: None\n")
