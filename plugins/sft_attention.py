@@ -12,7 +12,8 @@ softmax(QKᵀ)V with batched GEMMs in the autocast dtype and the softmax in fp32
 softmax backward on the saved fp32 probabilities). Grouped-query heads are not repeated: each key/value head serves
 its group by broadcasting. The saved probabilities cost memory a flash kernel does not (6 bytes per score): past
 ``MAX_KEPT`` scores per layer the backward recomputes them instead, and a row past ``MAX_SCORES`` keeps sdpa, as
-does everything else (padded batches, dropout), with the mask transformers builds as before. Measured: docs/results/training_speed.md.
+does everything else (padded batches, dropout), with the mask transformers builds as before. Measured:
+docs/results/training_speed.md.
 """
 
 from __future__ import annotations

@@ -75,10 +75,11 @@ class TRLSFTTrainer:
     ``star_kit_plugins.sft_lm_head``), ``packed_attention`` (auto: on CPUs with padding-free batches, for
     plain-attention model families: each packed example attends to itself as one padded batch instead of a
     block-diagonal mask over the whole row; see ``star_kit_plugins.sft_attention``), ``lora`` (False; needs
-    peft), ``lora_r`` (16), ``lora_alpha`` (32), ``launcher`` (inprocess | accelerate), ``num_processes`` (accelerate: training processes; default: what
-    the accelerate config says, else 1), ``accelerate_config`` (accelerate: a config file from ``accelerate config``,
-    passed through untouched: DDP, FSDP, DeepSpeed ZeRO-2/3, several machines), ``main_process_port`` (accelerate:
-    default a free port), ``launch_args`` (accelerate: more ``accelerate launch`` arguments, a list or a string)."""
+    peft), ``lora_r`` (16), ``lora_alpha`` (32), ``launcher`` (inprocess | accelerate), ``num_processes``
+    (accelerate: training processes; default: what the accelerate config says, else 1), ``accelerate_config``
+    (accelerate: a config file from ``accelerate config``, passed through untouched: DDP, FSDP, DeepSpeed ZeRO-2/3,
+    several machines), ``main_process_port`` (accelerate: default a free port), ``launch_args`` (accelerate: more
+    ``accelerate launch`` arguments, a list or a string)."""
 
     def __init__(
         self,
@@ -260,7 +261,7 @@ class TRLSFTTrainer:
                   + ("; compact LM head" if compact else "") + ("; packed attention" if packed else ""),
                   file=sys.stderr, flush=True)
         trainer.train()
-        if packed:  # the saved model's config names the attention it was loaded with
+        if packed:  # the model saved next names no attention registered only in this process
             patched.config.get_text_config()._attn_implementation = "sdpa"
         return trainer
 

@@ -123,11 +123,10 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     config = merged_config(args)
     if getattr(args, "print_config", False):  # as config.yaml will record it: the task's option defaults too
-        from .loop import task_option_defaults
+        from .loop import with_task_defaults
         from .registry import load_registry
 
-        config.task_options = {**task_option_defaults(load_registry(config.plugins), config.task),
-                               **config.task_options}
+        with_task_defaults(load_registry(config.plugins), config)
         console.print(yaml.safe_dump(config.public_dict(), sort_keys=False), end="", markup=False,
                       highlight=False)
         return 0

@@ -199,10 +199,13 @@ class Timings(dict):
         write_json(self.path, dict(self))
 
 
-def task_option_defaults(registry: Registry, task: str) -> dict[str, Any]:
-    """The task factory's option defaults that config.yaml records beside the options given (``data_dir`` and
-    ``skip_bad_rows`` are star-kit's to pass, not task options)."""
-    return registry.option_defaults("tasks", task, exclude=("data_dir", "skip_bad_rows"))
+def with_task_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
+    """Complete ``config.task_options`` with the task factory's option defaults, as config.yaml records them (one
+    that a later release changes does not change what a run does on resume or in bench --run); returns the
+    defaults. ``data_dir`` and ``skip_bad_rows`` are star-kit's to pass, not task options."""
+    defaults = registry.option_defaults("tasks", config.task, exclude=("data_dir", "skip_bad_rows"))
+    config.task_options = {**defaults, **config.task_options}
+    return defaults
 
 
 # -- the run -------------------------------------------------------------------------------------------------
@@ -280,10 +283,7 @@ class StarRun:
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
         task = self.build_task()
-        # config.yaml records the task's options with its defaults (one that a later release changes does not
-        # change what this run does on resume or in bench --run)
-        self.task_defaults = task_option_defaults(registry, config.task)
-        config.task_options = {**self.task_defaults, **config.task_options}
+        self.task_defaults = with_task_defaults(registry, config)
         train_set = task.examples("train", config.train_size, config.seed)
         eval_set = task.examples("eval", config.eval_size, config.seed)
         if not train_set or not eval_set:
@@ -578,7 +578,7 @@ class StarRun:
         """The recorded iterations (metrics.jsonl; a damaged line stops with file:line, see ``read_jsonl``)."""
         known = set(IterationResult.__dataclass_fields__)
         # a row written before ``eval_prompt`` was recorded gets it from the config (which a resume cannot change)
-        rows = [row for row in self.store.metrics() if isinstance(row, dict) and isinstance(row.get("iteration"), int)]
+        rows = [row for row in self.store.metrics() if isinstance(row.get("iteration"), int)]
         return [IterationResult(**{k: v for k, v in row.items() if k in known and k != "eval_prompt"},
                                 eval_prompt=row.get("eval_prompt") or self.eval_prompt(row["iteration"]))
                 for row in rows]
