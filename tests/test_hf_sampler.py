@@ -150,6 +150,13 @@ def test_prefix_engine_matches_generate_on_varied_texts(tmp_path, tokenizer, pro
     plain = _run(model, prompts, params, engine="generate", prefix_cache=False)
     assert len({c[0] for c in plain}) == len(prompts)  # the texts differ: the comparison means something
     assert _run(model, prompts, params, engine="prefix", batch_size=3) == plain
+    # the new rows' suffixes run through the model one row per pass (prefill_tokens=1) instead of all at once
+    sampler = load_registry().create("samplers", "hf", model, dtype="float32", engine="prefix")
+    try:
+        sampler._engine.prefill_tokens = 1
+        assert sampler.generate(prompts, params) == plain
+    finally:
+        sampler.close()
 
 
 def test_prefix_engine_float16_attention_does_not_overflow(tmp_path, tokenizer, prompts_and_params):
