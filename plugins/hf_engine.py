@@ -172,8 +172,8 @@ class DecodeEngine:
         values[:, rows, lengths] = qkv[:, (heads + kv) * d :].view(b, kv, d).transpose(0, 1)
         # softmax over [prefix | own keys] in two parts, merged by their log-sum-exps: the prefix's keys are
         # shared by every row (one [kv, g·B, P] product, torch's fused CPU attention kernel), the row's own are
-        # per row (~50 positions each: batched matmuls and a float32 softmax; as fast as that kernel on a CPU with
-        # AMX, 3-4x faster on one without, where its per-(row, head) blocks dominate; measured on 2 cores)
+        # per row (~50 positions each: batched matmuls and a float32 softmax; 3x faster than that kernel on a CPU
+        # without AMX, where its per-(row, head) blocks dominate; docs/results/sampling_speed.md)
         out, lse = self._own_attention(q.permute(0, 2, 1, 3), keys, values, mask)  # [kv, B, g, d], [kv, B, g]
         out, lse = out.transpose(0, 1), lse.transpose(0, 1)  # [B, kv, g, d], [B, kv, g]: views
         attn = x.new_empty((b, kv, g, d))  # o_proj's input layout, written by the merge
