@@ -125,16 +125,18 @@ class DecodeEngine:
         torch = self.torch
         kv, b, gn, d = q.shape
         n = gn // self.group
-        q = q * self.scaling  # exact where head_dim is a power of 4 (1/8 for 64)
-        scores = torch.matmul(q, keys.transpose(-1, -2)).float() + mask  # [kv, B, g·L, T]
+        dtype = values.dtype
+        wide = dtype == torch.float16  # float16 scores could overflow: multiplied in float32
+        q = q.float() * self.scaling if wide else q * self.scaling  # exact where head_dim is a power of 4
+        scores = torch.matmul(q, (keys.float() if wide else keys).transpose(-1, -2)).float() + mask  # [kv, B, g·L, T]
         if prefix_kv is not None:
             pk_t, pv = prefix_kv[0][0].transpose(1, 2), prefix_kv[1][0]  # the transpose: a BLAS flag, no copy
             p = pk_t.shape[2]
-            shared = torch.bmm(q.reshape(kv, b * gn, d), pk_t).view(kv, b, gn, p)
+            shared = torch.bmm(q.reshape(kv, b * gn, d), pk_t.float() if wide else pk_t).view(kv, b, gn, p)
             scores = torch.cat([shared.float(), scores], dim=-1)
         else:
             p = 0
-        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        probs = torch.softmax(scores, dim=-1).to(dtype)
         out = torch.matmul(probs[..., p:], values)  # [kv, B, g·L, d]
         if prefix_kv is not None:
             out = out + torch.bmm(probs[..., :p].reshape(kv, b * gn, p), pv).view(kv, b, gn, d)
@@ -197,8 +199,11 @@ class DecodeEngine:
         """softmax(q·keys + mask)·values per row, and its log-sum-exp: q [kv, B, g, d], keys/values [kv, B, T, d],
         mask [B, T] additive float32 (-inf past each row's length). The scores in the model's dtype, the softmax in
         float32; the log-sum-exp from the softmax itself: at a row's maximum score m, p = exp(m - lse), so
-        lse = m - log(max p) (max p >= 1/T: no cancellation)."""
+        lse = m - log(max p) (max p >= 1/T: no cancellation). float16 multiplies in float32 (its scores could
+        overflow)."""
         torch = self.torch
+        if q.dtype == torch.float16:
+            q, keys = q.float(), keys.float()
         scores = torch.matmul(q, keys.transpose(-1, -2)).float().mul_(self.scaling).add_(mask[None, :, None])
         top = scores.amax(-1)
         probs = torch.softmax(scores, dim=-1)

@@ -176,6 +176,22 @@ def test_prefix_engine_float16_attention_does_not_overflow(tmp_path, tokenizer, 
     assert _run(model, prompts[:3], params, engine="prefix", dtype="float16") == plain
 
 
+def test_prefix_engine_float16_scores_do_not_overflow(tmp_path, tokenizer, prompts_and_params):
+    """Query-key products past float16's range (~7e5 here, the limit 65504): the rows' own attention multiplies
+    them in float32, as the prefix's kernel does."""
+    def edit(model):
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.fill_(300.0), layer.self_attn.k_proj.bias.fill_(300.0)
+            layer.self_attn.o_proj.weight.mul_(1e-2)
+
+    prompts, _ = prompts_and_params
+    model = _varied_model(tmp_path, tokenizer, attention_bias=True, edit=edit)
+    params = GenerationParams(max_new_tokens=6)
+    plain = _run(model, prompts[:3], params, engine="generate", dtype="float16")
+    assert all(c[0] for c in plain)
+    assert _run(model, prompts[:3], params, engine="prefix", dtype="float16") == plain
+
+
 def test_generate_ignores_the_checkpoints_generation_defaults(tmp_path, tokenizer, prompts_and_params):
     """Completions follow GenerationParams alone on both engines: a checkpoint's repetition_penalty or
     no_repeat_ngram_size are not applied by generate, nor is a top-k (the model's, or transformers' default 50)."""
