@@ -37,14 +37,15 @@ def extract_integer_answer(text: str) -> str | None:
     """The integer after the last "the answer is", or None.
 
     Unicode digits count as their ASCII digits ("７２" -> "72", also a fullwidth or Unicode minus sign). An
-    integer that is the base of a power ("1e999999", "9^9^9", "10²") is None, not its first digits. Never
-    raises; linear time in the text.
+    integer that is the base of a power ("1e999999", "9^9^9", "10²") or the start of a decimal, a fraction or a
+    hexadecimal number ("3.9", "1/2", "0x1F") is None, not its first digits. Never raises; linear time in the
+    text.
     """
     if not isinstance(text, str):
         return None
     text = arith.normalize_digits(text)
     last = arith.last_match(_ANSWER, text)
-    if last is None or arith.is_power(text, last.start(2), last.end(2)):
+    if last is None or arith.is_power(text, last.start(2), last.end(2)) or arith.is_continued(text, last.end(2)):
         return None
     return canonical_integer(last.group(1), last.group(2))
 

@@ -71,8 +71,8 @@ def extract_number(text: str) -> str | None:
     """The number after the last "The answer is" / "####" marker, else the last number in the text, else None.
 
     Handles thousands commas, '$', negatives, decimals and a trailing period. Unicode digits count as their ASCII
-    digits ("７２" -> "72"). A number that is part of a power ("1e999999", "9^9^9", "10²") is None, not its
-    first digits; so is a text without a marker that ends in more than ``MAX_FRAGMENTS`` number fragments with
+    digits ("７２" -> "72"). A number that is part of a power ("1e999999", "9^9^9", "10²") or of a fraction or a
+    malformed number ("1/2", "1,2,3", "1.5.2") is None, not its first digits; so is a text without a marker that ends in more than ``MAX_FRAGMENTS`` number fragments with
     no space or word between them ("1,1,1,..."). Never raises; linear time in the text.
     """
     if not isinstance(text, str):
@@ -82,9 +82,14 @@ def extract_number(text: str) -> str | None:
     if marker:
         m = _first_number(text, marker.end())
         if m:
-            return None if arith.is_power(text, m.start(), m.end()) else _canonical(m)
+            return None if _part_of_another(text, m) else _canonical(m)
     last = _last_number(text)
-    return _canonical(last) if last and not arith.is_power(text, last.start(), last.end()) else None
+    return _canonical(last) if last and not _part_of_another(text, last) else None
+
+
+def _part_of_another(text: str, m: re.Match) -> bool:
+    return (arith.is_power(text, m.start(), m.end()) or arith.is_continued(text, m.end())
+            or arith.continues_another(text, m.start()))
 
 
 # Speed-ups that give exactly _NUMBER.search / the last of _NUMBER.finditer without trying _NUMBER at every
@@ -172,11 +177,16 @@ def verify_calculations(example: Example, rationale: str) -> str | None:
     rationale = arith.normalize_digits(rationale)
     if rationale.count("=") > MAX_CALCULATIONS:
         return f"more than {MAX_CALCULATIONS} '=' (a looping rationale)"
+    power = arith.power_in_calculation(rationale)
+    if power is not None:
+        return f"{power} = ... cannot be checked (a power)"
     for segments in arith.iter_chains(rationale):
         for left, right in zip(segments, segments[1:]):
             if len(left) > arith.MAX_CHARS or not arith.has_operator(left):
                 continue  # "x = 5 + 3" or "7 = 7": nothing computed on this side
-            got = arith.value(left)
+            got, problem = arith.evaluate(left)
+            if problem is not None:
+                return f"{left} = {right} cannot be checked ({problem})"
             if got is None:
                 continue  # not arithmetic we can read (e.g. "2 x" as a word); not counted against it
             if not arith.has_operator(right):  # "= 7", "= $72", "= 3.33": a written result, maybe rounded

@@ -66,6 +66,45 @@ def is_power(text: str, start: int, end: int) -> bool:
             or _POWER_BEFORE.search(text, max(0, start - 8), start) is not None)
 
 
+# A power written into a calculation ('2^10 =', '5² =', '1e400 + 1 ='): the power sign, then the run of arithmetic
+# characters up to an '='. The finder skips power signs inside a run it has read, so it is linear in the text.
+_SUPERSCRIPTS = "\u2070\u00b9\u00b2\u00b3\u2074-\u2079"
+_POWER_SIGN = re.compile(rf"\d\s*+\^|\d[{_SUPERSCRIPTS}]|\d\.?[eE][-+\u2212]?\d")
+_POWER_RUN = re.compile(rf"[\d\s.,$+\-*/×x÷()\u2212^eE{_SUPERSCRIPTS}]*+")
+
+
+def power_in_calculation(text: str) -> str | None:
+    """The first power written on the left of an '=' ('2^10', '5²', '1e400 + 1'), as written, or None. The
+    calculations a verifier computes hold no powers, so a rationale that writes one cannot be checked."""
+    read_to = 0
+    for sign in _POWER_SIGN.finditer(text):
+        if sign.start() < read_to:
+            continue
+        read_to = _POWER_RUN.match(text, sign.end()).end()
+        if read_to < len(text) and text[read_to] == "=":
+            return text[sign.start():read_to].strip()
+    return None
+
+
+# What makes the digits before it part of another number: a decimal or fraction part ('3.9', '1/2'), a comma that
+# is not a thousands separator ('1,2' after a number read whole), a hexadecimal prefix ('0x1F').
+_CONTINUED = re.compile(r"[./,]\d|(?<=\b0)[xX][0-9a-fA-F]")
+
+
+def is_continued(text: str, end: int) -> bool:
+    """Whether the number read up to ``text[end]`` goes on as a decimal, a fraction or a hexadecimal number, so
+    that what was read is only its first digits ('3' of '3.9', '1' of '1/2', '0' of '0x1F')."""
+    return _CONTINUED.match(text, end) is not None
+
+
+def continues_another(text: str, start: int) -> bool:
+    """Whether the number read from ``text[start]`` is the end of another one: a denominator or the part after
+    a second point or a comma that is not a thousands separator ('2' of '1/2', '.2' of '1.5.2', '3' of '1,2,3')."""
+    if start >= 1 and text[start] == "." and text[start - 1].isdigit():
+        return True
+    return start >= 2 and text[start - 1] in "/.," and text[start - 2].isdigit()
+
+
 def last_match(pattern: re.Pattern, text: str, pos: int = 0, endpos: int | None = None) -> re.Match | None:
     """The last of ``pattern.finditer(text, pos, endpos)`` (non-overlapping, left to right), consumed in C."""
     tail = deque(pattern.finditer(text, pos, len(text) if endpos is None else endpos), maxlen=1)
@@ -81,6 +120,10 @@ def canonical_integer(sign: str, digits: str) -> str:
 
 class _Unreadable(Exception):
     pass
+
+
+class _Uncheckable(_Unreadable):
+    """Arithmetic that reads but cannot be computed within the bounds: division by zero, a number too large."""
 
 
 def _tokens(text: str) -> list[str]:
@@ -99,7 +142,7 @@ def _tokens(text: str) -> list[str]:
 
 def _number(token: str) -> Fraction:
     if len(token.replace(".", "")) > MAX_DIGITS:
-        raise _Unreadable
+        raise _Uncheckable(f"a number of more than {MAX_DIGITS} digits")
     whole, _, frac = token.partition(".")
     value = Fraction(int(whole or "0"))
     if frac:
@@ -109,7 +152,7 @@ def _number(token: str) -> Fraction:
 
 def _bounded(value: Fraction) -> Fraction:
     if max(abs(value.numerator), value.denominator).bit_length() > MAX_DIGITS * 3.33:
-        raise _Unreadable
+        raise _Uncheckable(f"a result of more than {MAX_DIGITS} digits")
     return value
 
 
@@ -142,7 +185,7 @@ class _Parser:
             else:
                 divisor = self.unary()
                 if divisor == 0:
-                    raise _Unreadable
+                    raise _Uncheckable("division by zero")
                 value = _bounded(value / divisor)
         return value
 
@@ -163,14 +206,23 @@ class _Parser:
 
 def value(text: str) -> Fraction | None:
     """The exact value of an arithmetic expression, or None when it is not one (or too large)."""
+    return evaluate(text)[0]
+
+
+def evaluate(text: str) -> tuple[Fraction | None, str | None]:
+    """(the exact value, None) of an arithmetic expression; (None, why) for one that reads but cannot be computed
+    within the bounds ("division by zero", "a number of more than 60 digits", ...); (None, None) for a text that
+    is not arithmetic."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_CHARS:
-        return None
+        return None, None
     try:
         parser = _Parser(_tokens(text))
         result = parser.expr()
-        return result if parser.peek() is None else None
+        return (result, None) if parser.peek() is None else (None, None)
+    except _Uncheckable as exc:
+        return None, str(exc)
     except (_Unreadable, ValueError, ZeroDivisionError, RecursionError):
-        return None
+        return None, None
 
 
 # Whether a whole text tokenizes: the possessive loop reads the same tokens as _tokens(), left to right, in C.

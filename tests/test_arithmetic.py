@@ -20,6 +20,15 @@ def test_extractor_reads_the_answer_phrase():
     assert extract_integer_answer("answer is: 12") == "12"
 
 
+def test_extractor_does_not_read_the_first_digits_of_another_number():
+    """A decimal, a fraction or a hexadecimal answer is no integer answer: not its first digits (a gold 3 must
+    not match "3.9"); a sentence's period is not a decimal point."""
+    for text in ["The answer is 3.9.", "The answer is 1/2", "The answer is 0x1F", "The answer is 12.5"]:
+        assert extract_integer_answer(text) is None, text
+    assert extract_integer_answer("The answer is 3.\n\nQ:") == "3"
+    assert extract_integer_answer("The answer is 3. Next") == "3"
+
+
 def test_extractor_on_garbage_returns_none():
     for text in ["", "   ", "no digits here", "The answer is", "The answer is x", "\x00\uffff", "7" * 5000 + " + 1"]:
         assert extract_integer_answer(text) is None

@@ -266,7 +266,8 @@ def test_answer_key_is_case_insensitive(tmp_path):
     ("She had 10 - 4 = 6 apples left", "6"),  # fallback: the last number
     ("Pages 10-12", "12"),  # a hyphen after a digit is not a sign
     ("She spent 180 - 30", "30"),  # '- 30' with a space is subtraction, not a negative
-    ("The answer is 1,2345", "1"),  # malformed thousands grouping: not read as 12345
+    ("The answer is 1,2345", None),  # a malformed number: not its first digits
+    ("The answer is 3.9.", "3.9"), ("The answer is 1/2.", None), ("so 1/2 of them", None), ("$1,2,3", None),
     ("The answer is 3 and then 4 more", "3"),
     ("#### 7\nThe answer is 9.", "9"),  # the last marker wins
     ("The answer is.", None),

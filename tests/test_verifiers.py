@@ -177,3 +177,20 @@ def test_k_samples_per_question_need_temperature_and_train_each_rationale_once(t
     train = read_jsonl(out / "iter_01" / "train.jsonl")
     pairs = [(t["prompt"], t["completion"]) for t in train]
     assert len(pairs) == len(set(pairs)) and len(pairs) > 4  # several distinct rationales per question
+
+
+def test_gsm8k_verifier_rejects_calculations_it_cannot_compute():
+    """A calculation the verifier cannot compute is not taken as right: a power, a division by zero, a number past
+    its bounds; ordinary calculations beside a power-like word still pass."""
+    from star_kit.records import Example
+    from star_kit_plugins.gsm8k import verify_calculations
+
+    example = Example(id="x", question="q", answer="5")
+    for text, reason in [("She has 2^10 = 5 apples so", "a power"), ("So 9^9^9 = 3 here", "a power"),
+                         ("The area is 5\u00b2 = 25 feet", "a power"), ("Then 1e400 + 1 = 2 in all", "a power"),
+                         ("He computes 1/0 = 5 then", "division by zero"),
+                         ("He adds " + "9" * 70 + " + 1 = 5 in all", "more than 60 digits")]:
+        problem = verify_calculations(example, text)
+        assert problem is not None and "cannot be checked" in problem and reason in problem, (text, problem)
+    assert verify_calculations(example, "In 2e3 steps he ran 3 + 4 = 7 miles") is None
+    assert verify_calculations(example, "So 3 x 4 = 12 and 12 - 2 = 10.") is None
