@@ -86,7 +86,8 @@ class Registry:
 
     def _unknown_hooks(self, plugin: object, name: str, distribution: str) -> list[str]:
         """What pluggy's ``check_pending()`` finds (a ``@hookimpl`` that matches no hookspec, e.g. a misspelt
-        ``register_task``), one line per hook, naming the plugin and the closest real hook."""
+        ``register_task``), one line per hook, naming the plugin and the closest real hook; and a function named
+        as a hook but not marked ``@star_kit.hookimpl`` (pluggy ignores it)."""
         known = [n for n in dir(self.pm.hook)
                  if not n.startswith("_") and getattr(getattr(self.pm.hook, n), "spec", None) is not None]
         out = []
@@ -94,6 +95,10 @@ class Registry:
             try:
                 opts = self.pm.parse_hookimpl_opts(plugin, attr)
             except Exception:
+                continue
+            if opts is None and attr in known and callable(getattr(plugin, attr, None)):
+                out.append(f"plugin {name!r} (distribution {distribution!r}) defines {attr!r} without "
+                           f"@star_kit.hookimpl; it is never called")
                 continue
             if opts is None or opts.get("optionalhook") or attr in known:
                 continue
@@ -122,6 +127,14 @@ class Registry:
                     )
 
     def _register(self, kind: str, name: str, obj: Any, plugin: str, dist: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            self.problems.append(f"a {SINGULAR[kind]} from plugin {plugin!r} (distribution {dist!r}) ignored: its "
+                                 f"name must be a non-empty string, got {_shown(name)} ({type(name).__name__})")
+            return
+        if not callable(obj):
+            self.problems.append(f"{SINGULAR[kind]} {name!r} from plugin {plugin!r} (distribution {dist!r}) ignored: "
+                                 f"register a class or a function, got {_shown(obj)} ({type(obj).__name__})")
+            return
         taken = self.items[kind].get(name)
         if taken is not None:
             self.problems.append(
@@ -308,7 +321,13 @@ class Registry:
                 self._warn_once("verifiers", name, f"raised {type(exc).__name__}: {exc}; the rationales it raises "
                                                    f"on count as rejected")
                 return f"verifier {name!r} raised {type(exc).__name__}: {exc}"
-            return None if reason is None else (str(reason) or "rejected")
+            if reason is None:
+                return None
+            if not isinstance(reason, str):  # e.g. True for "fine": the protocol's None is acceptance
+                self._warn_once("verifiers", name, f"returned {_shown(reason)} ({type(reason).__name__}), not None "
+                                                   f"(accepted) or a string (the reason to reject); such results "
+                                                   f"count as rejected")
+            return str(reason) or "rejected"
 
         safe.__name__ = f"verifier_{name}"
         return safe

@@ -79,6 +79,30 @@ def test_duplicate_names_are_refused_with_both_distributions():
     assert "dist-a" in registry.problems[0] and "dist-b" in registry.problems[0]
 
 
+def test_a_name_that_is_not_a_string_or_an_object_that_is_not_callable_is_refused_naming_the_plugin(capsys):
+    registry = Registry()
+    registry.add_plugin(_module("odd", register_tasks=lambda register: (register(123, object), register("", object),
+                                                                        register("data", {"not": "callable"}))),
+                        "odd", "dist-odd")
+    registry.add_plugin(_module("good", register_tasks=lambda register: register("ok", object)), "good", "dist-good")
+    registry.collect()
+    assert registry.names("tasks") == ["ok"]  # the listing still sorts: no int among the names
+    assert len(registry.problems) == 3 and all("'odd'" in p and "dist-odd" in p for p in registry.problems)
+    assert "name must be a non-empty string, got 123 (int)" in registry.problems[0]
+    assert "register a class or a function, got {'not': 'callable'} (dict)" in registry.problems[2]
+
+
+def test_a_hook_function_without_the_hookimpl_marker_is_said():
+    registry = Registry()
+    plugin = types.ModuleType("unmarked")
+    plugin.register_tasks = lambda register: register("never", object)  # no @star_kit.hookimpl
+    registry.add_plugin(plugin, "unmarked", "dist-u")
+    registry.collect()
+    assert registry.names("tasks") == []
+    assert registry.problems == ["plugin 'unmarked' (distribution 'dist-u') defines 'register_tasks' without "
+                                 "@star_kit.hookimpl; it is never called"]
+
+
 def test_a_raising_plugin_is_named_and_the_rest_still_load():
     def broken(register):
         raise RuntimeError("boom")

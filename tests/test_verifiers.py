@@ -2,16 +2,18 @@
 
 import json
 import random
+import types
 from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import star_kit
 from star_kit import arith
 from star_kit.cli import main
 from star_kit.records import Example
-from star_kit.registry import load_registry
+from star_kit.registry import Registry, load_registry
 from star_kit.store import read_jsonl
 from star_kit_plugins.arithmetic import place_value_rationale, verify_addition
 from star_kit_plugins.commonsense_qa import verify_explanation
@@ -133,6 +135,19 @@ def test_verifiers_are_listed_and_a_raising_one_is_a_rejection(test_plugin, caps
     [warning] = capsys.readouterr().err.splitlines()  # said once, naming the plugin
     assert warning.startswith("warning: verifier 'raising' (plugin ") and warning.endswith(
         "raised ValueError: verifier bug; the rationales it raises on count as rejected")
+
+
+def test_a_verifier_returning_a_bool_is_said_once_and_counts_as_a_rejection(capsys):
+    registry = Registry()
+    plugin = types.ModuleType("boolish")
+    plugin.register_verifiers = star_kit.hookimpl(lambda register: register("boolish", lambda example, rationale: True))
+    registry.add_plugin(plugin, "boolish", "dist-b")
+    registry.collect()
+    safe = registry.verifier("boolish")
+    assert safe(Example("x", "q", "1"), "text") == "True" == safe(Example("y", "q", "1"), "text")
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: verifier 'boolish' (plugin 'boolish', distribution 'dist-b') returned True "
+                              "(bool), not None (accepted) or a string")
 
 
 def test_unknown_verifier_exits_2(tiny_model, tmp_path, capsys):
