@@ -122,11 +122,13 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = merged_config(args)
-    if getattr(args, "print_config", False):  # as config.yaml will record it: the task's option defaults too
-        from .loop import with_task_defaults
+    if getattr(args, "print_config", False):  # checked as a run checks it first; printed as config.yaml records it
+        from .loop import StarRun
         from .registry import load_registry
 
-        with_task_defaults(load_registry(config.plugins), config)
+        quiet_libraries()
+        StarRun(config, load_registry(config.plugins), phases=None,
+                log=lambda m: err_console.print(m, markup=False, highlight=False)).check()
         console.print(yaml.safe_dump(config.public_dict(), sort_keys=False), end="", markup=False,
                       highlight=False)
         return 0

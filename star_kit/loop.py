@@ -272,11 +272,10 @@ class StarRun:
                 except OSError:
                     pass
 
-    def _run(self, resume: bool) -> list[IterationResult]:
-        """Start-up order: everything that can fail is built and checked before anything is written (the task
-        and its examples, the trainer, the sampler's options, the model's name), then the run directory is locked
-        and ``config.yaml`` written, and only then is a model loaded (the sampler). A failed start leaves no
-        ``config.yaml`` behind, so the same command can simply be run again."""
+    def check(self) -> tuple[Task, Any]:
+        """Everything that can be checked without reading data or loading a model (``_run`` starts with it;
+        ``--print-config`` runs it too): the config's values, the plugins it names, the task and the trainer built
+        from their options, the sampler's options against its factory. Returns the task and the trainer."""
         config, registry = self.config, self.registry
         config.validate()
         self.sampler_name = registry.resolve_sampler(config.sampler)  # auto: vllm on a GPU where installed, else hf
@@ -284,13 +283,22 @@ class StarRun:
         registry.get("trainers", config.trainer)
         task = self.build_task()
         self.task_defaults = with_task_defaults(registry, config)
+        trainer = registry.guarded("trainers", config.trainer,
+                                   registry.create("trainers", config.trainer, **config.trainer_options))
+        registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
+        return task, trainer
+
+    def _run(self, resume: bool) -> list[IterationResult]:
+        """Start-up order: everything that can fail is built and checked before anything is written (the task
+        and its examples, the trainer, the sampler's options, the model's name), then the run directory is locked
+        and ``config.yaml`` written, and only then is a model loaded (the sampler). A failed start leaves no
+        ``config.yaml`` behind, so the same command can simply be run again."""
+        config, registry = self.config, self.registry
+        task, trainer = self.check()
         train_set = task.examples("train", config.train_size, config.seed)
         eval_set = task.examples("eval", config.eval_size, config.seed)
         if not train_set or not eval_set:
             raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
-        trainer = registry.guarded("trainers", config.trainer,
-                                   registry.create("trainers", config.trainer, **config.trainer_options))
-        registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
         self.prepare(resume)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from star_kit.cli import main
 from star_kit.store import read_jsonl
 
@@ -101,6 +103,19 @@ def test_print_config_shows_the_task_options_as_config_yaml_will_record_them(cap
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["task_options"] == {"digits": "1-2", "eval_digits": None, "rationales": True, "format": "place_value"}
     assert main(["run", "--task", "nope", "--print-config"]) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task-opt", "bogus=1"], "bogus"),  # an option the task does not take
+    (["--trainer-opt", "per_device_train_batch_size=0"], "per_device_train_batch_size"),
+    (["--sampler-opt", "bogus_sampler_opt=1"], "bogus_sampler_opt"),
+    (["--temperature", "-1"], "--temperature must be >= 0"),
+])
+def test_print_config_checks_what_a_run_checks_before_printing(flags, message, capsys):
+    """--print-config is a dry run: what `star-kit run` refuses before loading a model, it refuses too."""
+    assert main(["run", *flags, "--print-config"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err
 
 
 def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
