@@ -253,8 +253,10 @@ class TRLSFTTrainer:
             patched, everywhere=self.packed_attention is True)
         world = args.world_size
         if trainer.is_world_process_zero():
-            print(f"trainer 'trl-sft': {world} training process{'es' if world > 1 else ''} "
-                  f"({trainer.accelerator.distributed_type.value}) x per-device batch "
+            kind = trainer.accelerator.distributed_type.value  # accelerate's name: MULTI_GPU, FSDP, DEEPSPEED, ...
+            device = trainer.accelerator.device.type
+            print(f"trainer 'trl-sft': {world} training process{'es' if world > 1 else ''} on {device}"
+                  f"{'' if kind == 'NO' else f' ({kind})'} x per-device batch "
                   f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
                   f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
                   f"{steps} optimizer steps" + ("; padding-free batches" if args.padding_free else "")

@@ -202,7 +202,7 @@ def test_accelerate_two_processes_match_one(tiny_model, tmp_path, capfd):
     for a, b in zip(one, two):
         assert abs(a - b) <= LOSS_RTOL * abs(a), (one, two)
     err = capfd.readouterr().err
-    assert "2 training processes (MULTI_CPU) x per-device batch 4 x accumulation 1 = effective batch 8" in err
+    assert "2 training processes on cpu (MULTI_CPU) x per-device batch 4 x accumulation 1 = effective batch 8" in err
     log = (tmp_path / "two" / "train_worker.log").read_text()
     assert "effective batch 8" in log
     assert not (tmp_path / "two" / "checkpoint.work").exists()  # scratch (spec, data copy) removed
@@ -297,7 +297,7 @@ def test_scaled_out_run_on_smollm2(smollm2, tmp_path):
                           timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 sampling actors ('hf' backend" in done.stderr
-    assert "2 training processes (MULTI_CPU) x per-device batch 2 x accumulation 1 = effective batch 4" in done.stderr
+    assert "2 training processes on cpu (MULTI_CPU) x per-device batch 2 x accumulation 1 = effective batch 4" in done.stderr
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1]
     it1 = rows[1]
