@@ -164,7 +164,10 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
             task = registry.create("tasks", spec.name, core={"data_dir": data_dir},
                                    **options_for(spec.name, task_options))
             spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
-            spec.examples = spec.task.examples("eval", limit, seed)
+            from .loop import checked_examples
+
+            spec.examples = checked_examples(registry.where("tasks", spec.name), "eval",
+                                             spec.task.examples("eval", limit, seed), limit, lambda m: None)
             if not spec.examples:
                 raise StarKitError(f"task {spec.name!r} has no evaluation examples")
     return specs

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import RunConfig, steps_for
-from .errors import StarKitError
+from .errors import PluginError, StarKitError
 from .evaluation import RideAlong, evaluate, greedy_params, prompt_name, same_generation
 from .labels import eval_label_counts, format_counts, label_counts
 from .models import resolve_model
@@ -199,6 +199,36 @@ class Timings(dict):
         write_json(self.path, dict(self))
 
 
+def checked_examples(where: str, split: str, examples: Any, asked: int | None, log: Log) -> list[Example]:
+    """A task's ``examples(split, n, seed)``, checked before any work: a list of :class:`Example` with string ids
+    that are unique (they key samples, resume and the report) and a non-empty string answer; anything else is one
+    line naming the task's plugin and the first bad item. Fewer examples than asked is a note."""
+    if not isinstance(examples, (list, tuple)):
+        raise PluginError(f"{where} returned {type(examples).__name__} from examples({split!r}, ...), not a list of "
+                          f"star_kit.records.Example")
+    seen: set[str] = set()
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, Example):
+            raise PluginError(f"{where}: examples({split!r}, ...) item {i} is a {type(ex).__name__}, not a "
+                              f"star_kit.records.Example")
+        if not isinstance(ex.id, str) or not ex.id:
+            raise PluginError(f"{where}: examples({split!r}, ...) item {i} has id {ex.id!r}: ids are non-empty "
+                              f"strings")
+        if ex.id in seen:
+            raise PluginError(f"{where}: examples({split!r}, ...) repeats the id {ex.id!r} (item {i}): ids key "
+                              f"the samples, resume and the report, so each must be unique")
+        seen.add(ex.id)
+        if not isinstance(ex.answer, str) or not ex.answer.strip():
+            raise PluginError(f"{where}: example {ex.id!r} ({split}) has the gold answer {ex.answer!r}: a "
+                              f"non-empty string is needed to grade against")
+        if not isinstance(ex.question, str):
+            raise PluginError(f"{where}: example {ex.id!r} ({split}) has a question of type "
+                              f"{type(ex.question).__name__}, not a string")
+    if asked is not None and 0 < len(examples) < asked:
+        log(f"note: {where} gave {len(examples)} {split} examples of the {asked} asked for (all it has)")
+    return list(examples)
+
+
 def with_task_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
     """Complete ``config.task_options`` with the task factory's option defaults, as config.yaml records them (one
     that a later release changes does not change what a run does on resume or in bench --run); returns the
@@ -295,10 +325,13 @@ class StarRun:
         ``config.yaml`` behind, so the same command can simply be run again."""
         config, registry = self.config, self.registry
         task, trainer = self.check()
-        train_set = task.examples("train", config.train_size, config.seed)
-        eval_set = task.examples("eval", config.eval_size, config.seed)
+        where = registry.where("tasks", config.task)
+        train_set = checked_examples(where, "train", task.examples("train", config.train_size, config.seed),
+                                     config.train_size, self.log)
+        eval_set = checked_examples(where, "eval", task.examples("eval", config.eval_size, config.seed),
+                                    config.eval_size, self.log)
         if not train_set or not eval_set:
-            raise StarKitError(f"task {task.name!r} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
+            raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
         self.prepare(resume)

@@ -61,6 +61,54 @@ def test_a_task_that_raises_is_named_in_run_and_bench(test_plugin, tmp_path, bas
     assert "task 'raising-task' (plugin 'plugins_for_tests'" in err and "Traceback" not in err
 
 
+_BAD_EXAMPLES = """
+import star_kit
+from star_kit.records import Example
+from star_kit_plugins.arithmetic import ArithmeticTask
+
+
+def _task(kind):
+    class Bad(ArithmeticTask):
+        def examples(self, split, n, seed):
+            good = super().examples(split, n, seed)
+            return {"dicts": [e.to_dict() for e in good], "dup": [good[0], good[0]],
+                    "none": [Example(good[0].id, good[0].question, None)], "few": good[:2]}[kind]
+    return Bad
+
+
+@star_kit.hookimpl
+def register_tasks(register):
+    for kind in ("dicts", "dup", "none", "few"):
+        register("bad-" + kind, _task(kind))
+"""
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("dicts", "examples('train', ...) item 0 is a dict, not a star_kit.records.Example"),
+    ("dup", "repeats the id"),
+    ("none", "has the gold answer None: a non-empty string is needed"),
+])
+def test_a_task_returning_bad_examples_is_one_line_before_any_work(kind, message, test_plugin, tmp_path, base_model,
+                                                                   monkeypatch, capsys):
+    (tmp_path / "badexamples.py").write_text(_BAD_EXAMPLES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STAR_KIT_PLUGINS", f"{test_plugin},badexamples")
+    assert _run(tmp_path, base_model, "--task", f"bad-{kind}") == 1
+    err = capsys.readouterr().err.strip()
+    assert f"task 'bad-{kind}' (plugin 'badexamples'" in err and message in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_fewer_examples_than_asked_is_a_note(test_plugin, tmp_path, base_model, monkeypatch, capsys):
+    (tmp_path / "badexamples.py").write_text(_BAD_EXAMPLES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STAR_KIT_PLUGINS", f"{test_plugin},badexamples")
+    assert _run(tmp_path, base_model, "--task", "bad-few") == 0
+    captured = capsys.readouterr()
+    assert "gave 2 train examples of the 3 asked for (all it has)" in captured.out + captured.err
+
+
 # 4. a task's lm-eval config is checked when the task is created ---------------------------------------------------
 def test_an_lm_eval_config_without_task_key_names_the_task_plugin(test_plugin):
     with pytest.raises(PluginError) as err:
