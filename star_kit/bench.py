@@ -58,8 +58,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "Tasks: star-kit tasks (see `star-kit plugins`) or any lm-eval task name.")
     p.add_argument("--model", dest="models", action="append", default=[], metavar="MODEL",
                    help="model alias, local folder, .gguf file or hub id (repeatable)")
-    p.add_argument("--run", metavar="DIR", help="bench every iteration's checkpoint of a star-kit run directory "
-                   "(iteration 0 = its base model) on the run's task and evaluation questions")
+    p.add_argument("--run", metavar="DIR", action="append", help="bench every iteration's checkpoint of a star-kit "
+                   "run directory (iteration 0 = its base model) on the run's task and evaluation questions, with "
+                   "its sampler unless --sampler names one (one run per bench)")
     p.add_argument("--tasks", help="comma-separated task names (default: the run's task with --run)")
     p.add_argument("--limit", type=optional_int, metavar="N",
                    help="evaluate the first N examples of each task's eval split after a seeded shuffle "
@@ -294,6 +295,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     targets = [Target(m, m) for m in args.models]
     run_config: dict[str, Any] = {}
+    if args.run and len(args.run) > 1:
+        raise StarKitError(f"bench: --run takes one run directory, given {len(args.run)} ({', '.join(args.run)}): "
+                           f"bench them one at a time (each with its own --json)", 2)
+    args.run = args.run[0] if args.run else None
     if args.run:
         from .config import code_from_saved, drop_redacted
 
@@ -355,6 +360,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     registry = load_registry([*(run_config.get("plugins") or []), *args.plugins])
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    if args.run and not args.sampler and run_config.get("sampler") not in (None, "auto"):
+        err_console.print(f"[yellow]note:[/] sampler {run_config['sampler']!r} as --run {args.run} used it "
+                          f"(for every model of this bench; --sampler chooses another)", highlight=False)
     sampler_name = registry.resolve_sampler(sampler_name)
     if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
@@ -389,7 +397,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         row = bench_lm_eval(spec, t.path, limit, seed, phases, t.label)
                     result = {"model": t.label, "model_path": t.path, "task": spec.name, "source": spec.kind, **row}
                     if t.iteration is not None:
-                        result["iteration"] = t.iteration
+                        result["iteration"], result["run"] = t.iteration, str(args.run)
                     results.append(result)
                     if args.json:  # rewritten after each pair: a long bench that dies keeps what it measured
                         write_json(Path(args.json), results)

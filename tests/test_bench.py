@@ -53,7 +53,16 @@ def test_bench_a_run_directory_side_by_side(tiny_model, tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [(r["iteration"], r["task"], r["n"]) for r in rows] == [(0, "arithmetic", 2), (1, "arithmetic", 2)]
     assert rows[1]["model_path"] == str(run / "iter_01" / "checkpoint")
+    assert {r["run"] for r in rows} == {str(run)}  # which run an "iter 1" row is from
     assert f"note: --run {run}: iter_02 has no checkpoint" in capsys.readouterr().err.replace("\n", " ")
+    # one run per bench: a second --run was dropped silently
+    assert main(["bench", "--run", str(run), "--run", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert "--run takes one run directory, given 2" in capsys.readouterr().err
+    # the run's sampler, when it named one, is said: it serves every model of the bench
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "sampler": "hf"}))
+    assert main(["bench", "--run", str(run), "--no-progress", *FAST]) == 0
+    assert f"note: sampler 'hf' as --run {run} used it" in capsys.readouterr().err.replace("\n", " ")
 
 
 def test_bench_unknown_task_exits_2_with_the_list(tiny_model, capsys):
