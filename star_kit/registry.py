@@ -209,6 +209,17 @@ class Registry:
             signature = inspect.signature(entry.obj)
         except (TypeError, ValueError):  # no signature available (builtins): let the call decide
             return
+        params = signature.parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            bound = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(args)]
+            known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                     and n not in (*bound, "data_dir", "skip_bad_rows")]  # star-kit's own: offered, not options
+            unknown = [k for k in options if k not in params]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], known, n=1)
+                raise PluginError(f"{where} has no option {unknown[0]!r}"
+                                  + (f" (did you mean {close[0]!r}?)" if close else "")
+                                  + f"; its options: {', '.join(known) or 'none'}", 2)
         try:
             signature.bind(*args, **options)
         except TypeError as exc:

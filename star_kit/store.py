@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -87,7 +88,8 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
     """The rows (JSON objects) of a JSONL file. star-kit writes its files whole (atomically), so a line that is not
     one -- the file was edited or damaged -- stops with one line naming ``file:line``, never a row silently left
     out. ``partial``: an :class:`AppendLog` of work in progress, whose last line a kill may have torn (dropped).
-    ``skip_bad``: a viewer's reading (the report shows what it can): such lines are left out."""
+    ``skip_bad``: a viewer's reading (the report shows what it can): such lines are left out, each with a warning
+    on stderr naming ``file:line``."""
     rows = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
@@ -102,6 +104,7 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
                 where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
                 problem = f"not JSON ({where})" if line.endswith("\n") else "cut short"
             if problem and skip_bad:
+                print(f"warning: {path}:{number}: {problem}; left out", file=sys.stderr)
                 continue
             if problem:
                 raise StarKitError(f"{path}:{number}: {problem}; star-kit writes this file whole, so it was edited "

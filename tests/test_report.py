@@ -138,7 +138,7 @@ def test_report_files_hold_the_run_and_nothing_runs_from_model_text(tmp_path):
     assert "<tr><th>rationalize</th><td>true</td></tr>" in html
 
 
-def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path):
+def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     (run / "config.yaml").unlink()
     with open(run / "metrics.jsonl", "a") as fh:
@@ -150,6 +150,9 @@ def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path):
     assert [m["iteration"] for m in data["metrics"]] == [0, 1, 2, 3]
     assert data["metrics"][3]["accuracy"] is None and data["config"] == {}
     assert any(e["id"] == "train-9" and e["a"][0][0] == "5" for e in data["samples"]["train"]["2"])
+    warnings = capsys.readouterr().err  # each line left out is said, with its file and line
+    assert "metrics.jsonl:5: a JSON list, not an object; left out" in warnings
+    assert "metrics.jsonl:6: cut short; left out" in warnings
 
 
 def test_report_command(tmp_path, capsys):
