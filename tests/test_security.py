@@ -105,8 +105,8 @@ def test_redact_reaches_nested_options_and_keeps_empty_values():
 
 
 def test_print_config_redacts_credentials(capsys):
-    assert main(["run", "--sampler-opt", f"api_key={SECRET}", "--trainer-opt", f"hub_token={SECRET}",
-                 "--print-config"]) == 0
+    assert main(["run", "--sampler", "openai", "--sampler-opt", f"api_key={SECRET}", "--trainer-opt",
+                 f"hub_token={SECRET}", "--print-config"]) == 0  # --print-config checks: a sampler that takes a key
     out = capsys.readouterr().out
     assert SECRET not in out
     assert yaml.safe_load(out)["sampler_options"] == {"api_key": REDACTED}
