@@ -45,7 +45,7 @@ def extract_integer_answer(text: str) -> str | None:
         return None
     text = arith.normalize_digits(text)
     last = arith.last_match(_ANSWER, text)
-    if last is None or arith.is_power(text, last.start(2), last.end(2)) or arith.is_continued(text, last.end(2)):
+    if last is None or arith.is_fragment(text, last.start(2), last.end(2)):
         return None
     return canonical_integer(last.group(1), last.group(2))
 

@@ -72,8 +72,9 @@ def extract_number(text: str) -> str | None:
 
     Handles thousands commas, '$', negatives, decimals and a trailing period. Unicode digits count as their ASCII
     digits ("７２" -> "72"). A number that is part of a power ("1e999999", "9^9^9", "10²") or of a fraction or a
-    malformed number ("1/2", "1,2,3", "1.5.2") is None, not its first digits; so is a text without a marker that ends in more than ``MAX_FRAGMENTS`` number fragments with
-    no space or word between them ("1,1,1,..."). Never raises; linear time in the text.
+    malformed number ("1/2", "1,2,3", "1.5.2") is None, not its first digits; so is a text without a marker that
+    ends in more than ``MAX_FRAGMENTS`` number fragments with no space or word between them ("1,1,1,..."). Never
+    raises; linear time in the text.
     """
     if not isinstance(text, str):
         return None
@@ -82,14 +83,9 @@ def extract_number(text: str) -> str | None:
     if marker:
         m = _first_number(text, marker.end())
         if m:
-            return None if _part_of_another(text, m) else _canonical(m)
+            return None if arith.is_fragment(text, m.start(), m.end()) else _canonical(m)
     last = _last_number(text)
-    return _canonical(last) if last and not _part_of_another(text, last) else None
-
-
-def _part_of_another(text: str, m: re.Match) -> bool:
-    return (arith.is_power(text, m.start(), m.end()) or arith.is_continued(text, m.end())
-            or arith.continues_another(text, m.start()))
+    return _canonical(last) if last and not arith.is_fragment(text, last.start(), last.end()) else None
 
 
 # Speed-ups that give exactly _NUMBER.search / the last of _NUMBER.finditer without trying _NUMBER at every

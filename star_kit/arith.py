@@ -7,8 +7,9 @@ verifier spend unbounded time or memory.
 
 Also the text helpers the built-in extractors and verifiers share, each linear in the length of the text (no regex
 here backtracks): ``normalize_digits`` (Unicode digits -> ASCII), ``is_power`` ('1e999999', '9^9^9'),
-``chains`` / ``iter_chains`` (the 'a = b = c' calculations written in prose), ``last_match`` and
-``canonical_integer`` (an extracted integer answer, '1,080' -> '1080').
+``is_fragment`` (the '3' of '3.9'), ``power_in_calculation`` ('2^10 = ...'), ``chains`` / ``iter_chains`` (the
+'a = b = c' calculations written in prose), ``last_match`` and ``canonical_integer`` (an extracted integer answer,
+'1,080' -> '1080').
 """
 
 from __future__ import annotations
@@ -91,15 +92,13 @@ def power_in_calculation(text: str) -> str | None:
 _CONTINUED = re.compile(r"[./,]\d|(?<=\b0)[xX][0-9a-fA-F]")
 
 
-def is_continued(text: str, end: int) -> bool:
-    """Whether the number read up to ``text[end]`` goes on as a decimal, a fraction or a hexadecimal number, so
-    that what was read is only its first digits ('3' of '3.9', '1' of '1/2', '0' of '0x1F')."""
-    return _CONTINUED.match(text, end) is not None
-
-
-def continues_another(text: str, start: int) -> bool:
-    """Whether the number read from ``text[start]`` is the end of another one: a denominator or the part after
-    a second point or a comma that is not a thousands separator ('2' of '1/2', '.2' of '1.5.2', '3' of '1,2,3')."""
+def is_fragment(text: str, start: int, end: int) -> bool:
+    """Whether the number read at ``text[start:end]`` is only part of another one, and so no answer: a power
+    (:func:`is_power`), the first digits of a decimal, a fraction or a hexadecimal number ('3' of '3.9', '1' of
+    '1/2', '0' of '0x1F'), or the end of one ('2' of '1/2', '.2' of '1.5.2', '3' of '1,2,3'). Looks at a few
+    characters around it only."""
+    if is_power(text, start, end) or _CONTINUED.match(text, end) is not None:
+        return True
     if start >= 1 and text[start] == "." and text[start - 1].isdigit():
         return True
     return start >= 2 and text[start - 1] in "/.," and text[start - 2].isdigit()

@@ -146,6 +146,8 @@ def with_run_task_options(given: dict[str, Any], run_task: str, saved: dict[str,
 def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed) -> list[TaskSpec]:
     """Check every name first (an unknown one exits 2 before any work), then build the star-kit tasks and load
     their examples (data errors surface before any model loads)."""
+    from .loop import checked_examples  # the check a run makes of a task's examples
+
     specs: list[TaskSpec] = []
     manager = None
     for name in names:
@@ -165,8 +167,6 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
             task = registry.create("tasks", spec.name, core={"data_dir": data_dir},
                                    **options_for(spec.name, task_options))
             spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
-            from .loop import checked_examples
-
             spec.examples = checked_examples(registry.where("tasks", spec.name), "eval",
                                              spec.task.examples("eval", limit, seed), limit, lambda m: None)
             if not spec.examples:

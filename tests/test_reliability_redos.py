@@ -197,10 +197,10 @@ def _reference_extract_number(text: str) -> str | None:
     if markers:
         m = gsm8k._NUMBER.search(text, markers[-1].end())
         if m:
-            return None if gsm8k._part_of_another(text, m) else gsm8k._canonical(m)
+            return None if arith.is_fragment(text, m.start(), m.end()) else gsm8k._canonical(m)
     numbers = list(gsm8k._NUMBER.finditer(text))
     last = numbers[-1] if numbers else None
-    return gsm8k._canonical(last) if last and not gsm8k._part_of_another(text, last) else None
+    return gsm8k._canonical(last) if last and not arith.is_fragment(text, last.start(), last.end()) else None
 
 
 @settings(max_examples=3000, deadline=None)
