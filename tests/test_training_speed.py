@@ -117,6 +117,35 @@ def test_the_compact_lm_head_equals_trls_fused_head(padding_free):
     assert plain.logits.shape[-1] == compact.config.vocab_size
 
 
+def test_the_compact_heads_blockwise_softmax_in_bf16_matches_float64(monkeypatch):
+    """The vocabulary-wide part in blocks of rows (a remainder block too), on bf16 logits as under autocast: fp32
+    log-probabilities and entropy, the same top-1, gradients within bf16's rounding -- and a confident target's own
+    gradient, g (1 - p_t), to fp32 precision (from the bf16 probability it would be off by up to a quarter here)."""
+    from star_kit_plugins import sft_lm_head
+
+    monkeypatch.setattr(sft_lm_head, "ROWS", 8)
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn(37, 50, generator=g, dtype=torch.float64) * 2).to(torch.bfloat16)
+    targets = torch.randint(0, 50, (37,), generator=g)
+    logits[0, targets[0]] = 9.0  # p_t ~ 0.99
+    grad_in = torch.rand(37, generator=g, dtype=torch.float64) + 0.5
+    x = logits.detach().clone().requires_grad_()
+    token, entropy, is_top1 = sft_lm_head._function().apply(x, targets)
+    token.backward(grad_in.float())
+    assert token.dtype == torch.float32 and x.grad.dtype == torch.bfloat16
+
+    ref = torch.log_softmax(logits.double(), -1)
+    p = ref.exp()
+    assert torch.allclose(token.double(), ref.gather(-1, targets[:, None]).squeeze(-1), atol=1e-5)
+    assert torch.allclose(entropy.double(), -(p * ref).sum(-1), atol=1e-4)
+    assert torch.equal(is_top1, ref.argmax(-1) == targets)
+    want = grad_in[:, None] * (torch.nn.functional.one_hot(targets, 50).double() - p)
+    # p, g and their product each rounded to bf16: within three roundings (2^-8 each)
+    assert torch.allclose(x.grad.double(), want, rtol=3 * 2 ** -8, atol=1e-7)
+    own = x.grad[0, targets[0]].double()
+    assert 1 - p[0, targets[0]] < 0.02 and own == pytest.approx(want[0, targets[0]].item(), rel=2 ** -7)
+
+
 def test_the_compact_lm_head_leaves_other_models_alone():
     from star_kit_plugins.sft_lm_head import use_compact_lm_head
 
