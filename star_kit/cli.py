@@ -91,6 +91,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         saved = predated(drop_redacted(load_config_file(path)))
         RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
     given: dict[str, Any] = {}
+    file_data: dict[str, Any] = {}
     if getattr(args, "config", None):
         file_data = load_config_file(args.config)
         RunConfig.from_dict(file_data, source=args.config)  # validates the keys and their types
@@ -117,7 +118,13 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         data[key] = value
     if getattr(args, "resume", None):
         data["out"] = args.resume
-    return RunConfig.from_dict(data)
+    config = RunConfig.from_dict(data)
+    # where each value came from, for range errors: the flag, else the file that set it
+    config.origin = {**{k: os.path.join(args.resume, "config.yaml") for k in saved},
+                     **{k: args.config for k in file_data}}
+    for key in flags:
+        config.origin.pop(key, None)
+    return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -123,38 +123,46 @@ class RunConfig:
         was fine-tuned on the few-shot prompt (``train_fewshot``)."""
         return iteration == 0 or self.eval_prompt == "fewshot" or self.train_fewshot
 
+    def flag(self, key: str) -> str:
+        """How a key is named in an error: its flag (``--temperature``), or the file it came from when the value
+        was read from one (``my.yaml: key 'temperature'``; set by the CLI in :attr:`origin`)."""
+        source = getattr(self, "origin", {}).get(key)
+        return f"{source}: key {key!r}" if source else "--" + key.replace("_", "-")
+
     def validate(self) -> None:
         """Types, then ranges: everything a run can refuse before it loads anything."""
         self.check_types()
+        name = self.flag
         if self.iterations < 0:
-            raise StarKitError(f"--iterations must be >= 0, got {self.iterations}", 2)
+            raise StarKitError(f"{name('iterations')} must be >= 0, got {self.iterations}", 2)
         if self.iterations == 0 and not self.baseline:
-            raise StarKitError("--iterations 0 with --no-baseline: nothing to do", 2)
+            no_baseline = "--no-baseline" if name("baseline") == "--baseline" else f"{name('baseline')} false"
+            raise StarKitError(f"{name('iterations')} 0 with {no_baseline}: nothing to do", 2)
         if self.patience < 0:
-            raise StarKitError(f"--patience must be >= 0 (0: never stop early), got {self.patience}", 2)
+            raise StarKitError(f"{name('patience')} must be >= 0 (0: never stop early), got {self.patience}", 2)
         if self.base_steps < 1:
-            raise StarKitError(f"--base-steps must be >= 1, got {self.base_steps}", 2)
+            raise StarKitError(f"{name('base_steps')} must be >= 1, got {self.base_steps}", 2)
         if not self.step_growth > 0:
-            raise StarKitError(f"--step-growth must be > 0, got {self.step_growth}", 2)
+            raise StarKitError(f"{name('step_growth')} must be > 0, got {self.step_growth}", 2)
         if self.chunk_size < 1:
-            raise StarKitError(f"--chunk-size must be >= 1, got {self.chunk_size}", 2)
+            raise StarKitError(f"{name('chunk_size')} must be >= 1, got {self.chunk_size}", 2)
         if not self.temperature >= 0:
-            raise StarKitError(f"--temperature must be >= 0, got {self.temperature}", 2)
+            raise StarKitError(f"{name('temperature')} must be >= 0, got {self.temperature}", 2)
         if not 0 < self.top_p <= 1:
-            raise StarKitError(f"--top-p must be in (0, 1], got {self.top_p}", 2)
+            raise StarKitError(f"{name('top_p')} must be in (0, 1], got {self.top_p}", 2)
         if self.samples < 1:
-            raise StarKitError(f"--samples must be >= 1, got {self.samples}", 2)
+            raise StarKitError(f"{name('samples')} must be >= 1, got {self.samples}", 2)
         if self.samples > 1 and self.temperature <= 0:
-            raise StarKitError(f"--samples {self.samples} needs --temperature > 0 (greedy decoding gives "
-                               f"{self.samples} identical rationales)", 2)
-        check_eval_samples(self.eval_samples, self.eval_temperature)
-        check_eval_prompt(self.eval_prompt)
+            raise StarKitError(f"{name('samples')} {self.samples} needs {name('temperature')} > 0 (greedy decoding "
+                               f"gives {self.samples} identical rationales)", 2)
+        check_eval_samples(self.eval_samples, self.eval_temperature, name("eval_samples"), name("eval_temperature"))
+        check_eval_prompt(self.eval_prompt, name("eval_prompt"))
         if self.step_schedule not in ("exponential", "linear"):
-            raise StarKitError(f"--step-schedule must be exponential or linear, got {self.step_schedule!r}", 2)
+            raise StarKitError(f"{name('step_schedule')} must be exponential or linear, got {self.step_schedule!r}", 2)
         for key in ("train_size", "eval_size"):
             value = getattr(self, key)
             if value is not None and value <= 0:
-                raise StarKitError(f"--{key.replace('_', '-')} must be positive, got {value}", 2)
+                raise StarKitError(f"{name(key)} must be positive, got {value}", 2)
 
 
 def predated(saved: dict[str, Any]) -> dict[str, Any]:
@@ -176,15 +184,17 @@ def check_eval_prompt(value: Any, name: str = "--eval-prompt") -> None:
         raise StarKitError(f"{name} must be one of {', '.join(EVAL_PROMPTS)}, got {value!r}", 2)
 
 
-def check_eval_samples(k: Any, temperature: Any) -> None:
+def check_eval_samples(k: Any, temperature: Any, k_name: str = "--eval-samples",
+                       temperature_name: str = "--eval-temperature") -> None:
     """``--eval-samples K`` (an integer >= 1; 0 or 1: greedy only) and ``--eval-temperature`` (> 0 when K > 1):
-    one line, exit code 2, before anything loads (``star-kit run`` and ``star-kit bench``)."""
+    one line, exit code 2, before anything loads (``star-kit run`` and ``star-kit bench``). The names: how the
+    error calls them (a config file's key, where they came from one)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise StarKitError(f"--eval-samples must be an integer >= 1 (0 or 1: greedy only), got {k!r}", 2)
+        raise StarKitError(f"{k_name} must be an integer >= 1 (0 or 1: greedy only), got {k!r}", 2)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise StarKitError(f"--eval-temperature must be a number >= 0, got {temperature!r}", 2)
+        raise StarKitError(f"{temperature_name} must be a number >= 0, got {temperature!r}", 2)
     if k > 1 and temperature <= 0:
-        raise StarKitError(f"--eval-samples {k} needs --eval-temperature > 0 (greedy decoding gives {k} identical "
+        raise StarKitError(f"{k_name} {k} needs {temperature_name} > 0 (greedy decoding gives {k} identical "
                            f"rationales)", 2)
 
 

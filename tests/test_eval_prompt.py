@@ -84,7 +84,8 @@ def test_a_bad_eval_prompt_is_one_line(tiny_model, tmp_path, capsys, test_plugin
     cfg.write_text("eval_prompt: zero\n")
     assert main(["run", "--config", str(cfg), "--model", tiny_model, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--eval-prompt must be one of trained, fewshot, got 'zero'" in err and len(err.splitlines()) == 1
+    assert f"{cfg}: key 'eval_prompt' must be one of trained, fewshot, got 'zero'" in err  # the file, not a flag
+    assert len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
     with pytest.raises(SystemExit):
         main(["run", "--eval-prompt", "zero"])

@@ -195,6 +195,30 @@ def test_out_of_range_values_are_refused_before_any_work(tmp_path, capsys, args,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("yaml_text,args,message", [
+    ("temperature: -1\n", [], "{file}: key 'temperature' must be >= 0, got -1"),
+    ("samples: 4\n", [], "{file}: key 'samples' 4 needs --temperature > 0"),
+    ("eval_samples: 5\neval_temperature: 0\n", [],
+     "{file}: key 'eval_samples' 5 needs {file}: key 'eval_temperature' > 0"),
+    ("temperature: -1\n", ["--temperature", "-2"], "--temperature must be >= 0, got -2.0"),  # the flag wins
+])
+def test_an_out_of_range_value_from_a_config_file_names_the_file_and_key(tmp_path, capsys, yaml_text, args, message):
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml_text)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out), "--no-progress", *args]) == 2
+    assert message.format(file=config) in _one_line(capsys)
+    assert not out.exists()
+
+
+def test_a_flag_overrides_a_config_files_out_of_range_value(tmp_path, capsys):
+    config = tmp_path / "my.yaml"
+    config.write_text("temperature: -1\nsamples: 2\n")
+    assert main(["run", "--config", str(config), "--temperature", "0.7", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "\ntemperature: 0.7\n" in printed and "\nsamples: 2\n" in printed
+
+
 def test_data_dir_ignored_by_a_generated_task_is_said_once(tmp_path, fake_model, capsys):
     assert _run(tmp_path / "run", fake_model, "--data-dir", str(tmp_path)) == 0
     err = capsys.readouterr().err
