@@ -326,7 +326,9 @@ def evaluate(
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
     summary = {"task": task_name, "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
-               "n": len(rows), "no_answer": no_answer, "prompt": prompt_name(fewshot)}
+               "n": len(rows), "no_answer": no_answer, "prompt": prompt_name(fewshot),
+               # the worked examples are written into each doc's prompt, so lm-eval's own "n-shot" below says 0
+               "exemplars_in_prompt": len(task.fewshot()) if fewshot else 0}
     maj = None
     if maj_k > 1:
         maj = _maj_rows(task, registry, rows, results["samples"][configs[1]["task"]], f"maj@{maj_k}", gold)
