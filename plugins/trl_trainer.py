@@ -43,7 +43,8 @@ LAUNCHERS = ("inprocess", "accelerate")
 WORKER_MODULE = "star_kit_plugins.trl_worker"
 SECRETS_ENV = "STAR_KIT_TRAINER_SECRETS"  # credential options reach the workers by environment, not spec.json
 
-# Our defaults for SFTConfig fields (TRL's own defaults for every other field).
+# Our defaults for SFTConfig fields (TRL's own defaults for every other field). The first six are also keyword
+# parameters of the trainer's factory, so that a run's config.yaml records them (the registry's option_defaults).
 SFT_DEFAULTS: dict[str, Any] = {
     "learning_rate": 5e-5,
     "per_device_train_batch_size": 8,
@@ -94,8 +95,18 @@ class TRLSFTTrainer:
         accelerate_config: str | None = None,
         main_process_port: int | None = None,
         launch_args: Sequence[str] | str = (),
+        learning_rate: float = SFT_DEFAULTS["learning_rate"],
+        per_device_train_batch_size: int = SFT_DEFAULTS["per_device_train_batch_size"],
+        gradient_accumulation_steps: int = SFT_DEFAULTS["gradient_accumulation_steps"],
+        lr_scheduler_type: str = SFT_DEFAULTS["lr_scheduler_type"],
+        warmup_steps: int = SFT_DEFAULTS["warmup_steps"],
+        weight_decay: float = SFT_DEFAULTS["weight_decay"],
         **sft_options: Any,
     ) -> None:
+        sft_options = {"learning_rate": learning_rate, "per_device_train_batch_size": per_device_train_batch_size,
+                       "gradient_accumulation_steps": gradient_accumulation_steps,
+                       "lr_scheduler_type": lr_scheduler_type, "warmup_steps": warmup_steps,
+                       "weight_decay": weight_decay, **sft_options}
         if bf16 not in ("auto", True, False):
             raise StarKitError(f"trainer 'trl-sft': bf16 must be auto, true or false, got {bf16!r}", 2)
         if launcher not in LAUNCHERS:

@@ -238,6 +238,15 @@ def with_task_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
     return defaults
 
 
+def with_trainer_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
+    """The same for ``config.trainer_options``: config.yaml says what trained (``learning_rate``, the batch, the
+    schedule, ...), and a resumed run trains its later iterations as it trained the first. The sampler's are not
+    recorded: ``--sampler auto`` may pick another sampler on another machine, whose options differ."""
+    defaults = registry.option_defaults("trainers", config.trainer)
+    config.trainer_options = {**defaults, **config.trainer_options}
+    return defaults
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 @dataclass
 class StarRun:
@@ -252,6 +261,7 @@ class StarRun:
     lock: RunLock | None = field(default=None, init=False)  # held from prepare() to the end of run()
     created_root: bool = field(default=False, init=False)  # prepare() made the run directory (removed if left empty)
     task_defaults: dict[str, Any] = field(default_factory=dict, init=False)  # the task factory's option defaults
+    trainer_defaults: dict[str, Any] = field(default_factory=dict, init=False)  # the trainer factory's
 
     def __post_init__(self) -> None:
         self.store = RunStore(Path(self.config.out))
@@ -277,8 +287,9 @@ class StarRun:
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
             saved = predated(load_config_file(store.config_path))  # a key the run predates: what it did then
-            if isinstance(saved.get("task_options"), dict):  # a run that recorded only the options it was given
-                saved["task_options"] = {**self.task_defaults, **saved["task_options"]}
+            for key, defaults in (("task_options", self.task_defaults), ("trainer_options", self.trainer_defaults)):
+                if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
+                    saved[key] = {**defaults, **saved[key]}
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
@@ -313,6 +324,7 @@ class StarRun:
         registry.get("trainers", config.trainer)
         task = self.build_task()
         self.task_defaults = with_task_defaults(registry, config)
+        self.trainer_defaults = with_trainer_defaults(registry, config)
         trainer = registry.guarded("trainers", config.trainer,
                                    registry.create("trainers", config.trainer, **config.trainer_options))
         registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)

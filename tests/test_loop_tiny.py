@@ -146,6 +146,30 @@ def test_config_yaml_records_the_tasks_option_defaults_and_an_old_run_still_resu
     assert yaml.safe_load(config.read_text())["task_options"]["format"] == "place_value"
 
 
+def test_config_yaml_records_the_trainers_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys):
+    import yaml
+
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "0") == 0
+    config = out / "config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    trainer = saved["trainer_options"]
+    # what trained: the option given, and the learning rate, schedule and the rest the trainer used by default
+    assert trainer["per_device_train_batch_size"] == 2
+    assert {k: trainer[k] for k in ("learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
+                                    "gradient_accumulation_steps", "bf16", "launcher", "lora")} == {
+        "learning_rate": 5e-05, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 2, "weight_decay": 0.0,
+        "gradient_accumulation_steps": 1, "bf16": "auto", "launcher": "inprocess", "lora": False}
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # the recorded defaults match on resume
+    assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=1e-4", "--no-progress"]) == 2
+    assert "config key 'trainer_options' differs" in capsys.readouterr().err
+    # a run directory written before the trainer's defaults were recorded resumes unchanged, and records them now
+    saved["trainer_options"] = {"per_device_train_batch_size": 2}
+    config.write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
+    assert yaml.safe_load(config.read_text())["trainer_options"]["learning_rate"] == 5e-05
+
+
 def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin):
     """Cut a finished run back to 'killed after the first sampling chunk, mid-write of the second' and resume:
     samples, training set and metrics come out identical to the uninterrupted run."""

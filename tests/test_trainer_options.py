@@ -88,5 +88,12 @@ def test_the_run_command_refuses_a_bad_trainer_option_before_anything(tmp_path, 
                "--trainer-opt", "learning_rate=abc"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
-    assert err == ["error: trainer 'trl-sft': option learning_rate='abc' is not a number (a trl.SFTConfig field)"]
+    assert err == ["error: trainer 'trl-sft' (plugin 'trl-sft', distribution 'star-kit'): option "
+                   "learning_rate='abc' is not a number"]
     assert not (out / "config.yaml").exists()
+    # an SFTConfig field the trainer does not declare itself: checked against TRL's field
+    rc = main(["run", "--out", str(out), "--model", str(tmp_path / "no-such-model"), "--no-progress",
+               "--trainer-opt", "max_grad_norm=abc"])
+    assert rc == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: trainer 'trl-sft': option max_grad_norm='abc' is not a number (a trl.SFTConfig field)"]
