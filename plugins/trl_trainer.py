@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import typing
@@ -32,7 +33,7 @@ from typing import Any, Sequence
 
 import star_kit
 from star_kit.config import is_secret_key, option_type_problem
-from star_kit.errors import StarKitError
+from star_kit.errors import StarKitError, one_line
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
 from star_kit.store import read_jsonl, write_json, write_jsonl
@@ -136,6 +137,7 @@ class TRLSFTTrainer:
                                    "padding_free=false with max_length, or leave max_length unset", 2)
             given.setdefault("padding_free", False)
         self.sft_options = {**SFT_DEFAULTS, **given}
+        self.padding_free_given = "padding_free" in given
         self.bf16 = bf16
         self.compact_lm_head = compact_lm_head
         self.packed_attention = packed_attention
@@ -146,12 +148,40 @@ class TRLSFTTrainer:
         self.accelerate_config = str(Path(accelerate_config).resolve()) if accelerate_config else None
         self.main_process_port = main_process_port
         self.launch_args = launch_args.split() if isinstance(launch_args, str) else list(launch_args)
+        self._check_config()
+
+    def uses_bf16(self, cuda: bool) -> bool:
+        """bf16 mixed precision: as given, else (auto) where the device has it, unless fp16 was asked for."""
+        if self.bf16 != "auto":
+            return bool(self.bf16)
+        return bf16_supported(cuda) and not self.sft_options.get("fp16")
+
+    def _check_config(self) -> None:
+        """Build the SFTConfig that training will build, now: its own checks (a scheduler's name, fp16 with bf16,
+        ...) fail before any model loads, not after the sampling. Nothing is written (a scratch output_dir)."""
+        try:
+            import torch
+            from trl import SFTConfig
+        except ImportError:  # checked again when training starts
+            return
+        options = dict(self.sft_options)
+        if options.get("packing") and options.get("max_length") is None:
+            raise StarKitError("trainer 'trl-sft': packing=true needs max_length (TRL packs the examples into rows of "
+                               "that many tokens)", 2)
+        cuda = torch.cuda.is_available()
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                SFTConfig(output_dir=scratch, max_steps=1, completion_only_loss=True, bf16=self.uses_bf16(cuda),
+                          use_cpu=not cuda, save_strategy="no", report_to=[], disable_tqdm=True, **options)
+            except (ValueError, TypeError) as exc:
+                raise StarKitError(f"trainer 'trl-sft': {one_line(exc)}", 2) from exc
 
     def options(self) -> dict[str, Any]:
         """The options a worker process re-creates this trainer with (the in-process launcher)."""
         return {"bf16": self.bf16, "compact_lm_head": self.compact_lm_head,
                 "packed_attention": self.packed_attention, "lora": self.lora, "lora_r": self.lora_r,
-                "lora_alpha": self.lora_alpha, **self.sft_options}
+                "lora_alpha": self.lora_alpha,  # padding_free as given: by default each process checks the model
+                **{k: v for k, v in self.sft_options.items() if k != "padding_free" or self.padding_free_given}}
 
     def train(
         self,
@@ -184,7 +214,7 @@ class TRLSFTTrainer:
         from transformers import AutoTokenizer
 
         cuda = torch.cuda.is_available()
-        bf16 = bf16_supported(cuda) if self.bf16 == "auto" else bool(self.bf16)
+        bf16 = self.uses_bf16(cuda)
         tokenizer = AutoTokenizer.from_pretrained(base_model)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -214,7 +244,7 @@ class TRLSFTTrainer:
                 gc.collect()
                 if cuda:
                     torch.cuda.empty_cache()
-        self._save(trainer, tokenizer, output_dir)
+        self._save(trainer, tokenizer, output_dir, checkpoint_dtype(base_model, bf16 or bool(options.get("fp16"))))
 
     def _fit(self, base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance, options):
         """Load the base model fresh and train it; returns the TRL trainer."""
@@ -224,6 +254,15 @@ class TRLSFTTrainer:
 
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         options = dict(options)
+        if options.get("padding_free") and not packing_is_exact(model):
+            name = type(model).__name__
+            if self.padding_free_given:
+                raise StarKitError(f"trainer 'trl-sft': padding_free=true, but {name} lets packed examples attend "
+                                   "to each other (its attention ignores the position ids that separate them): "
+                                   "pass padding_free=false", 2)
+            options["padding_free"] = False
+            print(f"trainer 'trl-sft': padded batches for {name}: its attention does not keep packed examples apart "
+                  "(padding-free batches would mix them)", file=sys.stderr, flush=True)
         options["warmup_steps"] = min(int(options.get("warmup_steps", 0)), max(steps - 1, 0))
         options.setdefault("logging_steps", max(1, steps // 10))
         options.setdefault("dataloader_num_workers", 0)
@@ -278,8 +317,9 @@ class TRLSFTTrainer:
             patched.config.get_text_config()._attn_implementation = "sdpa"
         return trainer
 
-    def _save(self, trainer, tokenizer, output_dir: Path) -> None:
-        """Rank 0 saves a bf16 model folder and the loss log; FSDP/DeepSpeed gather the full state dict first."""
+    def _save(self, trainer, tokenizer, output_dir: Path, dtype: Any) -> None:
+        """Rank 0 saves the model folder (in ``dtype``: :func:`checkpoint_dtype`) and the loss log; FSDP/DeepSpeed
+        gather the full state dict first."""
         import torch
 
         log = [h for h in trainer.state.log_history if "loss" in h]
@@ -290,7 +330,7 @@ class TRLSFTTrainer:
             if self.lora:
                 final = final.merge_and_unload()
             output_dir.mkdir(parents=True, exist_ok=True)
-            final.to(torch.bfloat16).save_pretrained(output_dir)
+            final.to(dtype).save_pretrained(output_dir)
         if trainer.is_world_process_zero():
             tokenizer.save_pretrained(output_dir)
             write_jsonl(output_dir / "train_log.jsonl", log)
@@ -348,6 +388,42 @@ class TRLSFTTrainer:
             tail = _tail(log_path, 12)
             raise StarKitError(f"trainer 'trl-sft': the accelerate training worker exited with code {code} "
                                f"(log {log_path}); last lines:\n{tail}")
+
+
+def checkpoint_dtype(base_model: str, mixed_precision: bool) -> Any:
+    """The dtype a fine-tuned checkpoint is saved in: the base model's own where it is stored in 16 bits and
+    training ran in mixed precision (the embedded bf16 model stays bf16: half the disk, and what the sampler loads);
+    else float32 (an fp32 base, or training in fp32: small updates are not rounded away)."""
+    import torch
+    from transformers import AutoConfig
+
+    stored = getattr(AutoConfig.from_pretrained(base_model).get_text_config(), "dtype", None)
+    stored = getattr(torch, stored, None) if isinstance(stored, str) else stored
+    return stored if mixed_precision and stored in (torch.bfloat16, torch.float16) else torch.float32
+
+
+def packing_is_exact(model: Any) -> bool:
+    """Whether ``model`` keeps the examples of a padding-free row apart, as TRL's padding-free collator feeds them
+    (one row, no attention mask, position ids restarting at each example): transformers builds the block-diagonal
+    mask from the position ids for most decoder families (Llama, Qwen2, Mistral, GPT-NeoX ...), not for all (GPT-2
+    attends across the whole row). Measured, not assumed: the second of two packed sequences must give its logits
+    alone, to 1e-3 (a forward of 7 tokens)."""
+    import torch
+
+    vocab = model.get_input_embeddings().num_embeddings
+    first, second = [i % vocab for i in (11, 12, 13)], [i % vocab for i in (14, 15, 16, 17)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # no dropout in the comparison
+    try:
+        with torch.no_grad():
+            packed = model(input_ids=torch.tensor([first + second], device=device),
+                           position_ids=torch.tensor([[0, 1, 2, 0, 1, 2, 3]], device=device), use_cache=False)
+            alone = model(input_ids=torch.tensor([second], device=device), use_cache=False)
+    finally:
+        model.train(was_training)
+    tail = packed.logits[0, len(first):].float()
+    return bool(torch.allclose(tail, alone.logits[0].float(), atol=1e-3, rtol=1e-3))
 
 
 def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -183,7 +183,13 @@ def load_rows(
         path = root / local
         if not path.is_file():
             raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local})")
-        return read_jsonl_rows(path, skipped)
+        before = len(skipped) if skipped is not None else 0
+        rows = read_jsonl_rows(path, skipped)
+        if not rows:
+            dropped = len(skipped) - before if skipped is not None else 0
+            raise DataError(f"task {task!r}: {path} has no rows" + (f" ({dropped} malformed, skipped)" if dropped
+                                                                     else " (an empty file)"))
+        return rows
     rows = load_hub_rows(task, hub)
     if adapt_hub is None:
         return rows

@@ -229,6 +229,9 @@ def checked_examples(where: str, split: str, examples: Any, asked: int | None, l
     return list(examples)
 
 
+_MISSING = object()
+
+
 def with_task_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
     """Complete ``config.task_options`` with the task factory's option defaults, as config.yaml records them (one
     that a later release changes does not change what a run does on resume or in bench --run); returns the
@@ -293,10 +296,15 @@ class StarRun:
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
-                if without_secrets(saved[key]) != without_secrets(value):  # a redacted credential never counts
-                    raise StarKitError(
-                        f"--resume {store.root}: config key {key!r} differs ({redact(saved.get(key))!r} in "
-                        f"config.yaml, {config.public_dict()[key]!r} now)", 2)
+                old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
+                if old != new:
+                    name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
+                    if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
+                        sub = next(k for k in [*old, *new] if old.get(k, _MISSING) != new.get(k, _MISSING))
+                        name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
+                    was_text, now_text = ("unset" if v is _MISSING else repr(v) for v in (was, now))
+                    raise StarKitError(f"--resume {store.root}: config key {name!r} differs ({was_text} in "
+                                       f"config.yaml, {now_text} now)", 2)
         write_yaml(store.config_path, config.public_dict())
 
     def run(self, resume: bool = False) -> list[IterationResult]:

@@ -137,7 +137,8 @@ def test_config_yaml_records_the_tasks_option_defaults_and_an_old_run_still_resu
     assert saved["task_options"] == {"digits": 1, "eval_digits": None, "rationales": True, "format": "place_value"}
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # the recorded defaults match on resume
     assert main(["run", "--resume", str(out), "--task-opt", "format=column", "--no-progress"]) == 2
-    assert "config key 'task_options' differs" in capsys.readouterr().err
+    assert "config key 'task_options.format' differs ('place_value' in config.yaml, 'column' now)" in \
+        capsys.readouterr().err
     # A run directory written before the defaults were recorded (only the options given) resumes unchanged ...
     saved["task_options"] = {"digits": 1}
     config.write_text(yaml.safe_dump(saved, sort_keys=False))
@@ -162,7 +163,8 @@ def test_config_yaml_records_the_trainers_option_defaults_and_an_old_run_still_r
         "gradient_accumulation_steps": 1, "bf16": "auto", "launcher": "inprocess", "lora": False}
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # the recorded defaults match on resume
     assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=1e-4", "--no-progress"]) == 2
-    assert "config key 'trainer_options' differs" in capsys.readouterr().err
+    assert "config key 'trainer_options.learning_rate' differs (5e-05 in config.yaml, 0.0001 now)" in \
+        capsys.readouterr().err
     # a run directory written before the trainer's defaults were recorded resumes unchanged, and records them now
     saved["trainer_options"] = {"per_device_train_batch_size": 2}
     config.write_text(yaml.safe_dump(saved, sort_keys=False))

@@ -40,6 +40,24 @@ def test_skip_bad_rows_counts_them(bad_data):
     assert f"train.jsonl:{n_good + 3}: missing field 'answer'" in task.skipped_rows[2]
 
 
+@pytest.mark.parametrize("text, skip, message", [
+    ("", False, "has no rows (an empty file)"),
+    ("\n  \n", False, "has no rows (an empty file)"),
+    ("{not json\n[1]\n", True, "has no rows (2 malformed, skipped)"),
+])
+def test_a_data_file_without_rows_is_one_line_naming_it(tmp_path, capsys, text, skip, message):
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES, root)
+    (root / "gsm8k" / "train.jsonl").write_text(text)
+    task = load_registry().create("tasks", "gsm8k", data_dir=str(root), skip_bad_rows=skip)
+    with pytest.raises(DataError, match=rf"gsm8k/train.jsonl {message.replace('(', '[(]').replace(')', '[)]')}"):
+        task.examples("train", 4, 0)
+    assert main(["run", "--task", "gsm8k", "--data-dir", str(root), "--out", str(tmp_path / "run"), "--train-size",
+                 "4", "--eval-size", "2", "--no-progress", *(["--skip-bad-rows"] if skip else [])]) == 2
+    assert f"gsm8k/train.jsonl {message}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_run_with_skip_bad_rows_reports_at_the_end(bad_data, tiny_model, tmp_path, capsys):
     root, _ = bad_data
     out = tmp_path / "run"

@@ -97,3 +97,25 @@ def test_the_run_command_refuses_a_bad_trainer_option_before_anything(tmp_path, 
     assert rc == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: trainer 'trl-sft': option max_grad_norm='abc' is not a number (a trl.SFTConfig field)"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lr_scheduler_type": "cosinee"}, "cosinee is not a valid SchedulerType"),
+    ({"bf16": True, "fp16": True}, "At most one of fp16 and bf16 can be True"),
+    ({"packing": True}, "packing=true needs max_length"),
+])
+def test_options_that_only_trl_can_judge_fail_when_the_trainer_is_built(options, message):
+    """TRL's and transformers' own checks of the config run when the trainer is built (before any model loads),
+    not when the first fine-tune starts after the sampling."""
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    with pytest.raises(StarKitError, match=message) as info:
+        TRLSFTTrainer(**options)
+    assert info.value.exit_code == 2 and str(info.value).startswith("trainer 'trl-sft': ")
+
+
+def test_fp16_turns_the_automatic_bf16_off():
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    assert TRLSFTTrainer(fp16=True).uses_bf16(cuda=False) is False
+    assert TRLSFTTrainer(bf16=True).uses_bf16(cuda=False) is True

@@ -269,7 +269,8 @@ def _pairs():
 
 @pytest.fixture()
 def sft_configs(monkeypatch):
-    """Every trl.SFTConfig the trainer builds, in order."""
+    """Every trl.SFTConfig the trainer trains with, in order (their output_dir is the checkpoint's scratch
+    ``.work`` folder; the option check's config, built when the trainer is, is not recorded)."""
     import trl
 
     configs = []
@@ -277,7 +278,8 @@ def sft_configs(monkeypatch):
     class Recorded(trl.SFTConfig):
         def __post_init__(self):
             super().__post_init__()
-            configs.append(self)
+            if str(self.output_dir).endswith(".work"):
+                configs.append(self)
 
     monkeypatch.setattr(trl, "SFTConfig", Recorded)
     return configs
@@ -304,8 +306,47 @@ def test_the_trainers_defaults_follow_the_loss_curve_of_the_trainer_before(tiny_
     assert len(loss_a) == len(loss_b) == 8
     assert loss_b == pytest.approx(loss_a, abs=2e-4)
     assert loss_a[-1] < loss_a[0]  # it learned something, so equal curves mean something
-    for key, tensor in weights_a.items():  # saved in bf16: equal to its rounding
-        assert torch.allclose(tensor.float(), weights_b[key].float(), atol=1e-2), key
+    for key, tensor in weights_a.items():  # trained in fp32 from an fp32 model: saved in fp32
+        assert tensor.dtype == torch.float32
+        assert torch.allclose(tensor, weights_b[key], atol=1e-3), key
+
+
+def test_padding_free_batches_are_used_only_where_the_model_keeps_packed_examples_apart(tiny_model, tmp_path, capsys,
+                                                                                         sft_configs, monkeypatch):
+    """Measured on the loaded model (two packed sequences vs the second alone): Llama and GPT-2 keep them apart
+    (GPT-2's dropout makes packed and padded losses differ in training, not its attention); a model whose
+    attention ignores the position ids would not, and then trains on padded batches, or refuses an explicit
+    padding_free=true."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from star_kit_plugins import trl_trainer
+
+    assert trl_trainer.packing_is_exact(_tiny())
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=64))
+    assert trl_trainer.packing_is_exact(gpt2) and gpt2.training  # measured in eval mode, the mode restored
+    blind = _tiny()
+    forward = blind.forward
+    blind.forward = lambda *a, position_ids=None, **kw: forward(*a, **kw)  # attends across the whole row
+    assert not trl_trainer.packing_is_exact(blind)
+
+    monkeypatch.setattr(trl_trainer, "packing_is_exact", lambda model: False)
+    trl_trainer.TRLSFTTrainer(bf16=False).train(tiny_model, _pairs()[:4], 1, tmp_path / "a")
+    assert sft_configs[-1].padding_free is False
+    assert "padded batches for LlamaForCausalLM: its attention does not keep packed examples apart" in \
+        capsys.readouterr().err
+    with pytest.raises(StarKitError, match="padding_free=true, but LlamaForCausalLM lets packed examples attend"):
+        trl_trainer.TRLSFTTrainer(bf16=False, padding_free=True).train(tiny_model, _pairs()[:4], 1, tmp_path / "b")
+
+
+def test_a_checkpoint_keeps_the_base_models_16_bit_dtype_only_after_mixed_precision(tmp_path):
+    from star_kit_plugins.trl_trainer import checkpoint_dtype
+
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        path = tmp_path / str(dtype)
+        _tiny().to(dtype).save_pretrained(path)
+        assert checkpoint_dtype(str(path), mixed_precision=True) == dtype  # the embedded bf16 model stays bf16
+        assert checkpoint_dtype(str(path), mixed_precision=False) == torch.float32  # trained in fp32: fp32
 
 
 def test_the_users_checkpointing_and_truncation_choices_are_kept(tiny_model, tmp_path, sft_configs):
