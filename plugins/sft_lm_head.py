@@ -26,7 +26,7 @@ import types
 from typing import Any
 
 # Config fields that change the logits (TRL's head applies them); a model with any of them keeps TRL's head.
-# Labelled positions per block of the vocabulary-wide softmax: 16 x 49,152 fp32 scores are 3 MiB.
+# Labelled positions per block of the vocabulary-wide softmax on a CPU: 16 x 49,152 fp32 scores are 3 MiB.
 ROWS = 16
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                      "logits_scaling")
@@ -91,7 +91,8 @@ def _function():
 
     class TokenLogProbs(torch.autograd.Function):
         forward = staticmethod(_forward)
-        backward = staticmethod(_backward)
+        # its backward treats the saved probabilities as constants: a second derivative through it fails loudly
+        backward = staticmethod(torch.autograd.function.once_differentiable(_backward))
 
     return TokenLogProbs
 
@@ -105,15 +106,15 @@ def _forward(ctx, logits, targets):
     entropy = torch.empty_like(token)
     top = torch.empty(n, dtype=torch.long, device=logits.device)
     probs = torch.empty_like(logits)
-    with torch.autocast(logits.device.type, enabled=False):
-        for start in range(0, n, ROWS):
-            rows = slice(start, start + ROWS)
-            log_p = torch.log_softmax(logits[rows], dim=-1, dtype=torch.float32)
-            token[rows] = log_p.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
-            p = log_p.exp()
-            entropy[rows] = -(p * log_p).sum(-1)
-            top[rows] = log_p.argmax(-1)
-            probs[rows] = p
+    block = ROWS if logits.device.type == "cpu" else max(n, 1)  # an accelerator: whole-tensor kernels, no loop
+    for start in range(0, n, block):  # explicit dtypes and elementwise ops: nothing here is autocast's
+        rows = slice(start, start + block)
+        log_p = torch.log_softmax(logits[rows], dim=-1, dtype=torch.float32)
+        token[rows] = log_p.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+        p = log_p.exp()
+        entropy[rows] = -(p * log_p).sum(-1)
+        top[rows] = log_p.argmax(-1)
+        probs[rows] = p
     ctx.save_for_backward(probs, targets, token)
     is_top1 = top == targets
     ctx.mark_non_differentiable(entropy, is_top1)

@@ -16,6 +16,7 @@ Two launchers, one training function (:meth:`TRLSFTTrainer.fit`):
 from __future__ import annotations
 
 import dataclasses
+import enum
 import gc
 import importlib.util
 import json
@@ -24,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import typing
@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import star_kit
 from star_kit.config import is_secret_key, option_type_problem
-from star_kit.errors import StarKitError, one_line
+from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
 from star_kit.store import read_jsonl, write_json, write_jsonl
@@ -100,7 +100,7 @@ class TRLSFTTrainer:
         per_device_train_batch_size: int = SFT_DEFAULTS["per_device_train_batch_size"],
         gradient_accumulation_steps: int = SFT_DEFAULTS["gradient_accumulation_steps"],
         lr_scheduler_type: str = SFT_DEFAULTS["lr_scheduler_type"],
-        warmup_steps: int = SFT_DEFAULTS["warmup_steps"],
+        warmup_steps: float = SFT_DEFAULTS["warmup_steps"],
         weight_decay: float = SFT_DEFAULTS["weight_decay"],
         **sft_options: Any,
     ) -> None:
@@ -157,24 +157,16 @@ class TRLSFTTrainer:
         return bf16_supported(cuda) and not self.sft_options.get("fp16")
 
     def _check_config(self) -> None:
-        """Build the SFTConfig that training will build, now: its own checks (a scheduler's name, fp16 with bf16,
-        ...) fail before any model loads, not after the sampling. Nothing is written (a scratch output_dir)."""
-        try:
-            import torch
-            from trl import SFTConfig
-        except ImportError:  # checked again when training starts
-            return
-        options = dict(self.sft_options)
+        """What TRL and transformers would refuse only when training starts (after the sampling), refused now:
+        bf16 and fp16 both on, packing without max_length (an enum field's unknown value, e.g.
+        ``lr_scheduler_type=cosinee``, is :func:`check_sft_options`'s). No SFTConfig is built here: that would set
+        up the launching process's devices (a CUDA context, TF32, accelerate's state) before the sampler starts."""
+        options = self.sft_options
+        if self.bf16 is True and options.get("fp16"):
+            raise StarKitError("trainer 'trl-sft': bf16=true and fp16=true: pick one (bf16 auto yields to fp16)", 2)
         if options.get("packing") and options.get("max_length") is None:
             raise StarKitError("trainer 'trl-sft': packing=true needs max_length (TRL packs the examples into rows of "
                                "that many tokens)", 2)
-        cuda = torch.cuda.is_available()
-        with tempfile.TemporaryDirectory() as scratch:
-            try:
-                SFTConfig(output_dir=scratch, max_steps=1, completion_only_loss=True, bf16=self.uses_bf16(cuda),
-                          use_cpu=not cuda, save_strategy="no", report_to=[], disable_tqdm=True, **options)
-            except (ValueError, TypeError) as exc:
-                raise StarKitError(f"trainer 'trl-sft': {one_line(exc)}", 2) from exc
 
     def options(self) -> dict[str, Any]:
         """The options a worker process re-creates this trainer with (the in-process launcher)."""
@@ -254,7 +246,9 @@ class TRLSFTTrainer:
 
         model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
         options = dict(options)
-        if options.get("padding_free") and not packing_is_exact(model):
+        # measured on the loaded model in a single process; under accelerate a rank may not hold the weights yet
+        # (FSDP's rank-0 loading), so the workers train as configured
+        if options.get("padding_free") and int(os.environ.get("WORLD_SIZE", "1")) == 1 and not packing_is_exact(model):
             name = type(model).__name__
             if self.padding_free_given:
                 raise StarKitError(f"trainer 'trl-sft': padding_free=true, but {name} lets packed examples attend "
@@ -263,7 +257,9 @@ class TRLSFTTrainer:
             options["padding_free"] = False
             print(f"trainer 'trl-sft': padded batches for {name}: its attention does not keep packed examples apart "
                   "(padding-free batches would mix them)", file=sys.stderr, flush=True)
-        options["warmup_steps"] = min(int(options.get("warmup_steps", 0)), max(steps - 1, 0))
+        warmup = options.get("warmup_steps", 0)
+        if warmup >= 1:  # steps (below 1: TRL reads a ratio of the steps)
+            options["warmup_steps"] = min(int(warmup), max(steps - 1, 0))
         options.setdefault("logging_steps", max(1, steps // 10))
         options.setdefault("dataloader_num_workers", 0)
         if not cuda and "gradient_checkpointing" not in options:  # TRL's default recomputes the forward to save
@@ -319,7 +315,7 @@ class TRLSFTTrainer:
 
     def _save(self, trainer, tokenizer, output_dir: Path, dtype: Any) -> None:
         """Rank 0 saves the model folder (in ``dtype``: :func:`checkpoint_dtype`) and the loss log; FSDP/DeepSpeed
-        gather the full state dict first."""
+        gather the full state dict first and save it as gathered (``dtype`` not applied)."""
         import torch
 
         log = [h for h in trainer.state.log_history if "loss" in h]
@@ -405,9 +401,10 @@ def checkpoint_dtype(base_model: str, mixed_precision: bool) -> Any:
 def packing_is_exact(model: Any) -> bool:
     """Whether ``model`` keeps the examples of a padding-free row apart, as TRL's padding-free collator feeds them
     (one row, no attention mask, position ids restarting at each example): transformers builds the block-diagonal
-    mask from the position ids for most decoder families (Llama, Qwen2, Mistral, GPT-NeoX ...), not for all (GPT-2
-    attends across the whole row). Measured, not assumed: the second of two packed sequences must give its logits
-    alone, to 1e-3 (a forward of 7 tokens)."""
+    mask from the position ids for the decoder families that use its masking utilities (Llama, Qwen2, Mistral,
+    GPT-NeoX, GPT-2 ... in transformers 5), not necessarily for every model (remote code, older releases).
+    Measured, not assumed: the second of two packed sequences must give its logits alone, to 1e-3 (a forward of 7
+    tokens)."""
     import torch
 
     vocab = model.get_input_embeddings().num_embeddings
@@ -461,6 +458,10 @@ def _sft_field_type(field: dataclasses.Field, hint: Any) -> Any:
     ``--fsdp`` is True although the field says ``str | None``); None when the annotation does not resolve."""
     if isinstance(hint, str):
         return None
+    args = typing.get_args(hint)
+    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if enums and str in args:  # Union[SchedulerType, str]: TRL converts the string to the enum (its values only)
+        hint = typing.Union[tuple(a for a in args if a is not str)]
     if field.metadata.get("choices"):
         choices = typing.Literal[tuple(field.metadata["choices"])]
         hint = choices | None if option_type_problem("", None, hint) is None else choices

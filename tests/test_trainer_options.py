@@ -100,13 +100,14 @@ def test_the_run_command_refuses_a_bad_trainer_option_before_anything(tmp_path, 
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"lr_scheduler_type": "cosinee"}, "cosinee is not a valid SchedulerType"),
-    ({"bf16": True, "fp16": True}, "At most one of fp16 and bf16 can be True"),
+    ({"lr_scheduler_type": "cosinee"}, "option lr_scheduler_type='cosinee' is not 'linear' or 'cosine' or"),
+    ({"optim": "adamw_foo"}, "option optim='adamw_foo' is not 'adamw_torch' or"),
+    ({"bf16": True, "fp16": True}, "bf16=true and fp16=true: pick one"),
     ({"packing": True}, "packing=true needs max_length"),
 ])
-def test_options_that_only_trl_can_judge_fail_when_the_trainer_is_built(options, message):
-    """TRL's and transformers' own checks of the config run when the trainer is built (before any model loads),
-    not when the first fine-tune starts after the sampling."""
+def test_options_trl_would_refuse_late_fail_when_the_trainer_is_built(options, message):
+    """What TRL and transformers refuse only when training starts (after the sampling) is refused when the trainer
+    is built, before any model loads: an enum field's unknown value, bf16 with fp16, packing without max_length."""
     from star_kit_plugins.trl_trainer import TRLSFTTrainer
 
     with pytest.raises(StarKitError, match=message) as info:
@@ -114,8 +115,26 @@ def test_options_that_only_trl_can_judge_fail_when_the_trainer_is_built(options,
     assert info.value.exit_code == 2 and str(info.value).startswith("trainer 'trl-sft': ")
 
 
-def test_fp16_turns_the_automatic_bf16_off():
+def test_fp16_turns_the_automatic_bf16_off(monkeypatch):
+    from star_kit_plugins import trl_trainer
+
+    monkeypatch.setattr(trl_trainer, "bf16_supported", lambda cuda: True)
+    assert trl_trainer.TRLSFTTrainer().uses_bf16(cuda=False) is True
+    assert trl_trainer.TRLSFTTrainer(fp16=True).uses_bf16(cuda=False) is False
+    assert trl_trainer.TRLSFTTrainer(bf16=False).uses_bf16(cuda=False) is False
+
+
+def test_warmup_below_one_is_a_ratio_as_in_trl():
     from star_kit_plugins.trl_trainer import TRLSFTTrainer
 
-    assert TRLSFTTrainer(fp16=True).uses_bf16(cuda=False) is False
-    assert TRLSFTTrainer(bf16=True).uses_bf16(cuda=False) is True
+    assert TRLSFTTrainer(warmup_steps=0.1).sft_options["warmup_steps"] == 0.1
+
+
+def test_worker_processes_measure_padding_free_batches_unless_it_was_given():
+    """options() re-creates the trainer in accelerate's processes: padding_free only when the user gave it, so a
+    default stays the trainer's choice there."""
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    assert "padding_free" not in TRLSFTTrainer().options()
+    assert TRLSFTTrainer(padding_free=False).options()["padding_free"] is False
+    assert TRLSFTTrainer(max_length=64).options()["padding_free"] is False  # max_length implies padded batches

@@ -142,6 +142,10 @@ def test_the_compact_heads_blockwise_softmax_in_bf16_matches_float64(monkeypatch
     want = grad_in[:, None] * (torch.nn.functional.one_hot(targets, 50).double() - p)
     # p, g and their product each rounded to bf16: within three roundings (2^-8 each)
     assert torch.allclose(x.grad.double(), want, rtol=3 * 2 ** -8, atol=1e-7)
+    with pytest.raises(RuntimeError):  # its backward is not itself differentiable: a second derivative fails
+        y = logits.detach().clone().requires_grad_()
+        (g2,) = torch.autograd.grad(sft_lm_head._function().apply(y, targets)[0].sum(), y, create_graph=True)
+        g2.float().sum().backward()
     own = x.grad[0, targets[0]].double()
     assert 1 - p[0, targets[0]] < 0.02 and own == pytest.approx(want[0, targets[0]].item(), rel=2 ** -7)
 
