@@ -25,9 +25,9 @@ import functools
 import types
 from typing import Any
 
-# Config fields that change the logits (TRL's head applies them); a model with any of them keeps TRL's head.
 # Labelled positions per block of the vocabulary-wide softmax on a CPU: 16 x 49,152 fp32 scores are 3 MiB.
 ROWS = 16
+# Config fields that change the logits (TRL's head applies them); a model with any of them keeps TRL's head.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                      "logits_scaling")
 

@@ -232,22 +232,23 @@ def checked_examples(where: str, split: str, examples: Any, asked: int | None, l
 _MISSING = object()
 
 
-def with_task_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
-    """Complete ``config.task_options`` with the task factory's option defaults, as config.yaml records them (one
-    that a later release changes does not change what a run does on resume or in bench --run); returns the
-    defaults. ``data_dir`` and ``skip_bad_rows`` are star-kit's to pass, not task options."""
-    defaults = registry.option_defaults("tasks", config.task, exclude=("data_dir", "skip_bad_rows"))
-    config.task_options = {**defaults, **config.task_options}
-    return defaults
+# The plugin options config.yaml records with their factory's defaults (one that a later release changes does not
+# change what a run does on resume or in bench --run): config key -> (plugin kind, the config key naming the plugin,
+# the factory's parameters star-kit passes itself). Not the sampler's: ``--sampler auto`` may pick another sampler
+# on another machine, whose options differ.
+RECORDED_DEFAULTS = {"task_options": ("tasks", "task", ("data_dir", "skip_bad_rows")),
+                     "trainer_options": ("trainers", "trainer", ())}
 
 
-def with_trainer_defaults(registry: Registry, config: RunConfig) -> dict[str, Any]:
-    """The same for ``config.trainer_options``: config.yaml says what trained (``learning_rate``, the batch, the
-    schedule, ...), and a resumed run trains its later iterations as it trained the first. The sampler's are not
-    recorded: ``--sampler auto`` may pick another sampler on another machine, whose options differ."""
-    defaults = registry.option_defaults("trainers", config.trainer)
-    config.trainer_options = {**defaults, **config.trainer_options}
-    return defaults
+def with_option_defaults(registry: Registry, config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Complete ``config.task_options`` and ``config.trainer_options`` with their factories' option defaults, as
+    config.yaml records them (what the task did, and what trained: ``learning_rate``, the batch, the schedule ...);
+    returns the defaults by config key."""
+    recorded = {}
+    for key, (kind, plugin, exclude) in RECORDED_DEFAULTS.items():
+        recorded[key] = registry.option_defaults(kind, getattr(config, plugin), exclude=exclude)
+        setattr(config, key, {**recorded[key], **getattr(config, key)})
+    return recorded
 
 
 # -- the run -------------------------------------------------------------------------------------------------
@@ -263,8 +264,7 @@ class StarRun:
     store: RunStore = field(init=False)
     lock: RunLock | None = field(default=None, init=False)  # held from prepare() to the end of run()
     created_root: bool = field(default=False, init=False)  # prepare() made the run directory (removed if left empty)
-    task_defaults: dict[str, Any] = field(default_factory=dict, init=False)  # the task factory's option defaults
-    trainer_defaults: dict[str, Any] = field(default_factory=dict, init=False)  # the trainer factory's
+    option_defaults: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)  # with_option_defaults's
 
     def __post_init__(self) -> None:
         self.store = RunStore(Path(self.config.out))
@@ -290,7 +290,7 @@ class StarRun:
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
             saved = predated(load_config_file(store.config_path))  # a key the run predates: what it did then
-            for key, defaults in (("task_options", self.task_defaults), ("trainer_options", self.trainer_defaults)):
+            for key, defaults in self.option_defaults.items():
                 if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
                     saved[key] = {**defaults, **saved[key]}
             for key, value in config.to_dict().items():
@@ -331,8 +331,7 @@ class StarRun:
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
         task = self.build_task()
-        self.task_defaults = with_task_defaults(registry, config)
-        self.trainer_defaults = with_trainer_defaults(registry, config)
+        self.option_defaults = with_option_defaults(registry, config)
         trainer = registry.guarded("trainers", config.trainer,
                                    registry.create("trainers", config.trainer, **config.trainer_options))
         registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)

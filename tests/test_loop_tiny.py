@@ -126,50 +126,39 @@ def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
     assert "train_size: null" in out and "eval_size: null" in out
 
 
-def test_config_yaml_records_the_tasks_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("given, key, recorded, whole, change, message, old, default", [
+    # the option given, and what the task did by default (a later release's defaults cannot change this run)
+    (["--task-opt", "digits=1"], "task_options",
+     {"digits": 1, "eval_digits": None, "rationales": True, "format": "place_value"}, True,
+     ["--task-opt", "format=column"], "config key 'task_options.format' differs ('place_value' in config.yaml, "
+     "'column' now)", {"digits": 1}, ("format", "place_value")),
+    # what trained: the option given, and the learning rate, schedule and the rest the trainer used by default
+    ([], "trainer_options",
+     {"per_device_train_batch_size": 2, "learning_rate": 5e-05, "lr_scheduler_type": "constant_with_warmup",
+      "warmup_steps": 2, "weight_decay": 0.0, "gradient_accumulation_steps": 1, "bf16": "auto",
+      "launcher": "inprocess", "lora": False}, False,
+     ["--trainer-opt", "learning_rate=1e-4"], "config key 'trainer_options.learning_rate' differs (5e-05 in "
+     "config.yaml, 0.0001 now)", {"per_device_train_batch_size": 2}, ("learning_rate", 5e-05)),
+])
+def test_config_yaml_records_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys, given, key,
+                                                                          recorded, whole, change, message, old,
+                                                                          default):
     import yaml
 
     out = tmp_path / "run"
-    assert _run(tiny_model, out, "--iterations", "0", "--task-opt", "digits=1") == 0
+    assert _run(tiny_model, out, "--iterations", "0", *given) == 0
     config = out / "config.yaml"
     saved = yaml.safe_load(config.read_text())
-    # the option given, and what the task did by default (a later release's defaults cannot change this run)
-    assert saved["task_options"] == {"digits": 1, "eval_digits": None, "rationales": True, "format": "place_value"}
+    assert (saved[key] if whole else {k: saved[key][k] for k in recorded}) == recorded
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # the recorded defaults match on resume
-    assert main(["run", "--resume", str(out), "--task-opt", "format=column", "--no-progress"]) == 2
-    assert "config key 'task_options.format' differs ('place_value' in config.yaml, 'column' now)" in \
-        capsys.readouterr().err
+    assert main(["run", "--resume", str(out), *change, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
     # A run directory written before the defaults were recorded (only the options given) resumes unchanged ...
-    saved["task_options"] = {"digits": 1}
+    saved[key] = old
     config.write_text(yaml.safe_dump(saved, sort_keys=False))
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     # ... and its config.yaml now records the defaults it ran with.
-    assert yaml.safe_load(config.read_text())["task_options"]["format"] == "place_value"
-
-
-def test_config_yaml_records_the_trainers_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys):
-    import yaml
-
-    out = tmp_path / "run"
-    assert _run(tiny_model, out, "--iterations", "0") == 0
-    config = out / "config.yaml"
-    saved = yaml.safe_load(config.read_text())
-    trainer = saved["trainer_options"]
-    # what trained: the option given, and the learning rate, schedule and the rest the trainer used by default
-    assert trainer["per_device_train_batch_size"] == 2
-    assert {k: trainer[k] for k in ("learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
-                                    "gradient_accumulation_steps", "bf16", "launcher", "lora")} == {
-        "learning_rate": 5e-05, "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 2, "weight_decay": 0.0,
-        "gradient_accumulation_steps": 1, "bf16": "auto", "launcher": "inprocess", "lora": False}
-    assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # the recorded defaults match on resume
-    assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=1e-4", "--no-progress"]) == 2
-    assert "config key 'trainer_options.learning_rate' differs (5e-05 in config.yaml, 0.0001 now)" in \
-        capsys.readouterr().err
-    # a run directory written before the trainer's defaults were recorded resumes unchanged, and records them now
-    saved["trainer_options"] = {"per_device_train_batch_size": 2}
-    config.write_text(yaml.safe_dump(saved, sort_keys=False))
-    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
-    assert yaml.safe_load(config.read_text())["trainer_options"]["learning_rate"] == 5e-05
+    assert yaml.safe_load(config.read_text())[key][default[0]] == default[1]
 
 
 def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin):
