@@ -6,7 +6,7 @@ import copy
 import gc
 import sys
 import warnings
-from typing import Sequence
+from typing import Literal, Sequence
 
 import star_kit
 from star_kit.errors import StarKitError
@@ -46,9 +46,10 @@ class HFSampler:
     _leading_tokens: list[int] = []  # set by load(): see leading_special_tokens
 
     def __init__(
-        self, model: str, dtype: str = "auto", device: str = "auto", batch_size: int | str = "auto",
-        prefix_cache: bool = True, static_cache: str | bool = "auto", engine: str = "auto"
-    ) -> None:
+        self, model: str, dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto", device: str = "auto",
+        batch_size: int | Literal["auto"] = "auto", prefix_cache: bool = True,
+        static_cache: bool | Literal["auto"] = "auto", engine: Literal["auto", "prefix", "generate"] = "auto"
+    ) -> None:  # the annotations are what `check_options` holds a value to before anything starts (a Ray actor)
         import torch
 
         self.torch = torch

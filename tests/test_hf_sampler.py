@@ -36,16 +36,19 @@ def test_static_cache_is_off_on_cpu_by_default_and_checked(tiny_model):
     registry = load_registry()
     sampler = registry.create("samplers", "hf", tiny_model)
     assert sampler.static_cache is False and sampler.prefix_cache is True
-    with pytest.raises(StarKitError, match="static_cache must be auto, true or false"):
+    with pytest.raises(StarKitError, match="option static_cache='yes' is not true or false or 'auto'"):
         registry.create("samplers", "hf", tiny_model, static_cache="yes")
 
 
 def test_hf_batch_size_auto_and_bad_values(tiny_model):
     registry = load_registry()
     assert registry.create("samplers", "hf", tiny_model, engine="generate").batch_size == 32  # CPU (GPU: 256)
-    for bad in ("big", 0):
-        with pytest.raises(StarKitError, match="batch_size must be auto or a positive integer"):
+    # checked against the option's annotation before the model loads, then by the sampler itself
+    for bad, message in (("big", "option batch_size='big' is not an integer or 'auto'"),
+                         (0, "batch_size must be auto or a positive integer, got 0")):
+        with pytest.raises(StarKitError, match=message) as err:
             registry.create("samplers", "hf", tiny_model, batch_size=bad)
+        assert err.value.exit_code == 2
 
 
 def test_prefix_engine_matches_generate_greedy_and_keeps_order(tiny_model, prompts_and_params):
@@ -89,7 +92,7 @@ def test_prefix_engine_option_is_checked_and_auto_picks_it_on_cpu(tiny_model):
     sampler = registry.create("samplers", "hf", tiny_model)
     assert sampler._engine is not None and sampler._engine.slots is None  # auto on CPU: a 1 GiB cache's worth
     assert registry.create("samplers", "hf", tiny_model, engine="generate")._engine is None
-    with pytest.raises(StarKitError, match="engine must be one of auto, prefix, generate"):
+    with pytest.raises(StarKitError, match="option engine='fast' is not 'auto' or 'prefix' or 'generate'"):
         registry.create("samplers", "hf", tiny_model, engine="fast")
 
 

@@ -175,7 +175,7 @@ def test_options_are_checked_against_annotations():
     with pytest.raises(PluginError, match=r"^sampler 'hf' \(plugin 'hf', distribution 'star-kit'\): option "
                                           r"prefix_cache='yes' is not true or false$"):
         registry.check_options("samplers", "hf", "m", prefix_cache="yes")
-    registry.check_options("samplers", "hf", "m", batch_size="auto", dtype="float32")  # int | str
+    registry.check_options("samplers", "hf", "m", batch_size="auto", dtype="float32")  # int | Literal["auto"], a Literal
     registry.check_options("trainers", "trl-sft", launch_args=["--x"], learning_rate=1e-4)  # **sft_options
 
 

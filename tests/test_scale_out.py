@@ -143,21 +143,28 @@ def test_ray_sampler_bad_options_are_one_line(ray_cluster, tiny_model):
     assert err.value.exit_code == 2
     with pytest.raises(StarKitError, match=r"sampler 'hf' .* has no option 'nosuchopt'; its options: dtype, device"):
         RaySampler(tiny_model, workers=1, nosuchopt=1)  # the backend's signature, before any actor starts
+    # A value outside the backend's declared ones: refused by its annotations, before any actor starts.
+    with pytest.raises(StarKitError, match=r"sampler 'hf' .*: option dtype='float33' is not 'auto' or 'bfloat16' or "
+                                           r"'float16' or 'float32'$") as err:
+        RaySampler(tiny_model, workers=1, dtype="float33")
+    assert err.value.exit_code == 2
+    with pytest.raises(StarKitError, match=r"option batch_size='x' is not an integer or 'auto'$"):
+        RaySampler(tiny_model, workers=1, batch_size="x")
     # A value only the backend itself checks (in the actor): its own line and exit code, not Ray's ActorDiedError.
     with pytest.raises(StarKitError) as err:
-        RaySampler(tiny_model, workers=1, dtype="float33")
-    assert str(err.value) == "sampler 'ray': sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got " \
-                             "'float33'" and err.value.exit_code == 2
+        RaySampler(tiny_model, workers=1, batch_size=0)
+    assert str(err.value) == "sampler 'ray': sampler 'hf': batch_size must be auto or a positive integer, got 0" \
+        and err.value.exit_code == 2
 
 
 def test_an_actor_whose_backend_refused_to_start_raises_that_error_on_every_call(tiny_model):
     """A restarted actor is not asked for info(): its generate/load must raise the backend's own error."""
     from star_kit_plugins.ray_sampler import SamplerActor
 
-    actor = SamplerActor("hf", tiny_model, {"dtype": "float33"}, None)  # the class itself, in this process
-    assert actor.info()["error"] == ("sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got 'float33'", 2)
+    actor = SamplerActor("hf", tiny_model, {"batch_size": 0}, None)  # the class itself, in this process
+    assert actor.info()["error"] == ("sampler 'hf': batch_size must be auto or a positive integer, got 0", 2)
     for call in (lambda: actor.generate(["1 + 1 ="], GenerationParams(max_new_tokens=2)), lambda: actor.load("m")):
-        with pytest.raises(StarKitError, match="dtype must be auto") as err:
+        with pytest.raises(StarKitError, match="batch_size must be auto") as err:
             call()
         assert err.value.exit_code == 2
     actor.close()  # nothing to close: no error
