@@ -264,13 +264,16 @@ def evaluate(
     seed: int = 0,
     ride_along: RideAlong | None = None,
     fewshot: bool = True,
+    sampler_name: str | None = None,
 ) -> EvalResult:
     """Evaluate the sampler's model on ``examples``; writes ``eval_docs.jsonl``, ``eval.json`` and
     ``eval_samples.jsonl`` in ``out_dir``. With ``maj_k`` > 1, maj@K beside the greedy accuracy (sampled at
     ``maj_temperature``, seeded with ``seed``): ``eval.json``'s ``maj`` and each row's ``maj_*`` fields.
     ``ride_along``: other prompts decoded in the same generate call (:class:`RideAlong`); nothing of theirs is
     written here. ``fewshot``: prompt with the task's few-shot prompt, else with the question alone (how
-    ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which."""
+    ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which. ``eval.json`` also names what was
+    evaluated: ``model`` (the sampler's loaded model: a checkpoint folder, a local folder or a hub id) and
+    ``sampler`` (``sampler_name``; lm-eval's own ``config.model`` is the bridge's class, ``SamplerLM``)."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
@@ -325,7 +328,8 @@ def evaluate(
         })
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
-    summary = {"task": task_name, "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
+    summary = {"task": task_name, "model": sampler.model, "sampler": sampler_name,
+               "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
                "n": len(rows), "no_answer": no_answer, "prompt": prompt_name(fewshot),
                # the worked examples are written into each doc's prompt, so lm-eval's own "n-shot" below says 0
                "exemplars_in_prompt": len(task.fewshot()) if fewshot else 0}

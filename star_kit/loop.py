@@ -451,7 +451,8 @@ class StarRun:
             with self.registry.guard("samplers", self.sampler_name):
                 ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
                               maj_temperature=self.config.eval_temperature, seed=self.config.seed,
-                              ride_along=ahead.ride if ahead else None, fewshot=self.config.eval_fewshot(n))
+                              ride_along=ahead.ride if ahead else None, fewshot=self.config.eval_fewshot(n),
+                              sampler_name=self.sampler_name)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if ahead is not None and ahead.ride.completions is not None:
             self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "

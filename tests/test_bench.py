@@ -32,6 +32,8 @@ def test_bench_models_by_tasks_writes_json(tiny_model, tmp_path, capsys):
         kept = read_jsonl(next((tmp_path / "samples").rglob(f"{r['task']}/eval_samples.jsonl")))
         assert len(kept) == r["n"] and r["accuracy"] == sum(s["correct"] for s in kept) / len(kept)
         assert r["no_answer"] == sum(s["predicted"] is None for s in kept)
+        ev = json.loads(next((tmp_path / "samples").rglob(f"{r['task']}/eval.json")).read_text())
+        assert (ev["model"], ev["sampler"], ev["accuracy"]) == (tiny_model, "hf", r["accuracy"])  # what was benched
     # --limit 3, but the fixture eval splits hold 2 rows each
     assert [r["n"] for r in rows] == [3, 2, 2]
     printed = capsys.readouterr().out

@@ -49,6 +49,10 @@ def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, t
     # the exemplars are in the docs' text (lm-eval's n-shot is 0): eval.json counts them
     assert read_json(out / "iter_00" / "eval.json")["exemplars_in_prompt"] == len(task.fewshot()) > 0
     assert read_json(out / "iter_01" / "eval.json")["exemplars_in_prompt"] == 0
+    # what was evaluated: M0 as given, then iteration 1's checkpoint, by the sampler that ran
+    assert {k: read_json(out / "iter_00" / "eval.json")[k] for k in ("model", "sampler")} == \
+        {"model": tiny_model, "sampler": "hf"}
+    assert read_json(out / "iter_01" / "eval.json")["model"] == str(out / "iter_01" / "checkpoint")
     assert [r["eval_prompt"] for r in read_jsonl(out / "metrics.jsonl")] == ["fewshot", "question"]
     # ... which is how its training pairs were prompted
     train = {e.id: e for e in task.examples("train", 4, 0)}
