@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import re
 import types
@@ -257,7 +258,42 @@ def _numbers_in_options(data: dict[str, Any]) -> dict[str, Any]:
 def option_type_problem(key: str, value: Any, hint: Any) -> str | None:
     """``option KEY=VALUE is not TYPE`` when ``value`` does not fit the annotation ``hint``, else None (the one
     check of a plugin option's value against its declared type, for every plugin)."""
-    return None if _type_ok(value, hint) else f"option {key}={value!r} is not {_type_name(hint)}"
+    if _type_ok(value, hint):
+        return None
+    choices = _string_choices(hint)
+    close = []
+    if isinstance(value, str) and value:  # the values it begins, then the most similar ('adamw' -> 'adamw_torch')
+        close = list(dict.fromkeys([c for c in choices if c.startswith(value)]
+                                   + difflib.get_close_matches(value, choices, n=2)))[:2]
+    suggestion = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    if len(choices) > LONGEST_LISTED:  # e.g. transformers' optimizers: a count, not forty names
+        named = " or ".join(_type_name(a) for a in _union_args(hint) if not _string_choices(a))
+        return (f"option {key}={value!r} is not one of the {len(choices)} values of {_choices_name(hint)}"
+                + (f" (or {named})" if named else "") + suggestion)
+    return f"option {key}={value!r} is not {_type_name(hint)}{suggestion}"
+
+
+LONGEST_LISTED = 12  # allowed values an error lists in full; more are counted
+
+
+def _union_args(hint: Any) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _string_choices(hint: Any) -> list[str]:
+    """The string values an Enum or Literal annotation (or a union holding them) allows."""
+    out: list[str] = []
+    for a in _union_args(hint):
+        if isinstance(a, type) and issubclass(a, enum.Enum):
+            out += [m.value for m in a if isinstance(m.value, str)]
+        elif typing.get_origin(a) is typing.Literal:
+            out += [v for v in typing.get_args(a) if isinstance(v, str)]
+    return out
+
+
+def _choices_name(hint: Any) -> str:
+    names = [a.__name__ for a in _union_args(hint) if isinstance(a, type) and issubclass(a, enum.Enum)]
+    return " and ".join(names) or "its choices"
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

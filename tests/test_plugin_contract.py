@@ -176,6 +176,9 @@ def test_options_are_checked_against_annotations():
                                           r"prefix_cache='yes' is not true or false$"):
         registry.check_options("samplers", "hf", "m", prefix_cache="yes")
     registry.check_options("samplers", "hf", "m", batch_size="auto", dtype="float32")  # int | Literal["auto"], a Literal
+    with pytest.raises(PluginError, match=r": option engine='prefx' is not 'auto' or 'prefix' or 'generate' \(did you "
+                                          r"mean 'prefix'\?\)$"):
+        registry.check_options("samplers", "hf", "m", engine="prefx")
     registry.check_options("trainers", "trl-sft", launch_args=["--x"], learning_rate=1e-4)  # **sft_options
 
 

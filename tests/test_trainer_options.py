@@ -100,8 +100,12 @@ def test_the_run_command_refuses_a_bad_trainer_option_before_anything(tmp_path, 
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"lr_scheduler_type": "cosinee"}, "option lr_scheduler_type='cosinee' is not 'linear' or 'cosine' or"),
-    ({"optim": "adamw_foo"}, "option optim='adamw_foo' is not 'adamw_torch' or"),
+    ({"lr_scheduler_type": "cosinee"}, r"option lr_scheduler_type='cosinee' is not 'linear' or 'cosine' or .* "
+                                       r"\(did you mean 'cosine'\?\)"),
+    # forty-odd optimizers: counted, not listed, with the nearest names
+    ({"optim": "adamw_foo"}, r"option optim='adamw_foo' is not one of the \d+ values of OptimizerNames \(did you "
+                             r"mean 'adamw_torch'"),
+    ({"optim": "adamw"}, r"\(did you mean 'adamw_torch' or 'adamw_torch_fused'\?\) \(a trl.SFTConfig field\)$"),
     ({"bf16": True, "fp16": True}, "bf16=true and fp16=true: pick one"),
     ({"packing": True}, "packing=true needs max_length"),
 ])
