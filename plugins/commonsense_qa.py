@@ -125,7 +125,7 @@ def parse_choice(answer: str | None) -> tuple[str | None, str]:
 
 def normalize_text(text: str) -> str:
     """Choice text as compared: lowercase, single spaces, no quotes or punctuation at either end."""
-    return " ".join(text.lower().split()).strip(" \"'`.,;:!?")
+    return " ".join(text.lower().split()).strip(" \"'`.,;:!?“”‘’")
 
 
 _CHOICE_LINE = re.compile(r"\(([a-z])\) ")
@@ -271,6 +271,9 @@ _PAREN_LETTER = re.compile(r"\(\s*([a-e])\s*\)", re.IGNORECASE)
 
 
 _SENTENCE_END = re.compile(r"\n|\.(?:\s|$)")
+# Where a named choice ends inside its sentence: a closing double quote before more words ('"old man" because ...'),
+# a comma, semicolon or bracket, a spaced dash, or a reason ("because", "since"). Choices hold none of these.
+_CLAUSE_END = re.compile(r"[\"”](?=\s*\S)|[,;(\[]|\s[-–—]\s|\s(?:because|since)\b", re.IGNORECASE)
 
 
 def _after_answer_phrase(text: Any) -> str | None:
@@ -308,8 +311,9 @@ def extract_choice(text: str) -> str | None:
 
 def extract_named_choice(text: str) -> str | None:
     """The choice named after the last answer phrase, as '(b) mailbox' (letter and text), '(b)' (a letter alone)
-    or 'mailbox' (text alone; 'mailbox (b)' reads as '(b) mailbox'); text normalised (:func:`normalize_text`), at
-    most 200 characters of the sentence read; None when nothing follows the phrase. The extractor of
+    or 'mailbox' (text alone; 'mailbox (b)' reads as '(b) mailbox'); text normalised (:func:`normalize_text`) and
+    cut where the choice's clause ends ('"walked" because the dog was tired' -> 'walked', 'mailbox, since' ->
+    'mailbox'), at most 200 characters of the sentence read; None when nothing follows the phrase. The extractor of
     ``answer_format=choice``: the task grades the text when there is one, else the letter. Never raises; linear."""
     rest = _after_answer_phrase(text)
     if rest is None:
@@ -323,7 +327,9 @@ def extract_named_choice(text: str) -> str | None:
         m = _PAREN_LETTER.search(sentence)
         if m:
             letter, sentence = m.group(1).lower(), sentence[: m.start()] + sentence[m.end():]
-    words = normalize_text(sentence)
+    opening = len(sentence) - len(sentence.lstrip(' \t"“'))  # an opening quote is not a clause's end
+    end = _CLAUSE_END.search(sentence, opening)
+    words = normalize_text(sentence[: end.start()] if end else sentence)
     if letter is None:
         return words or None
     return f"({letter}) {words}" if words else f"({letter})"

@@ -410,7 +410,11 @@ def test_commonsense_qa_choice_format_names_the_choice_and_grades_its_text():
     assert extract(target) == "(d) water" and task.is_correct(extract(target), ex.answer)
     cases = {" The answer is (c) water.": True, " The answer is (d) smoke.": False, " The answer is (d).": True,
              " The answer is water (d).": True, " The answer is Water!": True, " The answer is (c).": False,
-             " so the answer is": False, " no phrase": False}
+             " so the answer is": False, " no phrase": False,
+             # the choice named, then a reason: read up to where the choice's clause ends
+             ' The answer is "water" because fish live in it.': True, " The answer is water because it is wet.": True,
+             " The answer is (d) water, since nothing else fits.": True, " The answer is “water” – wet.": True,
+             " The answer is water - the rest are dry.": True, " The answer is smoke because water.": False}
     for text, right in cases.items():
         assert task.is_correct(extract(text), ex.answer) is right, text
     assert task.answer_label(ex, extract(" The answer is (c) water.")) == "d"  # the label of the choice named
