@@ -4,8 +4,10 @@ The task's YAML (under ``tasks/``) is a regular lm-eval ``generate_until`` confi
 evaluation examples into ``eval_docs.jsonl`` with the task's own prompt (the few-shot prompt, as sampling sees
 it, or the question alone, as fine-tuning sees it: ``fewshot``) and points the config's ``data_files`` at it.
 Extraction runs as the lm-eval filter ``star_kit_extract`` (the task's registered extractor); each filtered answer
-is scored with the task's own ``is_correct`` (the same check that filters the training rationales), not lm-eval's
-``exact_match`` (which lm-eval still computes; it is kept in ``eval.json`` under ``lm_eval`` only).
+is scored with the task's own ``is_correct`` (the same check that filters the training rationales): lm-eval's
+metric is that function (:class:`TaskMetric`, ``is_correct`` in ``eval.json``'s ``lm_eval`` results, equal to the
+headline accuracy), in place of the YAML's ``exact_match`` (which serves a user running the config with lm-eval
+alone, where a named choice "(b) mailbox" against "mailbox" would score 0).
 Generation goes through star-kit's sampler, wrapped as an lm-eval ``LM``, so every backend evaluates the same way.
 
 maj@K (``--eval-samples K``, K > 1) is lm-eval's self-consistency mechanism (as in its
@@ -217,6 +219,26 @@ class EvalResult:
     maj: dict[str, Any] | None = None  # maj@K: {"k", "temperature", "accuracy", "stderr", "no_answer"}; None: off
 
 
+class TaskMetric:
+    """An lm-eval metric (a callable in ``metric_list``) that is the task's ``is_correct``: 1.0 or 0.0 for one
+    filtered answer ('[no answer]' is None) against the doc's gold answer. lm-eval names it ``is_correct``."""
+
+    __name__ = "is_correct"
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def __call__(self, references: Sequence[str], predictions: Sequence[str], **kwargs: Any) -> float:
+        predicted = predictions[0]
+        return float(bool(self.task.is_correct(None if predicted == NO_ANSWER else predicted, references[0])))
+
+    def __deepcopy__(self, memo: dict) -> "TaskMetric":  # lm-eval copies configs: the task is shared, not copied
+        return self
+
+    def __repr__(self) -> str:
+        return "task.is_correct"
+
+
 def maj_config(config: dict[str, Any], k: int, temperature: float) -> dict[str, Any]:
     """The maj@K copy of a task's lm-eval config (the one from :func:`evaluate`, its extractor filled in): task
     ``<name>_maj``, ``repeats: k``, sampling at ``temperature``, and the one filter pipeline ``maj@k``: the task's
@@ -290,6 +312,9 @@ def evaluate(
         for step in flt.get("filter") or []:
             if step.get("function") == "star_kit_extract":
                 step["extractor"] = task.extractor
+    # lm-eval scores with the task's own is_correct (its number in eval.json is then the headline accuracy; the
+    # YAML's exact_match, for running the config alone, would compare "(b) mailbox" with "mailbox")
+    config["metric_list"] = [{"metric": TaskMetric(task), "aggregation": "mean", "higher_is_better": True}]
     flt = found[0]
     maj_k = int(maj_k or 0)
     configs = [config] + ([maj_config(config, maj_k, maj_temperature)] if maj_k > 1 else [])

@@ -34,6 +34,8 @@ def test_bench_models_by_tasks_writes_json(tiny_model, tmp_path, capsys):
         assert r["no_answer"] == sum(s["predicted"] is None for s in kept)
         ev = json.loads(next((tmp_path / "samples").rglob(f"{r['task']}/eval.json")).read_text())
         assert (ev["model"], ev["sampler"], ev["accuracy"]) == (tiny_model, "hf", r["accuracy"])  # what was benched
+        # lm-eval's own score is the task's is_correct too (the YAML's exact_match would read "(b) x" vs "x" as 0)
+        assert ev["lm_eval"]["results"][ev["task"]]["is_correct,star_kit"] == r["accuracy"]
     # --limit 3, but the fixture eval splits hold 2 rows each
     assert [r["n"] for r in rows] == [3, 2, 2]
     printed = capsys.readouterr().out

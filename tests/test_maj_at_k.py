@@ -129,8 +129,10 @@ def test_off_is_greedy_only_and_on_adds_maj_at_k_beside_it(arithmetic_eval, tmp_
         assert len(r["maj_completions"]) == 3 and len(r["maj_answers"]) == 3
         assert r["maj_predicted"] == reference_vote(r["maj_answers"])  # lm-eval's pipeline voted as documented
         assert r["maj_correct"] == task.is_correct(r["maj_predicted"], r["gold"])
-    summary = json.loads((tmp_path / "on" / "eval.json").read_text())["maj"]
+    written = json.loads((tmp_path / "on" / "eval.json").read_text())
+    summary = written["maj"]
     assert summary["k"] == 3 and summary["temperature"] == 0.7
+    assert written["lm_eval"]["results"][f"{written['task']}_maj"]["is_correct,maj@3"] == summary["accuracy"]
     assert summary["accuracy"] == ev.maj["accuracy"] == sum(r["maj_correct"] for r in rows) / 4
     assert summary["no_answer"] == sum(r["maj_predicted"] is None for r in rows)
     # SmolLM2 at 0.7 does not repeat itself on every question: the samples are real samples
