@@ -134,8 +134,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from .registry import load_registry
 
         quiet_libraries()
+        from .models import resolve_model
+
         StarRun(config, load_registry(config.plugins), phases=None,
                 log=lambda m: err_console.print(m, markup=False, highlight=False)).check()
+        resolve_model(config.model, convert=False)  # the model's name, as a run checks it (nothing converted)
         console.print(yaml.safe_dump(config.public_dict(), sort_keys=False), end="", markup=False,
                       highlight=False)
         return 0

@@ -62,10 +62,12 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def resolve_model(name: str) -> str:
-    """Return a local folder or hub id for ``name``; converts GGUF files once. Unknown → exit code 2."""
+def resolve_model(name: str, convert: bool = True) -> str:
+    """Return a local folder or hub id for ``name``; converts GGUF files once. Unknown → exit code 2.
+    ``convert=False`` checks the name the same way without converting anything (an alias or a .gguf file is
+    returned as given): ``--print-config``."""
     if name in ALIASES:
-        return str(_embedded(name, ALIASES[name]))
+        return str(_embedded(name, ALIASES[name])) if convert else name
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -76,6 +78,8 @@ def resolve_model(name: str) -> str:
         else:
             raise UnknownNameError("model", name, list(ALIASES), hint="a folder must hold config.json or one .gguf")
     if path.is_file() and path.suffix == ".gguf":
+        if not convert:
+            return str(path)
         digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_size}:{path.stat().st_mtime_ns}".encode())
         return str(convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{digest.hexdigest()[:12]}"))
     if path.exists():
