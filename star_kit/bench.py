@@ -80,10 +80,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "their answers (star-kit tasks; default 0 = greedy only; with --run: the run's)")
     p.add_argument("--eval-temperature", type=float, metavar="T",
                    help="sampling temperature of the maj@K rationales (default 0.7; with --run: the run's)")
-    p.add_argument("--eval-prompt", choices=PROMPT_NAMES,
-                   help="star-kit tasks: prompt every model with the task's few-shot prompt or with the question "
-                        "alone, as `star-kit run` fine-tunes (default: fewshot; with --run: as the run evaluated "
-                        "each iteration)")
+    p.add_argument("--eval-prompt", choices=("trained", *PROMPT_NAMES),
+                   help="star-kit tasks: trained = as `star-kit run` evaluates (the base model few-shot, a run's "
+                        "M(n) as that run evaluated it; the default), fewshot = every model with the task's few-shot "
+                        "prompt, question = every model with the question alone (as `star-kit run` fine-tunes)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -323,7 +323,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             t.fewshot = run.eval_fewshot(t.iteration or 0)
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
-    if args.eval_prompt is not None:
+    if args.eval_prompt not in (None, "trained"):
         for t in targets:
             t.fewshot = args.eval_prompt == "fewshot"
     task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]

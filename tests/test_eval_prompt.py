@@ -127,6 +127,12 @@ def test_bench_prompts_a_run_as_it_was_evaluated_and_eval_prompt_overrides(tiny_
     assert main(["bench", "--model", tiny_model, "--tasks", "lenient-arithmetic", "--limit", "3", "--json", str(out),
                  "--eval-prompt", "question", "--no-progress", *plugin, *FAST]) == 0
     assert [r["prompt"] for r in json.loads(out.read_text())] == ["question"]
+    # `trained`, run's default value, is bench's too: a run's iterations as the run evaluated them
+    saved["eval_prompt"] = "trained"
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["bench", "--run", str(run), "--json", str(out), "--eval-prompt", "trained", "--no-progress",
+                 *plugin, *FAST]) == 0
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot", "question"]
 
 
 def test_resuming_a_run_that_predates_the_key_with_another_eval_prompt_is_refused(tiny_model, tmp_path, task, capsys):
