@@ -365,6 +365,8 @@ class StarRun:
             self.log(f"skipped {len(self.skipped_rows)} malformed data rows (listed in skipped_rows.json); "
                      f"first: {self.skipped_rows[0]}")
         history = self.history()
+        if not fresh:
+            self.log(self.resume_note(history))
         done = {r.iteration for r in history}
         current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
         try:
@@ -393,6 +395,29 @@ class StarRun:
             with registry.guard("samplers", self.sampler_name):
                 sampler.close()
         return history
+
+    # what a resumed iteration keeps, in the order the steps make it
+    RESUMED_ARTIFACTS = ("samples.jsonl", "rationalized.jsonl", "train.jsonl", "checkpoint", "eval.json")
+
+    def resume_note(self, history: Sequence[IterationResult]) -> str:
+        """One line on what a resumed run reads back and what it computes again: the finished iterations, the
+        next one's finished steps (their files) and the rows of a step cut off mid-way (``*.jsonl.partial``)."""
+        done = sorted(r.iteration for r in history)
+        first = 0 if self.config.baseline else 1
+        left = [n for n in range(first, self.config.iterations + 1) if n not in done]
+        note = f"resuming {self.store.root}: " + (
+            f"iteration{'s' if len(done) > 1 else ''} {', '.join(map(str, done))} finished (read back)" if done
+            else "no iteration finished yet")
+        if not left:
+            return note + f"; nothing left to do (--iterations {self.config.iterations + 1} would add one)"
+        n = left[0]
+        kept = [name for name in self.RESUMED_ARTIFACTS if self.store.has(n, name)]
+        partial = {p.name.removesuffix(".partial"): len(read_jsonl(p, partial=True))
+                   for p in sorted(self.store.iter_dir(n).glob("*.jsonl.partial"))}
+        note += f"; iteration {n}: " + (f"kept {', '.join(kept)}" if kept else "nothing finished")
+        if partial:
+            note += ", " + ", ".join(f"{rows} rows of {name} (the rest is sampled)" for name, rows in partial.items())
+        return note + ("; the rest runs again" if kept or partial else "; it runs from the start")
 
     def build_task(self) -> Task:
         """The task, with star-kit's ``data_dir`` and ``skip_bad_rows`` offered to its factory (passed only where

@@ -2,6 +2,7 @@
 it; the final metrics.jsonl, samples and train.jsonl are identical to an uninterrupted run's."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,3 +75,10 @@ def test_sigkill_then_resume_matches_uninterrupted(phase, tiny_model, tmp_path, 
     assert done.returncode == 0, done.stderr[-2000:]
     assert _results(out) == reference
     assert not list(it.glob("*.partial")) and not list(it.glob("*.work"))
+    said = " ".join(done.stderr.split())  # the resume says what it read back and what it does again
+    assert f"resuming {out}: iteration 0 finished (read back); iteration 1: " in said
+    if phase == "sampling":
+        assert re.search(r"iteration 1: nothing finished, \d+ rows of samples.jsonl \(the rest is sampled\); the "
+                         r"rest runs again", said)
+    if phase == "evaluation":
+        assert "iteration 1: kept samples.jsonl, rationalized.jsonl, train.jsonl, checkpoint; the rest runs" in said

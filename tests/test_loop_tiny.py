@@ -33,7 +33,7 @@ def test_loop_garbage_output_is_counted_not_raised(tiny_model, tmp_path):
     assert (out / "config.yaml").exists() and (out / "iter_01" / "eval.json").exists()
 
 
-def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_plugin):
+def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_plugin, capsys):
     out = tmp_path / "run"
     assert _run(tiny_model, out, "--task", "lenient-arithmetic", "--iterations", "2", "--patience", "0") == 0
     rows = read_jsonl(out / "metrics.jsonl")
@@ -57,13 +57,19 @@ def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_pl
         assert all(t["prompt"].startswith("Q: ") and t["prompt"].endswith("\nA:") for t in train)
     # A finished run resumes to the same place without redoing anything.
     before = (out / "metrics.jsonl").read_text()
+    capsys.readouterr()
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     assert (out / "metrics.jsonl").read_text() == before
+    assert f"resuming {out}: iterations 0, 1, 2 finished (read back); nothing left to do (--iterations 3 would " \
+           "add one)" in " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     # Drop iteration 2's evaluation: resume re-evaluates only that (the checkpoint is not retrained).
     ckpt_mtime = (out / "iter_02" / "checkpoint" / "config.json").stat().st_mtime_ns
     (out / "iter_02" / "eval.json").unlink()
     (out / "metrics.jsonl").write_text("".join(before.splitlines(keepends=True)[:2]))
     assert main(["run", "--resume", str(out), "--no-progress", "--iterations", "2"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "iterations 0, 1 finished (read back); iteration 2: kept samples.jsonl" in said
+    assert "train.jsonl, checkpoint; the rest runs again" in said
     rows2 = read_jsonl(out / "metrics.jsonl")
     assert [r["iteration"] for r in rows2] == [0, 1, 2]
     assert set(rows2[2]["seconds"]) == {"sample", "rationalize", "train", "evaluate"}  # earlier phases kept
