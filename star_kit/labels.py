@@ -3,7 +3,9 @@
 A task may define ``answer_label(example, answer) -> str | None``: the label of an answer to ``example`` (for
 CommonsenseQA the choice letter "a".."e"; None when the answer is no choice of the example). Tasks without it
 (arithmetic, GSM8K) have no distribution and their records leave the fields at None. Each iteration's record
-(``metrics.jsonl``) then holds two counts, ``{label: count}`` in label order with ``none`` (no answer) last:
+(``metrics.jsonl``) then holds two counts, ``{label: count}`` in label order, then ``no_choice`` (an answer that
+names none of the question's choices: "weasel" for tree, bush, coop, ship, warren) and ``none`` (no answer at all,
+``eval.json``'s ``no_answer``; rows written before ``no_choice`` existed count both as ``none``):
 
 * ``eval_labels``: what the evaluated model answered on the held-out split (``eval_samples.jsonl``);
 * ``train_labels``: the gold answers of the kept training pairs (``train.jsonl``): what fine-tuning teaches.
@@ -16,18 +18,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable, Mapping
 
-NONE = "none"  # the key of "no answer" (the extractor found none, or the answer is no label of the question)
+NONE = "none"  # the key of "no answer" (the extractor found none)
+NO_CHOICE = "no_choice"  # the key of an answer that is no label of the question
+_LAST = {NO_CHOICE: 1, NONE: 2}
 
 
 def label_counts(task: Any, pairs: Iterable[tuple[Any, str | None]]) -> dict[str, int] | None:
-    """``{label: count}`` of the answers in ``pairs`` of (example, answer), sorted by label with ``none`` last;
-    None when the task has no ``answer_label``."""
+    """``{label: count}`` of the answers in ``pairs`` of (example, answer), sorted by label, then ``no_choice``
+    and ``none``; None when the task has no ``answer_label``."""
     label_of = getattr(task, "answer_label", None)
     if not callable(label_of):
         return None
-    counts = Counter((label_of(example, answer) if answer is not None else None) or NONE
-                     for example, answer in pairs)
-    return {k: counts[k] for k in sorted(counts, key=lambda k: (k == NONE, k))}
+    counts = Counter(NONE if answer is None else label_of(example, answer) or NO_CHOICE for example, answer in pairs)
+    return {k: counts[k] for k in sorted(counts, key=lambda k: (_LAST.get(k, 0), k))}
 
 
 def eval_label_counts(task: Any, examples: Iterable[Any], rows: Iterable[Mapping[str, Any]]) -> dict[str, int] | None:
@@ -53,7 +56,7 @@ def format_counts(counts: Mapping[str, int] | None, top: int = 0, compact: bool 
     if not isinstance(counts, Mapping) or not counts:
         return ""
     items = sorted(((str(k), v) for k, v in counts.items() if isinstance(v, int) and v > 0),
-                   key=lambda kv: (-kv[1], kv[0] == NONE, kv[0]))
+                   key=lambda kv: (-kv[1], _LAST.get(kv[0], 0), kv[0]))
     rest = sum(v for _, v in items[top:]) if top and len(items) > top else 0
     if rest:
         items = items[:top]

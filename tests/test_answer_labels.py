@@ -83,9 +83,11 @@ def test_label_counts_for_a_choice_task(registry):
     rows = [{"example_id": e.id, "predicted": p} for e, p in zip(examples, ["c", "c", None, "a", "z"])]
     counts = eval_label_counts(task, examples, rows)
     n = min(len(examples), len(rows))
-    expected = Counter((p if p in "abcde" else "none") for p in ["c", "c", None, "a", "z"][:n])
+    # "z" names no choice; None is no answer at all (eval.json's no_answer): two counts
+    expected = Counter({"z": "no_choice", None: "none"}.get(p, p) for p in ["c", "c", None, "a", "z"][:n])
     assert counts == dict(expected)
-    assert list(counts) == sorted(counts, key=lambda k: (k == "none", k))  # letters in order, no answer last
+    order = {"no_choice": 1, "none": 2}
+    assert list(counts) == sorted(counts, key=lambda k: (order.get(k, 0), k))  # letters in order, then the two
     assert sum(counts.values()) == n
     # what extract_choice reads is what is counted: "(c)" -> c
     assert label_counts(task, [(examples[0], extract_choice("so. The answer is (c)."))]) == {"c": 1}

@@ -34,7 +34,9 @@ def test_one_iteration_on_real_data(task, tiny_model, tmp_path):
         for row in rows:
             evals = read_jsonl(out / f"iter_{row['iteration']:02d}" / "eval_samples.jsonl")
             assert sum(row["eval_labels"].values()) == row["eval_examples"] == len(evals)
-            assert set(row["eval_labels"]) <= set("abcde") | {"none"}
+            assert set(row["eval_labels"]) <= set("abcde") | {"no_choice", "none"}
+            ev = json.loads((out / f"iter_{row['iteration']:02d}" / "eval.json").read_text())
+            assert row["eval_labels"].get("none", 0) == ev["no_answer"]  # no answer; a non-choice is no_choice
         assert rows[0]["train_labels"] is None
         trained = read_jsonl(out / "iter_01" / "train.jsonl")
         assert sum((rows[1]["train_labels"] or {}).values()) == rows[1]["train_examples"] == len(trained)
