@@ -305,7 +305,7 @@ class TRLSFTTrainer:
                   f"{'' if kind == 'NO' else f' ({kind})'} x per-device batch "
                   f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
                   f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
-                  f"{steps} optimizer steps" + ("; padding-free batches" if args.padding_free else "")
+                  f"{steps} optimizer step{'' if steps == 1 else 's'}" + ("; padding-free batches" if args.padding_free else "")
                   + ("; compact LM head" if compact else "") + ("; packed attention" if packed else ""),
                   file=sys.stderr, flush=True)
         trainer.train()

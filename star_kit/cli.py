@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     S = argparse.SUPPRESS
     run = sub.add_parser("run", help="run STaR iterations (sample, rationalize, fine-tune, evaluate)",
-                         argument_default=S)
+                         description="Run STaR: sample rationales few-shot, keep the right ones, rationalize the "
+                                     "failures with the answer as a hint, fine-tune the base model on what was kept, "
+                                     "evaluate with lm-eval; repeat. Writes a run directory (--out) that --resume "
+                                     "continues.", argument_default=S)
     run.add_argument("--config", help="YAML file with any of the run keys; flags override it")
     run.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its first unfinished step")
@@ -44,10 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="load a plugin without installing it (repeatable)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
-    plugins = sub.add_parser("plugins", help="list the installed tasks, extractors, samplers, trainers, verifiers "
-                                             "and event plugins (loggers)")
+    listing = "list the installed tasks, extractors, samplers, trainers, verifiers and event plugins (loggers)"
+    plugins = sub.add_parser("plugins", help=listing, description=listing[0].upper() + listing[1:] + ".")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]")
+    plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
+                         help="also load a plugin without installing it (repeatable)")
 
     bench.add_parser(sub)
     report.add_parser(sub)

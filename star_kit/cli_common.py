@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import warnings
 from typing import Any
 
@@ -55,4 +57,10 @@ class OneLineParser(argparse.ArgumentParser):
     the whole usage block first. Subcommands' parsers are made of the same class."""
 
     def error(self, message: str):  # type: ignore[override]
+        unknown = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
+        if unknown:  # a misspelt flag: the nearest one ("--itrations" -> "--iterations")
+            flags = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            close = difflib.get_close_matches(unknown.group(1).split("=")[0], flags, n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

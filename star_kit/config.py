@@ -187,11 +187,11 @@ def check_eval_prompt(value: Any, name: str = "--eval-prompt") -> None:
 
 def check_eval_samples(k: Any, temperature: Any, k_name: str = "--eval-samples",
                        temperature_name: str = "--eval-temperature") -> None:
-    """``--eval-samples K`` (an integer >= 1; 0 or 1: greedy only) and ``--eval-temperature`` (> 0 when K > 1):
+    """``--eval-samples K`` (an integer >= 0; 0 and 1: greedy only) and ``--eval-temperature`` (> 0 when K > 1):
     one line, exit code 2, before anything loads (``star-kit run`` and ``star-kit bench``). The names: how the
     error calls them (a config file's key, where they came from one)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise StarKitError(f"{k_name} must be an integer >= 1 (0 or 1: greedy only), got {k!r}", 2)
+        raise StarKitError(f"{k_name} must be an integer >= 0 (0 and 1: greedy only), got {k!r}", 2)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
         raise StarKitError(f"{temperature_name} must be a number >= 0, got {temperature!r}", 2)
     if k > 1 and temperature <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 
 def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
@@ -27,7 +29,12 @@ class UnknownNameError(StarKitError):
 
     def __init__(self, kind: str, name: str, available: list[str] | None = None, hint: str = ""):
         known = ", ".join(sorted(available)) if available else "none"
-        message = f"unknown {kind} {name!r}; available: {known}"
+        message = f"unknown {kind} {name!r}"
+        close = [a for a in available or () if a.lower() == str(name).lower()] or \
+            difflib.get_close_matches(str(name), list(available or ()), n=1)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        message += f"; available: {known}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

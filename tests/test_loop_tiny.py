@@ -116,7 +116,9 @@ def test_print_config_shows_the_task_options_as_config_yaml_will_record_them(cap
     (["--trainer-opt", "per_device_train_batch_size=0"], "per_device_train_batch_size"),
     (["--sampler-opt", "bogus_sampler_opt=1"], "bogus_sampler_opt"),
     (["--temperature", "-1"], "--temperature must be >= 0"),
-    (["--model", "smollm2"], "unknown model 'smollm2'; available: gemma3-270m, smollm2-135m"),  # a name, unconverted
+    (["--model", "smollm2"], "unknown model 'smollm2' (did you mean 'smollm2-135m'?); available: gemma3-270m, "
+                             "smollm2-135m"),  # the model's name is checked, nothing converted
+    (["--task", "GSM8K"], "unknown task 'GSM8K' (did you mean 'gsm8k'?)"),
 ])
 def test_print_config_checks_what_a_run_checks_before_printing(flags, message, capsys):
     """--print-config is a dry run: what `star-kit run` refuses before loading a model, it refuses too."""

@@ -200,7 +200,7 @@ def test_flags_and_yaml_round_trip(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--eval-samples", "-1"], "--eval-samples must be an integer >= 1 (0 or 1: greedy only), got -1"),
+    (["--eval-samples", "-1"], "--eval-samples must be an integer >= 0 (0 and 1: greedy only), got -1"),
     (["--eval-samples", "4", "--eval-temperature", "0"], "--eval-samples 4 needs --eval-temperature > 0"),
     (["--eval-temperature", "-0.5"], "--eval-temperature must be a number >= 0, got -0.5"),
 ])

@@ -269,6 +269,8 @@ def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatc
     (["nosuch"], "star-kit: error: argument command: invalid choice: 'nosuch'"),
     (["run", "--no-such-flag", "x"], "star-kit run: error: unrecognized arguments: --no-such-flag x"),
     (["bench", "--model", "m", "--nope"], "star-kit bench: error: unrecognized arguments: --nope"),
+    (["run", "--itrations", "2"], "star-kit run: error: unrecognized arguments: --itrations 2 (did you mean "
+                                  "--iterations?)"),  # a misspelt flag: the nearest one
 ])
 def test_a_usage_error_is_one_line_with_where_to_read_more(argv, message):
     proc = subprocess.run([sys.executable, "-m", "star_kit", *argv], capture_output=True, text=True, timeout=60)
