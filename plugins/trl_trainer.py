@@ -260,6 +260,8 @@ class TRLSFTTrainer:
         warmup = options.get("warmup_steps", 0)
         if warmup >= 1:  # steps (below 1: TRL reads a ratio of the steps)
             options["warmup_steps"] = min(int(warmup), max(steps - 1, 0))
+        shortened = f"; warmup {options['warmup_steps']} of the {int(warmup)} steps asked (the fine-tune has " \
+            f"{steps})" if warmup >= 1 and options["warmup_steps"] < int(warmup) else ""
         options.setdefault("logging_steps", max(1, steps // 10))
         options.setdefault("dataloader_num_workers", 0)
         if not cuda and "gradient_checkpointing" not in options:  # TRL's default recomputes the forward to save
@@ -306,7 +308,7 @@ class TRLSFTTrainer:
                   f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
                   f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
                   f"{steps} optimizer step{'' if steps == 1 else 's'}" + ("; padding-free batches" if args.padding_free else "")
-                  + ("; compact LM head" if compact else "") + ("; packed attention" if packed else ""),
+                  + ("; compact LM head" if compact else "") + ("; packed attention" if packed else "") + shortened,
                   file=sys.stderr, flush=True)
         trainer.train()
         if packed:  # the model saved next names no attention registered only in this process

@@ -257,6 +257,19 @@ def maj_config(config: dict[str, Any], k: int, temperature: float) -> dict[str, 
     return maj
 
 
+def versions() -> dict[str, str | None]:
+    """The installed versions that make an evaluation's number (``eval.json``'s ``versions``)."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for name in ("star-kit", "torch", "transformers", "trl", "lm_eval", "datasets", "accelerate"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def mean_and_stderr(correct: Sequence[bool]) -> tuple[float, float | None]:
     """Accuracy and its standard error, as lm-eval computes them for a mean (sample std / sqrt(n))."""
     n = len(correct)
@@ -294,8 +307,9 @@ def evaluate(
     ``ride_along``: other prompts decoded in the same generate call (:class:`RideAlong`); nothing of theirs is
     written here. ``fewshot``: prompt with the task's few-shot prompt, else with the question alone (how
     ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which. ``eval.json`` also names what was
-    evaluated: ``model`` (the sampler's loaded model: a checkpoint folder, a local folder or a hub id) and
-    ``sampler`` (``sampler_name``; lm-eval's own ``config.model`` is the bridge's class, ``SamplerLM``)."""
+    evaluated: ``model`` (the sampler's loaded model: a checkpoint folder or a local folder by its absolute path,
+    or a hub id), ``sampler`` (``sampler_name``; lm-eval's own ``config.model`` is the bridge's class,
+    ``SamplerLM``) and ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate)."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
@@ -353,7 +367,9 @@ def evaluate(
         })
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
-    summary = {"task": task_name, "model": sampler.model, "sampler": sampler_name,
+    model = sampler.model  # a local folder by its absolute path (a relative --out is relative to where it ran)
+    model = str(Path(model).resolve()) if isinstance(model, str) and Path(model).exists() else model
+    summary = {"task": task_name, "model": model, "sampler": sampler_name, "versions": versions(),
                "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
                "n": len(rows), "no_answer": no_answer, "prompt": prompt_name(fewshot),
                # the worked examples are written into each doc's prompt, so lm-eval's own "n-shot" below says 0

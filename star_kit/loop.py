@@ -396,9 +396,6 @@ class StarRun:
                 sampler.close()
         return history
 
-    # what a resumed iteration keeps, in the order the steps make it
-    RESUMED_ARTIFACTS = ("samples.jsonl", "rationalized.jsonl", "train.jsonl", "checkpoint", "eval.json")
-
     def resume_note(self, history: Sequence[IterationResult]) -> str:
         """One line on what a resumed run reads back and what it computes again: the finished iterations, the
         next one's finished steps (their files) and the rows of a step cut off mid-way (``*.jsonl.partial``)."""
@@ -411,7 +408,7 @@ class StarRun:
         if not left:
             return note + f"; nothing left to do (--iterations {self.config.iterations + 1} would add one)"
         n = left[0]
-        kept = [name for name in self.RESUMED_ARTIFACTS if self.store.has(n, name)]
+        kept = self.store.finished_steps(n)
         partial = {p.name.removesuffix(".partial"): len(read_jsonl(p, partial=True))
                    for p in sorted(self.store.iter_dir(n).glob("*.jsonl.partial"))}
         note += f"; iteration {n}: " + (f"kept {', '.join(kept)}" if kept else "nothing finished")

@@ -151,6 +151,9 @@ class AppendLog:
 class RunStore:
     """Paths and state of one run directory."""
 
+    # what an iteration's steps leave, in the order they make it (what a resume keeps)
+    STEP_FILES = ("samples.jsonl", "rationalized.jsonl", "train.jsonl", "checkpoint", "eval.json")
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
@@ -173,6 +176,10 @@ class RunStore:
         if name == "checkpoint":
             return (path / "config.json").is_file()
         return path.exists()
+
+    def finished_steps(self, iteration: int) -> list[str]:
+        """The :data:`STEP_FILES` that ``iteration`` holds."""
+        return [name for name in self.STEP_FILES if self.has(iteration, name)]
 
     def metrics(self) -> list[dict[str, Any]]:
         """metrics.jsonl's rows; each ``checkpoint`` names this directory's (a copied or moved run directory's

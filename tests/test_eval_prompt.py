@@ -41,6 +41,10 @@ def _expected(task, n, fewshot):
 def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, task, capsys):
     out = tmp_path / "run"
     assert _run(tiny_model, out) == 0
+    log = capsys.readouterr()
+    said = " ".join((log.out + log.err).split())
+    # one step: the default 2 warmup steps cannot fit, and the trainer's line says so
+    assert "; warmup 0 of the 2 steps asked (the fine-tune has 1)" in said
     assert _prompts(out / "iter_00") == _expected(task, 3, True)
     assert _prompts(out / "iter_01") == _expected(task, 3, False)  # the question alone, as M(1) was fine-tuned
     assert _expected(task, 3, False) != _expected(task, 3, True)
@@ -52,14 +56,18 @@ def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, t
     # what was evaluated: M0 as given, then iteration 1's checkpoint, by the sampler that ran
     assert {k: read_json(out / "iter_00" / "eval.json")[k] for k in ("model", "sampler")} == \
         {"model": tiny_model, "sampler": "hf"}
-    assert read_json(out / "iter_01" / "eval.json")["model"] == str(out / "iter_01" / "checkpoint")
+    assert read_json(out / "iter_01" / "eval.json")["model"] == str((out / "iter_01" / "checkpoint").resolve())
+    import star_kit
+    import transformers
+
+    versions = read_json(out / "iter_01" / "eval.json")["versions"]  # what made the number
+    assert versions["star-kit"] == star_kit.__version__ and versions["transformers"] == transformers.__version__
     assert [r["eval_prompt"] for r in read_jsonl(out / "metrics.jsonl")] == ["fewshot", "question"]
     # ... which is how its training pairs were prompted
     train = {e.id: e for e in task.examples("train", 4, 0)}
     pairs = read_jsonl(out / "iter_01" / "train.jsonl")
     assert pairs and all(r["prompt"] == task.prompt(train[r["example_id"]], fewshot=False) for r in pairs)
-    log = capsys.readouterr()
-    assert "M(n) with the question alone" in " ".join((log.out + log.err).split())
+    assert "M(n) with the question alone" in said
     assert yaml.safe_load((out / "config.yaml").read_text())["eval_prompt"] == "trained"
 
 

@@ -167,6 +167,22 @@ def test_report_command(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
 
 
+def test_the_report_says_which_iteration_a_stopped_run_left_unfinished(tmp_path):
+    from star_kit.report.data import load_run, summary
+
+    run = make_run(tmp_path / "run")
+    (run / "iter_03").mkdir()
+    write_jsonl(run / "iter_03" / "samples.jsonl", [])
+    write_jsonl(run / "iter_03" / "train.jsonl", [])
+    data = load_run(run)
+    assert data["unfinished"] == {"3": ["samples.jsonl", "train.jsonl"]}
+    assert summary(data).endswith("iteration 3 unfinished (has samples.jsonl, train.jsonl; star-kit run --resume "
+                                  "goes on)")
+    assert "unfinished" not in summary(data, unfinished=False)  # the chart's title
+    html_path, _ = write_report(run)
+    assert "iteration 3 unfinished" in html_path.read_text()
+
+
 def test_a_non_editable_install_ships_the_page_files(tmp_path):
     """``pip install .`` (a wheel, not this checkout) carries report.html, report.css and report.js, and the
     installed package writes the page from them."""

@@ -25,7 +25,7 @@ def figure(data: dict[str, Any]):
     fig = Figure(figsize=(12, 7.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     (ax_acc, ax_cnt), (ax_steps, ax_sec) = fig.subplots(2, 2)
-    fig.suptitle(f"star-kit run {data['run']}: {summary(data)}", fontsize=10)
+    fig.suptitle(f"star-kit run {data['run']}: {summary(data, unfinished=False)}", fontsize=10)
 
     pts = [(r.iteration, 100 * r.accuracy, 100 * (r.accuracy_stderr or 0.0))
            for r in metrics if isinstance(r.accuracy, (int, float))]

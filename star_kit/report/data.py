@@ -82,6 +82,9 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "phases": _phases(metrics),
         "questions": questions,
         "samples": samples,
+        # iterations begun and not recorded (a run stopped mid-way): their finished steps' files
+        "unfinished": {str(n): store.finished_steps(n) for n in iterations
+                       if n not in {r["iteration"] for r in metrics}},
     })
 
 
@@ -105,8 +108,9 @@ def sampled_ahead_cell(sampled_ahead_in: Any) -> str | None:
     return f"in eval {sampled_ahead_in}" if isinstance(sampled_ahead_in, int) else None
 
 
-def summary(data: dict[str, Any]) -> str:
-    """One line: task, model, iterations recorded, the few-shot baseline and the best accuracy."""
+def summary(data: dict[str, Any], unfinished: bool = True) -> str:
+    """One line: task, model, iterations recorded, the few-shot baseline and the best accuracy; ``unfinished``:
+    and the iterations begun but not recorded, with their finished steps."""
     config, metrics = data["config"], results(data)
     accs = [(r.iteration, r.accuracy) for r in metrics if isinstance(r.accuracy, (int, float))]
     parts = [f"task {config.get('task', '?')}", f"model {config.get('model', '?')}",
@@ -117,6 +121,9 @@ def summary(data: dict[str, Any]) -> str:
         if base is not None:
             parts.append(f"few-shot baseline {pct(base)}")
         parts.append(f"best {pct(best)} at iteration {best_n}")
+    for n, steps in (data.get("unfinished") or {}).items() if unfinished else ():
+        parts.append(f"iteration {n} unfinished (" + (f"has {', '.join(steps)}" if steps else "no step finished")
+                     + "; star-kit run --resume goes on)")
     return " · ".join(parts)
 
 
