@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import warnings
 from typing import Any
 
 from .config import is_all, parse_scalar
+from .errors import did_you_mean
 
 
 def quiet_libraries() -> None:
@@ -57,10 +57,8 @@ class OneLineParser(argparse.ArgumentParser):
     the whole usage block first. Subcommands' parsers are made of the same class."""
 
     def error(self, message: str):  # type: ignore[override]
-        unknown = re.match(r"unrecognized arguments: (--?[\w-]+)", message)
+        unknown = re.match(r"unrecognized arguments: (?:\S+ )*?(--[\w-]+)", message)
         if unknown:  # a misspelt flag: the nearest one ("--itrations" -> "--iterations")
             flags = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
-            close = difflib.get_close_matches(unknown.group(1).split("=")[0], flags, n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
+            message += did_you_mean(unknown.group(1).split("=")[0], flags, quote=False)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import re
 import types
@@ -14,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import StarKitError
+from .errors import StarKitError, did_you_mean
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -261,11 +260,7 @@ def option_type_problem(key: str, value: Any, hint: Any) -> str | None:
     if _type_ok(value, hint):
         return None
     choices = _string_choices(hint)
-    close = []
-    if isinstance(value, str) and value:  # the values it begins, then the most similar ('adamw' -> 'adamw_torch')
-        close = list(dict.fromkeys([c for c in choices if c.startswith(value)]
-                                   + difflib.get_close_matches(value, choices, n=2)))[:2]
-    suggestion = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    suggestion = did_you_mean(value, choices, n=2) if isinstance(value, str) and value else ""
     if len(choices) > LONGEST_LISTED:  # e.g. transformers' optimizers: a count, not forty names
         named = " or ".join(_type_name(a) for a in _union_args(hint) if not _string_choices(a))
         return (f"option {key}={value!r} is not one of the {len(choices)} values of {_choices_name(hint)}"

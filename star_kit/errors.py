@@ -22,6 +22,24 @@ class StarKitError(Exception):
             self.exit_code = exit_code
 
 
+def did_you_mean(value: str, choices, n: int = 1, quote: bool = True) -> str:
+    """' (did you mean 'x'?)' for the nearest of ``choices`` to a mistyped ``value``, else '': the same name in
+    another case ('GSM8K' -> 'gsm8k'), then the names it begins (three letters at least: 'adamw' -> 'adamw_torch'),
+    then the most similar (difflib: '--itrations' -> '--iterations'); up to ``n`` of them. The one suggestion rule
+    of every "unknown name" error."""
+    value, choices = str(value), [str(c) for c in choices]
+    lower = value.lower()
+    close = [c for c in choices if c.lower() == lower]  # the same in another case: that one only
+    close += [] if close else [c for c in choices if len(value) >= 3 and c.lower().startswith(lower)]
+    close += [] if close and close[0].lower() == lower else difflib.get_close_matches(lower, [c.lower() for c in
+                                                                                             choices], n=n)
+    by_lower = {c.lower(): c for c in choices}
+    picked = list(dict.fromkeys(by_lower.get(c, c) for c in close))[:n]
+    if not picked:
+        return ""
+    return f" (did you mean {' or '.join(repr(c) if quote else c for c in picked)}?)"
+
+
 class UnknownNameError(StarKitError):
     """A task, extractor, sampler, trainer or model name that nothing provides (exit code 2)."""
 
@@ -29,12 +47,7 @@ class UnknownNameError(StarKitError):
 
     def __init__(self, kind: str, name: str, available: list[str] | None = None, hint: str = ""):
         known = ", ".join(sorted(available)) if available else "none"
-        message = f"unknown {kind} {name!r}"
-        close = [a for a in available or () if a.lower() == str(name).lower()] or \
-            difflib.get_close_matches(str(name), list(available or ()), n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-        message += f"; available: {known}"
+        message = f"unknown {kind} {name!r}{did_you_mean(name, available or ())}; available: {known}"
         if hint:
             message += f" ({hint})"
         super().__init__(message)

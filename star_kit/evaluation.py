@@ -262,7 +262,7 @@ def versions() -> dict[str, str | None]:
     import importlib.metadata as md
 
     out: dict[str, str | None] = {}
-    for name in ("star-kit", "torch", "transformers", "trl", "lm_eval", "datasets", "accelerate"):
+    for name in ("star-kit", "torch", "transformers", "trl", "lm_eval", "datasets", "accelerate", "vllm"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -309,7 +309,7 @@ def evaluate(
     ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which. ``eval.json`` also names what was
     evaluated: ``model`` (the sampler's loaded model: a checkpoint folder or a local folder by its absolute path,
     or a hub id), ``sampler`` (``sampler_name``; lm-eval's own ``config.model`` is the bridge's class,
-    ``SamplerLM``) and ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate)."""
+    ``SamplerLM``) and ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate, vLLM; None where absent)."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
@@ -326,9 +326,11 @@ def evaluate(
         for step in flt.get("filter") or []:
             if step.get("function") == "star_kit_extract":
                 step["extractor"] = task.extractor
-    # lm-eval scores with the task's own is_correct (its number in eval.json is then the headline accuracy; the
-    # YAML's exact_match, for running the config alone, would compare "(b) mailbox" with "mailbox")
+    # lm-eval scores with the task's own is_correct (its number in eval.json is then the headline accuracy): it
+    # replaces the YAML's metric_list (exact_match, for running the config alone, would compare "(b) mailbox" with
+    # "mailbox"), and the gold answer reaches it as eval_docs.jsonl holds it
     config["metric_list"] = [{"metric": TaskMetric(task), "aggregation": "mean", "higher_is_better": True}]
+    config["doc_to_target"] = "answer"  # the column as written (a template's "[1, 2]" would become a list)
     flt = found[0]
     maj_k = int(maj_k or 0)
     configs = [config] + ([maj_config(config, maj_k, maj_temperature)] if maj_k > 1 else [])

@@ -398,7 +398,8 @@ class StarRun:
 
     def resume_note(self, history: Sequence[IterationResult]) -> str:
         """One line on what a resumed run reads back and what it computes again: the finished iterations, the
-        next one's finished steps (their files) and the rows of a step cut off mid-way (``*.jsonl.partial``)."""
+        next one's finished steps (their files) and the rows of a step cut off mid-way (``*.jsonl.partial``); or
+        that nothing is left (every iteration asked for is finished, or the patience rule stops the run)."""
         done = sorted(r.iteration for r in history)
         first = 0 if self.config.baseline else 1
         left = [n for n in range(first, self.config.iterations + 1) if n not in done]
@@ -406,9 +407,13 @@ class StarRun:
             f"iteration{'s' if len(done) > 1 else ''} {', '.join(map(str, done))} finished (read back)" if done
             else "no iteration finished yet")
         if not left:
-            return note + f"; nothing left to do (--iterations {self.config.iterations + 1} would add one)"
+            return note + f"; nothing left to do (--iterations {max([0, *done]) + 1} would add one)"
+        if should_stop(history, self.config.patience):
+            return note + f"; nothing left to do (accuracy has not improved for {self.config.patience} iterations)"
         n = left[0]
         kept = self.store.finished_steps(n)
+        if "eval.json" in kept:  # stopped after its evaluation, before its record
+            return note + f"; iteration {n}: every step finished, only its record is written"
         partial = {p.name.removesuffix(".partial"): len(read_jsonl(p, partial=True))
                    for p in sorted(self.store.iter_dir(n).glob("*.jsonl.partial"))}
         note += f"; iteration {n}: " + (f"kept {', '.join(kept)}" if kept else "nothing finished")

@@ -67,7 +67,12 @@ def resolve_model(name: str, convert: bool = True) -> str:
     ``convert=False`` checks the name the same way without converting anything (an alias or a .gguf file is
     returned as given): ``--print-config``."""
     if name in ALIASES:
-        return str(_embedded(name, ALIASES[name])) if convert else name
+        if not convert:  # its package files must be installed, as for a run; nothing is read or converted
+            embedded = ALIASES[name]
+            for package, file in embedded.parts or ((embedded.package, embedded.gguf),):
+                _package_file(name, embedded, package, file)
+            return name
+        return str(_embedded(name, ALIASES[name]))
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():

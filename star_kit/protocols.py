@@ -72,7 +72,8 @@ class Task(Protocol):
     #: the lm-eval task config (the YAML under tasks/); it must hold ``task``, ``dataset_path: json``,
     #: ``test_split``, ``output_type: generate_until``, ``doc_to_text: "{{prompt}}"``,
     #: ``doc_to_target: "{{answer}}"`` and a ``filter_list`` with a ``star_kit_extract`` step naming the
-    #: extractor (see tasks/arithmetic/arithmetic.yaml); star-kit fills in ``data_files``.
+    #: extractor (see tasks/arithmetic/arithmetic.yaml); star-kit fills in ``data_files``, and scores with the
+    #: task's ``is_correct`` in place of the config's ``metric_list`` (which serves running the YAML with lm-eval).
     lm_eval_config: dict
 
     def examples(self, split: str, n: int | None, seed: int) -> list[Example]:

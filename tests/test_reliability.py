@@ -262,6 +262,18 @@ def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatc
 
 
 # -- usage errors, and inputs refused before any work ----------------------------------------------------------
+def test_one_suggestion_rule_for_every_mistyped_name():
+    from star_kit.errors import did_you_mean
+
+    assert did_you_mean("GSM8K", ["arithmetic", "gsm8k"]) == " (did you mean 'gsm8k'?)"  # another case: that only
+    assert did_you_mean("BFLOAT16", ["bfloat16", "float16"], n=2) == " (did you mean 'bfloat16'?)"
+    assert did_you_mean("adamw", ["sgd", "adamw_torch", "adamw_torch_fused"], n=2) == \
+        " (did you mean 'adamw_torch' or 'adamw_torch_fused'?)"  # the names it begins
+    assert did_you_mean("a", ["adamw_torch", "sgd"]) == ""  # one letter begins too much to suggest
+    assert did_you_mean("--itrations", ["--iterations", "--task"], quote=False) == " (did you mean --iterations?)"
+    assert did_you_mean("zzz", ["arithmetic"]) == ""
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "--iterations", "abc"], "star-kit run: error: argument --iterations: invalid int value: 'abc'"),
     (["run", "--task-opt", "digits"], "star-kit run: error: argument --task-opt: expected KEY=VALUE, got 'digits'"),
@@ -271,6 +283,8 @@ def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatc
     (["bench", "--model", "m", "--nope"], "star-kit bench: error: unrecognized arguments: --nope"),
     (["run", "--itrations", "2"], "star-kit run: error: unrecognized arguments: --itrations 2 (did you mean "
                                   "--iterations?)"),  # a misspelt flag: the nearest one
+    (["run", "x", "--itrations", "2"], "star-kit run: error: unrecognized arguments: x --itrations 2 (did you mean "
+                                       "--iterations?)"),  # after a stray word too
 ])
 def test_a_usage_error_is_one_line_with_where_to_read_more(argv, message):
     proc = subprocess.run([sys.executable, "-m", "star_kit", *argv], capture_output=True, text=True, timeout=60)

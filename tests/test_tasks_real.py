@@ -414,12 +414,28 @@ def test_commonsense_qa_choice_format_names_the_choice_and_grades_its_text():
              # the choice named, then a reason: read up to where the choice's clause ends
              ' The answer is "water" because fish live in it.': True, " The answer is water because it is wet.": True,
              " The answer is (d) water, since nothing else fits.": True, " The answer is “water” – wet.": True,
-             " The answer is water - the rest are dry.": True, " The answer is smoke because water.": False}
+             " The answer is water - the rest are dry.": True, " The answer is smoke because water.": False,
+             # punctuation between the phrase (or the letter) and the choice is not the choice's end
+             ' The answer is: "water".': True, " The answer is (d), water.": True, " The answer is (c), water.": True,
+             " The answer is d; water.": True, ' The answer would be: "(c) water"': True, " The answer is - water.": True}
     for text, right in cases.items():
         assert task.is_correct(extract(text), ex.answer) is right, text
     assert task.answer_label(ex, extract(" The answer is (c) water.")) == "d"  # the label of the choice named
     assert task.answer_label(ex, extract(" The answer is (c) lava.")) is None  # no choice: counted as none
     assert task.answer_label(ex, extract(" The answer is (c).")) == "c"
+
+
+def test_lm_eval_scores_commonsense_qa_with_the_tasks_is_correct():
+    """The metric lm-eval runs (eval.json's lm_eval results) is the task's is_correct: a text answer against the
+    lettered gold "(d) water" is right, where the YAML's exact_match would score it 0."""
+    from star_kit.evaluation import NO_ANSWER, TaskMetric
+
+    task = CommonsenseQATask(data_dir=str(FIXTURES))  # answer_format=text: answers carry no letter
+    metric = TaskMetric(task)
+    assert metric.__name__ == "is_correct" and repr(metric) == "task.is_correct"
+    assert metric(references=["(d) water"], predictions=["water"]) == 1.0
+    assert metric(references=["(d) water"], predictions=["smoke"]) == 0.0
+    assert metric(references=["(d) water"], predictions=[NO_ANSWER]) == 0.0  # no answer: None to is_correct
 
 
 @pytest.mark.parametrize("style, ending, marks, sentences", [
