@@ -26,6 +26,7 @@ from .records import PROMPT_NAMES
 
 LM_EVAL_PREFIX = "lm-eval:"
 # Preferred headline metric of an lm-eval-native task (the first one present wins).
+UNSET = object()  # --limit not given (not a string: argparse would run a string default through optional_int)
 _METRIC_PREFERENCE = ("exact_match", "acc", "acc_norm", "f1", "em", "bleu")
 
 
@@ -62,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "run directory (iteration 0 = its base model) on the run's task and evaluation questions, with "
                    "its sampler unless --sampler names one (one run per bench)")
     p.add_argument("--tasks", help="comma-separated task names (default: the run's task with --run)")
-    p.add_argument("--limit", type=optional_int, metavar="N",
+    p.add_argument("--limit", type=optional_int, metavar="N", default=UNSET,  # 'all' is None: not the same as unset
                    help="evaluate the first N examples of each task's eval split after a seeded shuffle "
                         "(default: all; with --run: the run's eval size)")
     p.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
@@ -339,9 +340,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     labels = [t.label for t in targets]
     if len(set(labels)) != len(labels):
         raise StarKitError(f"bench: a model is named twice: {labels}", 2)
-    if args.limit is not None and args.limit <= 0:
+    if args.limit not in (None, UNSET) and args.limit <= 0:
         raise StarKitError(f"--limit must be positive (or 'all'), got {args.limit}", 2)
-    limit = args.limit if args.limit is not None else (run_config.get("eval_size") if args.run else None)
+    # --limit all: every question, also with --run (whose own eval size is the default)
+    limit = args.limit if args.limit is not UNSET else (run_config.get("eval_size") if args.run else None)
     seed = args.seed if args.seed is not None else int(run_config.get("seed", 0) or 0)
     from .config import RunConfig, check_eval_samples
 

@@ -67,6 +67,15 @@ def test_bench_a_run_directory_side_by_side(tiny_model, tmp_path, capsys):
     (run / "config.yaml").write_text(yaml.safe_dump({**config, "sampler": "hf"}))
     assert main(["bench", "--run", str(run), "--no-progress", *FAST]) == 0
     assert f"note: sampler 'hf' as --run {run} used it" in capsys.readouterr().err.replace("\n", " ")
+    # --limit overrides the run's eval size; --limit all means every question, not the run's eval size
+    assert main(["bench", "--run", str(run), "--json", str(out), "--limit", "3", "--no-progress", *FAST]) == 0
+    assert [r["n"] for r in json.loads(out.read_text())] == [3, 3]
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"task": "commonsense_qa", "model": tiny_model, "eval_size": 1, "data_dir": str(FIXTURES)}))
+    for limit, n in ((None, 1), ("all", 2)):  # the fixture's dev split holds 2 questions
+        extra = ["--limit", limit] if limit else []
+        assert main(["bench", "--run", str(run), "--json", str(out), *extra, "--no-progress", *FAST]) == 0
+        assert [r["n"] for r in json.loads(out.read_text())] == [n, n], limit
 
 
 def test_bench_unknown_task_exits_2_with_the_list(tiny_model, capsys):
