@@ -309,7 +309,8 @@ def evaluate(
     ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which. ``eval.json`` also names what was
     evaluated: ``model`` (the sampler's loaded model: a checkpoint folder or a local folder by its absolute path,
     or a hub id), ``sampler`` (``sampler_name``; lm-eval's own ``config.model`` is the bridge's class,
-    ``SamplerLM``) and ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate, vLLM; None where absent)."""
+    ``SamplerLM``) and ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate, vLLM;
+    None where absent)."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
