@@ -145,7 +145,7 @@ def test_ray_sampler_bad_options_are_one_line(ray_cluster, tiny_model):
         RaySampler(tiny_model, workers=1, nosuchopt=1)  # the backend's signature, before any actor starts
     # A value outside the backend's declared ones: refused by its annotations, before any actor starts.
     with pytest.raises(StarKitError, match=r"sampler 'hf' .*: option dtype='float33' is not 'auto' or 'bfloat16' or "
-                                           r"'float16' or 'float32'$") as err:
+                                           r"'float16' or 'float32' \(did you mean 'float32' or 'float16'\?\)$") as err:
         RaySampler(tiny_model, workers=1, dtype="float33")
     assert err.value.exit_code == 2
     with pytest.raises(StarKitError, match=r"option batch_size='x' is not an integer or 'auto'$"):
