@@ -308,7 +308,8 @@ class TRLSFTTrainer:
                   f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
                   f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
                   f"{steps} optimizer step{'' if steps == 1 else 's'}"
-                  + ("; padding-free batches" if args.padding_free else "") + ("; compact LM head" if compact else "") + ("; packed attention" if packed else "") + shortened,
+                  + ("; padding-free batches" if args.padding_free else "") + ("; compact LM head" if compact else "")
+                  + ("; packed attention" if packed else "") + shortened,
                   file=sys.stderr, flush=True)
         trainer.train()
         if packed:  # the model saved next names no attention registered only in this process

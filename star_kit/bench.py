@@ -25,8 +25,8 @@ from .errors import StarKitError, UnknownNameError, one_line
 from .records import PROMPT_NAMES
 
 LM_EVAL_PREFIX = "lm-eval:"
-# Preferred headline metric of an lm-eval-native task (the first one present wins).
 UNSET = object()  # --limit not given (not a string: argparse would run a string default through optional_int)
+# Preferred headline metric of an lm-eval-native task (the first one present wins).
 _METRIC_PREFERENCE = ("exact_match", "acc", "acc_norm", "f1", "em", "bleu")
 
 

@@ -29,12 +29,13 @@ def did_you_mean(value: str, choices, n: int = 1, quote: bool = True) -> str:
     of every "unknown name" error."""
     value, choices = str(value), [str(c) for c in choices]
     lower = value.lower()
-    close = [c for c in choices if c.lower() == lower]  # the same in another case: that one only
-    close += [] if close else [c for c in choices if len(value) >= 3 and c.lower().startswith(lower)]
-    close += [] if close and close[0].lower() == lower else difflib.get_close_matches(lower, [c.lower() for c in
-                                                                                             choices], n=n)
-    by_lower = {c.lower(): c for c in choices}
-    picked = list(dict.fromkeys(by_lower.get(c, c) for c in close))[:n]
+    picked = [c for c in choices if c.lower() == lower]  # the same in another case: that one only
+    if not picked:
+        begun = [c for c in choices if len(value) >= 3 and c.lower().startswith(lower)]
+        by_lower = {c.lower(): c for c in choices}
+        similar = [by_lower[c] for c in difflib.get_close_matches(lower, list(by_lower), n=n)]
+        picked = begun + similar
+    picked = list(dict.fromkeys(picked))[:n]
     if not picked:
         return ""
     return f" (did you mean {' or '.join(repr(c) if quote else c for c in picked)}?)"

@@ -68,9 +68,7 @@ def resolve_model(name: str, convert: bool = True) -> str:
     returned as given): ``--print-config``."""
     if name in ALIASES:
         if not convert:  # its package files must be installed, as for a run; nothing is read or converted
-            embedded = ALIASES[name]
-            for package, file in embedded.parts or ((embedded.package, embedded.gguf),):
-                _package_file(name, embedded, package, file)
+            _pieces(name, ALIASES[name])
             return name
         return str(_embedded(name, ALIASES[name]))
     path = Path(name).expanduser()
@@ -120,12 +118,19 @@ def _package_file(name: str, embedded: EmbeddedModel, package: str, file: str) -
     return path
 
 
+def _pieces(name: str, embedded: EmbeddedModel) -> list[Path]:
+    """The installed files an embedded model is made of: its GGUF, or its parts in order (:func:`_package_file`
+    checks each)."""
+    return [_package_file(name, embedded, package, file)
+            for package, file in embedded.parts or ((embedded.package, embedded.gguf),)]
+
+
 def _embedded(name: str, embedded: EmbeddedModel) -> Path:
     """The cached Hugging Face folder of an embedded model, converted on first use."""
     target = cache_dir() / "models" / name
+    pieces = _pieces(name, embedded)
     if not embedded.parts:
-        return convert_gguf(_package_file(name, embedded, embedded.package, embedded.gguf), target)
-    pieces = [_package_file(name, embedded, package, file) for package, file in embedded.parts]
+        return convert_gguf(pieces[0], target)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
     # Concatenate the pieces into a temporary GGUF beside the cache, convert it, then drop it (~250 MB).

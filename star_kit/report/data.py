@@ -41,6 +41,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
                            f"has finished yet)", 2)
     metrics = sorted((r for r in _rows(store.metrics_path) if isinstance(r.get("iteration"), int)),
                      key=lambda r: r["iteration"])
+    recorded = {r["iteration"] for r in metrics}
     for r in metrics:  # a row written before ``eval_prompt`` was recorded: eval.json's ``prompt``, when it has one
         if r.get("eval_prompt") is None:
             r["eval_prompt"] = _eval_prompt(store.iter_dir(r["iteration"]) / "eval.json")
@@ -83,8 +84,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         "questions": questions,
         "samples": samples,
         # iterations begun and not recorded (a run stopped mid-way): their finished steps' files
-        "unfinished": {str(n): store.finished_steps(n) for n in iterations
-                       if n not in {r["iteration"] for r in metrics}},
+        "unfinished": {str(n): store.finished_steps(n) for n in sorted(set(iterations) - recorded)},
     })
 
 
