@@ -2,8 +2,8 @@
 
 Otherwise it does nothing (``wandb`` is not even imported; with ``WANDB_PROJECT`` set but no ``wandb``, one note
 says so). On the first ``star_kit_iteration_end`` event of a run directory it starts a W&B run in that project
-(named after the directory, the run's config as W&B config with credentials redacted; ``WANDB_ENTITY``,
-``WANDB_MODE=offline`` etc. are read by wandb itself), then logs each iteration's metrics with the iteration as the
+(named after the directory, the run's config as W&B config and the command line wandb records, both with
+credentials redacted; ``WANDB_ENTITY``, ``WANDB_MODE=offline`` etc. are read by wandb itself), then logs each iteration's metrics with the iteration as the
 step: ``accuracy``, ``accuracy_stderr``, ``samples/*``, ``train/*``, ``seconds/*`` (the same tags as the TensorBoard
 logger). Any failure prints one warning and never stops the run.
 """
@@ -55,11 +55,17 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
             if _state["run"] is not None:
                 _state["run"].finish()
             _state["run"], _state["dir"] = None, None
-            from star_kit.config import public_config
+            from star_kit.config import public_config, redact_argv
 
             cfg = public_config(config)
-            _state["run"] = wandb.init(project=os.environ["WANDB_PROJECT"], name=Path(run_dir).name,
-                                       config=cfg, dir=run_dir)
+            # wandb records the command line (sys.argv) as run metadata, in the run directory and on sync: it
+            # reads it during init, so the credentials given as options are redacted there for that call
+            argv, sys.argv = sys.argv, redact_argv(sys.argv)
+            try:
+                _state["run"] = wandb.init(project=os.environ["WANDB_PROJECT"], name=Path(run_dir).name,
+                                           config=cfg, dir=run_dir)
+            finally:
+                sys.argv = argv
             _state["dir"] = run_dir
         _state["run"].log(scalars(result), step=int(iteration))
     except Exception as exc:  # a logger never stops a run

@@ -81,6 +81,21 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                             metavar=f.name.upper() if not f.metadata.get("choices") else None)
 
 
+def local_paths_absolute(data: dict[str, Any]) -> dict[str, Any]:
+    """``data_dir`` and a ``model`` that is a local path (not an alias), made absolute: config.yaml records them
+    so, and ``--resume`` from another working directory reads the same files."""
+    from .models import ALIASES
+
+    out = dict(data)
+    for key in ("data_dir", "model"):
+        value = out.get(key)
+        if not isinstance(value, str) or not value or (key == "model" and (
+                value in ALIASES or not os.path.exists(os.path.expanduser(value)))):
+            continue
+        out[key] = os.path.abspath(os.path.expanduser(value))
+    return out
+
+
 def merged_config(args: argparse.Namespace) -> RunConfig:
     """Defaults < --resume DIR's config.yaml < --config FILE < flags.
 
@@ -106,6 +121,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         if key in flags:
             flags[key] = {**(given.get(key) or {}), **dict(flags[key])}
     given.update(flags)
+    given = local_paths_absolute(given)
     if getattr(args, "resume", None):
         if "out" in flags and os.path.realpath(flags["out"]) != os.path.realpath(args.resume):
             raise StarKitError(f"--resume {args.resume} continues the run in that directory; --out {flags['out']} "

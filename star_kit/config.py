@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -392,6 +392,23 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """A command line with the value of every credential-named ``KEY=VALUE`` replaced by ``<redacted>``:
+    ``--trainer-opt hub_token=hf_x`` and ``--sampler-opt=openai.api_key=sk`` (a ``TASK.`` or other dotted
+    prefix included) keep their key and lose their value, as does the word after a flag such as ``--api-key``.
+    For libraries that record ``sys.argv`` (wandb)."""
+    out: list[str] = []
+    for arg in map(str, argv):
+        if out and out[-1].startswith("--") and "=" not in out[-1] and is_secret_key(out[-1]) \
+                and not arg.startswith("--"):
+            out.append(REDACTED)
+            continue
+        parts = arg.split("=")
+        secret = next((i for i, part in enumerate(parts[:-1]) if is_secret_key(part.split(".")[-1])), None)
+        out.append(arg if secret is None else "=".join(parts[: secret + 1]) + "=" + REDACTED)
+    return out
 
 
 def public_config(config: Any) -> dict[str, Any]:

@@ -16,7 +16,8 @@ maj@K (``--eval-samples K``, K > 1) is lm-eval's self-consistency mechanism (as 
 ``star_kit_majority_vote`` and ``take_first``. Both tasks run in one ``simple_evaluate`` call; the greedy one is
 unchanged and stays the headline. The vote: an output with no answer abstains; the most frequent answer wins; a tie
 goes to the tied answer sampled first (the order the sampler returned them, seeded); when none of the K has an answer
-the question counts as no answer. The K copies of a question reach the sampler as one prompt with ``n=K``.
+the question counts as no answer. For a task with ``answer_label`` (a multiple-choice task) answers with the same
+label are one vote and an answer with no label (it names no choice) abstains (:class:`VoteKey`). The K copies of a question reach the sampler as one prompt with ``n=K``.
 
 Prompts that ride along (:class:`RideAlong`, ``evaluate(..., ride_along=...)``): the loop may hand the evaluation
 the next STaR iteration's sampling prompts (same model, same greedy parameters); they join the matching request
@@ -75,27 +76,56 @@ def _lm_eval():
             """lm-eval filter step after ``star_kit_extract``: the K answers of a question -> [their vote]
             (:func:`majority_vote`; '[no answer]' abstains, and is the result when all K abstain)."""
 
-            def __init__(self, **kwargs: Any) -> None:
-                pass
+            def __init__(self, vote_key: "VoteKey | None" = None, **kwargs: Any) -> None:
+                self.vote_key = vote_key
 
             def apply(self, resps, docs):
                 votes = []
-                for inst in resps:
-                    vote = majority_vote([None if r == NO_ANSWER else r for r in inst])
+                for inst, doc in zip(resps, docs):
+                    key = (lambda answer, doc=doc: self.vote_key(doc, answer)) if self.vote_key else None
+                    vote = majority_vote([None if r == NO_ANSWER else r for r in inst], key)
                     votes.append([NO_ANSWER if vote is None else vote])
                 return votes
 
     return lm_eval, LM
 
 
-def majority_vote(answers: Sequence[str | None]) -> str | None:
+def majority_vote(answers: Sequence[str | None], key: Callable[[str], Any] | None = None) -> str | None:
     """The most frequent answer among ``answers`` (None: no answer, which abstains); a tie goes to the tied answer
-    that comes first in ``answers`` (the first sampled); None when no answer is given at all."""
-    counts = Counter(a for a in answers if a is not None)
+    that comes first in ``answers`` (the first sampled); None when no answer is given at all. ``key``: what counts
+    as the same answer (answers with equal keys are one vote; an answer whose key is None abstains); the result is
+    then the first answer sampled with the winning key."""
+    keys = [None if a is None else (a if key is None else key(a)) for a in answers]
+    counts = Counter(k for k in keys if k is not None)
     if not counts:
         return None
     top = max(counts.values())
-    return next(a for a in answers if a is not None and counts[a] == top)
+    return next(a for a, k in zip(answers, keys) if k is not None and counts[k] == top)
+
+
+class VoteKey:
+    """What maj@K counts as one answer to a question (``star_kit_majority_vote``'s ``vote_key``): for a task with
+    ``answer_label`` (e.g. CommonsenseQA's choice letter), the label of the answer for the question it answers, so
+    that "mailbox", "Mailbox." and "(b) mailbox" are one vote and an answer that names no choice abstains, like no
+    answer; for any other task the extracted answer itself. ``doc`` is the lm-eval doc (``eval_docs.jsonl``'s row)."""
+
+    def __init__(self, task: Task, examples: Sequence[Example]) -> None:
+        self.label = getattr(task, "answer_label", None)
+        self.examples = {e.id: e for e in examples}
+
+    @property
+    def name(self) -> str:
+        return "answer_label" if callable(self.label) else "answer"
+
+    def __call__(self, doc: dict[str, Any], answer: str) -> Any:
+        example = self.examples.get(doc.get("id")) if callable(self.label) else None
+        return answer if example is None else self.label(example, answer)
+
+    def __deepcopy__(self, memo: dict) -> "VoteKey":  # lm-eval copies configs: shared, not copied
+        return self
+
+    def __repr__(self) -> str:
+        return f"task.{self.name}"
 
 
 def _quiet_git_hash() -> None:
@@ -239,10 +269,11 @@ class TaskMetric:
         return "task.is_correct"
 
 
-def maj_config(config: dict[str, Any], k: int, temperature: float) -> dict[str, Any]:
+def maj_config(config: dict[str, Any], k: int, temperature: float, vote_key: VoteKey | None = None) -> dict[str, Any]:
     """The maj@K copy of a task's lm-eval config (the one from :func:`evaluate`, its extractor filled in): task
     ``<name>_maj``, ``repeats: k``, sampling at ``temperature``, and the one filter pipeline ``maj@k``: the task's
-    own steps up to ``star_kit_extract``, then ``star_kit_majority_vote`` and ``take_first``."""
+    own steps up to ``star_kit_extract``, then ``star_kit_majority_vote`` (counting answers by ``vote_key``; None:
+    the extracted answer) and ``take_first``."""
     maj = copy.deepcopy(config)
     maj["task"] = f"{config['task']}_maj"
     maj["repeats"] = int(k)
@@ -252,7 +283,8 @@ def maj_config(config: dict[str, Any], k: int, temperature: float) -> dict[str, 
     steps = next(f["filter"] for f in config["filter_list"] if f.get("name", "none") == name)
     upto = next(i for i, step in enumerate(steps) if step.get("function") == "star_kit_extract")
     maj["filter_list"] = [{"name": f"maj@{k}", "filter": [*copy.deepcopy(steps[: upto + 1]),
-                                                          {"function": "star_kit_majority_vote"},
+                                                          {"function": "star_kit_majority_vote",
+                                                           **({"vote_key": vote_key} if vote_key else {})},
                                                           {"function": "take_first"}]}]
     return maj
 
@@ -334,7 +366,8 @@ def evaluate(
     config["doc_to_target"] = "answer"  # the column as written (a template's "[1, 2]" would become a list)
     flt = found[0]
     maj_k = int(maj_k or 0)
-    configs = [config] + ([maj_config(config, maj_k, maj_temperature)] if maj_k > 1 else [])
+    vote_key = VoteKey(task, examples)
+    configs = [config] + ([maj_config(config, maj_k, maj_temperature, vote_key)] if maj_k > 1 else [])
     _ACTIVE_REGISTRY = registry
     try:
         from lm_eval.tasks import TaskManager
@@ -380,7 +413,7 @@ def evaluate(
     maj = None
     if maj_k > 1:
         maj = _maj_rows(task, registry, rows, results["samples"][configs[1]["task"]], f"maj@{maj_k}", gold)
-        maj.update(k=maj_k, temperature=float(maj_temperature), seed=seed)
+        maj.update(k=maj_k, temperature=float(maj_temperature), seed=seed, vote=vote_key.name)
         summary["maj"] = maj
     summary["lm_eval"] = {k: v for k, v in results.items() if k not in ("samples",)}
     write_jsonl(out_dir / "eval_samples.jsonl", rows)

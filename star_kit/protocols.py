@@ -54,7 +54,9 @@ class Task(Protocol):
     ``getattr`` and skips what is missing):
 
     * ``answer_label(example, answer) -> str | None``: the label of an answer (a choice letter), for the
-      answer-label counts of each iteration (:mod:`star_kit.labels`).
+      answer-label counts of each iteration (:mod:`star_kit.labels`) and maj@K's vote: answers with the same label
+      are one answer, and one without a label (None: it names no choice) abstains
+      (:class:`star_kit.evaluation.VoteKey`). A label must therefore say which answer it is, not only its kind.
     * ``augment(example, rationale) -> list[tuple[Example, str]]``: extra training copies of one kept pair
       (right answer, verifier passed, hint not quoted), each an (example', rationale') trained as
       ``prompt(example', hint=False)`` + ``target(rationale', example'.answer)`` beside the original pair, with the

@@ -111,6 +111,29 @@ def test_print_config_shows_the_task_options_as_config_yaml_will_record_them(cap
     assert main(["run", "--task", "nope", "--print-config"]) == 2
 
 
+def test_local_paths_are_recorded_absolute_so_a_resume_from_elsewhere_reads_the_same_files(tmp_path, monkeypatch,
+                                                                                              capsys):
+    import yaml
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "my-model").mkdir()
+    (tmp_path / "my-model" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--data-dir", "data", "--model", "my-model", "--print-config"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["data_dir"] == str(tmp_path / "data") and shown["model"] == str(tmp_path / "my-model")
+    assert main(["run", "--data-dir", "data", "--print-config"]) == 0  # an alias stays an alias
+    assert yaml.safe_load(capsys.readouterr().out)["model"] == "smollm2-135m"
+    # config.yaml records what --print-config prints: a resume from another directory reads the same paths
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({**shown, "out": str(run)}))
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["run", "--resume", str(run), "--print-config"]) == 0
+    resumed = yaml.safe_load(capsys.readouterr().out)
+    assert resumed["data_dir"] == str(tmp_path / "data") and resumed["model"] == str(tmp_path / "my-model")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--task-opt", "bogus=1"], "bogus"),  # an option the task does not take
     (["--trainer-opt", "per_device_train_batch_size=0"], "per_device_train_batch_size"),

@@ -16,7 +16,7 @@ from star_kit.cli import main
 from star_kit.config import RunConfig
 from star_kit.errors import StarKitError
 from star_kit.evaluation import NO_ANSWER, _lm_eval, evaluate, maj_config, majority_vote
-from star_kit.records import IterationResult
+from star_kit.records import Example, IterationResult
 from star_kit.store import read_jsonl
 
 FAST = ["--sampler-opt", "dtype=float32"]  # the tiny model decodes faster in fp32
@@ -83,6 +83,47 @@ def test_the_lm_eval_pipeline_votes_on_extracted_answers_and_garbage_is_no_answe
     assert [i.filtered_resps["maj@3"] for i in insts] == ["12", NO_ANSWER, "4"]
 
 
+@pytest.mark.parametrize("answers, expected", [
+    (["nest", "forest", "nest", "Forest."], "forest"),  # 'nest' names no choice: it abstains; two votes for forest
+    (["Mailbox.", "(b) mailbox", "desk"], "Mailbox."),  # one choice written two ways is one answer: its first form
+    (["desk", "mailbox", "Mailbox"], "mailbox"),
+    (["desk", "mailbox"], "desk"),                      # a tie between choices: the first sampled
+    (["nest", "weasel", None], None),                   # no answer names a choice: no answer
+])
+def test_a_multiple_choice_vote_counts_choices_and_an_answer_naming_none_abstains(answers, expected):
+    from star_kit.evaluation import VoteKey
+    from star_kit.registry import default_registry
+
+    task = default_registry().create("tasks", "commonsense_qa", core={}, answer_format="text")
+    example = Example("q1", "Q: Where would you put a letter?\nAnswer Choices:\n- drawer\n- mailbox\n- bookshelf\n"
+                      "- desk\n- forest", "(b) mailbox",
+                      {"choices": [("a", "drawer"), ("b", "mailbox"), ("c", "bookshelf"), ("d", "desk"), ("e", "forest")]})
+    key = VoteKey(task, [example])
+    assert key.name == "answer_label" and repr(key) == "task.answer_label"
+    assert majority_vote(answers, lambda a: key({"id": "q1"}, a)) == expected
+    # and through lm-eval's own filter ensemble, as maj_config builds it (lm-eval hands each doc to the filters)
+    from lm_eval.api.instance import Instance
+    from lm_eval.filters import build_filter_ensemble
+
+    _lm_eval()
+    base = {"task": "t", "generation_kwargs": {},
+            "filter_list": [{"name": "star_kit", "filter": [{"function": "star_kit_extract",
+                                                             "extractor": task.extractor}, {"function": "take_first"}]}]}
+    (pipeline,) = maj_config(base, len(answers), 0.7, key)["filter_list"]
+    inst = Instance("generate_until", doc={"id": "q1"}, arguments=("Q: ?\nA:", {}), idx=0, metadata=("t_maj", 0, 1))
+    inst.resps = [f"Because. The answer is {a}" if a else "no idea" for a in answers]
+    build_filter_ensemble(pipeline["name"], [[s["function"], {k: v for k, v in s.items() if k != "function"}]
+                                             for s in pipeline["filter"]]).apply([inst])
+    extract = default_registry().extractor(task.extractor)
+    assert inst.filtered_resps[pipeline["name"]] == (NO_ANSWER if expected is None else
+                                                     extract(f"The answer is {expected}"))
+
+
+def test_the_choice_vote_changes_what_a_raw_text_vote_would_pick():
+    """Without the label, "nest" (no choice) would win 2 to 1 to 1; the same answers counted by choice elect forest."""
+    assert majority_vote(["nest", "forest", "nest", "Forest."]) == "nest"
+
+
 # -- evaluation on the real model ---------------------------------------------------------------------------------
 class Counting:
     """The real sampler, counting what it is asked to generate (prompts x n per call)."""
@@ -132,6 +173,7 @@ def test_off_is_greedy_only_and_on_adds_maj_at_k_beside_it(arithmetic_eval, tmp_
     written = json.loads((tmp_path / "on" / "eval.json").read_text())
     summary = written["maj"]
     assert summary["k"] == 3 and summary["temperature"] == 0.7
+    assert summary["vote"] == "answer"  # arithmetic has no answer_label: the extracted answers are the votes
     assert written["lm_eval"]["results"][f"{written['task']}_maj"]["is_correct,maj@3"] == summary["accuracy"]
     assert summary["accuracy"] == ev.maj["accuracy"] == sum(r["maj_correct"] for r in rows) / 4
     assert summary["no_answer"] == sum(r["maj_predicted"] is None for r in rows)

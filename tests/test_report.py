@@ -278,7 +278,7 @@ class _FakeWandb(types.ModuleType):
     def init(self, **kwargs):
         if self.fail:
             raise RuntimeError("no network")
-        self.inits.append(kwargs)
+        self.inits.append({**kwargs, "argv": list(sys.argv)})  # wandb records sys.argv during init
         fake = self
 
         class Run:
@@ -303,9 +303,16 @@ def test_wandb_logger_is_off_without_project_and_logs_with_it(tmp_path, monkeypa
     assert fake.inits == [] and fake.logged == []
 
     monkeypatch.setenv("WANDB_PROJECT", "star-tests")
+    argv = ["star-kit", "run", "--trainer-opt", "hub_token=hf_cmdline789", "--sampler-opt=openai.api_key=sk-1",
+            "--task-opt", "digits=1-2"]
+    monkeypatch.setattr(sys, "argv", list(argv))
     for r in (r0, r1):
         wandb_logger.star_kit_iteration_end(iteration=r.iteration, result=r, config=RunConfig(), run_dir=tmp_path)
     assert len(fake.inits) == 1 and fake.inits[0]["project"] == "star-tests"
+    # the command line wandb records has the credentials redacted; the process's own is restored after init
+    assert fake.inits[0]["argv"] == ["star-kit", "run", "--trainer-opt", "hub_token=<redacted>",
+                                     "--sampler-opt=openai.api_key=<redacted>", "--task-opt", "digits=1-2"]
+    assert sys.argv == argv
     assert fake.inits[0]["config"]["task"] == "arithmetic"
     assert [step for step, _ in fake.logged] == [0, 1] and fake.logged[1][1]["accuracy"] == 0.5
     wandb_logger.star_kit_iteration_end(iteration=0, result=r0, config=RunConfig(), run_dir=tmp_path / "other")

@@ -16,7 +16,7 @@ import yaml
 
 import star_kit
 from star_kit.cli import main
-from star_kit.config import REDACTED, RunConfig, is_command_key, is_secret_key, redact
+from star_kit.config import REDACTED, RunConfig, is_command_key, is_secret_key, redact, redact_argv
 from star_kit.errors import StarKitError
 
 SECRET = "sk-SECRET-4f1e9c"
@@ -102,6 +102,18 @@ def test_redact_reaches_nested_options_and_keeps_empty_values():
     assert cfg.sampler_options["api_key"] == SECRET  # the run itself still has it
     assert SECRET not in json.dumps(cfg.public().to_dict())
     assert redact([{"api_key": SECRET}]) == [{"api_key": REDACTED}]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--trainer-opt", "hub_token=hf_x"], ["--trainer-opt", "hub_token=<redacted>"]),
+    (["--sampler-opt=openai.api_key=sk=with=equals"], ["--sampler-opt=openai.api_key=<redacted>"]),
+    (["--api-key", "sk", "--seed", "3"], ["--api-key", "<redacted>", "--seed", "3"]),
+    (["--sampler-opt", "max_tokens=8", "--task-opt", "digits=1-2", "--out", "token-run"],
+     ["--sampler-opt", "max_tokens=8", "--task-opt", "digits=1-2", "--out", "token-run"]),  # not credentials
+    (["--trainer-opt", "hub_token="], ["--trainer-opt", "hub_token=<redacted>"]),
+])
+def test_redact_argv_hides_the_values_of_credential_options(argv, expected):
+    assert redact_argv(argv) == expected
 
 
 def test_print_config_redacts_credentials(capsys):
