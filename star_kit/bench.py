@@ -83,7 +83,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="sampling temperature of the maj@K rationales (default 0.7; with --run: the run's)")
     p.add_argument("--eval-prompt", choices=("trained", *PROMPT_NAMES),
                    help="star-kit tasks: trained = as `star-kit run` evaluates (the base model few-shot, a run's "
-                        "M(n) as that run evaluated it; the default), fewshot = every model with the task's few-shot "
+                        "M(n) as that run evaluated it, also when its iter_NN/checkpoint is given as --model; the default), fewshot = every model with the task's few-shot "
                         "prompt, question = every model with the question alone (as `star-kit run` fine-tunes)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")
@@ -261,6 +261,19 @@ def headline_metric(metrics: dict[str, Any]) -> tuple[str, float | None, float |
 
 
 # -- the command -----------------------------------------------------------------------------------------------
+def run_of_checkpoint(model: str) -> tuple[Path, int] | None:
+    """(the run directory, the iteration) when ``model`` is a star-kit run's ``iter_NN/checkpoint`` (N > 0, beside
+    the run's config.yaml), else None."""
+    path = Path(model).expanduser()
+    if path.name != "checkpoint" or not (path / "config.json").is_file():
+        return None
+    it, run_dir = path.resolve().parent, path.resolve().parent.parent
+    prefix, _, number = it.name.partition("_")
+    if prefix != "iter" or not number.isdigit() or int(number) < 1 or not (run_dir / "config.yaml").is_file():
+        return None
+    return run_dir, int(number)
+
+
 def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: list[TaskSpec]):
     from rich.table import Table
 
@@ -281,7 +294,7 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
             if r.get("maj_accuracy") is not None:
                 maj_err = f" ± {100 * r['maj_stderr']:.1f}" if r.get("maj_stderr") is not None else ""
                 maj = f"\nmaj@{r['maj_k']} {100 * r['maj_accuracy']:.1f}{maj_err}%"
-            prompt = " · question alone" if r.get("prompt") == "question" else ""
+            prompt = {"question": " · question alone", "fewshot": " · few-shot"}.get(r.get("prompt"), "")
             cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']}{prompt} · {r['seconds']:.0f} s")
         table.add_row(t.label, *cells)
     return table
@@ -324,6 +337,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
             t.fewshot = run.eval_fewshot(t.iteration or 0)
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
+    if args.eval_prompt in (None, "trained"):  # a run's checkpoint given as --model: prompted as its run did
+        from .config import RunConfig, load_config_file, predated
+
+        for t in targets[len(targets) - len(args.models):]:
+            found = run_of_checkpoint(t.name)
+            if found is None:
+                continue
+            run_dir, n = found
+            try:
+                saved = predated(load_config_file(run_dir / "config.yaml"))
+                run = RunConfig.from_dict({k: v for k, v in saved.items() if k in RunConfig.keys()},
+                                          source=f"{run_dir / 'config.yaml'}")
+            except StarKitError:
+                continue  # not readable as a run's config: benched as any model (few-shot)
+            t.fewshot = run.eval_fewshot(n)
+            if not t.fewshot:
+                err_console.print(f"[yellow]note:[/] --model {t.name} is iteration {n} of the run in {run_dir}: "
+                                  "prompted with the question alone, as that run evaluated it (--eval-prompt "
+                                  "fewshot prompts it few-shot)", highlight=False)
     if args.eval_prompt not in (None, "trained"):
         for t in targets:
             t.fewshot = args.eval_prompt == "fewshot"

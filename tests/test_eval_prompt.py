@@ -182,6 +182,30 @@ def test_bench_of_an_old_commonsense_qa_run_keeps_its_lettered_format(tiny_model
     assert prompts and all("\n(a) " in p and "\n- " not in p for p in prompts)
 
 
+def test_bench_of_a_runs_checkpoint_given_as_model_prompts_it_as_the_run_did(tiny_model, tmp_path, task, capsys):
+    run = tmp_path / "run"
+    (run / "iter_01").mkdir(parents=True)
+    shutil.copytree(tiny_model, run / "iter_01" / "checkpoint")
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": "lenient-arithmetic", "model": tiny_model,
+                                                     "eval_prompt": "trained", "plugins": []}))
+    ckpt, out = str(run / "iter_01" / "checkpoint"), tmp_path / "bench.json"
+    common = ["--tasks", "lenient-arithmetic", "--limit", "3", "--json", str(out), "--no-progress", *FAST]
+    capsys.readouterr()
+    assert main(["bench", "--model", ckpt, "--model", tiny_model, *common]) == 0
+    said = capsys.readouterr()
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["question", "fewshot"]  # the run's M(1); a model
+    assert f"--model {ckpt} is iteration 1 of the run in {run.resolve()}: prompted with the question alone" in \
+        " ".join(said.err.split())
+    table = " ".join(said.out.split())
+    assert "question alone" in table and "few-shot" in table  # each cell names its prompt
+    assert main(["bench", "--model", ckpt, *common, "--eval-prompt", "fewshot"]) == 0  # asked for: few-shot
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, "eval_prompt": "fewshot"}))
+    assert main(["bench", "--model", ckpt, *common]) == 0  # a run that evaluated few-shot: few-shot
+    assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot"]
+
+
 def test_the_results_tables_say_how_each_model_was_prompted():
     # The terminal table and the report's table: a "prompt" column (M0 few-shot; M(n) as recorded; an M(n) row of
     # a metrics.jsonl written before the field is left blank rather than guessed).
