@@ -10,7 +10,6 @@ import sys
 import typing
 from typing import Any, Sequence
 
-import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -20,6 +19,7 @@ from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, loa
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
+from .store import dump_yaml
 from .report.data import prompt_cell, sampled_ahead_cell
 
 
@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         StarRun(config, load_registry(config.plugins), phases=None,
                 log=lambda m: err_console.print(m, markup=False, highlight=False)).check()
         resolve_model(config.model, convert=False)  # the model's name, as a run checks it (nothing converted)
-        console.print(yaml.safe_dump(config.public_dict(), sort_keys=False), end="", markup=False,
+        console.print(dump_yaml(config.public_dict()), end="", markup=False,
                       highlight=False)
         return 0
     config.validate()

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import StarKitError, did_you_mean
+from .store import YAML12_FLOAT
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -203,6 +204,26 @@ def is_all(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("all", "none")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML for config files: safe, numbers as YAML 1.2 reads them (``5e-1``, ``1e3``, ``1.0e5`` are floats; YAML
+    1.1 reads them as text), and a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key].line + 1})",
+                    key_node.start_mark)
+            if isinstance(key, str):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -210,7 +231,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise StarKitError(f"cannot read config file {path}: {exc.strerror}", 2) from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

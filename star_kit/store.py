@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -80,8 +81,25 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     _atomic_write_bytes(Path(path), jsonl_text(rows).encode())
 
 
+# Numbers YAML 1.2 reads as floats and YAML 1.1 (PyYAML) as text: ``5e-1``, ``1e3``, ``1.0e5``. Config files are
+# read with them as floats (:func:`star_kit.config.load_config_file`), so a string of that form is written quoted.
+YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """``yaml.safe_dump`` that quotes a string a config file would read back as a YAML 1.2 float."""
+
+
+ConfigDumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
+def dump_yaml(obj: Any) -> str:
+    """``obj`` as config YAML (key order kept) that :func:`star_kit.config.load_config_file` reads back as is."""
+    return yaml.dump(obj, Dumper=ConfigDumper, sort_keys=False)
+
+
 def write_yaml(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(Path(path), yaml.safe_dump(obj, sort_keys=False).encode())
+    _atomic_write_bytes(Path(path), dump_yaml(obj).encode())
 
 
 def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> list[dict[str, Any]]:

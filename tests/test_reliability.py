@@ -219,6 +219,29 @@ def test_a_flag_overrides_a_config_files_out_of_range_value(tmp_path, capsys):
     assert "\ntemperature: 0.7\n" in printed and "\nsamples: 2\n" in printed
 
 
+def test_config_files_read_exponent_numbers_as_yaml_1_2_and_refuse_a_key_given_twice(tmp_path, capsys):
+    config = tmp_path / "my.yaml"
+    config.write_text("temperature: 7e-1\nstep_growth: 1.5E0\nsamples: 2\nmodel: '1e3'\n")  # YAML 1.1: strings
+    assert main(["run", "--config", str(config), "--print-config"]) == 2  # the quoted model name stays a name
+    assert "unknown model '1e3'" in _one_line(capsys)
+    config.write_text("temperature: 7e-1\nstep_growth: 1.5E0\nsamples: 2\n")
+    assert main(["run", "--config", str(config), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["temperature"] == 0.7 and printed["step_growth"] == 1.5
+    config.write_text("seed: 1e3\n")  # a float where an integer is expected: refused, not truncated
+    assert main(["run", "--config", str(config), "--print-config"]) == 2
+    assert f"{config}: key 'seed' is 1000.0 (a number); expected an integer" in _one_line(capsys)
+    config.write_text("train_size: 16\nseed: 2\ntrain_size: 32\n")
+    assert main(["run", "--config", str(config), "--print-config"]) == 2
+    assert f"{config}:3: invalid YAML: key 'train_size' is given twice (first on line 1)" in _one_line(capsys)
+    # what star-kit writes, it reads back as written: a string that YAML 1.2 would read as a number is quoted
+    from star_kit.config import load_config_file
+    from star_kit.store import write_yaml
+
+    write_yaml(tmp_path / "c.yaml", {"out": "1e5", "temperature": 0.5, "learning_rate": 5e-05})
+    assert load_config_file(tmp_path / "c.yaml") == {"out": "1e5", "temperature": 0.5, "learning_rate": 5e-05}
+
+
 def test_data_dir_ignored_by_a_generated_task_is_said_once(tmp_path, fake_model, capsys):
     assert _run(tmp_path / "run", fake_model, "--data-dir", str(tmp_path)) == 0
     err = capsys.readouterr().err
