@@ -162,6 +162,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(dump_yaml(config.public_dict()), end="", markup=False,
                       highlight=False)
         return 0
+    execute(config, resume=bool(getattr(args, "resume", None)), progress=getattr(args, "progress", True))
+    return 0
+
+
+def execute(config: RunConfig, resume: bool = False, progress: bool = True) -> list:
+    """The run of a merged config, as `star-kit run` and :func:`star_kit.run` do it: checks, the STaR loop with its
+    progress bars, the results table, the report; returns the history (an ``IterationResult`` per iteration)."""
     config.validate()
     quiet_libraries()
     from .loop import StarRun
@@ -171,18 +178,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = load_registry(config.plugins)
     for problem in registry.problems:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    with Phases(err_console, enabled=getattr(args, "progress", True)) as phases:
+    with Phases(err_console, enabled=progress) as phases:
         live = lambda history: phases.progress.console.print(results_table(history))  # noqa: E731
         star = StarRun(config, registry, phases, log=lambda m: phases.progress.console.print(m, highlight=False),
                        on_record=live if sys.stderr.isatty() else None)
-        history = star.run(resume=bool(getattr(args, "resume", None)))
+        history = star.run(resume=resume)
     console.print(results_table(history))
     if star.skipped_rows:
         err_console.print(f"[yellow]skipped {len(star.skipped_rows)} malformed data rows[/] "
                           f"(see {config.out}/skipped_rows.json)", highlight=False)
     console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)
     report.after_run(config.out)  # report.html + accuracy.png; a failure only prints a warning
-    return 0
+    return history
 
 
 def results_table(history) -> Table:

@@ -95,7 +95,8 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
         unknown = sorted(set(data) - set(cls.keys()))
         if unknown:
-            raise StarKitError(f"{source}: unknown key {unknown[0]!r}; known keys: {', '.join(cls.keys())}", 2)
+            raise StarKitError(f"{source}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], cls.keys())}; "
+                               f"known keys: {', '.join(cls.keys())}", 2)
         hints = typing.get_type_hints(cls)  # "all" for a count, as its flag takes it (train_size: all)
         config = cls(**{k: None if hints[k] == int | None and is_all(v) else v for k, v in data.items()})
         config.check_types(source)
