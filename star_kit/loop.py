@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -330,12 +331,28 @@ class StarRun:
         self.sampler_name = registry.resolve_sampler(config.sampler)  # auto: vllm on a GPU where installed, else hf
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
-        task = self.build_task()
+        with self.options_source("task_options"):
+            task = self.build_task()
         self.option_defaults = with_option_defaults(registry, config)
-        trainer = registry.guarded("trainers", config.trainer,
-                                   registry.create("trainers", config.trainer, **config.trainer_options))
-        registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
+        with self.options_source("trainer_options"):
+            trainer = registry.guarded("trainers", config.trainer,
+                                       registry.create("trainers", config.trainer, **config.trainer_options))
+        with self.options_source("sampler_options"):
+            registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
         return task, trainer
+
+    @contextmanager
+    def options_source(self, key: str):
+        """A plugin's refusal of its options names the config file they came from (``my.yaml: key
+        'task_options': task 'arithmetic' ... has no option 'digitz'``); options given as flags are named by the
+        plugin's line alone, as before."""
+        try:
+            yield
+        except PluginError as exc:
+            source = getattr(self.config, "origin", {}).get(key)
+            if not source:
+                raise
+            raise PluginError(f"{source}: key {key!r}: {exc}", exc.exit_code) from exc
 
     def _run(self, resume: bool) -> list[IterationResult]:
         """Start-up order: everything that can fail is built and checked before anything is written (the task

@@ -242,6 +242,23 @@ def test_config_files_read_exponent_numbers_as_yaml_1_2_and_refuse_a_key_given_t
     assert load_config_file(tmp_path / "c.yaml") == {"out": "1e5", "temperature": 0.5, "learning_rate": 5e-05}
 
 
+@pytest.mark.parametrize("yaml_text, message", [
+    ("task_options: {digitz: 1-2}\n", "key 'task_options': task 'arithmetic' (plugin 'arithmetic', distribution "
+                                      "'star-kit') has no option 'digitz' (did you mean 'digits'?)"),
+    ("trainer_options: {learning_rate: fast}\n", "key 'trainer_options': trainer 'trl-sft' (plugin 'trl-sft', "
+                                                 "distribution 'star-kit'): option learning_rate='fast' is not a number"),
+    ("sampler_options: {dtype: float33}\n", "key 'sampler_options': sampler 'hf' (plugin 'hf', distribution "
+                                            "'star-kit'): option dtype='float33' is not"),
+])
+def test_a_plugin_option_refused_from_a_config_file_names_the_file(tmp_path, capsys, yaml_text, message):
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml_text)
+    assert main(["run", "--config", str(config), "--print-config"]) == 2
+    assert f"{config}: {message}" in _one_line(capsys)
+    assert main(["run", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert f"{config}: {message}" in _one_line(capsys) and not (tmp_path / "run").exists()
+
+
 def test_data_dir_ignored_by_a_generated_task_is_said_once(tmp_path, fake_model, capsys):
     assert _run(tmp_path / "run", fake_model, "--data-dir", str(tmp_path)) == 0
     err = capsys.readouterr().err
