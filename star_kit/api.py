@@ -20,7 +20,7 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     ``--resume DIR`` (its ``config.yaml`` first, then ``config``, then ``options``). ``progress=False`` hides the
     progress bars. The merge, the checks and their one-line errors are the command's: bad input raises
     :class:`star_kit.errors.StarKitError` (``.code`` 2) before any model loads."""
-    from .cli import execute, merged_config
+    from .runner import execute, merged_config
 
     args = argparse.Namespace(command="run", print_config=False, progress=progress,
                               resume=None if resume is None else os.fspath(resume))

@@ -8,19 +8,18 @@ import json
 import os
 import sys
 import typing
-from typing import Any, Sequence
+from typing import Sequence
 
 from rich.markup import escape
 from rich.table import Table
 
 from . import bench, report
 from .cli_common import OneLineParser, key_value, optional_int, quiet_libraries
-from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file, predated
+from .config import RunConfig
 from .console import console, err_console
 from .errors import StarKitError
-from .labels import format_counts
+from .runner import execute, merged_config, results_table  # noqa: F401 - results_table: star_kit.cli's, as before
 from .store import dump_yaml
-from .report.data import prompt_cell, sampled_ahead_cell
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,72 +80,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                             metavar=f.name.upper() if not f.metadata.get("choices") else None)
 
 
-def local_paths_absolute(data: dict[str, Any]) -> dict[str, Any]:
-    """``data_dir`` and a ``model`` that is a local path (not an alias), made absolute: config.yaml records them
-    so, and ``--resume`` from another working directory reads the same files."""
-    from .models import ALIASES
-
-    out = dict(data)
-    for key in ("data_dir", "model"):
-        value = out.get(key)
-        if not isinstance(value, str) or not value or (key == "model" and (
-                value in ALIASES or not os.path.exists(os.path.expanduser(value)))):
-            continue
-        out[key] = os.path.abspath(os.path.expanduser(value))
-    return out
-
-
-def merged_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults < --resume DIR's config.yaml < --config FILE < flags.
-
-    The run directory is data: its redacted secrets are dropped (they come from the flags or the environment
-    again) and the keys that name code (plugins, ``*_command`` options) are used only when the command line
-    names them again (:func:`star_kit.config.code_from_saved`)."""
-    saved: dict[str, Any] = {}
-    if getattr(args, "resume", None):
-        path = os.path.join(args.resume, "config.yaml")
-        if not os.path.isfile(path):
-            raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
-        saved = predated(drop_redacted(load_config_file(path)))
-        RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
-    given: dict[str, Any] = {}
-    file_data: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        file_data = load_config_file(args.config)
-        RunConfig.from_dict(file_data, source=args.config)  # validates the keys and their types
-        given.update(file_data)
-    flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "config", "print_config", "resume", "progress")}
-    for key in OPTION_FLAGS:
-        if key in flags:
-            flags[key] = {**(given.get(key) or {}), **dict(flags[key])}
-    given.update(flags)
-    given = local_paths_absolute(given)
-    if getattr(args, "resume", None):
-        if "out" in flags and os.path.realpath(flags["out"]) != os.path.realpath(args.resume):
-            raise StarKitError(f"--resume {args.resume} continues the run in that directory; --out {flags['out']} "
-                               f"names another (drop --out)", 2)
-        saved = code_from_saved(saved, given, f"--resume {args.resume}")
-        for key in ("task", "sampler", "trainer"):  # before the old plugin's options are merged into the new one's
-            if key in given and saved.get(key) not in (None, given[key]):
-                raise StarKitError(f"--resume {args.resume}: config key {key!r} differs ({saved[key]!r} in "
-                                   f"config.yaml, {given[key]!r} now)", 2)
-    data = dict(saved)
-    for key, value in given.items():
-        if key in OPTION_FLAGS and isinstance(value, dict) and isinstance(data.get(key), dict):
-            value = {**data[key], **value}
-        data[key] = value
-    if getattr(args, "resume", None):
-        data["out"] = args.resume
-    config = RunConfig.from_dict(data)
-    # where each value came from, for range errors: the flag, else the file that set it
-    config.origin = {**{k: os.path.join(args.resume, "config.yaml") for k in saved},
-                     **{k: args.config for k in file_data}}
-    for key in flags:
-        config.origin.pop(key, None)
-    return config
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     config = merged_config(args)
     if getattr(args, "print_config", False):  # checked as a run checks it first; printed as config.yaml records it
@@ -164,63 +97,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     execute(config, resume=bool(getattr(args, "resume", None)), progress=getattr(args, "progress", True))
     return 0
-
-
-def execute(config: RunConfig, resume: bool = False, progress: bool = True) -> list:
-    """The run of a merged config, as `star-kit run` and :func:`star_kit.run` do it: checks, the STaR loop with its
-    progress bars, the results table, the report; returns the history (an ``IterationResult`` per iteration)."""
-    config.validate()
-    quiet_libraries()
-    from .loop import StarRun
-    from .progress import Phases
-    from .registry import load_registry
-
-    registry = load_registry(config.plugins)
-    for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    with Phases(err_console, enabled=progress) as phases:
-        live = lambda history: phases.progress.console.print(results_table(history))  # noqa: E731
-        star = StarRun(config, registry, phases, log=lambda m: phases.progress.console.print(m, highlight=False),
-                       on_record=live if sys.stderr.isatty() else None)
-        history = star.run(resume=resume)
-    console.print(results_table(history))
-    if star.skipped_rows:
-        err_console.print(f"[yellow]skipped {len(star.skipped_rows)} malformed data rows[/] "
-                          f"(see {config.out}/skipped_rows.json)", highlight=False)
-    console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)
-    report.after_run(config.out)  # report.html + accuracy.png; a failure only prints a warning
-    return history
-
-
-def results_table(history) -> Table:
-    table = Table(title="STaR iterations")
-    ks = sorted({r.maj_k for r in history if r.maj_k})  # maj@K beside the greedy accuracy, when it was on
-    maj = [f"maj@{ks[0]}" if len(ks) == 1 else "maj@K"] if ks else []
-    labels = ["eval answers", "train answers"] if any(r.eval_labels or r.train_labels for r in history) else []
-    for col in ("iter", "accuracy", "±", "prompt", *maj, *labels, "kept", "no answer", "rejected", "rationalized",
-                "train ex", "steps", "sample s", "ration. s", "train s", "eval s"):
-        table.add_column(col, justify="right")
-    for r in sorted(history, key=lambda r: r.iteration):
-        s = r.seconds
-        table.add_row(
-            str(r.iteration),
-            "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",
-            "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
-            prompt_cell(r.iteration, r.eval_prompt),
-            *(["" if r.maj_accuracy is None else f"{100 * r.maj_accuracy:.1f}%"
-               + ("" if len(ks) == 1 else f" (K={r.maj_k})")] if maj else []),
-            *([format_counts(r.eval_labels, top=3, compact=True), format_counts(r.train_labels, top=3, compact=True)]
-              if labels else []),
-            f"{r.kept}/{r.sampled}" if r.iteration else "",
-            str(r.no_answer) if r.iteration else "",
-            str(r.unverified) if r.iteration else "",
-            f"{r.rationalized}/{r.rationalization_attempts}" if r.iteration else "",
-            str(r.train_examples) if r.iteration else "",
-            str(r.steps) if r.iteration else "",
-            sampled_ahead_cell(r.sampled_ahead_in) or (f"{s['sample']:.0f}" if "sample" in s else ""),
-            *(f"{s[k]:.0f}" if k in s else "" for k in ("rationalize", "train", "evaluate")),
-        )
-    return table
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -158,8 +158,15 @@ def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path, capsys)
 def test_report_command(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     assert main(["report", str(run)]) == 0
-    assert str(run / "report.html") in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert str(run / "report.html") in out
     assert (run / "accuracy.png").exists()
+    # the run's table, as `star-kit run` printed it: a row per recorded iteration with its accuracy
+    rows = [line.split("│") for line in out.splitlines() if line.count("│") > 4]
+    metrics = [r for r in read_jsonl(run / "metrics.jsonl") if isinstance(r.get("iteration"), int)]
+    assert "STaR iterations" in out and [r[1].strip() for r in rows] == [str(m["iteration"]) for m in metrics]
+    assert [r[2].strip() for r in rows] == ["n/a" if m["accuracy"] is None else f"{100 * m['accuracy']:.1f}%"
+                                                for m in metrics]
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

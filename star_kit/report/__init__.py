@@ -26,10 +26,11 @@ from .page import render_html
 __all__ = ["load_run", "write_report", "add_parser", "cmd_report", "after_run"]
 
 
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``RUN/report.html`` and ``RUN/accuracy.png``; return their paths."""
+def write_report(run_dir: str | Path, data: dict | None = None) -> tuple[Path, Path]:
+    """Write ``RUN/report.html`` and ``RUN/accuracy.png`` (from ``data``, :func:`load_run`'s, when given); return
+    their paths."""
     root = Path(run_dir)
-    data = load_run(root)
+    data = load_run(root) if data is None else data
     figure = charts.figure(data)
     html_path, png_path = root / "report.html", root / "accuracy.png"
     _atomic_write_bytes(html_path, render_html(data, charts.image(figure, "svg")).encode("utf-8"))
@@ -48,7 +49,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    html_path, png_path = write_report(args.run_dir)
+    from ..runner import results_table
+    from ..records import IterationResult
+
+    data = load_run(args.run_dir)
+    html_path, png_path = write_report(args.run_dir, data)
+    known = set(IterationResult.__dataclass_fields__)  # the run's table, as `star-kit run` printed it
+    console.print(results_table([IterationResult(**{k: v for k, v in row.items() if k in known})
+                                 for row in data["metrics"]]))
     console.print(f"report: {html_path}\nchart:  {png_path}", highlight=False, markup=False)
     return 0
 
