@@ -25,7 +25,8 @@ EVAL_FIELDS = ("accuracy", "accuracy_stderr", "eval_examples", "maj_k", "maj_acc
 TRAIN_TAGS = {"train_examples": "train/examples", "steps": "train/steps"}
 #: every other numeric field of the record (derived from it, so a new field is logged too) -> samples/<field>
 SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(IterationResult)
-                      if f.name not in (*EVAL_FIELDS, *TRAIN_TAGS, "iteration", "checkpoint", "seconds"))
+                      if f.name not in (*EVAL_FIELDS, *TRAIN_TAGS, "iteration", "checkpoint", "seconds",
+                                        "sampled_ahead_in"))  # an iteration number, not a measurement
 _warned: set[str] = set()
 _config_logged: set[str] = set()  # run directories whose config this process has logged (once per process)
 

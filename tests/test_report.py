@@ -7,6 +7,7 @@ The screenshot the README shows (docs/report.png) is made by ``scripts/docs_scre
 from __future__ import annotations
 
 import base64
+import dataclasses
 import csv
 import json
 import os
@@ -274,6 +275,10 @@ def test_tensorboard_logger_writes_scalars(tmp_path):
             values.setdefault(tag, []).extend((e.step, round(e.value, 4)) for e in acc.Scalars(tag))
     assert sorted(values["accuracy"]) == [(0, 0.25), (1, 0.5)]
     assert values["samples/kept"] == [(1, 3.0)] and values["train/steps"] == [(1, 2.0)]
+    from star_kit_plugins.tensorboard_logger import scalars
+
+    ahead = dataclasses.replace(_results()[1], sampled_ahead_in=0)  # an iteration number: not plotted as a value
+    assert "samples/sampled_ahead_in" not in scalars(ahead) and scalars(ahead)["samples/kept"] == 3.0
     assert values["seconds/train"] == [(1, 3.0)]
 
 
