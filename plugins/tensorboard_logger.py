@@ -4,7 +4,8 @@ On every ``star_kit_iteration_end`` event, with the iteration as the step, every
 :class:`star_kit.records.IterationResult`: ``accuracy``, ``accuracy_stderr``, ``eval_examples`` (and ``maj_k``,
 ``maj_accuracy``, ``maj_accuracy_stderr`` with ``--eval-samples``), the training
 phase's counts as ``samples/<field>`` (``sampled``, ``kept``, ``no_answer``, ``unverified`` ...; iterations >= 1),
-``train/{examples,steps}`` and ``seconds/<phase>``; the run's config as text (credentials redacted) at the first event of a process. Written through
+``train/{examples,steps}`` and ``seconds/<phase>``; the fine-tune's curve by optimizer step as
+``train_loss/iter_NN`` and ``train_grad_norm/iter_NN`` (from the checkpoint's ``train_log.jsonl``); the run's config as text (credentials redacted) at the first event of a process. Written through
 ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package). Any failure, a missing package
 included, prints one warning and never stops the run.
 """
@@ -43,6 +44,29 @@ def scalars(result: Any) -> dict[str, float]:
     return {k: float(v) for k, v in tags.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def train_curve(result: Any) -> list[tuple[int, dict[str, float]]]:
+    """(step, {"loss", "grad_norm"}) of each logged step of the iteration's fine-tune, read from its checkpoint's
+    ``train_log.jsonl``; [] when there is none (iteration 0, nothing trained). Unreadable lines are skipped."""
+    import json
+
+    checkpoint = getattr(result, "checkpoint", None) or (result.get("checkpoint") if isinstance(result, dict) else None)
+    path = Path(checkpoint) / "train_log.jsonl" if checkpoint else None
+    if path is None or not path.is_file():
+        return []
+    curve = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            values = {k: float(row[k]) for k in ("loss", "grad_norm")
+                      if isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)}
+            if values:
+                curve.append((row["step"], values))
+    return curve
+
+
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
@@ -61,6 +85,9 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
         with SummaryWriter(log_dir=str(log_dir)) as writer:
             for tag, value in scalars(result).items():
                 writer.add_scalar(tag, value, global_step=int(iteration))
+            for step, values in train_curve(result):  # the fine-tune's logged steps: one curve per iteration
+                for key, value in values.items():
+                    writer.add_scalar(f"train_{key}/iter_{int(iteration):02d}", value, global_step=step)
             if config is not None and str(log_dir) not in _config_logged:
                 import yaml
 

@@ -263,7 +263,13 @@ def test_tensorboard_logger_writes_scalars(tmp_path):
 
     from star_kit_plugins import tensorboard_logger
 
-    for r in _results():
+    checkpoint = tmp_path / "iter_01" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "train_log.jsonl").write_text(  # as the trainer writes it; a damaged line is skipped
+        '{"loss": 1.5, "grad_norm": 4.0, "step": 1}\n{"loss": 0.75, "step": 2}\nnot json\n{"train_runtime": 3.0}\n')
+    results = _results()
+    results[1] = dataclasses.replace(results[1], checkpoint=str(checkpoint))
+    for r in results:
         tensorboard_logger.star_kit_iteration_end(iteration=r.iteration, result=r, config=RunConfig(), run_dir=tmp_path)
     events = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert events
@@ -280,6 +286,8 @@ def test_tensorboard_logger_writes_scalars(tmp_path):
     ahead = dataclasses.replace(_results()[1], sampled_ahead_in=0)  # an iteration number: not plotted as a value
     assert "samples/sampled_ahead_in" not in scalars(ahead) and scalars(ahead)["samples/kept"] == 3.0
     assert values["seconds/train"] == [(1, 3.0)]
+    assert values["train_loss/iter_01"] == [(1, 1.5), (2, 0.75)] and values["train_grad_norm/iter_01"] == [(1, 4.0)]
+    assert not any(tag.endswith("iter_00") for tag in values)  # the base model trained nothing
 
 
 class _FakeWandb(types.ModuleType):
