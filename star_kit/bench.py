@@ -355,7 +355,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if not t.fewshot:
                 err_console.print(f"[yellow]note:[/] --model {t.name} is iteration {n} of the run in {run_dir}: "
                                   "prompted with the question alone, as that run evaluated it (--eval-prompt "
-                                  "fewshot prompts it few-shot)", highlight=False)
+                                  f"fewshot prompts it few-shot; the run's task options apply with --run {run_dir})",
+                                  highlight=False)
     if args.eval_prompt not in (None, "trained"):
         for t in targets:
             t.fewshot = args.eval_prompt == "fewshot"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 import re
 import types
 import typing
@@ -206,23 +207,45 @@ def is_all(value: Any) -> bool:
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML for config files: safe, numbers as YAML 1.2 reads them (``5e-1``, ``1e3``, ``1.0e5`` are floats; YAML
-    1.1 reads them as text), and a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+    """YAML for config files: safe; exponent numbers are floats, as in YAML 1.2 (``5e-1``, ``1e3``, ``1.0e5``;
+    PyYAML's YAML 1.1 reads them as text); a key given twice in one mapping (``train-size`` and ``train_size``
+    are one key) is an error (PyYAML keeps the last silently); merge keys (``<<: *anchor``) work as before."""
 
     def construct_mapping(self, node, deep=False):
-        seen: dict[Any, Any] = {}
+        seen: dict[str, Any] = {}  # a key as the config reads it (train-size is train_size) -> where it was
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor': merged keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str) and key in seen:
+            if not isinstance(key, str):
+                continue
+            name = key.replace("-", "_")
+            if name in seen:
+                first, mark = seen[name]
+                also = "" if first == key else f" (as {first!r})"
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (first on line {seen[key].line + 1})",
+                    None, None, f"key {key!r} is given twice{also} (first on line {mark.line + 1})",
                     key_node.start_mark)
-            if isinstance(key, str):
-                seen[key] = key_node.start_mark
+            seen[name] = (key, key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
 
 _ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
+
+
+def local_paths_absolute(data: dict[str, Any]) -> dict[str, Any]:
+    """``data_dir`` and a ``model`` that is a local path (not an alias), made absolute: config.yaml records them
+    so, and ``--resume`` from another working directory reads the same files."""
+    from .models import ALIASES
+
+    out = dict(data)
+    for key in ("data_dir", "model"):
+        value = out.get(key)
+        if not isinstance(value, str) or not value or (key == "model" and (
+                value in ALIASES or not os.path.exists(os.path.expanduser(value)))):
+            continue
+        out[key] = os.path.abspath(os.path.expanduser(value))
+    return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -107,7 +107,8 @@ class VoteKey:
     """What maj@K counts as one answer to a question (``star_kit_majority_vote``'s ``vote_key``): for a task with
     ``answer_label`` (e.g. CommonsenseQA's choice letter), the label of the answer for the question it answers, so
     that "mailbox", "Mailbox." and "(b) mailbox" are one vote and an answer that names no choice abstains, like no
-    answer; for any other task the extracted answer itself. ``doc`` is the lm-eval doc (``eval_docs.jsonl``'s row)."""
+    answer; for any other task the extracted answer itself. ``doc`` is the lm-eval doc (``eval_docs.jsonl``'s row,
+    whose ``id`` names the example; a doc of another evaluation, with no such example, is voted on its text)."""
 
     def __init__(self, task: Task, examples: Sequence[Example]) -> None:
         self.label = getattr(task, "answer_label", None)

@@ -274,7 +274,7 @@ class StarRun:
     def prepare(self, resume: bool) -> None:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
-        from .config import load_config_file, predated, redact, without_secrets
+        from .config import load_config_file, local_paths_absolute, predated, redact, without_secrets
 
         config, store = self.config, self.store
         if store.root.exists() and not store.root.is_dir():
@@ -290,7 +290,8 @@ class StarRun:
         if store.config_path.exists():
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
-            saved = predated(load_config_file(store.config_path))  # a key the run predates: what it did then
+            # a key the run predates: what it did then; relative paths of an older run: from here, as it read them
+            saved = local_paths_absolute(predated(load_config_file(store.config_path)))
             for key, defaults in self.option_defaults.items():
                 if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
                     saved[key] = {**defaults, **saved[key]}

@@ -13,26 +13,12 @@ from rich.table import Table
 
 from . import report
 from .cli_common import quiet_libraries
-from .config import OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file, predated
+from .config import (OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file,
+                     local_paths_absolute, predated)
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
 from .report.data import prompt_cell, sampled_ahead_cell
-
-
-def local_paths_absolute(data: dict[str, Any]) -> dict[str, Any]:
-    """``data_dir`` and a ``model`` that is a local path (not an alias), made absolute: config.yaml records them
-    so, and ``--resume`` from another working directory reads the same files."""
-    from .models import ALIASES
-
-    out = dict(data)
-    for key in ("data_dir", "model"):
-        value = out.get(key)
-        if not isinstance(value, str) or not value or (key == "model" and (
-                value in ALIASES or not os.path.exists(os.path.expanduser(value)))):
-            continue
-        out[key] = os.path.abspath(os.path.expanduser(value))
-    return out
 
 
 def merged_config(args: argparse.Namespace) -> RunConfig:
@@ -46,7 +32,8 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         path = os.path.join(args.resume, "config.yaml")
         if not os.path.isfile(path):
             raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
-        saved = predated(drop_redacted(load_config_file(path)))
+        # paths an older run recorded relative are read from here, as that run's command did from its directory
+        saved = local_paths_absolute(predated(drop_redacted(load_config_file(path))))
         RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
     given: dict[str, Any] = {}
     file_data: dict[str, Any] = {}
@@ -121,7 +108,7 @@ def results_table(history) -> Table:
                 "train ex", "steps", "sample s", "ration. s", "train s", "eval s"):
         table.add_column(col, justify="right")
     for r in sorted(history, key=lambda r: r.iteration):
-        s = r.seconds
+        s = r.seconds if isinstance(r.seconds, dict) else {}  # a damaged row of an old metrics.jsonl: blank cells
         table.add_row(
             str(r.iteration),
             "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",

@@ -28,10 +28,12 @@ def test_run_from_python_writes_the_run_directory_returns_the_history_and_resume
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["train_size"] == 4 and saved["model"] == tiny_model  # the file, then the keyword options
     assert "STaR iterations" in capsys.readouterr().out  # the same results table as the command
-    # resume=DIR continues the run as --resume does: its config.yaml first, then what is given
-    history = star_kit.run(resume=out, iterations=2, progress=False)
+    # resume=DIR continues the run as --resume does: its config.yaml first, then what is given; a RunConfig
+    # contributes the keys it sets (its defaults would otherwise override the run's own values)
+    history = star_kit.run(RunConfig(iterations=2), resume=out, progress=False)
     assert [r.iteration for r in history] == [0, 1, 2] and (out / "iter_02" / "eval.json").is_file()
-    assert yaml.safe_load((out / "config.yaml").read_text())["iterations"] == 2
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["iterations"] == 2 and saved["train_size"] == 4 and saved["out"] == str(out)
 
 
 def test_bad_input_raises_the_commands_one_line_error_before_any_model_loads(tmp_path):
@@ -45,4 +47,10 @@ def test_bad_input_raises_the_commands_one_line_error_before_any_model_loads(tmp
         star_kit.run(42)
     with pytest.raises(StarKitError, match="unknown task 'nope'"):
         star_kit.run(RunConfig(task="nope", out=str(tmp_path / "c")))
-    assert not any((tmp_path / d).exists() for d in "abc")  # nothing was started
+    with pytest.raises(StarKitError, match="task_options must be a dict"):
+        star_kit.run(task_options="digits=1-2", out=tmp_path / "d")
+    with pytest.raises(TypeError, match="'config' is not a config key"):
+        star_kit.run(config=RunConfig(), out=tmp_path / "e")
+    with pytest.raises(StarKitError, match="unknown task 'nope'"):  # a Path is taken where a path is meant
+        star_kit.run(task="nope", out=tmp_path / "f", data_dir=tmp_path)
+    assert not any((tmp_path / d).exists() for d in "abcdef")  # nothing was started

@@ -134,6 +134,21 @@ def test_local_paths_are_recorded_absolute_so_a_resume_from_elsewhere_reads_the_
     assert resumed["data_dir"] == str(tmp_path / "data") and resumed["model"] == str(tmp_path / "my-model")
 
 
+def test_a_run_that_recorded_relative_paths_resumes_with_the_same_command_from_its_directory(tiny_model, tmp_path,
+                                                                                             monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_model, tmp_path / "my-model")
+    monkeypatch.chdir(tmp_path)
+    assert _run("my-model", "run", "--iterations", "0") == 0  # config.yaml records the model folder absolute
+    config = tmp_path / "run" / "config.yaml"
+    assert f"model: {tmp_path / 'my-model'}\n" in config.read_text()
+    # a run directory written before that recorded the path as given: the same flags resume it from here
+    config.write_text(config.read_text().replace(f"model: {tmp_path / 'my-model'}\n", "model: my-model\n"))
+    assert main(["run", "--resume", "run", "--model", "my-model", "--iterations", "1", "--no-progress"]) == 0
+    assert (tmp_path / "run" / "iter_01" / "eval.json").is_file()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--task-opt", "bogus=1"], "bogus"),  # an option the task does not take
     (["--trainer-opt", "per_device_train_batch_size=0"], "per_device_train_batch_size"),

@@ -234,6 +234,12 @@ def test_config_files_read_exponent_numbers_as_yaml_1_2_and_refuse_a_key_given_t
     config.write_text("train_size: 16\nseed: 2\ntrain_size: 32\n")
     assert main(["run", "--config", str(config), "--print-config"]) == 2
     assert f"{config}:3: invalid YAML: key 'train_size' is given twice (first on line 1)" in _one_line(capsys)
+    config.write_text("train_size: 16\ntrain-size: 32\n")  # one key, written two ways
+    assert main(["run", "--config", str(config), "--print-config"]) == 2
+    assert "key 'train-size' is given twice (as 'train_size') (first on line 1)" in _one_line(capsys)
+    config.write_text("sampler_options: &s {batch_size: 4}\ntrainer_options: {<<: *s, learning_rate: 1e-4}\n")
+    assert main(["run", "--config", str(config), "--print-config"]) == 2  # merge keys still merge (then checked)
+    assert "trainer 'trl-sft'" in _one_line(capsys)  # batch_size is no trainer option: the merge happened
     # what star-kit writes, it reads back as written: a string that YAML 1.2 would read as a number is quoted
     from star_kit.config import load_config_file
     from star_kit.store import write_yaml

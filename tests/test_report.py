@@ -168,6 +168,12 @@ def test_report_command(tmp_path, capsys):
     assert "STaR iterations" in out and [r[1].strip() for r in rows] == [str(m["iteration"]) for m in metrics]
     assert [r[2].strip() for r in rows] == ["n/a" if m["accuracy"] is None else f"{100 * m['accuracy']:.1f}%"
                                                 for m in metrics]
+    # rows the report tolerates (no accuracy, a NaN, no seconds) print as blank cells, never a traceback
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "metrics.jsonl").write_text('{"iteration": 0}\n{"iteration": 1, "accuracy": NaN, "seconds": null}\n')
+    assert main(["report", str(odd)]) == 0
+    assert "n/a" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

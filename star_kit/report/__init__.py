@@ -50,13 +50,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ..runner import results_table
-    from ..records import IterationResult
+    from .data import results
 
     data = load_run(args.run_dir)
     html_path, png_path = write_report(args.run_dir, data)
-    known = set(IterationResult.__dataclass_fields__)  # the run's table, as `star-kit run` printed it
-    console.print(results_table([IterationResult(**{k: v for k, v in row.items() if k in known})
-                                 for row in data["metrics"]]))
+    console.print(results_table(results(data)))  # the run's table, as `star-kit run` printed it
     console.print(f"report: {html_path}\nchart:  {png_path}", highlight=False, markup=False)
     return 0
 
