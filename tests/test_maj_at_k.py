@@ -120,8 +120,11 @@ def test_a_multiple_choice_vote_counts_choices_and_an_answer_naming_none_abstain
 
 
 def test_the_choice_vote_changes_what_a_raw_text_vote_would_pick():
-    """Without the label, "nest" (no choice) would win 2 to 1 to 1; the same answers counted by choice elect forest."""
-    assert majority_vote(["nest", "forest", "nest", "Forest."]) == "nest"
+    """Without the label, "nest" (no choice) wins 2 to 1 to 1; the same answers counted by choice elect forest."""
+    answers = ["nest", "forest", "nest", "Forest."]
+    label = {"forest": "e", "Forest.": "e"}.get  # the choice each answer names; "nest" names none
+    assert majority_vote(answers) == "nest"
+    assert majority_vote(answers, label) == "forest"
 
 
 # -- evaluation on the real model ---------------------------------------------------------------------------------
