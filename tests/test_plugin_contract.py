@@ -223,7 +223,8 @@ def test_loggers_derive_their_fields_from_iteration_result():
     assert csv_logger.row_of(result)["eval_prompt"] == "question"
     tags = tensorboard_logger.scalars(result)
     assert tags["samples/unverified"] == numeric.index("unverified") + 1
-    assert len(tags) == len(numeric) - 1  # every numeric field but the step itself (iteration); no text field
+    # every numeric field but the step itself (iteration) and sampled_ahead_in (an iteration number); no text field
+    assert len(tags) == len(numeric) - 2 and "samples/sampled_ahead_in" not in tags
 
 
 # B. the contract: protocol checked at creation; evaluation scored by Task.is_correct -------------------------------
