@@ -5,7 +5,8 @@ On every ``star_kit_iteration_end`` event, with the iteration as the step, every
 ``maj_accuracy``, ``maj_accuracy_stderr`` with ``--eval-samples``), the training
 phase's counts as ``samples/<field>`` (``sampled``, ``kept``, ``no_answer``, ``unverified`` ...; iterations >= 1),
 ``train/{examples,steps}`` and ``seconds/<phase>``; the fine-tune's curve by optimizer step as
-``train_loss/iter_NN`` and ``train_grad_norm/iter_NN`` (from the checkpoint's ``train_log.jsonl``); the run's config as text (credentials redacted) at the first event of a process. Written through
+``train_loss/iter_NN`` and ``train_grad_norm/iter_NN`` (from the checkpoint's ``train_log.jsonl``); the run's
+config as text (credentials redacted) at the first event of a process. Written through
 ``torch.utils.tensorboard.SummaryWriter`` (needs the ``tensorboard`` package). Any failure, a missing package
 included, prints one warning and never stops the run.
 """

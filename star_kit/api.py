@@ -15,11 +15,11 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     iteration (0 = the base model), with ``accuracy``, ``kept``, ``checkpoint`` ...
 
     ``config``: a config file's path (YAML or JSON, as ``--config``), a dict of :class:`~star_kit.config.RunConfig`
-    keys, or a ``RunConfig`` (the keys it sets to other than their defaults); ``options``: keys that override it, as flags override a config file
-    (``train_size=256``, ``task_options={"digits": "1-3"}``). ``resume``: a run directory to continue, as
-    ``--resume DIR`` (its ``config.yaml`` first, then ``config``, then ``options``). ``progress=False`` hides the
-    progress bars. The merge, the checks and their one-line errors are the command's: bad input raises
-    :class:`star_kit.errors.StarKitError` (``.code`` 2) before any model loads."""
+    keys, or a ``RunConfig`` (the keys it sets to other than their defaults); ``options``: keys that override it,
+    as flags override a config file (``train_size=256``, ``task_options={"digits": "1-3"}``). ``resume``: a run
+    directory to continue, as ``--resume DIR`` (its ``config.yaml`` first, then ``config``, then ``options``).
+    ``progress=False`` hides the progress bars. The merge, the checks and their one-line errors are the
+    command's: bad input raises :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads."""
     from .errors import StarKitError
     from .runner import execute, merged_config
 

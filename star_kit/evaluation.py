@@ -17,7 +17,8 @@ maj@K (``--eval-samples K``, K > 1) is lm-eval's self-consistency mechanism (as 
 unchanged and stays the headline. The vote: an output with no answer abstains; the most frequent answer wins; a tie
 goes to the tied answer sampled first (the order the sampler returned them, seeded); when none of the K has an answer
 the question counts as no answer. For a task with ``answer_label`` (a multiple-choice task) answers with the same
-label are one vote and an answer with no label (it names no choice) abstains (:class:`VoteKey`). The K copies of a question reach the sampler as one prompt with ``n=K``.
+label are one vote and an answer with no label (it names no choice) abstains (:class:`VoteKey`). The K copies of a
+question reach the sampler as one prompt with ``n=K``.
 
 Prompts that ride along (:class:`RideAlong`, ``evaluate(..., ride_along=...)``): the loop may hand the evaluation
 the next STaR iteration's sampling prompts (same model, same greedy parameters); they join the matching request
