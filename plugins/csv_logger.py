@@ -4,8 +4,9 @@ On every ``star_kit_iteration_end`` event the row of that iteration is added (or
 records an iteration again) and the file is rewritten atomically. Columns: the fields of
 :class:`star_kit.records.IterationResult`, with ``seconds`` flattened to ``seconds_sample``, ``seconds_rationalize``,
 ``seconds_train``, ``seconds_evaluate`` (+ any other phase); a field holding counts (``eval_labels``,
-``train_labels``) is one JSON cell. A failure to write prints a warning and never stops
-the run.
+``train_labels``) is one JSON cell. Iteration 0 (the base model, nothing sampled or trained) leaves the sampling
+and training columns empty, as the results table and TensorBoard do. A failure to write prints a warning and never
+stops the run.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ FILENAME = "metrics.csv"
 #: every field of the record, in its order, but ``seconds`` (flattened into one column per phase)
 FIELDS = [f.name for f in dataclasses.fields(IterationResult) if f.name != "seconds"]
 PHASES = ["sample", "rationalize", "train", "evaluate"]
+#: counts of sampling, rationalization and training: empty at iteration 0, where none of them ran
+NOT_AT_BASE = ("sampled", "kept", "no_answer", "unverified", "rationalization_attempts", "rationalized",
+               "train_examples", "steps")
 
 
 def row_of(result: Any) -> dict[str, Any]:
     """One CSV row from an IterationResult (or its dict)."""
     data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     row = {key: data.get(key) for key in FIELDS}
+    if row.get("iteration") == 0:  # the base model: its sample and train counts are not zeros measured
+        row.update(dict.fromkeys(NOT_AT_BASE))
     for key, value in row.items():  # a count per label (eval_labels, train_labels) as one JSON cell
         if isinstance(value, dict):
             row[key] = json.dumps(value, separators=(",", ":"))

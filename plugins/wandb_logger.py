@@ -3,9 +3,12 @@
 Otherwise it does nothing (``wandb`` is not even imported; with ``WANDB_PROJECT`` set but no ``wandb``, one note
 says so). On the first ``star_kit_iteration_end`` event of a run directory it starts a W&B run in that project
 (named after the directory, the run's config as W&B config and the command line wandb records, both with
-credentials redacted; ``WANDB_ENTITY``, ``WANDB_MODE=offline`` etc. are read by wandb itself), then logs each iteration's metrics with the iteration as the
-step: ``accuracy``, ``accuracy_stderr``, ``samples/*``, ``train/*``, ``seconds/*`` (the same tags as the TensorBoard
-logger). Any failure prints one warning and never stops the run.
+credentials redacted; ``WANDB_ENTITY``, ``WANDB_MODE=offline`` etc. are read by wandb itself). Then it logs each
+iteration's metrics against the x-axis ``iteration``: ``accuracy``, ``accuracy_stderr``, ``samples/*``, ``train/*``,
+``seconds/*`` (the same tags as the TensorBoard logger); and each fine-tune's curve against ``train_step``:
+``train_loss/iter_NN``, ``train_grad_norm/iter_NN`` (from the checkpoint's ``train_log.jsonl``). The axes are W&B
+custom step metrics (``define_metric``), so W&B's own step only counts log calls. Any failure prints one warning and
+never stops the run.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
-from star_kit_plugins.tensorboard_logger import scalars
+from star_kit_plugins.tensorboard_logger import scalars, train_curve
 
-_state: dict[str, Any] = {"run": None, "dir": None}
+_state: dict[str, Any] = {"run": None, "dir": None, "defined": set()}  # defined: the metrics given their axis
 _warned: set[str] = set()
 
 
@@ -66,7 +69,19 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
                                            config=cfg, dir=run_dir)
             finally:
                 sys.argv = argv
-            _state["dir"] = run_dir
-        _state["run"].log(scalars(result), step=int(iteration))
+            _state["dir"], _state["defined"] = run_dir, set()
+            run = _state["run"]
+            run.define_metric("iteration")  # the x-axes (W&B's own step must grow by one per log call)
+            run.define_metric("train_step")
+            for curve in ("train_loss/*", "train_grad_norm/*"):
+                run.define_metric(curve, step_metric="train_step")
+        run = _state["run"]
+        values = scalars(result)
+        for key in values.keys() - _state["defined"]:
+            run.define_metric(key, step_metric="iteration")
+            _state["defined"].add(key)
+        run.log({"iteration": int(iteration), **values})
+        for step, point in train_curve(result):  # the fine-tune's logged steps: one curve per iteration
+            run.log({"train_step": step, **{f"train_{k}/iter_{int(iteration):02d}": v for k, v in point.items()}})
     except Exception as exc:  # a logger never stops a run
         _warn_once(f"log:{run_dir}", f"could not log to W&B: {type(exc).__name__}: {exc}")

@@ -8,7 +8,6 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("star_kit")
 
 
-
 def run(config=None, /, *, resume=None, progress=True, **options):
     """Run STaR from Python, as ``star-kit run`` does; returns one ``IterationResult`` per iteration. The
     arguments: :func:`star_kit.api.run`."""
@@ -17,4 +16,12 @@ def run(config=None, /, *, resume=None, progress=True, **options):
     return _run(config, resume=resume, progress=progress, **options)
 
 
-__all__ = ["hookimpl", "run", "__version__"]
+def bench(models=(), tasks=None, /, *, run=None, progress=True, **options):
+    """Bench models on tasks from Python, as ``star-kit bench`` does; returns one result dict per (model, task).
+    The arguments: :func:`star_kit.api.bench`."""
+    from .api import bench as _bench
+
+    return _bench(models, tasks, run=run, progress=progress, **options)
+
+
+__all__ = ["bench", "hookimpl", "run", "__version__"]

@@ -46,3 +46,66 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
                                f"{type(value).__name__}", 2)
         setattr(args, key, value)
     return execute(merged_config(args), resume=resume is not None, progress=progress)
+
+
+def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tuple | None = None, /, *,
+          run: str | os.PathLike | None = None, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
+    """Bench models on tasks as ``star-kit bench`` does and return its result rows, one dict per (model, task):
+    ``model``, ``task``, ``accuracy``, ``stderr``, ``n``, ``prompt`` ... (the rows ``--json`` writes).
+
+    ``models``: a model (alias, local folder, ``.gguf`` file or hub id) or a list of them (``--model``);
+    ``tasks``: a task name or a list of them (``--tasks``); ``run``: a run directory whose iterations to bench
+    (``--run``). ``options`` are the command's other flags by their names: ``limit`` (an int, or ``None``/``"all"``
+    for every question), ``seed``, ``data_dir``, ``json``, ``out``, ``sampler``, ``sampler_options`` and
+    ``task_options`` (dicts), ``eval_samples``, ``eval_temperature``, ``eval_prompt``, ``plugins``.
+    ``progress=False`` hides the progress bars; the table is printed as the command prints it. Bad input raises
+    :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads."""
+    import difflib
+
+    from .benching import add_parser, run_bench
+    from .errors import StarKitError
+
+    parser = argparse.ArgumentParser(prog="star_kit.bench")
+    command = add_parser(parser.add_subparsers())
+    args = command.parse_args([])
+    actions = {a.dest: a for a in command._actions if a.dest not in ("help", "models", "run", "tasks", "progress")}
+    unknown = sorted(set(options) - set(actions))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], actions, n=1)
+        raise TypeError(f"star_kit.bench: {unknown[0]!r} is not an option of bench"
+                        + (f" (did you mean {close[0]!r}?)" if close else f"; options: {', '.join(sorted(actions))}"))
+
+    def paths(value, what: str) -> list[str]:
+        items = [value] if isinstance(value, (str, os.PathLike)) else list(value or ())
+        if not all(isinstance(v, (str, os.PathLike)) for v in items):
+            raise StarKitError(f"star_kit.bench: {what} must be a name or a list of names, got {value!r}", 2)
+        return [os.fspath(v) for v in items]
+
+    args.models = paths(models, "models")
+    args.tasks = ",".join(paths(tasks, "tasks")) or None
+    args.run = None if run is None else [os.fspath(run)]
+    args.progress = progress
+    for key, value in options.items():
+        action = actions[key]
+        if key in ("sampler_options", "task_options"):
+            if not isinstance(value, dict):
+                raise StarKitError(f"star_kit.bench: {key} must be a dict of option names and values, got "
+                                   f"{type(value).__name__}", 2)
+        elif key == "plugins":
+            value = paths(value, "plugins")
+        elif key == "limit":
+            if value == "all":
+                value = None
+            elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise StarKitError(f"star_kit.bench: limit must be an int, None or 'all', got {value!r}", 2)
+        elif value is not None:
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            kind = action.type if action.type in (int, float) else str
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+                raise StarKitError(f"star_kit.bench: {key} must be {kind.__name__}, got {value!r}", 2)
+            if action.choices and value not in action.choices:
+                raise StarKitError(f"star_kit.bench: {key} must be one of {', '.join(action.choices)}, got "
+                                   f"{value!r}", 2)
+        setattr(args, key, value)
+    return run_bench(args)

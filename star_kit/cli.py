@@ -13,7 +13,7 @@ from typing import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from . import bench, report
+from . import benching, report
 from .cli_common import OneLineParser, key_value, optional_int, quiet_libraries
 from .config import RunConfig
 from .console import console, err_console
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                          help="also load a plugin without installing it (repeatable)")
 
-    bench.add_parser(sub)
+    benching.add_parser(sub)
     report.add_parser(sub)
     parser.subcommands = sub.choices  # name -> its parser
     return parser
@@ -119,7 +119,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": bench.cmd_bench, "report": report.cmd_report}
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": benching.cmd_bench, "report": report.cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,8 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        where = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
-        err_console.print(f"interrupted; continue with `star-kit run --resume {where}`", highlight=False)
+        if args.command == "run":
+            where = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
+            err_console.print(f"interrupted; continue with `star-kit run --resume {where}`", highlight=False)
+        elif args.command == "bench" and getattr(args, "json", None):
+            err_console.print(f"interrupted; the pairs benched so far are in {args.json}", highlight=False)
+        else:
+            err_console.print("interrupted", highlight=False)
         return 130
     except BrokenPipeError:  # the reader went away (`star-kit plugins --json | head`): no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)

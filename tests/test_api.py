@@ -54,3 +54,46 @@ def test_bad_input_raises_the_commands_one_line_error_before_any_model_loads(tmp
     with pytest.raises(StarKitError, match="unknown task 'nope'"):  # a Path is taken where a path is meant
         star_kit.run(task="nope", out=tmp_path / "f", data_dir=tmp_path)
     assert not any((tmp_path / d).exists() for d in "abcdef")  # nothing was started
+
+
+def test_bench_from_python_returns_the_rows_the_command_writes(tiny_model, tmp_path, capsys):
+    """``star_kit.bench`` is ``star-kit bench``: the same rows as its --json, the same table; a Path is a path."""
+    from pathlib import Path
+
+    from star_kit.cli import main
+
+    data = Path(__file__).resolve().parent / "fixtures" / "data"
+    rows = star_kit.bench(tiny_model, ["arithmetic", "commonsense_qa"], limit=2, data_dir=data, progress=False,
+                          json=tmp_path / "api.json", task_options={"arithmetic.digits": 1},
+                          sampler_options={"dtype": "float32"})
+    assert [(r["model"], r["task"], r["n"]) for r in rows] == [(tiny_model, "arithmetic", 2),
+                                                             (tiny_model, "commonsense_qa", 2)]
+    assert "star-kit bench" in capsys.readouterr().out
+    assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic,commonsense_qa", "--limit", "2",
+                 "--data-dir", str(data), "--json", str(tmp_path / "cli.json"), "--task-opt", "arithmetic.digits=1",
+                 "--sampler-opt", "dtype=float32", "--no-progress"]) == 0
+    import json
+
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    cli_rows = json.loads((tmp_path / "cli.json").read_text())
+    assert drop(cli_rows) == drop(json.loads((tmp_path / "api.json").read_text())) == drop(rows)
+
+
+def test_bench_from_python_bad_input_is_the_commands_error(tiny_model, tmp_path):
+    with pytest.raises(TypeError, match="'limt' is not an option of bench \\(did you mean 'limit'\\?\\)"):
+        star_kit.bench(tiny_model, "arithmetic", limt=2)
+    with pytest.raises(StarKitError, match="bench: pass --tasks"):
+        star_kit.bench(tiny_model)
+    with pytest.raises(StarKitError, match="bench: pass at least one --model"):
+        star_kit.bench([], "arithmetic")
+    with pytest.raises(StarKitError, match="limit must be an int, None or 'all'"):
+        star_kit.bench(tiny_model, "arithmetic", limit="ten")
+    with pytest.raises(StarKitError, match="eval_prompt must be one of trained, fewshot, question"):
+        star_kit.bench(tiny_model, "arithmetic", eval_prompt="zero-shot")
+    with pytest.raises(StarKitError, match="seed must be int"):
+        star_kit.bench(tiny_model, "arithmetic", seed="3")
+    with pytest.raises(StarKitError, match="task_options must be a dict"):
+        star_kit.bench(tiny_model, "arithmetic", task_options="digits=1")
+    with pytest.raises(StarKitError, match="unknown task 'nope'"):
+        star_kit.bench(tiny_model, "nope", json=tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()

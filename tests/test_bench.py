@@ -126,13 +126,13 @@ def test_bench_lm_eval_task_offline_names_the_dataset(tiny_model, monkeypatch, c
     ({"alias": "x"}, ("", None, None)),
 ])
 def test_headline_metric(metrics, expected):
-    from star_kit.bench import headline_metric
+    from star_kit.benching import headline_metric
 
     assert headline_metric(metrics) == expected
 
 
 def test_bench_run_takes_the_runs_task_options_then_the_ones_given_with_or_without_prefix():
-    from star_kit.bench import options_for, with_run_task_options
+    from star_kit.benching import options_for, with_run_task_options
 
     saved = {"digits": "1-5", "eval_digits": None, "rationales": True}  # a run records its task's defaults too
     for given in ({"eval_digits": "6-8"}, {"arithmetic.eval_digits": "6-8"}):

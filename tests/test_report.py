@@ -260,6 +260,9 @@ def test_csv_logger_one_row_per_iteration_replaced_on_resume(tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["iteration"] for r in rows] == ["0", "1"]
     assert rows[0]["accuracy"] == "0.25" and rows[0]["seconds_evaluate"] == "2.0" and rows[0]["checkpoint"] == ""
+    # the base model sampled and trained nothing: empty cells, as in the results table, not measured zeros
+    assert rows[0]["kept"] == rows[0]["sampled"] == rows[0]["steps"] == rows[0]["train_examples"] == ""
+    assert rows[0]["eval_examples"] == "8"
     assert rows[1]["accuracy"] == "0.625" and rows[1]["seconds_evaluate"] == "2.5" and rows[1]["seconds_judge"] == "1.0"
     assert list(rows[0])[:3] == ["iteration", "accuracy", "accuracy_stderr"]
 
@@ -299,7 +302,7 @@ def test_tensorboard_logger_writes_scalars(tmp_path):
 class _FakeWandb(types.ModuleType):
     def __init__(self, fail=False):
         super().__init__("wandb")
-        self.inits, self.logged, self.finished, self.fail = [], [], 0, fail
+        self.inits, self.logged, self.finished, self.fail, self.axes = [], [], 0, fail, {}
 
     def init(self, **kwargs):
         if self.fail:
@@ -308,8 +311,12 @@ class _FakeWandb(types.ModuleType):
         fake = self
 
         class Run:
-            def log(self, data, step):
-                fake.logged.append((step, data))
+            def define_metric(self, name, step_metric=None):
+                fake.axes[name] = step_metric
+
+            def log(self, data, step=None):
+                assert step is None  # W&B's own step: one per call; the axes are custom step metrics
+                fake.logged.append(data)
 
             def finish(self):
                 fake.finished += 1
@@ -322,9 +329,13 @@ def test_wandb_logger_is_off_without_project_and_logs_with_it(tmp_path, monkeypa
 
     fake = _FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None})
+    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None, "defined": set()})
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     r0, r1 = _results()
+    checkpoint = tmp_path / "iter_01" / "checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "train_log.jsonl").write_text('{"loss": 1.5, "grad_norm": 4.0, "step": 1}\n{"loss": 0.75, "step": 2}\n')
+    r1.checkpoint = str(checkpoint)
     wandb_logger.star_kit_iteration_end(iteration=0, result=r0, config=RunConfig(), run_dir=tmp_path)
     assert fake.inits == [] and fake.logged == []
 
@@ -340,7 +351,14 @@ def test_wandb_logger_is_off_without_project_and_logs_with_it(tmp_path, monkeypa
                                      "--sampler-opt=openai.api_key=<redacted>", "--task-opt", "digits=1-2"]
     assert sys.argv == argv
     assert fake.inits[0]["config"]["task"] == "arithmetic"
-    assert [step for step, _ in fake.logged] == [0, 1] and fake.logged[1][1]["accuracy"] == 0.5
+    # the iterations' metrics against the axis "iteration", the fine-tune's curve against "train_step"
+    assert [d["iteration"] for d in fake.logged if "iteration" in d] == [0, 1]
+    assert next(d for d in fake.logged if d.get("iteration") == 1)["accuracy"] == 0.5
+    assert [d for d in fake.logged if "train_step" in d] == [
+        {"train_step": 1, "train_loss/iter_01": 1.5, "train_grad_norm/iter_01": 4.0},
+        {"train_step": 2, "train_loss/iter_01": 0.75}]
+    assert fake.axes["accuracy"] == fake.axes["samples/kept"] == "iteration"
+    assert fake.axes["train_loss/*"] == fake.axes["train_grad_norm/*"] == "train_step"
     wandb_logger.star_kit_iteration_end(iteration=0, result=r0, config=RunConfig(), run_dir=tmp_path / "other")
     assert len(fake.inits) == 2 and fake.finished == 1  # a new run directory: the previous W&B run is finished
 
@@ -360,7 +378,7 @@ def test_loggers_never_raise(tmp_path, monkeypatch, capsys):
     r = _results()[1]
     monkeypatch.setenv("WANDB_PROJECT", "star-tests")
     monkeypatch.setitem(sys.modules, "wandb", _FakeWandb(fail=True))
-    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None})
+    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None, "defined": set()})
     csv_logger.star_kit_iteration_end(iteration=1, result=r, run_dir=blocked)
     tensorboard_logger.star_kit_iteration_end(iteration=1, result=r, config=RunConfig(), run_dir=blocked)
     wandb_logger.star_kit_iteration_end(iteration=1, result=r, config=RunConfig(), run_dir=blocked)
@@ -400,7 +418,7 @@ def test_a_run_ends_with_report_csv_and_tensorboard(tiny_run):
         rows = list(csv.DictReader(fh))
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
     assert [float(r["accuracy"]) for r in rows] == [m["accuracy"] for m in metrics]
-    assert [int(r["kept"]) for r in rows] == [m["kept"] for m in metrics]
+    assert [r["kept"] for r in rows] == ["", *(str(m["kept"]) for m in metrics[1:])]  # the base model kept nothing
     assert list((tiny_run / "tensorboard").glob("events.out.tfevents.*"))
 
 

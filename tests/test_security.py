@@ -160,7 +160,7 @@ def test_report_of_an_older_run_hides_its_plaintext_credentials(tmp_path):
     assert SECRET not in text and "&lt;redacted&gt;" in text  # the config table, HTML-escaped
 
 
-def test_loggers_keep_no_credentials(tmp_path, monkeypatch):
+def test_loggers_keep_no_credentials(tmp_path, monkeypatch, capsys):
     from star_kit.records import IterationResult
     from star_kit_plugins import tensorboard_logger, wandb_logger
 
@@ -176,12 +176,14 @@ def test_loggers_keep_no_credentials(tmp_path, monkeypatch):
     class FakeWandb:
         def init(self, **kwargs):
             inits.append(kwargs)
-            return type("Run", (), {"log": lambda self, data, step: None, "finish": lambda self: None})()
+            return type("Run", (), {"log": lambda self, data: None, "define_metric": lambda self, *a, **k: None,
+                                    "finish": lambda self: None})()
 
     monkeypatch.setitem(sys.modules, "wandb", FakeWandb())
-    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None})
+    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None, "defined": set()})
     monkeypatch.setenv("WANDB_PROJECT", "star-tests")
     wandb_logger.star_kit_iteration_end(iteration=0, result=result, config=config, run_dir=tmp_path)
+    assert "could not log to W&B" not in capsys.readouterr().err
     assert inits and inits[0]["config"]["sampler_options"] == {"api_key": REDACTED}
 
 

@@ -301,7 +301,23 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
     return table
 
 
+def saved_run(saved: dict[str, Any], source: str):
+    """A run directory's recorded config as a :class:`~star_kit.config.RunConfig`: its types checked, a key the run
+    predates given RunConfig's default, a key RunConfig no longer has dropped; a bad value is one line naming
+    ``source``."""
+    from .config import RunConfig, predated
+
+    return RunConfig.from_dict({k: v for k, v in predated(saved).items() if k in RunConfig.keys()}, source=source)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    run_bench(args)
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``star-kit bench`` of parsed arguments (the command and :func:`star_kit.bench`): the table on stdout, the
+    JSON file with ``--json``; returns the result rows (one per model and task)."""
     from .console import console, err_console
     from .models import resolve_model
     from .progress import Phases
@@ -327,11 +343,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         given = {"plugins": args.plugins, "sampler_options": dict(args.sampler_options),
                  "task_options": options_for(run_task, dict(args.task_options))}
         run_config = code_from_saved(run_config, given, f"--run {args.run}")
-        # through RunConfig: its types checked, a key the run predates takes RunConfig's default (one source)
-        from .config import RunConfig, check_eval_prompt, predated
+        from .config import check_eval_prompt
 
-        known = {k: v for k, v in predated(run_config).items() if k in RunConfig.keys()}
-        run = RunConfig.from_dict(known, source=f"--run {args.run}: config.yaml")
+        run = saved_run(run_config, f"--run {args.run}: config.yaml")
         check_eval_prompt(run.eval_prompt, f"--run {args.run}: config.yaml: eval_prompt")
         run_config = run.to_dict()
         for t in run_models:  # as the run evaluated it: M0 few-shot, M(n) as it was fine-tuned (--eval-prompt)
@@ -339,7 +353,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
     if args.eval_prompt in (None, "trained"):  # a run's checkpoint given as --model: prompted as its run did
-        from .config import RunConfig, load_config_file, predated
+        from .config import load_config_file
 
         for t in targets[len(targets) - len(args.models):]:
             found = run_of_checkpoint(t.name)
@@ -347,9 +361,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 continue
             run_dir, n = found
             try:
-                saved = predated(load_config_file(run_dir / "config.yaml"))
-                run = RunConfig.from_dict({k: v for k, v in saved.items() if k in RunConfig.keys()},
-                                          source=f"{run_dir / 'config.yaml'}")
+                run = saved_run(load_config_file(run_dir / "config.yaml"), f"{run_dir / 'config.yaml'}")
             except StarKitError:
                 continue  # not readable as a run's config: benched as any model (few-shot)
             t.fewshot = run.eval_fewshot(n)
@@ -447,4 +459,4 @@ def cmd_bench(args: argparse.Namespace) -> int:
         console.print(f"results: {args.json}", highlight=False)
     if keep is not None:
         console.print(f"prompts and samples: {keep}/<model>/<task>/", highlight=False)
-    return 0
+    return results
