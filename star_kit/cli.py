@@ -24,6 +24,8 @@ from .store import dump_yaml
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="star-kit", description="STaR: a language model teaches itself to reason.")
+    parser.add_argument("--version", action=VersionAction,
+                        help="print star-kit's version and those of the libraries that make its numbers, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     S = argparse.SUPPRESS
@@ -56,6 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(sub)
     parser.subcommands = sub.choices  # name -> its parser
     return parser
+
+
+class VersionAction(argparse.Action):
+    """``star-kit --version``: star-kit's version, then torch, transformers, TRL, lm-eval ... (what ``eval.json``
+    records as ``versions``; an absent optional library is left out)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .evaluation import versions
+
+        found = versions()
+        own = found.pop("star-kit") or "unknown"
+        print(f"star-kit {own} (" + ", ".join(f"{k} {v}" for k, v in found.items() if v) + ")")
+        parser.exit()
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

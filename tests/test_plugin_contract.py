@@ -212,6 +212,17 @@ def test_python_dash_m_star_kit():
     assert out.returncode == 0 and "usage: star-kit" in out.stdout
 
 
+def test_version_names_star_kit_and_the_libraries_that_make_its_numbers(capsys):
+    import importlib.metadata as md
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"star-kit {md.version('star-kit')} (torch {md.version('torch')}, ")
+    assert f"trl {md.version('trl')}" in printed and f"lm_eval {md.version('lm_eval')}" in printed
+
+
 # 9. the loggers' fields come from the record -----------------------------------------------------------------------
 def test_loggers_derive_their_fields_from_iteration_result():
     from star_kit_plugins import csv_logger, tensorboard_logger
