@@ -289,7 +289,8 @@ class HFSampler:
 def leading_special_tokens(tokenizer) -> list[int]:
     """The special tokens the tokenizer itself puts before a text (Gemma's ``<bos>``; none for SmolLM2): prompts
     start with them, as in training (TRL tokenizes ``tokenizer(text)``) and in lm-eval's HFLM (the tokenizer's
-    default); Gemma degrades without its ``<bos>``. Trailing ones (an EOS some tokenizers append) are not wanted before a completion."""
+    default); Gemma degrades without its ``<bos>``. Trailing ones (an EOS some tokenizers append) are not wanted
+    before a completion."""
     text = "a"
     plain = tokenizer(text, add_special_tokens=False)["input_ids"]
     full = tokenizer(text)["input_ids"]

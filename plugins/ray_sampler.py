@@ -154,7 +154,8 @@ class RaySampler:
             self.close()
             raise StarKitError(f"sampler 'ray': {failed[0]}", failed[1])
         hosts = sorted({i["host"] for i in infos})
-        print(f"sampler 'ray': {workers} sampling actor{'s' if workers > 1 else ''} ('{backend}' backend, {cpus_per_worker} CPU"
+        print(f"sampler 'ray': {workers} sampling actor{'s' if workers > 1 else ''} ('{backend}' backend, "
+              f"{cpus_per_worker} CPU"
               f"{f', {gpus_per_worker} GPU' if gpus_per_worker else ''} each) on {len(hosts)} node"
               f"{'s' if len(hosts) > 1 else ''}: pids {', '.join(str(i['pid']) for i in infos)}",
               file=sys.stderr, flush=True)

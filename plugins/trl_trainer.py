@@ -111,7 +111,8 @@ class TRLSFTTrainer:
         if bf16 not in ("auto", True, False):
             raise StarKitError(f"trainer 'trl-sft': bf16 must be auto, true or false, got {bf16!r}", 2)
         if launcher not in LAUNCHERS:
-            raise StarKitError(f"trainer 'trl-sft': launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}", 2)
+            raise StarKitError(f"trainer 'trl-sft': launcher must be one of {', '.join(LAUNCHERS)}, "
+                               f"got {launcher!r}", 2)
         if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
             raise StarKitError(f"trainer 'trl-sft': num_processes must be a positive integer, got {num_processes!r}", 2)
         if accelerate_config is not None and not Path(accelerate_config).is_file():
@@ -319,8 +320,6 @@ class TRLSFTTrainer:
     def _save(self, trainer, tokenizer, output_dir: Path, dtype: Any) -> None:
         """Rank 0 saves the model folder (in ``dtype``: :func:`checkpoint_dtype`) and the loss log; FSDP/DeepSpeed
         gather the full state dict first and save it as gathered (``dtype`` not applied)."""
-        import torch
-
         log = [h for h in trainer.state.log_history if "loss" in h]
         if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
             trainer.save_model(str(output_dir))  # every rank takes part in gathering the shards

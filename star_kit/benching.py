@@ -69,7 +69,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
     p.add_argument("--json", metavar="FILE", help="write the results as a JSON list of objects")
     p.add_argument("--out", metavar="DIR", help="keep each evaluation's prompts and samples under DIR/<model>/<task>")
-    p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default auto (vllm on a GPU where installed, else hf)")
+    p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default auto (vllm on a GPU where "
+                                     "installed, else hf)")
     p.add_argument("--sampler-opt", dest="sampler_options", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="sampler option, e.g. batch_size=64 (repeatable)")
     p.add_argument("--task-opt", dest="task_options", type=key_value, action="append", default=[],

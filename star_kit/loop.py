@@ -501,7 +501,8 @@ class StarRun:
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if ahead is not None and ahead.ride.completions is not None:
             self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "
-                     f"sampling ({len(ahead.examples)} questions) ran as one pass of M({n}): {seconds['evaluate']:.0f}s")
+                     f"sampling ({len(ahead.examples)} questions) ran as one pass of M({n}): "
+                     f"{seconds['evaluate']:.0f}s")
         return ev.accuracy, ev.stderr, ev.n, ev.no_answer, maj_fields(ev.maj)
 
     def sample_ahead(self, n: int, history: Sequence[IterationResult], train_set: Sequence[Example]

@@ -230,8 +230,8 @@ class Registry:
         """Build a task, sampler or trainer through its factory; a failure names the plugin.
 
         ``core`` holds star-kit's own settings (``data_dir``, ``skip_bad_rows``) offered to a factory: each is
-        passed only when it is set (not None or False) and the factory declares it. The options are checked first (:meth:`check_options`), the
-        result after (:meth:`check_created`: its protocol, and a task's lm-eval config)."""
+        passed only when it is set (not None or False) and the factory declares it. The options are checked first
+        (:meth:`check_options`), the result after (:meth:`check_created`: its protocol, and a task's lm-eval config)."""
         for key, value in (core or {}).items():
             if value not in (None, False) and key not in options and self.accepts(kind, name, key):
                 options[key] = value
