@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -100,6 +101,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = merged_config(args)
+    args.run_dir = config.out  # for the line an interruption prints
     if getattr(args, "print_config", False):  # checked as a run checks it first; printed as config.yaml records it
         from .loop import StarRun
         from .registry import load_registry
@@ -140,27 +142,59 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "bench": benching.cmd_bench, "report": report.cmd_report}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, Kubernetes, SLURM's ``scancel``, systemd), raised where the command is, as Ctrl-C
+    is: the same clean-up on the way out (the run directory's lock released, worker processes taken down) and the
+    same one line; exit code 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` while the command runs (in the main thread, where nobody else has set a
+    handler); the handler before is restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said by the subcommand's parser, so the hint names its --help (argparse names the top one)
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return COMMANDS[args.command](args)
+        with sigterm_as_interrupt():
+            return COMMANDS[args.command](args)
     except StarKitError as exc:
         if os.environ.get("STAR_KIT_DEBUG"):
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        if args.command == "run":
-            where = getattr(args, "resume", None) or getattr(args, "out", None) or "DIR"
-            err_console.print(f"interrupted; continue with `star-kit run --resume {where}`", highlight=False)
-        elif args.command == "bench" and getattr(args, "json", None):
-            err_console.print(f"interrupted; the pairs benched so far are in {args.json}", highlight=False)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the clean-up ran on the way here
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        where = getattr(args, "run_dir", None)
+        if args.command == "run" and where and os.path.isfile(os.path.join(where, "config.yaml")):
+            err_console.print(f"{how}; continue with `star-kit run --resume {where}`", highlight=False)
+        elif args.command == "run":  # a start that is cut short removes what it wrote: nothing to resume
+            err_console.print(f"{how} before anything was computed; run the same command again", highlight=False)
+        elif args.command == "bench" and getattr(args, "json", None) and os.path.isfile(args.json):
+            err_console.print(f"{how}; the pairs benched so far are in {args.json}", highlight=False)
         else:
-            err_console.print("interrupted", highlight=False)
-        return 130
+            err_console.print(how, highlight=False)
+        return code
     except BrokenPipeError:  # the reader went away (`star-kit plugins --json | head`): no traceback
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit does not fail again

@@ -287,6 +287,14 @@ class StarRun:
         except OSError as exc:
             raise StarKitError(f"cannot create run directory {store.root}: {exc.strerror or exc}", 2) from exc
         self.lock = RunLock(store.root).acquire()
+        if not resume and not store.config_path.exists():
+            # a fresh run reads back what its directory holds (iter_NN/, metrics.jsonl): in one that another run or
+            # the user filled, it would report their numbers as its own, or write over their files
+            found = sorted(p.name for p in store.root.iterdir() if p.name != RunLock.NAME)
+            if found:
+                shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+                raise StarKitError(f"--out {store.root} is not empty ({shown}) and holds no star-kit run (no "
+                                   f"config.yaml): choose a new or empty directory", 2)
         if store.config_path.exists():
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
@@ -392,6 +400,7 @@ class StarRun:
         except BaseException:
             if fresh and not history:  # nothing was computed: the next try starts afresh, not as a resume
                 self.store.config_path.unlink(missing_ok=True)
+                (self.store.root / "skipped_rows.json").unlink(missing_ok=True)
             raise
         try:
             if config.baseline and 0 not in done:

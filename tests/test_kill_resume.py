@@ -82,3 +82,39 @@ def test_sigkill_then_resume_matches_uninterrupted(phase, tiny_model, tmp_path, 
                          r"rest runs again", said)
     if phase == "evaluation":
         assert "iteration 1: kept samples.jsonl, rationalized.jsonl, train.jsonl, checkpoint; the rest runs" in said
+
+
+def test_sigterm_is_one_line_releases_the_lock_and_resumes(tiny_model, tmp_path, reference, plugin_env):
+    """SIGTERM (docker stop, scancel, systemd) during training: the line Ctrl-C gets, exit 143, the lock released
+    (not left to the next run to take over), and the resumed run ends as an uninterrupted one."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(tiny_model, out), env=plugin_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not MARKERS["training"](out / "iter_01"):
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the run ended before training: {proc.stderr.read()[-1500:]}"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"terminated (SIGTERM); continue with `star-kit run --resume {out}`"
+    assert "Traceback" not in err and not (out / ".lock").exists()
+    done = subprocess.run(_cmd(tiny_model, out, resume=True), env=plugin_env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _results(out) == reference
+
+
+def test_an_interrupted_start_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the run has computed anything: its start is undone, so the line says to run the command again
+    (not `--resume DIR`, which would find nothing)."""
+    from star_kit import loop
+    from star_kit.cli import main
+
+    def interrupted(self, resume=False):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.StarRun, "run", interrupted)
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--iterations", "0", "--no-progress"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted before anything was computed; run the same command again"

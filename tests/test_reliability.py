@@ -105,6 +105,27 @@ def test_out_naming_a_file_is_one_line(tmp_path, fake_model, capsys):
     assert f"cannot create run directory {out / 'below'}: Not a directory" in _one_line(capsys)
 
 
+def test_a_fresh_run_refuses_a_directory_that_holds_files_but_no_run(tmp_path, fake_model, capsys):
+    """Without config.yaml a fresh run would read another run's iter_NN/ and metrics.jsonl back as its own numbers
+    (or write over the user's files of the same names): refused, nothing touched."""
+    out = tmp_path / "old"
+    (out / "iter_01").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text('{"iteration": 0, "accuracy": 0.99}\n')
+    (out / "report.html").write_text("<h1>mine</h1>")
+    (out / "notes.txt").write_text("notes")
+    (out / "zz.txt").write_text("more")
+    assert _run(out, fake_model) == 2
+    assert (f"--out {out} is not empty (iter_01, metrics.jsonl, notes.txt and 2 more) and holds no star-kit run "
+            f"(no config.yaml): choose a new or empty directory") in _one_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["iter_01", "metrics.jsonl", "notes.txt", "report.html", "zz.txt"]
+    assert (out / "report.html").read_text() == "<h1>mine</h1>"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / RunLock.NAME).write_text("12345\n")  # a stale lock of a start that died: not a file of a run
+    assert _run(empty, fake_model) == 0
+    assert (empty / "config.yaml").is_file()
+
+
 def test_out_that_cannot_be_written_is_one_line(tmp_path, fake_model, capsys, monkeypatch):
     """A read-only --out (simulated: the tests may run as root, whom permissions do not stop)."""
     import tempfile
