@@ -15,8 +15,9 @@ string (client-side too, so a server that keeps the stop string, or caps how man
    name is listed (``reload_timeout`` seconds). The command must return (start a server with ``nohup ... &``), and
    the server must be able to read the checkpoint path (same machine or a shared file system).
 
-Without ``reload_command`` the server is expected to serve the model already (construction checks
-``GET /models`` unless ``check_models=false``), so a run with more than the baseline needs one.
+Without ``reload_command`` the server is expected to serve the model already (``GET /models`` is checked at
+construction and at each new checkpoint unless ``check_models=false``), so a run with more than the baseline needs
+one; it can be added on ``--resume``.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ class OpenAISampler:
     # -- the Sampler protocol ----------------------------------------------------------------------------
     def load(self, model: str) -> None:
         """Point requests at ``model``; with ``reload_command``, (re)start the server on it and wait."""
+        if os.path.exists(model):  # a checkpoint under a relative --out: the server may run from elsewhere
+            model = os.path.abspath(model)
         served = self.served_template.replace("{model}", model)
         if self._started and model == self.model:
             return
@@ -162,12 +165,18 @@ class OpenAISampler:
             if done.returncode != 0:
                 raise StarKitError(f"sampler 'openai': reload_command exited with {done.returncode}: {cmd}")
             self._wait_for(served, self.reload_timeout)
-        elif self.check_models and not self._started:
+        elif self.check_models:
             listed = self.served_models()
-            if served not in listed:
+            if served not in listed and not self._started:
                 raise StarKitError(
                     f"sampler 'openai': {self.base_url} serves {listed}, not {served!r} "
                     "(set served_model, or reload_command to start the server on it)"
+                )
+            if served not in listed:  # a new checkpoint that nothing restarted the server on
+                raise StarKitError(
+                    f"sampler 'openai': {self.base_url} serves {listed}, not the new checkpoint {served!r}: a run "
+                    "past its baseline needs reload_command to serve each checkpoint (what is done is kept: "
+                    "--resume DIR --sampler-opt reload_command=... goes on from here)"
                 )
         self.model, self.served_model = model, served
 

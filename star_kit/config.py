@@ -508,7 +508,8 @@ def is_command_key(name: str) -> bool:
 def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:
     """``saved`` (a run directory's config.yaml) without the keys that name code: ``plugins`` (modules to
     import) and every option whose value is a command. A run directory is data: such a key is used only when the
-    command line (flags or ``--config``; here ``given``) names the same again, else this refuses in one line."""
+    command line (flags or ``--config``; here ``given``) names it again, with the value given now (a server's
+    restart script or address may change between a run and its resume), else this refuses in one line."""
     saved = dict(saved)
     named, again = [], []
     raw = saved.pop("plugins", None) or []
@@ -527,7 +528,7 @@ def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) ->
         for name in [k for k in options if is_command_key(k)]:
             value = options.pop(name)
             empty = value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
-            if empty or (given.get(key) or {}).get(name) == value:  # nothing to run, or the user's own again
+            if empty or name in (given.get(key) or {}):  # nothing to run, or the user's own again (its value now)
                 continue
             named.append(f"{key[:-len('_options')]} option {name}")
             again.append(f"{flag} {name}=...")

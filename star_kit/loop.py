@@ -274,7 +274,7 @@ class StarRun:
     def prepare(self, resume: bool) -> None:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
-        from .config import load_config_file, local_paths_absolute, predated, redact, without_secrets
+        from .config import is_command_key, load_config_file, local_paths_absolute, predated, redact, without_secrets
 
         config, store = self.config, self.store
         if store.root.exists() and not store.root.is_dir():
@@ -307,6 +307,8 @@ class StarRun:
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
                 old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
+                if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
+                    old, new = ({k: v for k, v in d.items() if not is_command_key(k)} for d in (old, new))
                 if old != new:
                     name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
                     if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict

@@ -201,6 +201,21 @@ def test_wrong_model_names_what_is_served(fake_server):
     assert _openai(model="other", base_url=fake_server.url, served_model="m").served_model == "m"
 
 
+def test_a_new_checkpoint_the_server_does_not_serve_says_reload_command(fake_server, tmp_path, monkeypatch):
+    """Without reload_command nothing serves the next checkpoint: one line at load (not the server's 404 at the
+    first request), saying how to go on; a checkpoint under a relative --out is sent as an absolute path."""
+    sampler = _openai(model="m", base_url=fake_server.url)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run" / "iter_01" / "checkpoint").mkdir(parents=True)
+    with pytest.raises(StarKitError, match=r"serves \['m'\], not the new checkpoint '" + str(tmp_path) +
+                       r"/run/iter_01/checkpoint': a run past its baseline needs reload_command .* --resume DIR "
+                       r"--sampler-opt reload_command=\.\.\. goes on from here"):
+        sampler.load("run/iter_01/checkpoint")
+    fake_server.models = ["m", str(tmp_path / "run" / "iter_01" / "checkpoint")]  # a server that serves it
+    sampler.load("run/iter_01/checkpoint")
+    assert sampler.served_model == str(tmp_path / "run" / "iter_01" / "checkpoint")
+
+
 def test_load_runs_reload_command_and_waits_for_the_model(fake_server, tmp_path):
     served = tmp_path / "served"
     served.write_text("base\n")

@@ -214,6 +214,24 @@ def test_resume_does_not_run_the_command_a_run_directory_names(tmp_path, fake_mo
     assert is_command_key("reload_command") and is_command_key("start_cmd") and not is_command_key("commands_seen")
 
 
+def test_resume_takes_commands_and_addresses_as_given_now(tmp_path, fake_model, capsys):
+    """A server's restart script or address is the user's environment, not a result-changing key: on --resume it
+    may be added (a run started without reload_command) or changed, and config.yaml records it as given now."""
+    out = tmp_path / "run"
+    assert _run(out, fake_model, "--sampler-opt", "base_url=http://127.0.0.1:8001/v1") == 0
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress", "--iterations", "0",
+                 "--sampler-opt", "base_url=http://127.0.0.1:8002/v1",
+                 "--sampler-opt", "reload_command=echo restart {model}"]) == 0, capsys.readouterr().err
+    saved = yaml.safe_load((out / "config.yaml").read_text())["sampler_options"]
+    assert saved == {"base_url": "http://127.0.0.1:8002/v1", "reload_command": "echo restart {model}"}
+    # a key that changes results is still refused by name
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
+                 "--sampler-opt", "base_url=http://127.0.0.1:8002/v1", "--sampler-opt", "reload_command=x",
+                 "--sampler-opt", "temperature_scale=2"]) == 2
+    assert "config key 'sampler_options.temperature_scale' differs (unset in config.yaml, 2 now)" in \
+        " ".join(capsys.readouterr().err.split())
+
+
 @pytest.mark.parametrize("kind,options,flag", [
     ("trainer", {"launcher": "accelerate",
                  "launch_args": ["--no_python", "/bin/sh", "-c", "touch PWNED; exit 3"]}, "--trainer-opt launch_args"),
