@@ -488,12 +488,13 @@ class StarRun:
         self.record(result)
         return result
 
-    def evaluate_step(self, n, sampler, eval_set, seconds, ahead: SampleAhead | None = None
-                      ) -> tuple[float, float | None, int, int, dict]:
+    def evaluate_step(self, n, sampler, eval_set, seconds, ahead: SampleAhead | None = None,
+                      fewshot: bool | None = None) -> tuple[float, float | None, int, int, dict]:
         """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer, and the maj@K fields of the
         record, empty when off); a finished evaluation is read back. With ``ahead``, iteration n+1's sampling
         prompts join the evaluation's generate call and its ``samples.jsonl`` is written here (the seconds count
-        as this evaluation's, the progress bar counts both sets)."""
+        as this evaluation's, the progress bar counts both sets). ``fewshot``: the prompt (default: the config's
+        for M(n))."""
         store, k = self.store, self.config.eval_samples
         if store.has(n, "eval.json"):
             ev = read_json(store.artifact(n, "eval.json"))
@@ -507,7 +508,8 @@ class StarRun:
             with self.registry.guard("samplers", self.sampler_name):
                 ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
                               maj_temperature=self.config.eval_temperature, seed=self.config.seed,
-                              ride_along=ahead.ride if ahead else None, fewshot=self.config.eval_fewshot(n),
+                              ride_along=ahead.ride if ahead else None,
+                              fewshot=self.config.eval_fewshot(n) if fewshot is None else fewshot,
                               sampler_name=self.sampler_name)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if ahead is not None and ahead.ride.completions is not None:
@@ -629,14 +631,16 @@ class StarRun:
             checkpoint = str(store.publish_dir(tmp, n, "checkpoint"))
             seconds["train"] = round(time.perf_counter() - t0, 2)
         else:
-            self.log(f"iteration {n}: nothing to train on; M({n}) is the base model")
+            self.log(f"iteration {n}: nothing to train on; M({n}) is the base model, evaluated as M0 is (few-shot)")
 
         # 5. Evaluate M(n) with lm-eval on the held-out split (with iteration n+1's sampling prompts, when due).
+        # M(n) without a checkpoint is the base model: prompted as M0, never with the question alone it never saw
         model = checkpoint or base_model
+        fewshot = config.eval_fewshot(n) or not checkpoint
         if sampler.model != model:
             with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
-        accuracy, stderr, n_eval, _, maj = self.evaluate_step(n, sampler, eval_set, seconds, ahead)
+        accuracy, stderr, n_eval, _, maj = self.evaluate_step(n, sampler, eval_set, seconds, ahead, fewshot)
 
         # 6. Record.
         result = IterationResult(
@@ -645,7 +649,7 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
-            sampled_ahead_in=sampled_ahead_in, eval_prompt=self.eval_prompt(n),
+            sampled_ahead_in=sampled_ahead_in, eval_prompt=prompt_name(fewshot),
             eval_labels=self.eval_labels(n, eval_set),
             train_labels=label_counts(task, ((ex, ex.answer) for ex, _ in pairs)),
         )

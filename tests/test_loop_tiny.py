@@ -27,6 +27,9 @@ def test_loop_garbage_output_is_counted_not_raised(tiny_model, tmp_path):
     assert it1["sampled"] == 6 and it1["no_answer"] == 6 and it1["kept"] == 0
     assert it1["rationalization_attempts"] == 6 and it1["train_examples"] == 0 and it1["steps"] == 0
     assert it1["accuracy"] == 0.0
+    # nothing trained: M(1) is the base model, prompted as M0 was (few-shot), not with the question alone
+    assert it1["checkpoint"] is None and it1["eval_prompt"] == rows[0]["eval_prompt"] == "fewshot"
+    assert json.loads((out / "iter_01" / "eval.json").read_text())["prompt"] == "fewshot"
     samples = read_jsonl(out / "iter_01" / "samples.jsonl")
     assert len(samples) == 6 and all(s["predicted"] is None and s["correct"] is False for s in samples)
     assert len(read_jsonl(out / "iter_01" / "rationalized.jsonl")) == 6
