@@ -26,6 +26,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +159,9 @@ class OpenAISampler:
         elif self.reload_command:
             cmd = self.reload_command.replace("{model}", shlex.quote(model)).replace(
                 "{served_model}", shlex.quote(served))
+            print(f"sampler 'openai': reload_command for {model}; waiting up to {self.reload_timeout:g}s for "
+                  f"{self.base_url} to serve it", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
             try:
                 done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, timeout=self.reload_timeout)
             except subprocess.TimeoutExpired:
@@ -165,6 +169,8 @@ class OpenAISampler:
             if done.returncode != 0:
                 raise StarKitError(f"sampler 'openai': reload_command exited with {done.returncode}: {cmd}")
             self._wait_for(served, self.reload_timeout)
+            print(f"sampler 'openai': {self.base_url} serves {served} after {time.monotonic() - t0:.0f}s",
+                  file=sys.stderr, flush=True)
         elif self.check_models:
             listed = self.served_models()
             if served not in listed and not self._started:

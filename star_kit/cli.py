@@ -170,6 +170,21 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _quiet_interrupted_finalizers() -> None:
+    """A second Ctrl-C while objects are finalized ("Exception ignored in: <function Dataset.__del__> ...
+    KeyboardInterrupt") prints no traceback fragment under the one line; other unraisable errors still print."""
+    default = sys.unraisablehook
+    if getattr(default, "star_kit_quiet", False):
+        return
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            default(unraisable)
+
+    hook.star_kit_quiet = True
+    sys.unraisablehook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -184,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the clean-up ran on the way here
+        _quiet_interrupted_finalizers()
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         where = getattr(args, "run_dir", None)
         if args.command == "run" and where and os.path.isfile(os.path.join(where, "config.yaml")):
