@@ -60,7 +60,8 @@ class OpenAISampler:
     ``concurrency`` (requests in flight, default 8), ``timeout`` (seconds per request, default 300),
     ``max_retries`` (on connection errors, timeouts, 429 and 5xx, with exponential backoff from ``backoff``
     seconds, default 4 and 0.5), ``reload_command`` (see the module docstring), ``reload_timeout`` (default 600),
-    ``check_models`` (check ``GET /models`` lists the model at start, default true)."""
+    ``check_models`` (check that ``GET /models`` lists the model at start and each new checkpoint after,
+    default true)."""
 
     def __init__(
         self,
@@ -171,6 +172,11 @@ class OpenAISampler:
             self._wait_for(served, self.reload_timeout)
             print(f"sampler 'openai': {self.base_url} serves {served} after {time.monotonic() - t0:.0f}s",
                   file=sys.stderr, flush=True)
+        elif self.check_models and self._started and served == self.served_model:
+            raise StarKitError(
+                f"sampler 'openai': served_model {served!r} stays the same for the new checkpoint {model!r} and "
+                f"there is no reload_command: nothing makes {self.base_url} serve it ({self._go_on}; "
+                "check_models=false if the server reloads it by other means)")
         elif self.check_models:
             listed = self.served_models()
             if served not in listed and not self._started:
@@ -181,10 +187,14 @@ class OpenAISampler:
             if served not in listed:  # a new checkpoint that nothing restarted the server on
                 raise StarKitError(
                     f"sampler 'openai': {self.base_url} serves {listed}, not the new checkpoint {served!r}: a run "
-                    "past its baseline needs reload_command to serve each checkpoint (what is done is kept: "
-                    "--resume DIR --sampler-opt reload_command=... goes on from here)"
+                    f"past its baseline needs reload_command to serve each checkpoint ({self._go_on})"
                 )
         self.model, self.served_model = model, served
+
+    @property
+    def _go_on(self) -> str:
+        return (f"what is done is kept: --resume DIR --sampler-opt base_url={self.base_url} "
+                "--sampler-opt reload_command=... goes on from here")
 
     def _lists(self, served: str) -> bool:
         try:
@@ -217,7 +227,8 @@ class OpenAISampler:
         chunks = [list(range(i, min(i + self.batch_size, len(prompts)))) for i in range(0, len(prompts),
                                                                                       self.batch_size)]
         out: list[list[str] | None] = [None] * len(prompts)
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks)))
+        try:
             futures = {pool.submit(self._complete, [prompts[i] for i in idx], params, params.seed + k): idx
                        for k, idx in enumerate(chunks)}
             pending = set(futures)
@@ -225,14 +236,16 @@ class OpenAISampler:
                 finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for fut in finished:
                     if fut.exception() is not None:
-                        for other in pending:
-                            other.cancel()
                         raise fut.exception()
                     idx = futures[fut]
                     for i, texts in zip(idx, fut.result()):
                         out[i] = texts
                     if advance is not None:
                         advance(len(idx))
+        except BaseException:  # an error, Ctrl-C or SIGTERM: the queued requests are never sent
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return out  # type: ignore[return-value]
 
     def _complete(self, prompts: list[str], params: GenerationParams, seed: int) -> list[list[str]]:

@@ -14,6 +14,7 @@ Ray is an optional extra: ``pip install 'star-kit[ray]'``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -68,6 +69,24 @@ class SamplerActor:
             self.sampler.close()
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """``ray.init`` in the main thread sets SIGTERM to ``sys.exit``: the command's own handler (SIGTERM ends a run
+    as Ctrl-C does, with its one line) is put back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
 class RaySampler:
     """Options: ``workers`` (actors, default 2), ``backend`` (the sampler each actor hosts: hf (default), vllm or
     any registered name), ``address`` (an existing Ray cluster: ``auto``, ``HOST:PORT`` or ``ray://HOST:10001``;
@@ -115,7 +134,8 @@ class RaySampler:
             if address:
                 kwargs["address"] = address
             try:
-                ray.init(**kwargs)
+                with _signal_handlers_kept():
+                    ray.init(**kwargs)
             except Exception as exc:  # ConnectionError and Ray's own errors
                 if joined:  # the cluster the user named is not there
                     named = f"address={address}" if address else f"RAY_ADDRESS={joined}"

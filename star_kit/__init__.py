@@ -16,7 +16,7 @@ def run(config=None, /, *, resume=None, progress=True, **options):
     return _run(config, resume=resume, progress=progress, **options)
 
 
-def bench(models=(), tasks=None, /, *, run=None, progress=True, **options):
+def bench(models=(), tasks=None, *, run=None, progress=True, **options):
     """Bench models on tasks from Python, as ``star-kit bench`` does; returns one result dict per (model, task).
     The arguments: :func:`star_kit.api.bench`."""
     from .api import bench as _bench

@@ -48,7 +48,7 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     return execute(merged_config(args), resume=resume is not None, progress=progress)
 
 
-def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tuple | None = None, /, *,
+def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tuple | None = None, *,
           run: str | os.PathLike | None = None, progress: bool = True, **options: Any) -> list[dict[str, Any]]:
     """Bench models on tasks as ``star-kit bench`` does and return its result rows, one dict per (model, task):
     ``model``, ``task``, ``accuracy``, ``stderr``, ``n``, ``prompt`` ... (the rows ``--json`` writes).

@@ -450,6 +450,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                     results.append(result)
                     if args.json:  # rewritten after each pair: a long bench that dies keeps what it measured
                         write_json(Path(args.json), results)
+                        args.json_written = True
     finally:
         if sampler is not None:
             sampler.close()

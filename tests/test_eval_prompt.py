@@ -76,6 +76,7 @@ def test_fewshot_for_every_model(tiny_model, tmp_path, task, flags):
     # --eval-prompt fewshot, or a model fine-tuned on the few-shot prompt: the few-shot prompt throughout
     out = tmp_path / "run"
     assert _run(tiny_model, out, *flags) == 0
+    assert (out / "iter_01" / "checkpoint" / "config.json").is_file()  # a trained M(1), not the base model again
     assert _prompts(out / "iter_00") == _prompts(out / "iter_01") == _expected(task, 3, True)
     assert read_json(out / "iter_01" / "eval.json")["prompt"] == "fewshot"
     assert [r["eval_prompt"] for r in read_jsonl(out / "metrics.jsonl")] == ["fewshot", "fewshot"]
@@ -89,6 +90,7 @@ def test_a_run_that_predates_the_key_resumes_few_shot(tiny_model, tmp_path, task
     del saved["eval_prompt"]
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
     assert main(["run", "--resume", str(out), "--iterations", "1", "--no-progress"]) == 0
+    assert (out / "iter_01" / "checkpoint" / "config.json").is_file()  # a trained M(1), not the base model again
     assert _prompts(out / "iter_01") == _expected(task, 3, True)
     assert yaml.safe_load((out / "config.yaml").read_text())["eval_prompt"] == "fewshot"
     assert read_jsonl(out / "metrics.jsonl")[-1]["eval_prompt"] == "fewshot"

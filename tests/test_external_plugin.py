@@ -123,7 +123,9 @@ def test_one_star_iteration_on_the_installed_task(installed_multiply, tiny_model
     assert ev["task"] == "star_kit_multiply" and ev["n"] == 4  # the plugin's own lm-eval YAML
     docs = (out / "iter_00" / "eval_docs.jsonl").read_text()  # the base model is evaluated few-shot ...
     assert "23 * 47 = 23 * 40 + 23 * 7 = 920 + 161 = 1081. The answer is 1081." in docs  # its own exemplars
-    assert "23 * 40 + 23 * 7" not in (out / "iter_01" / "eval_docs.jsonl").read_text()  # ... M(1) as trained
+    # ... M(1) as trained (the question alone); a random model keeps nothing, and an M(1) that trained nothing is the
+    # base model, prompted as M0
+    assert ("23 * 40 + 23 * 7" in (out / "iter_01" / "eval_docs.jsonl").read_text()) == (rows[1]["checkpoint"] is None)
 
 
 # -- broken and clashing distributions ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 
 from star_kit.store import read_jsonl
 
+from test_security import fake_model  # noqa: F401 - the canned sampler's model fixture
+
 
 
 def _cmd(tiny_model, out, resume=False):
@@ -105,16 +107,20 @@ def test_sigterm_is_one_line_releases_the_lock_and_resumes(tiny_model, tmp_path,
     assert _results(out) == reference
 
 
-def test_an_interrupted_start_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
-    """Ctrl-C before the run has computed anything: its start is undone, so the line says to run the command again
-    (not `--resume DIR`, which would find nothing)."""
-    from star_kit import loop
+def test_an_interrupted_start_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch, fake_model):
+    """Ctrl-C while the sampler loads (config.yaml written, nothing computed): the start is undone, so the line
+    says to run the command again (not `--resume DIR`, which would find nothing), and the same command runs."""
+    import test_security
     from star_kit.cli import main
 
-    def interrupted(self, resume=False):
+    def loading(self, model, **options):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop.StarRun, "run", interrupted)
     out = tmp_path / "run"
-    assert main(["run", "--out", str(out), "--iterations", "0", "--no-progress"]) == 130
-    assert capsys.readouterr().err.strip() == "interrupted before anything was computed; run the same command again"
+    with monkeypatch.context() as m:
+        m.setattr(test_security.CannedSampler, "__init__", loading)
+        assert test_security._run(out, fake_model) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "interrupted before anything was computed; run the same command again"
+    assert not out.exists()
+    assert test_security._run(out, fake_model) == 0

@@ -122,6 +122,7 @@ def test_a_fresh_run_refuses_a_directory_that_holds_files_but_no_run(tmp_path, f
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / RunLock.NAME).write_text("12345\n")  # a stale lock of a start that died: not a file of a run
+    (empty / ".gitkeep").write_text("")  # hidden files are not a run's
     assert _run(empty, fake_model) == 0
     assert (empty / "config.yaml").is_file()
 

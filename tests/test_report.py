@@ -262,7 +262,7 @@ def test_csv_logger_one_row_per_iteration_replaced_on_resume(tmp_path):
     assert rows[0]["accuracy"] == "0.25" and rows[0]["seconds_evaluate"] == "2.0" and rows[0]["checkpoint"] == ""
     # the base model sampled and trained nothing: empty cells, as in the results table, not measured zeros
     assert rows[0]["kept"] == rows[0]["sampled"] == rows[0]["steps"] == rows[0]["train_examples"] == ""
-    assert rows[0]["eval_examples"] == "8"
+    assert rows[0]["eval_examples"] == "8" and rows[0]["no_answer"] == "0"  # the evaluation's count: measured
     assert rows[1]["accuracy"] == "0.625" and rows[1]["seconds_evaluate"] == "2.5" and rows[1]["seconds_judge"] == "1.0"
     assert list(rows[0])[:3] == ["iteration", "accuracy", "accuracy_stderr"]
 
@@ -334,7 +334,8 @@ def test_wandb_logger_is_off_without_project_and_logs_with_it(tmp_path, monkeypa
     r0, r1 = _results()
     checkpoint = tmp_path / "iter_01" / "checkpoint"
     checkpoint.mkdir(parents=True)
-    (checkpoint / "train_log.jsonl").write_text('{"loss": 1.5, "grad_norm": 4.0, "step": 1}\n{"loss": 0.75, "step": 2}\n')
+    (checkpoint / "train_log.jsonl").write_text(
+        '{"loss": 1.5, "grad_norm": 4.0, "step": 1}\n{"loss": 0.75, "step": 2}\n')
     r1.checkpoint = str(checkpoint)
     wandb_logger.star_kit_iteration_end(iteration=0, result=r0, config=RunConfig(), run_dir=tmp_path)
     assert fake.inits == [] and fake.logged == []

@@ -209,11 +209,16 @@ def test_a_new_checkpoint_the_server_does_not_serve_says_reload_command(fake_ser
     (tmp_path / "run" / "iter_01" / "checkpoint").mkdir(parents=True)
     with pytest.raises(StarKitError, match=r"serves \['m'\], not the new checkpoint '" + str(tmp_path) +
                        r"/run/iter_01/checkpoint': a run past its baseline needs reload_command .* --resume DIR "
-                       r"--sampler-opt reload_command=\.\.\. goes on from here"):
+                       r"--sampler-opt base_url=http://127.0.0.1:\d+/v1 --sampler-opt reload_command=\.\.\. goes on"):
         sampler.load("run/iter_01/checkpoint")
     fake_server.models = ["m", str(tmp_path / "run" / "iter_01" / "checkpoint")]  # a server that serves it
     sampler.load("run/iter_01/checkpoint")
     assert sampler.served_model == str(tmp_path / "run" / "iter_01" / "checkpoint")
+    fixed = _openai(model="m", base_url=fake_server.url, served_model="m")  # a name that never changes
+    with pytest.raises(StarKitError, match="served_model 'm' stays the same for the new checkpoint .* there is no "
+                                           "reload_command: nothing makes .* serve it"):
+        fixed.load("run/iter_01/checkpoint")
+    _openai(model="m", base_url=fake_server.url, served_model="m", check_models=False).load("elsewhere")
 
 
 def test_load_runs_reload_command_and_waits_for_the_model(fake_server, tmp_path):

@@ -182,6 +182,25 @@ def test_ray_workers_that_do_not_fit_the_local_instance_are_refused_not_left_wai
     assert not (tmp_path / "run").exists()
 
 
+def test_sigterm_with_the_ray_sampler_is_the_commands_one_line(tiny_model, tmp_path):
+    """ray.init sets its own SIGTERM handler (sys.exit); the command's is kept: one line, exit 143, lock released."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out", str(out),
+                             "--no-progress", "--sampler", "ray", "--sampler-opt", "workers=1", "--iterations", "1",
+                             "--train-size", "8", "--eval-size", "4", "--base-steps", "4",
+                             "--trainer-opt", "per_device_train_batch_size=2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (out / "iter_00" / "eval_docs.jsonl").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"terminated (SIGTERM); continue with `star-kit run --resume {out}`"
+    assert not (out / ".lock").exists()
+
+
 # -- accelerate --------------------------------------------------------------------------------------------
 def _pairs(n=32):
     return [TrainExample(str(i), f"What is {i} + {i + 1}?", f" {i} + {i + 1} = {2 * i + 1}. The answer is "

@@ -16,7 +16,8 @@ import yaml
 
 import star_kit
 from star_kit.cli import main
-from star_kit.config import REDACTED, RunConfig, is_command_key, is_secret_key, redact, redact_argv
+from star_kit.config import (REDACTED, RunConfig, is_command_key, is_environment_key, is_secret_key, redact,
+                             redact_argv)
 from star_kit.errors import StarKitError
 
 SECRET = "sk-SECRET-4f1e9c"
@@ -224,7 +225,14 @@ def test_resume_takes_commands_and_addresses_as_given_now(tmp_path, fake_model, 
                  "--sampler-opt", "reload_command=echo restart {model}"]) == 0, capsys.readouterr().err
     saved = yaml.safe_load((out / "config.yaml").read_text())["sampler_options"]
     assert saved == {"base_url": "http://127.0.0.1:8002/v1", "reload_command": "echo restart {model}"}
-    # a key that changes results is still refused by name
+    # a key that changes results is still refused by name, a command-like one (launch_args) too
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
+                 "--sampler-opt", "base_url=http://127.0.0.1:8002/v1", "--sampler-opt", "reload_command=x",
+                 "--sampler-opt", "launch_args=--num_processes 4"]) == 2
+    assert "config key 'sampler_options.launch_args' differs (unset in config.yaml, '--num_processes 4' now)" in \
+        " ".join(capsys.readouterr().err.split())
+    assert is_environment_key("reload_command") and is_environment_key("base_url")
+    assert not is_environment_key("launch_args") and not is_environment_key("accelerate_config")
     assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
                  "--sampler-opt", "base_url=http://127.0.0.1:8002/v1", "--sampler-opt", "reload_command=x",
                  "--sampler-opt", "temperature_scale=2"]) == 2
