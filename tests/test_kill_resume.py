@@ -111,7 +111,6 @@ def test_an_interrupted_start_says_there_is_nothing_to_resume(tmp_path, capsys, 
     """Ctrl-C while the sampler loads (config.yaml written, nothing computed): the start is undone, so the line
     says to run the command again (not `--resume DIR`, which would find nothing), and the same command runs."""
     import test_security
-    from star_kit.cli import main
 
     def loading(self, model, **options):
         raise KeyboardInterrupt
