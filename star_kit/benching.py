@@ -182,6 +182,20 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text).strip("_") or "model"
 
 
+def model_folders(labels: list[str]) -> dict[str, str]:
+    """Each model's folder under ``--out``: its label made a file name; labels that make the same name
+    (``a/b`` and ``a_b``) get ``-2``, ``-3`` ... in the order given, so no model's samples overwrite another's."""
+    folders: dict[str, str] = {}
+    for label in labels:
+        base = name = _slug(label)
+        k = 1
+        while name in folders.values():
+            k += 1
+            name = f"{base}-{k}"
+        folders[label] = name
+    return folders
+
+
 def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, registry, phases,
                    label: str, maj_k: int = 0, maj_temperature: float = 0.7, seed: int = 0,
                    fewshot: bool = True) -> dict[str, Any]:
@@ -424,6 +438,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     for t in targets:
         t.path = resolve_model(t.name)
 
+    folders = model_folders([t.label for t in targets])
     keep = Path(args.out) if args.out else None
     scratch = tempfile.TemporaryDirectory(prefix="star-kit-bench-") if keep is None else None
     root = keep or Path(scratch.name)
@@ -439,7 +454,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                         elif sampler.model != t.path:
                             with registry.guard("samplers", sampler_name):
                                 sampler.load(t.path)
-                        out_dir = root / _slug(t.label) / _slug(spec.name)
+                        out_dir = root / folders[t.label] / _slug(spec.name)
                         row = bench_star_kit(spec, sampler, sampler_name, out_dir, registry, phases, t.label,
                                              maj_k, maj_temperature, seed, t.fewshot)
                     else:

@@ -155,3 +155,10 @@ def test_bench_json_path_checked_first_leaves_an_earlier_file_alone(tmp_path, ca
     capsys.readouterr()
     assert main(["bench", "--model", "m", "--tasks", "arithmetic", "--json", str(tmp_path), "--no-progress"]) == 2
     assert f"--json {tmp_path}: a folder, not a file" in capsys.readouterr().err
+
+
+def test_models_whose_names_make_the_same_folder_keep_their_own_samples():
+    from star_kit.benching import model_folders
+
+    assert model_folders(["a/b", "a_b", "a:b", "iter 1"]) == {"a/b": "a_b", "a_b": "a_b-2", "a:b": "a_b-3",
+                                                             "iter 1": "iter_1"}
