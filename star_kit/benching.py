@@ -76,7 +76,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--task-opt", dest="task_options", type=key_value, action="append", default=[],
                    metavar="[TASK.]KEY=VALUE",
                    help="task option, e.g. arithmetic.digits=1-3 (repeatable; without TASK. it goes to every task)")
-    p.add_argument("--seed", type=int, help="seed of the example shuffle (default 0; with --run: the run's)")
+    p.add_argument("--seed", type=int, help="seed of the example shuffle (default 0; with --run: the run's "
+                                             "eval_seed, else its seed)")
     p.add_argument("--eval-samples", type=int, metavar="K",
                    help="maj@K beside the greedy accuracy: K sampled rationales per question, majority vote over "
                         "their answers (star-kit tasks; default 0 = greedy only; with --run: the run's)")
@@ -406,6 +407,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     # --limit all: every question, also with --run (whose own eval size is the default)
     limit = args.limit if args.limit is not UNSET else (run_config.get("eval_size") if args.run else None)
     seed = args.seed if args.seed is not None else int(run_config.get("seed", 0) or 0)
+    draw_seed = seed if args.seed is not None or run_config.get("eval_seed") is None else int(run_config["eval_seed"])
     from .config import RunConfig, check_eval_samples
 
     maj_k = args.eval_samples if args.eval_samples is not None else run_config.get("eval_samples",
@@ -430,7 +432,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
                           f"not for lm-eval's own", highlight=False)
-    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, seed)
+    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed)
     if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
     if args.json:  # a path that cannot be written fails now, in one line, not after the whole bench has run

@@ -46,6 +46,8 @@ class RunConfig:
                                  "or a verifier's name")
     baseline: bool = _opt(True, "evaluate the base model as iteration 0")
     seed: int = _opt(0, "random seed (data, sampling, training)")
+    eval_seed: int | None = _opt(None, "seed of the held-out questions' draw (default: --seed); fixed, runs of "
+                                       "other seeds are evaluated on the same questions")
     temperature: float = _opt(0.0, "sampling temperature for rationales; 0 = greedy")
     samples: int = _opt(1, "rationales sampled per question (k > 1 needs --temperature > 0); identical ones train "
                            "once")
@@ -119,6 +121,11 @@ class RunConfig:
     # What a run made before a key existed did, where that differs from the key's default today: a resumed (or
     # benched) run directory whose config.yaml lacks the key goes on as it began.
     PREDATED = {"eval_prompt": "fewshot"}
+
+    @property
+    def eval_draw_seed(self) -> int:
+        """The seed that draws the held-out questions: ``eval_seed``, else ``seed``."""
+        return self.seed if self.eval_seed is None else self.eval_seed
 
     def eval_fewshot(self, iteration: int) -> bool:
         """Whether M(iteration) is evaluated with the task's few-shot prompt (else with the question alone, as

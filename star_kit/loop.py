@@ -376,7 +376,7 @@ class StarRun:
         where = registry.where("tasks", config.task)
         train_set = checked_examples(where, "train", task.examples("train", config.train_size, config.seed),
                                      config.train_size, self.log)
-        eval_set = checked_examples(where, "eval", task.examples("eval", config.eval_size, config.seed),
+        eval_set = checked_examples(where, "eval", task.examples("eval", config.eval_size, config.eval_draw_seed),
                                     config.eval_size, self.log)
         if not train_set or not eval_set:
             raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")

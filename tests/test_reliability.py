@@ -22,7 +22,7 @@ import yaml
 from star_kit.cli import main
 from star_kit.config import RunConfig
 from star_kit.errors import StarKitError, UnknownNameError
-from star_kit.store import RunLock, write_json
+from star_kit.store import RunLock, read_jsonl, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -393,3 +393,21 @@ def test_trainer_options_that_would_fail_in_training_are_refused_at_start():
         with pytest.raises(StarKitError, match=r"lora=true needs peft") as err:
             TRLSFTTrainer(lora=True)
         assert err.value.exit_code == 2
+
+
+def test_eval_seed_evaluates_runs_of_other_seeds_on_the_same_questions(tmp_path, fake_model, capsys):
+    def questions(run):
+        return [d["prompt"] for d in read_jsonl(run / "iter_00" / "eval_docs.jsonl")]
+
+    for seed in (1, 2):
+        assert _run(tmp_path / f"s{seed}", fake_model, "--seed", str(seed)) == 0
+        assert _run(tmp_path / f"e{seed}", fake_model, "--seed", str(seed), "--eval-seed", "7") == 0
+    assert questions(tmp_path / "s1") != questions(tmp_path / "s2")  # --seed alone draws other questions
+    assert questions(tmp_path / "e1") == questions(tmp_path / "e2") != questions(tmp_path / "s1")
+    assert yaml.safe_load((tmp_path / "e1" / "config.yaml").read_text())["eval_seed"] == 7
+    # bench --run draws them as the run did
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--run", str(tmp_path / "e1"), "--plugin", "test_security", "--json", str(out),
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0, capsys.readouterr().err
+    benched = [d["prompt"] for d in read_jsonl(next((tmp_path / "b").rglob("eval_docs.jsonl")))]
+    assert benched == questions(tmp_path / "e1")
