@@ -273,7 +273,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     bad = next((k for k in data if not isinstance(k, str)), None)
     if bad is not None:
         raise StarKitError(f"{path}: config keys are names, got {bad!r}", 2)
-    return _numbers_in_options({k.replace("-", "_"): v for k, v in data.items()})
+    return {k.replace("-", "_"): v for k, v in data.items()}
 
 
 # -- option values: one rule --------------------------------------------------------------------------------
@@ -294,16 +294,6 @@ def parse_scalar(text: str) -> Any:
     if _FLOAT.fullmatch(stripped):
         return float(stripped)
     return text
-
-
-def _numbers_in_options(data: dict[str, Any]) -> dict[str, Any]:
-    """A config file's ``*_options`` with number-like strings read as numbers (YAML 1.1 reads ``1e-4`` as text)."""
-    for key in ("task_options", "sampler_options", "trainer_options"):
-        options = data.get(key)
-        if isinstance(options, dict):
-            data[key] = {k: (parse_scalar(v) if isinstance(v, str) and _FLOAT.fullmatch(v.strip()) else v)
-                         for k, v in options.items()}
-    return data
 
 
 # -- types ---------------------------------------------------------------------------------------------------

@@ -632,6 +632,9 @@ class StarRun:
             with self.phases.phase(f"iter {n} · train", steps, "step") as advance, \
                     self.registry.guard("trainers", config.trainer):
                 trainer.train(base_model, train, steps, tmp, seed=config.seed, advance=advance)
+            if not (tmp / "config.json").is_file():  # the protocol: a folder from_pretrained reads, at output_dir
+                raise PluginError(f"{self.registry.where('trainers', config.trainer)}: train() returned without "
+                                  f"saving a model folder at output_dir ({tmp} has no config.json)")
             checkpoint = str(store.publish_dir(tmp, n, "checkpoint"))
             seconds["train"] = round(time.perf_counter() - t0, 2)
         else:

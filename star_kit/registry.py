@@ -76,9 +76,10 @@ class Registry:
             return
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # pluggy validation errors (bad hook signatures): the first line is the point
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: {first[:300]}")
+        except Exception as exc:  # pluggy validation errors (bad hook signatures): its lines, as one
+            why = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+            self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: "
+                                 f"{(why or type(exc).__name__)[:600]}")
             return
         self._dist[name] = distribution
         self.problems.extend(self._unknown_hooks(plugin, name, distribution))
@@ -113,11 +114,19 @@ class Registry:
                 plugin = impl.plugin_name
                 dist = self._dist.get(plugin, "?")
 
-                def register(name: str, obj: Any, _kind=kind, _plugin=plugin, _dist=dist) -> None:
+                calls: list[str] = []
+
+                def register(name: str, obj: Any, _kind=kind, _plugin=plugin, _dist=dist, _calls=calls) -> None:
+                    _calls.append(name)
                     self._register(_kind, name, obj, _plugin, _dist)
 
                 try:
-                    impl.function(register=register)
+                    returned = impl.function(register=register)
+                    if returned is not None and not calls:  # e.g. {"name": Factory}: pluggy would drop it silently
+                        self.problems.append(
+                            f"plugin {plugin!r} (distribution {dist!r}): {hook_name} returned {_shown(returned)} "
+                            f"({type(returned).__name__}), which is ignored; call register(name, factory) for "
+                            f"each {SINGULAR[kind]} instead")
                 except Exception as exc:
                     self.problems.append(
                         f"plugin {plugin!r} (distribution {dist!r}) raised in {hook_name}: "
@@ -221,7 +230,7 @@ class Registry:
         except TypeError as exc:
             raise PluginError(f"{where} rejected its options {sorted(options)}: {exc}", 2) from exc
         hints = _annotations(entry.obj)
-        for key, value in options.items():
+        for key, value in as_declared(options, hints).items():
             problem = option_type_problem(key, value, hints[key]) if key in hints else None
             if problem:
                 raise PluginError(f"{where}: {problem}", 2)
@@ -237,10 +246,11 @@ class Registry:
                 options[key] = value
         self.check_options(kind, name, *args, **options)
         entry = self.get(kind, name)
+        options = as_declared(options, _annotations(entry.obj))
         with self.guard(kind, name):
             obj = entry.obj(*args, **options)
         self.check_created(kind, name, obj)
-        return obj
+        return _CheckedSampler(self, kind, name, obj) if kind == "samplers" else obj
 
     def check_created(self, kind: str, name: str, obj: Any) -> None:
         """What a factory returned, against its protocol (:mod:`star_kit.protocols`): one line naming the plugin
@@ -398,6 +408,55 @@ class _Guarded:
         setattr(self.wrapped, attr, value)
 
 
+def as_declared(options: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a number given for an option declared as a string (not a number) passed as its text:
+    ``--task-opt digits=3`` reads 3 as a number, as every option value is read, and ``digits: str`` gets "3"."""
+    from .config import option_type_problem
+
+    out = dict(options)
+    for key, value in options.items():
+        if (key in hints and type(value) in (int, float) and option_type_problem(key, value, hints[key])
+                and option_type_problem(key, str(value), hints[key]) is None):
+            out[key] = str(value)
+    return out
+
+
+class _CheckedSampler(_Guarded):
+    """A sampler whose ``generate`` result is checked against the protocol before anything grades it: one list
+    per prompt, in order, of ``params.n`` strings, each cut before the first stop string (cut here again, so a
+    sampler that leaves the stop string in changes nothing). A wrong shape is one line naming the plugin, never a
+    number computed from misaligned answers. Every method runs under :meth:`Registry.guard`."""
+
+    def generate(self, prompts, params, advance=None):
+        registry, kind, name = self._guard
+        with registry.guard(kind, name):
+            result = self.wrapped.generate(prompts, params, advance)
+        return checked_completions(registry.where(kind, name), len(prompts), params, result)
+
+
+def checked_completions(where: str, n_prompts: int, params: Any, result: Any) -> list[list[str]]:
+    """``result`` of a sampler's ``generate`` for ``n_prompts`` prompts, checked (see :class:`_CheckedSampler`)."""
+    n, stop = params.n, [s for s in params.stop if s]
+    expected = f"expected a list of {n_prompts} lists (one per prompt, in order) of {n} string{'s' * (n != 1)}"
+    if not isinstance(result, (list, tuple)) or len(result) != n_prompts:
+        what = (f"a {type(result).__name__} of {len(result)} items" if isinstance(result, (list, tuple, str, dict))
+                else _shown(result))
+        raise PluginError(f"{where}: generate returned {what} for {n_prompts} prompts; {expected} (see "
+                          f"star_kit.protocols.Sampler)")
+    out = []
+    for i, row in enumerate(result):
+        if not isinstance(row, (list, tuple)) or len(row) != n or not all(isinstance(t, str) for t in row):
+            raise PluginError(f"{where}: generate returned {_shown(row)} for prompt {i}; {expected} (see "
+                              f"star_kit.protocols.Sampler)")
+        out.append([_cut_at_stop(t, stop) for t in row])
+    return out
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> str:
+    cut = [i for i in (text.find(s) for s in stop) if i != -1]
+    return text[:min(cut)] if cut else text
+
+
 def _shown(value: Any, limit: int = 40) -> str:
     """``repr(value)`` cut to ``limit`` characters for a warning; never raises (a repr can: an int of more than
     4300 digits, a plugin's own ``__repr__``)."""
@@ -409,17 +468,15 @@ def _shown(value: Any, limit: int = 40) -> str:
 
 def _round_trips(value: Any) -> bool:
     """Whether config.yaml writes ``value`` and reads back the same value of the same type: None, a bool, int,
-    finite float, a string that does not read as a number (an option file's number-like strings are numbers), or
-    a list of those; exact types (an Enum member is a str or int subclass that YAML cannot write)."""
+    finite float, a string (one that reads as a number is written quoted), or a list of those; exact types (an
+    Enum member is a str or int subclass that YAML cannot write)."""
     if type(value) is list:
         return all(type(v) is not list and _round_trips(v) for v in value)
-    if value is None or type(value) in (bool, int):
+    if value is None or type(value) in (bool, int, str):
         return True
     if type(value) is float:
         return math.isfinite(value)
-    from .config import _FLOAT
-
-    return type(value) is str and not _FLOAT.fullmatch(value.strip())
+    return False
 
 
 def _annotations(factory: Any) -> dict[str, Any]:

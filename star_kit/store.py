@@ -94,9 +94,8 @@ ConfigDumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list
 
 
 def dump_yaml(obj: Any) -> str:
-    """``obj`` as config YAML (key order kept) whose top-level values :func:`star_kit.config.load_config_file` reads
-    back as they were (a plugin option's number-like text, "10" or "1e3", is read as a number: one rule for option
-    values, as on the command line)."""
+    """``obj`` as config YAML (key order kept) that :func:`star_kit.config.load_config_file` reads back as it was
+    (a string that reads as a number, "10" or "1e3", is written quoted and stays a string)."""
     return yaml.dump(obj, Dumper=ConfigDumper, sort_keys=False)
 
 

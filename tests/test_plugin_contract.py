@@ -256,6 +256,56 @@ def test_a_factory_result_is_checked_against_its_protocol():
         registry.create("samplers", "half", "m")
 
 
+@pytest.mark.parametrize("reply, said", [
+    ("2 + 2 = 4", r"generate returned a str of 9 items for 2 prompts"),  # a string, not a list of lists
+    (["a", "b"], r"generate returned 'a' for prompt 0"),  # the inner lists forgotten
+    ([["a"]], r"generate returned a list of 1 items for 2 prompts"),  # one prompt's completions missing
+    ([["a"], ["b", "c"]], r"generate returned \['b', 'c'\] for prompt 1"),  # one completion too many
+    ([["a"], [None]], r"generate returned \[None\] for prompt 1"),
+    ([["a"], [b"b"]], r"generate returned \[b'b'\] for prompt 1"),
+])
+def test_what_a_sampler_generates_is_checked_before_it_is_graded(reply, said):
+    """A sampler's reply of the wrong shape would be graded against the wrong questions (or character by
+    character): one line naming the plugin instead; completions are cut at the stop strings here too."""
+    from star_kit.records import GenerationParams
+
+    class Replier:
+        def __init__(self, model):
+            self.model = model
+
+        def generate(self, prompts, params, advance=None):
+            return reply
+
+        def load(self, model):
+            self.model = model
+
+        def close(self):
+            pass
+
+    registry = Registry()
+    registry.add_plugin(_module("rep", register_samplers=lambda register: register("rep", Replier)), "rep", "d-rep")
+    registry.collect()
+    sampler = registry.create("samplers", "rep", "m")
+    params = GenerationParams(max_new_tokens=4, stop=("\n\n",))
+    with pytest.raises(PluginError, match=r"sampler 'rep' \(plugin 'rep', distribution 'd-rep'\): " + said +
+                       r".*expected a list of 2 lists \(one per prompt, in order\) of 1 string"):
+        sampler.generate(["p1", "p2"], params)
+    reply = [[" 4. The answer is 4.\n\nQ: next"], [" 5"]]  # the stop string left in: cut here
+    assert sampler.generate(["p1", "p2"], params) == [[" 4. The answer is 4."], [" 5"]]
+    assert sampler.model == "m" and sampler.load("n") is None and sampler.model == "n"  # the rest passes through
+
+
+def test_a_trainer_that_saves_no_model_folder_is_one_line_naming_it(test_plugin, tmp_path, base_model, monkeypatch,
+                                                                     capsys):
+    import plugins_for_tests
+
+    monkeypatch.setattr(plugins_for_tests.RecordingTrainer, "train", lambda self, *args, **kwargs: None)
+    assert _run(tmp_path, base_model) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "trainer 'recording' (plugin 'plugins_for_tests'" in err and "Traceback" not in err
+    assert "train() returned without saving a model folder at output_dir" in err and "has no config.json" in err
+
+
 def test_evaluation_scores_with_the_tasks_is_correct(test_plugin, tmp_path, base_model):
     # lenient-arithmetic's is_correct accepts any answer; its extractor takes the first word ("I" here), which
     # exact_match against the gold sum would score 0

@@ -189,10 +189,10 @@ def test_option_defaults_are_the_ones_config_yaml_gives_back_unchanged():
     registry = Registry()
     registry.add_plugin(_module("t", register_tasks=lambda register: register("t", make_task)), "t", "d")
     registry.collect()
-    # not an Enum member (YAML cannot write it), a number-like string (read back as a number), a non-finite float,
-    # a command (never taken from a run directory) or a default that does not fit its own annotation
+    # not an Enum member (YAML cannot write it), a non-finite float, a command (never taken from a run directory)
+    # or a default that does not fit its own annotation; a number-like string is written quoted and read back so
     assert registry.option_defaults("tasks", "t", exclude=("data_dir",)) == {
-        "digits": "1-5", "n": 3, "ratio": 0.5, "flag": True, "tags": ["a", 1], "none": None}
+        "digits": "1-5", "n": 3, "ratio": 0.5, "flag": True, "tags": ["a", 1], "none": None, "seven": "7"}
 
 
 def test_a_missing_submodule_is_bad_input_and_an_attribute_error_inside_a_module_is_its_bug(tmp_path, monkeypatch,
@@ -205,3 +205,49 @@ def test_a_missing_submodule_is_bad_input_and_an_attribute_error_inside_a_module
     assert "failed to import: AttributeError: a bug in the plugin" in capsys.readouterr().err
     assert main(["plugins", "--plugin", "star_kit:no_such_object"]) == 2
     assert "module 'star_kit' has no attribute 'no_such_object'" in capsys.readouterr().err
+
+
+def test_a_hook_with_wrong_argument_names_says_which_in_one_line():
+    def star_kit_iteration_end(iteration, result, foo):
+        pass
+
+    registry = Registry()
+    registry.add_plugin(_module("x", star_kit_iteration_end=star_kit_iteration_end), "x", "dist-x")
+    (problem,) = registry.problems
+    assert problem.startswith("plugin 'x' from distribution 'dist-x' is invalid: Plugin 'x' for hook "
+                              "'star_kit_iteration_end'; ") and "\n" not in problem
+    assert "Argument(s) {'foo'} are declared in the hookimpl but can not be found in the hookspec" in problem
+
+
+def test_a_register_hook_that_returns_its_plugins_instead_of_registering_them_is_said():
+    registry = Registry()
+    registry.add_plugin(_module("r", register_tasks=lambda register: {"mine": object}), "r", "dist-r")
+    registry.collect()
+    assert "mine" not in registry.names("tasks")
+    assert any(p.startswith("plugin 'r' (distribution 'dist-r'): register_tasks returned {'mine': <class 'object'>")
+               and "call register(name, factory) for each task instead" in p for p in registry.problems)
+
+
+def test_a_number_given_for_a_string_option_is_passed_as_its_text(tmp_path):
+    """`--task-opt digits=3` reads 3 as a number (every option value is read so); an option declared `str` gets
+    "3", not the refusal "is not a string". A config file's quoted "3" stays a string."""
+    from star_kit.config import load_config_file
+
+    seen = {}
+
+    def make_task(digits: str = "1-5", n: int = 3, **rest):
+        seen.update(digits=digits, n=n)
+        raise RuntimeError("built")  # what the factory was given is the point
+
+    registry = Registry()
+    registry.add_plugin(_module("t", register_tasks=lambda register: register("t", make_task)), "t", "d")
+    registry.collect()
+    registry.check_options("tasks", "t", digits=3, n=4)
+    with pytest.raises(Exception, match="built"):
+        registry.create("tasks", "t", digits=3, n=4)
+    assert seen == {"digits": "3", "n": 4}
+    with pytest.raises(Exception, match=r"option n=4.5 is not an integer"):  # numbers stay checked as numbers
+        registry.check_options("tasks", "t", n=4.5)
+    config = tmp_path / "c.yaml"
+    config.write_text("task_options: {digits: '3', n: 4, lr: 1e-4}\n")
+    assert load_config_file(config)["task_options"] == {"digits": "3", "n": 4, "lr": 1e-4}
