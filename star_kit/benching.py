@@ -207,7 +207,8 @@ def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, re
     with phases.phase(f"{label} · {spec.name}", total, "q") as advance, \
             registry.guard("samplers", sampler_name):
         ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance, maj_k=maj_k,
-                      maj_temperature=maj_temperature, seed=seed, fewshot=fewshot, sampler_name=sampler_name)
+                      maj_temperature=maj_temperature, seed=seed, fewshot=fewshot, sampler_name=sampler_name,
+                      star_task=spec.name)
     row = {"accuracy": ev.accuracy, "stderr": ev.stderr, "n": ev.n, "no_answer": ev.no_answer,
            "metric": "task.is_correct", "prompt": ev.raw["prompt"],
            "seconds": round(time.perf_counter() - t0, 2)}

@@ -341,6 +341,7 @@ def evaluate(
     ride_along: RideAlong | None = None,
     fewshot: bool = True,
     sampler_name: str | None = None,
+    star_task: str | None = None,
 ) -> EvalResult:
     """Evaluate the sampler's model on ``examples``; writes ``eval_docs.jsonl``, ``eval.json`` and
     ``eval_samples.jsonl`` in ``out_dir``. With ``maj_k`` > 1, maj@K beside the greedy accuracy (sampled at
@@ -350,8 +351,9 @@ def evaluate(
     ``star-kit run`` fine-tunes); ``eval.json``'s ``prompt`` says which. ``eval.json`` also names what was
     evaluated: ``model`` (the sampler's loaded model: a checkpoint folder or a local folder by its absolute path,
     or a hub id), ``sampler`` (``sampler_name``; lm-eval's own ``config.model`` is the bridge's class,
-    ``SamplerLM``) and ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate, vLLM;
-    None where absent)."""
+    ``SamplerLM``), ``versions`` (star-kit, torch, transformers, TRL, lm-eval, datasets, accelerate, vLLM;
+    None where absent) and ``plugins``: the distribution and version of the task (``star_task``, its registry
+    name), its extractor and the sampler (a third party's package is named)."""
     global _ACTIVE_REGISTRY
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
@@ -415,6 +417,10 @@ def evaluate(
     model = sampler.model  # a local folder by its absolute path (a relative --out is relative to where it ran)
     model = str(Path(model).resolve()) if isinstance(model, str) and Path(model).exists() else model
     summary = {"task": task_name, "model": model, "sampler": sampler_name, "versions": versions(),
+               # the distributions that made the number (a third party's task or sampler, and its version)
+               "plugins": {kind: registry.provenance(kind + "s", name) for kind, name in
+                           (("task", star_task), ("extractor", getattr(task, "extractor", None)),
+                            ("sampler", sampler_name)) if registry is not None and name},
                "metric": "task.is_correct", "accuracy": accuracy, "stderr": stderr,
                "n": len(rows), "no_answer": no_answer, "prompt": prompt_name(fewshot),
                # the worked examples are written into each doc's prompt, so lm-eval's own "n-shot" below says 0

@@ -514,7 +514,7 @@ class StarRun:
                               maj_temperature=self.config.eval_temperature, seed=self.config.seed,
                               ride_along=ahead.ride if ahead else None,
                               fewshot=self.config.eval_fewshot(n) if fewshot is None else fewshot,
-                              sampler_name=self.sampler_name)
+                              sampler_name=self.sampler_name, star_task=self.config.task)
         seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if ahead is not None and ahead.ride.completions is not None:
             self.log(f"iteration {n}: evaluation ({len(eval_set)} questions) and iteration {ahead.iteration}'s "
@@ -616,8 +616,9 @@ class StarRun:
         if dropped:
             self.log(f"iteration {n}: dropped {dropped} rationales that quote the hint")
         if counts.get("merged"):
-            self.log(f"iteration {n}: {counts['merged']} training pairs identical to another (the same question and "
-                     f"rationale) are trained once")
+            merged = counts["merged"]
+            self.log(f"iteration {n}: {merged} training pair{'s' * (merged != 1)} identical to another (the same "
+                     f"question and rationale) {'are' if merged != 1 else 'is'} trained once")
         if not store.has(n, "train.jsonl"):
             write_jsonl(store.artifact(n, "train.jsonl"), (t.to_dict() for t in train))
 

@@ -135,8 +135,9 @@ class Registry:
 
     def _register(self, kind: str, name: str, obj: Any, plugin: str, dist: str) -> None:
         if not isinstance(name, str) or not name.strip():
-            self.problems.append(f"a {SINGULAR[kind]} from plugin {plugin!r} (distribution {dist!r}) ignored: its "
-                                 f"name must be a non-empty string, got {_shown(name)} ({type(name).__name__})")
+            article = "an" if SINGULAR[kind][0] in "aeiou" else "a"
+            self.problems.append(f"{article} {SINGULAR[kind]} from plugin {plugin!r} (distribution {dist!r}) ignored: "
+                                 f"its name must be a non-empty string, got {_shown(name)} ({type(name).__name__})")
             return
         if not callable(obj):
             self.problems.append(f"{SINGULAR[kind]} {name!r} from plugin {plugin!r} (distribution {dist!r}) ignored: "
@@ -289,6 +290,18 @@ class Registry:
         except Exception as exc:
             raise PluginError(f"{self.where(kind, name)} failed: {type(exc).__name__}: {exc}") from exc
 
+    def provenance(self, kind: str, name: str) -> str:
+        """'star-kit 0.1.0 (plugin 'hf')': the distribution (and its version) that provides ``name``, as eval.json
+        records it; '(--plugin) (plugin 'mod')' for a module loaded with --plugin."""
+        entry = self.items[kind].get(name)
+        if entry is None:
+            return "unregistered"
+        try:
+            version = f" {md.version(entry.distribution)}"
+        except (md.PackageNotFoundError, ValueError):
+            version = ""
+        return f"{entry.distribution}{version} (plugin {entry.plugin!r})"
+
     def where(self, kind: str, name: str) -> str:
         """'sampler 'hf' (plugin 'hf', distribution 'star-kit')': how errors name a registered thing."""
         entry = self.items[kind].get(name)
@@ -439,8 +452,8 @@ def checked_completions(where: str, n_prompts: int, params: Any, result: Any) ->
     n, stop = params.n, [s for s in params.stop if s]
     expected = f"expected a list of {n_prompts} lists (one per prompt, in order) of {n} string{'s' * (n != 1)}"
     if not isinstance(result, (list, tuple)) or len(result) != n_prompts:
-        what = (f"a {type(result).__name__} of {len(result)} items" if isinstance(result, (list, tuple, str, dict))
-                else _shown(result))
+        what = (f"a {type(result).__name__} of {len(result)} item{'s' * (len(result) != 1)}"
+                if isinstance(result, (list, tuple, str, dict)) else _shown(result))
         raise PluginError(f"{where}: generate returned {what} for {n_prompts} prompts; {expected} (see "
                           f"star_kit.protocols.Sampler)")
     out = []

@@ -62,6 +62,9 @@ def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, t
 
     versions = read_json(out / "iter_01" / "eval.json")["versions"]  # what made the number
     assert versions["star-kit"] == star_kit.__version__ and versions["transformers"] == transformers.__version__
+    assert read_json(out / "iter_01" / "eval.json")["plugins"] == {  # and whose plugins, in which version
+        "task": "(--plugin) (plugin 'plugins_for_tests')", "extractor": "(--plugin) (plugin 'plugins_for_tests')",
+        "sampler": f"star-kit {star_kit.__version__} (plugin 'hf')"}
     assert [r["eval_prompt"] for r in read_jsonl(out / "metrics.jsonl")] == ["fewshot", "question"]
     # ... which is how its training pairs were prompted
     train = {e.id: e for e in task.examples("train", 4, 0)}

@@ -259,7 +259,7 @@ def test_a_factory_result_is_checked_against_its_protocol():
 @pytest.mark.parametrize("reply, said", [
     ("2 + 2 = 4", r"generate returned a str of 9 items for 2 prompts"),  # a string, not a list of lists
     (["a", "b"], r"generate returned 'a' for prompt 0"),  # the inner lists forgotten
-    ([["a"]], r"generate returned a list of 1 items for 2 prompts"),  # one prompt's completions missing
+    ([["a"]], r"generate returned a list of 1 item for 2 prompts"),  # one prompt's completions missing
     ([["a"], ["b", "c"]], r"generate returned \['b', 'c'\] for prompt 1"),  # one completion too many
     ([["a"], [None]], r"generate returned \[None\] for prompt 1"),
     ([["a"], [b"b"]], r"generate returned \[b'b'\] for prompt 1"),
