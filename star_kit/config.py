@@ -118,9 +118,10 @@ class RunConfig:
     # Keys that may change when a run is resumed (they do not change what was already computed). merge_passes
     # only decides whether two greedy passes of the same model run as one generate call.
     RESUMABLE = ("iterations", "patience", "out", "plugins", "merge_passes")
-    # What a run made before a key existed did, where that differs from the key's default today: a resumed (or
-    # benched) run directory whose config.yaml lacks the key goes on as it began.
-    PREDATED = {"eval_prompt": "fewshot"}
+    # What a run made before a key existed did: a resumed (or benched) run directory whose config.yaml lacks the
+    # key goes on as it began, and giving the key another value on --resume is refused as a change (eval_seed: the
+    # held-out questions of an older run were drawn with its seed).
+    PREDATED = {"eval_prompt": "fewshot", "eval_seed": None}
 
     @property
     def eval_draw_seed(self) -> int:
@@ -283,14 +284,15 @@ _FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 def parse_scalar(text: str) -> Any:
     """A plugin option's value as written on the command line: ``true``/``false`` (any case) are booleans, an
-    integer (``8``) an int, a decimal or exponent number (``2e-5``, ``0.5``, ``1E3``) a float, everything else
-    (``no``, ``null``, ``{model}``, ``1-3``, ``[1, 2]``) the string itself. (YAML 1.1 would read ``1e-4`` as text,
-    ``no`` as False and ``{model}`` as a mapping.)"""
+    integer (``8``; not ``0123`` or ``+5``) an int, a decimal or exponent number (``2e-5``, ``0.5``, ``1E3``) a
+    float, everything else (``no``, ``null``, ``{model}``, ``1-3``, ``[1, 2]``) the string itself. (YAML 1.1
+    would read ``1e-4`` as text, ``no`` as False and ``{model}`` as a mapping.)"""
     stripped = text.strip()
     if stripped.lower() in ("true", "false"):
         return stripped.lower() == "true"
     if _INT.fullmatch(stripped):
-        return int(stripped)
+        # an integer as Python writes it; '0123' or '+5' stays text (an id or a key keeps its digits)
+        return int(stripped) if str(int(stripped)) == stripped else text
     if _FLOAT.fullmatch(stripped):
         return float(stripped)
     return text

@@ -21,6 +21,7 @@ generate call decodes both sets, and iteration n+1 reads its samples back like a
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -304,6 +305,7 @@ class StarRun:
             for key, defaults in self.option_defaults.items():
                 if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
                     saved[key] = {**defaults, **saved[key]}
+            saved = self.declared(saved)  # an option recorded as 3 that its plugin gets as "3" is the same
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
@@ -343,6 +345,9 @@ class StarRun:
         self.sampler_name = registry.resolve_sampler(config.sampler)  # auto: vllm on a GPU where installed, else hf
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)
+        for key, value in self.declared(config.to_dict()).items():  # as the plugins get them, so config.yaml too
+            if key.endswith("_options"):
+                setattr(config, key, value)
         with self.options_source("task_options"):
             task = self.build_task()
         self.option_defaults = with_option_defaults(registry, config)
@@ -352,6 +357,17 @@ class StarRun:
         with self.options_source("sampler_options"):
             registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
         return task, trainer
+
+    def declared(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data``'s ``*_options`` as the task, trainer and sampler get them (:meth:`Registry.declared_options`:
+        an integer given for an option declared as a string is its text)."""
+        out = dict(data)
+        for key, kind, name in (("task_options", "tasks", self.config.task),
+                                ("trainer_options", "trainers", self.config.trainer),
+                                ("sampler_options", "samplers", self.sampler_name)):
+            if isinstance(out.get(key), dict):
+                out[key] = self.registry.declared_options(kind, name, out[key])
+        return out
 
     @contextmanager
     def options_source(self, key: str):
@@ -630,10 +646,11 @@ class StarRun:
         elif train:
             t0 = time.perf_counter()
             tmp = store.artifact(n, "checkpoint.partial")
+            shutil.rmtree(tmp, ignore_errors=True)  # a killed attempt's: output_dir does not exist yet (protocol)
             with self.phases.phase(f"iter {n} · train", steps, "step") as advance, \
                     self.registry.guard("trainers", config.trainer):
                 trainer.train(base_model, train, steps, tmp, seed=config.seed, advance=advance)
-            if not (tmp / "config.json").is_file():  # the protocol: a folder from_pretrained reads, at output_dir
+            if not any((tmp / f).is_file() for f in ("config.json", "adapter_config.json")):  # from_pretrained's
                 raise PluginError(f"{self.registry.where('trainers', config.trainer)}: train() returned without "
                                   f"saving a model folder at output_dir ({tmp} has no config.json)")
             checkpoint = str(store.publish_dir(tmp, n, "checkpoint"))

@@ -79,7 +79,8 @@ class Task(Protocol):
     lm_eval_config: dict
 
     def examples(self, split: str, n: int | None, seed: int) -> list[Example]:
-        """Problems of ``split`` ("train" or "eval"); the first ``n`` after a seeded shuffle (all if None)."""
+        """Problems of ``split`` ("train" or "eval"); the first ``n`` after a seeded shuffle (all if None). The two
+        splits never share a problem, whatever the seeds (a run draws "eval" with ``--eval-seed``)."""
 
     def fewshot(self) -> list[Exemplar]:
         """The few-shot exemplars with hand-written rationales."""

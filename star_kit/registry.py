@@ -299,8 +299,15 @@ class Registry:
         try:
             version = f" {md.version(entry.distribution)}"
         except (md.PackageNotFoundError, ValueError):
-            version = ""
+            from . import __version__
+
+            version = f" {__version__}" if entry.distribution == BUILTIN_DISTRIBUTION else ""
         return f"{entry.distribution}{version} (plugin {entry.plugin!r})"
+
+    def declared_options(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` as the factory of ``name`` gets them (:func:`as_declared`); unchanged for an unknown name."""
+        entry = self.items[kind].get(name)
+        return options if entry is None else as_declared(options, _annotations(entry.obj))
 
     def where(self, kind: str, name: str) -> str:
         """'sampler 'hf' (plugin 'hf', distribution 'star-kit')': how errors name a registered thing."""
@@ -406,8 +413,10 @@ class _Guarded:
         object.__setattr__(self, "wrapped", obj)
 
     def __getattr__(self, attr: str) -> Any:
+        if attr in ("wrapped", "_guard"):  # not set yet (copy, pickle): no recursion through __getattr__
+            raise AttributeError(attr)
         value = getattr(self.wrapped, attr)
-        if not callable(value) or attr.startswith("__"):
+        if not inspect.isroutine(value) or attr.startswith("__"):  # a tokenizer or a module passes as it is
             return value
         registry, kind, name = self._guard
 
@@ -422,13 +431,15 @@ class _Guarded:
 
 
 def as_declared(options: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with a number given for an option declared as a string (not a number) passed as its text:
-    ``--task-opt digits=3`` reads 3 as a number, as every option value is read, and ``digits: str`` gets "3"."""
+    """``options`` with an integer given for an option declared as a string (not a number) passed as its text:
+    ``--task-opt digits=3`` reads 3 as a number, as every option value is read, and ``digits: str`` gets "3" (an
+    integer's text is what was typed: ``0123`` is read as text). A decimal number is not turned back into text
+    (``1.10`` would become "1.1"): it stays refused for a string option."""
     from .config import option_type_problem
 
     out = dict(options)
     for key, value in options.items():
-        if (key in hints and type(value) in (int, float) and option_type_problem(key, value, hints[key])
+        if (key in hints and type(value) is int and option_type_problem(key, value, hints[key])
                 and option_type_problem(key, str(value), hints[key]) is None):
             out[key] = str(value)
     return out
@@ -440,10 +451,10 @@ class _CheckedSampler(_Guarded):
     sampler that leaves the stop string in changes nothing). A wrong shape is one line naming the plugin, never a
     number computed from misaligned answers. Every method runs under :meth:`Registry.guard`."""
 
-    def generate(self, prompts, params, advance=None):
+    def generate(self, prompts, params, *args, **kwargs):
         registry, kind, name = self._guard
         with registry.guard(kind, name):
-            result = self.wrapped.generate(prompts, params, advance)
+            result = self.wrapped.generate(prompts, params, *args, **kwargs)
         return checked_completions(registry.where(kind, name), len(prompts), params, result)
 
 

@@ -162,6 +162,9 @@ def test_key_value_one_rule():
     assert key_value("x=no") == ("x", "no") and key_value("x=null") == ("x", "null")
     assert key_value("served_model={model}") == ("served_model", "{model}")
     assert key_value("digits=1-3") == ("digits", "1-3")
+    # an integer as Python writes it is a number; one with a leading zero or sign keeps its text (an id, a key)
+    assert key_value("api_key=0123") == ("api_key", "0123") and key_value("n=+5") == ("n", "+5")
+    assert key_value("n=-5") == ("n", -5) and key_value("n=10") == ("n", 10)
 
 
 def test_config_file_options_read_numbers_as_numbers(tmp_path):
@@ -269,9 +272,16 @@ def test_what_a_sampler_generates_is_checked_before_it_is_graded(reply, said):
     character): one line naming the plugin instead; completions are cut at the stop strings here too."""
     from star_kit.records import GenerationParams
 
+    class Tokenizer:  # a callable attribute (as a tokenizer or a torch module is): it passes as it is
+        pad_token = "<pad>"
+
+        def __call__(self, text):
+            return [len(text)]
+
     class Replier:
         def __init__(self, model):
             self.model = model
+            self.tokenizer = Tokenizer()
 
         def generate(self, prompts, params, advance=None):
             return reply
@@ -293,6 +303,8 @@ def test_what_a_sampler_generates_is_checked_before_it_is_graded(reply, said):
     reply = [[" 4. The answer is 4.\n\nQ: next"], [" 5"]]  # the stop string left in: cut here
     assert sampler.generate(["p1", "p2"], params) == [[" 4. The answer is 4."], [" 5"]]
     assert sampler.model == "m" and sampler.load("n") is None and sampler.model == "n"  # the rest passes through
+    assert sampler.tokenizer.pad_token == "<pad>" and sampler.tokenizer("abc") == [3]
+    assert sampler.generate(["p1", "p2"], params=params, advance=None) == [[" 4. The answer is 4."], [" 5"]]
 
 
 def test_a_trainer_that_saves_no_model_folder_is_one_line_naming_it(test_plugin, tmp_path, base_model, monkeypatch,

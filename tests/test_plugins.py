@@ -248,6 +248,8 @@ def test_a_number_given_for_a_string_option_is_passed_as_its_text(tmp_path):
     assert seen == {"digits": "3", "n": 4}
     with pytest.raises(Exception, match=r"option n=4.5 is not an integer"):  # numbers stay checked as numbers
         registry.check_options("tasks", "t", n=4.5)
+    with pytest.raises(Exception, match=r"option digits=1.1 is not a string"):  # "1.10" cannot be given back
+        registry.check_options("tasks", "t", digits=1.1)
     config = tmp_path / "c.yaml"
     config.write_text("task_options: {digits: '3', n: 4, lr: 1e-4}\n")
     assert load_config_file(config)["task_options"] == {"digits": "3", "n": 4, "lr": 1e-4}

@@ -411,3 +411,11 @@ def test_eval_seed_evaluates_runs_of_other_seeds_on_the_same_questions(tmp_path,
                  "--out", str(tmp_path / "b"), "--no-progress"]) == 0, capsys.readouterr().err
     benched = [d["prompt"] for d in read_jsonl(next((tmp_path / "b").rglob("eval_docs.jsonl")))]
     assert benched == questions(tmp_path / "e1")
+    # a run made before the key drew with its seed: another --eval-seed on resume is a change, refused by name
+    saved = yaml.safe_load((tmp_path / "s1" / "config.yaml").read_text())
+    del saved["eval_seed"]
+    (tmp_path / "s1" / "config.yaml").write_text(yaml.safe_dump(saved))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tmp_path / "s1"), "--plugin", "test_security", "--eval-seed", "9",
+                 "--no-progress"]) == 2
+    assert "config key 'eval_seed' differs (None in config.yaml, 9 now)" in " ".join(capsys.readouterr().err.split())
