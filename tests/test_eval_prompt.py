@@ -164,12 +164,12 @@ def test_resuming_a_run_that_predates_the_key_with_another_eval_prompt_is_refuse
 def test_predated_keys_of_an_old_run_directory():
     from star_kit.config import predated
 
-    assert predated({"task": "arithmetic"}) == {"task": "arithmetic", "eval_prompt": "fewshot"}
+    assert predated({"task": "arithmetic"}) == {"task": "arithmetic", "eval_prompt": "fewshot", "eval_seed": None}
     # CommonsenseQA runs of that time were lettered (config.yaml keeps only the options given)
     assert predated({"task": "commonsense_qa", "task_options": {}})["task_options"] == {"answer_format": "choice"}
     assert predated({"task": "commonsense_qa", "task_options": {"answer_format": "letter"}})["task_options"] == \
         {"answer_format": "letter"}
-    new = {"task": "commonsense_qa", "task_options": {}, "eval_prompt": "trained"}
+    new = {"task": "commonsense_qa", "task_options": {}, "eval_prompt": "trained", "eval_seed": None}
     assert predated(new) == new
 
 
