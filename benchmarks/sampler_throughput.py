@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def naive_generate(model, tokenizer, prompts, batch_size, max_new_tokens, stop):
     import torch
 
-    from star_kit_plugins.hf_sampler import cut_at_stop
+    from star_kit.records import cut_at_stop
 
     out = []
     for i in range(0, len(prompts), batch_size):

@@ -11,18 +11,7 @@ from typing import Literal, Sequence
 import star_kit
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
-from star_kit.records import GenerationParams
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    """The text before the earliest stop string."""
-    end = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                end = min(end, i)
-    return text[:end]
+from star_kit.records import GenerationParams, cut_at_stop
 
 
 ENGINES = ("auto", "prefix", "generate")

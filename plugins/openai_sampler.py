@@ -36,9 +36,7 @@ from typing import Sequence
 import star_kit
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
-from star_kit.records import GenerationParams
-
-from .hf_sampler import cut_at_stop
+from star_kit.records import GenerationParams, cut_at_stop
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 

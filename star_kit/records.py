@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,14 @@ class IterationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the earliest stop string (``GenerationParams.stop``; empty ones ignored)."""
+    end = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                end = min(end, i)
+    return text[:end]

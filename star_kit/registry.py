@@ -460,7 +460,9 @@ class _CheckedSampler(_Guarded):
 
 def checked_completions(where: str, n_prompts: int, params: Any, result: Any) -> list[list[str]]:
     """``result`` of a sampler's ``generate`` for ``n_prompts`` prompts, checked (see :class:`_CheckedSampler`)."""
-    n, stop = params.n, [s for s in params.stop if s]
+    from .records import cut_at_stop
+
+    n = params.n
     expected = f"expected a list of {n_prompts} lists (one per prompt, in order) of {n} string{'s' * (n != 1)}"
     if not isinstance(result, (list, tuple)) or len(result) != n_prompts:
         what = (f"a {type(result).__name__} of {len(result)} item{'s' * (len(result) != 1)}"
@@ -472,13 +474,8 @@ def checked_completions(where: str, n_prompts: int, params: Any, result: Any) ->
         if not isinstance(row, (list, tuple)) or len(row) != n or not all(isinstance(t, str) for t in row):
             raise PluginError(f"{where}: generate returned {_shown(row)} for prompt {i}; {expected} (see "
                               f"star_kit.protocols.Sampler)")
-        out.append([_cut_at_stop(t, stop) for t in row])
+        out.append([cut_at_stop(t, params.stop) for t in row])
     return out
-
-
-def _cut_at_stop(text: str, stop: list[str]) -> str:
-    cut = [i for i in (text.find(s) for s in stop) if i != -1]
-    return text[:min(cut)] if cut else text
 
 
 def _shown(value: Any, limit: int = 40) -> str:
