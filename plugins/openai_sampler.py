@@ -177,16 +177,12 @@ class OpenAISampler:
                 "check_models=false if the server reloads it by other means)")
         elif self.check_models:
             listed = self.served_models()
-            if served not in listed and not self._started:
+            if served not in listed:
                 raise StarKitError(
-                    f"sampler 'openai': {self.base_url} serves {listed}, not {served!r} "
-                    "(set served_model, or reload_command to start the server on it)"
-                )
-            if served not in listed:  # a new checkpoint that nothing restarted the server on
-                raise StarKitError(
-                    f"sampler 'openai': {self.base_url} serves {listed}, not the new checkpoint {served!r}: a run "
-                    f"past its baseline needs reload_command to serve each checkpoint ({self._go_on})"
-                )
+                    f"sampler 'openai': {self.base_url} serves {listed}, not "
+                    + (f"the new checkpoint {served!r}: a run past its baseline needs reload_command to serve each "
+                       f"checkpoint ({self._go_on})" if self._started else
+                       f"{served!r} (set served_model, or reload_command to start the server on it)"))
         self.model, self.served_model = model, served
 
     @property

@@ -36,6 +36,7 @@ from star_kit.config import is_secret_key, option_type_problem
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
+from star_kit.registry import as_declared
 from star_kit.store import read_jsonl, write_json, write_jsonl
 from star_kit_plugins.sft_attention import use_packed_attention
 from star_kit_plugins.sft_lm_head import use_compact_lm_head
@@ -439,7 +440,8 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
         hints = typing.get_type_hints(SFTConfig)
     except Exception:  # noqa: BLE001 - some annotation does not resolve: check the fields whose type is a type
         hints = {}
-    for key, value in options.items():
+    types: dict[str, Any] = {}
+    for key in options:
         if key in SFT_RESERVED:
             raise StarKitError(f"trainer 'trl-sft': option {key!r} is set by star-kit (from the run config); "
                                "remove it", 2)
@@ -448,10 +450,14 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
                                "bf16, compact_lm_head, packed_attention, lora, lora_r, lora_alpha, launcher, "
                                "num_processes, accelerate_config, main_process_port, launch_args)", 2)
         hint = _sft_field_type(fields[key], hints.get(key, fields[key].type))
-        problem = None if hint is None else option_type_problem(key, value, hint)
+        if hint is not None:
+            types[key] = hint
+    options = as_declared(options, types)  # run_name=1 is the text "1", as for a plugin's own string options
+    for key, value in options.items():
+        problem = option_type_problem(key, value, types[key]) if key in types else None
         if problem:
             raise StarKitError(f"trainer 'trl-sft': {problem} (a trl.SFTConfig field)", 2)
-    return dict(options)
+    return options
 
 
 def _sft_field_type(field: dataclasses.Field, hint: Any) -> Any:

@@ -204,10 +204,14 @@ class Timings(dict):
 def checked_examples(where: str, split: str, examples: Any, asked: int | None, log: Log) -> list[Example]:
     """A task's ``examples(split, n, seed)``, checked before any work: a list of :class:`Example` with string ids
     that are unique (they key samples, resume and the report) and a non-empty string answer; anything else is one
-    line naming the task's plugin and the first bad item. Fewer examples than asked is a note."""
+    line naming the task's plugin and the first bad item, and so is more examples than asked (the protocol's "the
+    first ``n``": a run would train or evaluate on more than its config says). Fewer than asked is a note."""
     if not isinstance(examples, (list, tuple)):
         raise PluginError(f"{where} returned {type(examples).__name__} from examples({split!r}, ...), not a list of "
                           f"star_kit.records.Example")
+    if asked is not None and len(examples) > asked:
+        raise PluginError(f"{where} returned {len(examples)} examples from examples({split!r}, {asked}, ...), more "
+                          f"than the {asked} asked for (see star_kit.protocols.Task.examples)")
     seen: set[str] = set()
     for i, ex in enumerate(examples):
         if not isinstance(ex, Example):

@@ -206,9 +206,10 @@ class Registry:
             return False
         return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
-    def check_options(self, kind: str, name: str, *args: Any, **options: Any) -> None:
+    def check_options(self, kind: str, name: str, *args: Any, **options: Any) -> dict[str, Any]:
         """Check options against the factory's signature and its annotations, without calling it (so before a
-        model is loaded): an unknown option or a value of the wrong type is one line naming the plugin."""
+        model is loaded): an unknown option or a value of the wrong type is one line naming the plugin. Returns the
+        options as the factory gets them (:func:`as_declared`)."""
         from .config import option_type_problem
 
         entry = self.get(kind, name)
@@ -216,7 +217,7 @@ class Registry:
         try:
             signature = inspect.signature(entry.obj)
         except (TypeError, ValueError):  # no signature available (builtins): let the call decide
-            return
+            return options
         params = signature.parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             bound = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(args)]
@@ -231,10 +232,12 @@ class Registry:
         except TypeError as exc:
             raise PluginError(f"{where} rejected its options {sorted(options)}: {exc}", 2) from exc
         hints = _annotations(entry.obj)
-        for key, value in as_declared(options, hints).items():
+        declared = as_declared(options, hints)
+        for key, value in declared.items():
             problem = option_type_problem(key, value, hints[key]) if key in hints else None
             if problem:
                 raise PluginError(f"{where}: {problem}", 2)
+        return declared
 
     def create(self, kind: str, name: str, *args: Any, core: dict[str, Any] | None = None, **options: Any) -> Any:
         """Build a task, sampler or trainer through its factory; a failure names the plugin.
@@ -245,9 +248,8 @@ class Registry:
         for key, value in (core or {}).items():
             if value not in (None, False) and key not in options and self.accepts(kind, name, key):
                 options[key] = value
-        self.check_options(kind, name, *args, **options)
+        options = self.check_options(kind, name, *args, **options)
         entry = self.get(kind, name)
-        options = as_declared(options, _annotations(entry.obj))
         with self.guard(kind, name):
             obj = entry.obj(*args, **options)
         self.check_created(kind, name, obj)

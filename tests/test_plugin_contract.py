@@ -72,13 +72,14 @@ def _task(kind):
         def examples(self, split, n, seed):
             good = super().examples(split, n, seed)
             return {"dicts": [e.to_dict() for e in good], "dup": [good[0], good[0]],
-                    "none": [Example(good[0].id, good[0].question, None)], "few": good[:2]}[kind]
+                    "none": [Example(good[0].id, good[0].question, None)], "few": good[:2],
+                    "many": super().examples(split, None if n is None else n + 2, seed)}[kind]
     return Bad
 
 
 @star_kit.hookimpl
 def register_tasks(register):
-    for kind in ("dicts", "dup", "none", "few"):
+    for kind in ("dicts", "dup", "none", "few", "many"):
         register("bad-" + kind, _task(kind))
 """
 
@@ -87,6 +88,7 @@ def register_tasks(register):
     ("dicts", "examples('train', ...) item 0 is a dict, not a star_kit.records.Example"),
     ("dup", "repeats the id"),
     ("none", "has the gold answer None: a non-empty string is needed"),
+    ("many", "returned 5 examples from examples('train', 3, ...), more than the 3 asked for"),
 ])
 def test_a_task_returning_bad_examples_is_one_line_before_any_work(kind, message, test_plugin, tmp_path, base_model,
                                                                    monkeypatch, capsys):

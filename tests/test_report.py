@@ -156,6 +156,13 @@ def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path, capsys)
     assert "metrics.jsonl:6: cut short; left out" in warnings
 
 
+def test_the_report_of_a_moved_run_shows_where_it_is(tmp_path):
+    made = make_run(tmp_path / "made")
+    moved = made.rename(tmp_path / "moved")
+    data = embedded_data(write_report(moved)[0].read_text())
+    assert data["config"]["out"] == str(moved)
+
+
 def test_report_command(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     assert main(["report", str(run)]) == 0

@@ -47,6 +47,16 @@ def test_values_that_trl_accepts_pass(option):
     assert {k: v for k, v in TRLSFTTrainer(**option).sft_options.items() if k in option} == option
 
 
+def test_an_integer_given_for_a_string_field_is_its_text():
+    """``--trainer-opt run_name=1`` reads 1 as a number, as every option value is read; TRL's ``run_name`` is a
+    string, so it gets "1", as a plugin's own string options do (``star_kit.registry.as_declared``)."""
+    options = TRLSFTTrainer(run_name=1, hub_model_id=7, learning_rate=1).sft_options
+    assert options["run_name"] == "1" and options["hub_model_id"] == "7"
+    assert options["learning_rate"] == 1  # a number field keeps the number
+    with pytest.raises(StarKitError, match=r"option run_name=1.5 is not a string"):  # a decimal's text is not kept
+        TRLSFTTrainer(run_name=1.5)
+
+
 def test_no_sft_config_default_is_refused():
     """What TRL itself defaults to always passes the check: the check never blocks a value TRL takes."""
     from trl import SFTConfig

@@ -51,6 +51,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
             config = redact(load_config_file(store.config_path))  # a run made before redaction may hold secrets
         except StarKitError:
             config = {}
+    if "out" in config:  # where the run is now: a folder that was moved or copied records where it was made
+        config["out"] = str(root)
 
     iterations = sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER_DIR.match(p.name)))
     questions: dict[str, dict[str, list[str]]] = {"train": {}, "eval": {}}
