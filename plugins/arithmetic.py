@@ -22,7 +22,7 @@ from star_kit import arith
 from star_kit.arith import canonical_integer
 from star_kit.errors import StarKitError
 from star_kit.records import Example
-from star_kit.task import FewShotTask, parse_digits
+from star_kit.task import FewShotTask, held_out, parse_digits
 from star_kit_tasks import TASKS_DIR
 
 # Possessive quantifiers: the same matches as r"answer is\s*:?\s*(-?)\s*(\d[\d,]*)", in linear time (that one
@@ -50,11 +50,13 @@ def extract_integer_answer(text: str) -> str | None:
     return canonical_integer(last.group(1), last.group(2))
 
 
-def place_value_rationale(a: int, b: int) -> str:
-    """'47 + 85 = (40 + 80) + (7 + 5) = 120 + 12 = 132' (one-digit sums are written directly)."""
+def place_value_rationale(a: int, b: int, pad: bool = False) -> str:
+    """'47 + 85 = (40 + 80) + (7 + 5) = 120 + 12 = 132'; one-digit sums are written directly ('6 + 7 = 13'), or
+    with ``pad`` with the same steps as two-digit ones ('6 + 7 = (0 + 0) + (6 + 7) = 0 + 13 = 13')."""
     width = max(len(str(a)), len(str(b)))
-    if width == 1:
+    if width == 1 and not pad:
         return f"{a} + {b} = {a + b}"
+    width = max(width, 2)
     groups, partials = [], []
     for place in range(width - 1, -1, -1):
         unit = 10**place
@@ -162,6 +164,8 @@ def _place_value_split(segment: str) -> bool:
 FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)
     "column": ("fewshot_column.jsonl", "arithmetic-column", column_rationale),
     "place_value": ("fewshot.jsonl", "arithmetic", place_value_rationale),
+    "place_value_padded": ("fewshot_padded.jsonl", "arithmetic",
+                           lambda a, b: place_value_rationale(a, b, pad=True)),
 }
 DEFAULT_FORMAT = "place_value"
 
@@ -197,7 +201,10 @@ class ArithmeticTask(FewShotTask):
         for i in range(n):
             d = digits[i % len(digits)]  # balanced over digit counts
             lo = 0 if d == 1 else 10 ** (d - 1)
-            a, b = rng.randint(lo, 10**d - 1), rng.randint(lo, 10**d - 1)
+            while True:  # a sum and its swap are one problem, in one split only
+                a, b = rng.randint(lo, 10**d - 1), rng.randint(lo, 10**d - 1)
+                if held_out(f"{min(a, b)} + {max(a, b)}") == (split == "eval"):
+                    break
             out.append(Example(id=f"{split}-{i:05d}", question=f"{a} + {b} = ?", answer=str(a + b),
                                fields={"a": a, "b": b, "digits": d}))
         return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -37,6 +38,8 @@ import star_kit
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams, cut_at_stop
+
+_PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -156,8 +159,8 @@ class OpenAISampler:
         if self.reload_command and not self._started and self._lists(served):
             pass  # the server already serves the starting model: no restart
         elif self.reload_command:
-            cmd = self.reload_command.replace("{model}", shlex.quote(model)).replace(
-                "{served_model}", shlex.quote(served))
+            values = {"model": model, "served_model": served}  # one pass: a substituted text is never read again
+            cmd = _PLACEHOLDER.sub(lambda m: shlex.quote(values[m[1]]), self.reload_command)
             print(f"sampler 'openai': reload_command for {model}; waiting up to {self.reload_timeout:g}s for "
                   f"{self.base_url} to serve it", file=sys.stderr, flush=True)
             t0 = time.monotonic()

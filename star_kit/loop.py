@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -697,15 +698,20 @@ class StarRun:
             self.store.artifact(n, AHEAD_MARKER).unlink(missing_ok=True)
         partial = path.with_name(path.name + ".partial")
         done = [Sample(**row) for row in read_jsonl(partial, partial=True)] if partial.exists() else []
-        finished = {s.example_id for s in done}
-        chunk = max(1, int(self.config.chunk_size))
+        size = max(1, int(self.config.chunk_size))
+        chunks = [examples[start : start + size] for start in range(0, len(examples), size)]
+        # A chunk is kept only if it was written whole (params.n rows for each of its examples): a kill during its
+        # write can leave some of its lines, and the chunk is then sampled again, without them.
+        rows = Counter(s.example_id for s in done)
+        whole = [all(rows[e.id] == params.n for e in part) for part in chunks]
+        kept = {e.id for part, ok in zip(chunks, whole) if ok for e in part}
+        done = [s for s in done if s.example_id in kept]
         t0 = time.perf_counter()
         with self.phases.phase(f"iter {n} · {phase}", len(examples), "q") as advance, \
                 self.registry.guard("samplers", self.sampler_name), AppendLog(partial, keep=done) as log:
-            advance(len(finished))
-            for c, start in enumerate(range(0, len(examples), chunk)):
-                part = examples[start : start + chunk]
-                if all(e.id in finished for e in part):
+            advance(len(kept))
+            for c, part in enumerate(chunks):
+                if whole[c]:
                     continue
                 chunk_params = dataclasses.replace(params, seed=params.seed * 100_003 + c)
                 new = sample_rationales(self.task, sampler, self.extract, part, chunk_params, hint, advance,

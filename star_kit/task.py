@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ def parse_digits(spec: Any, key: str) -> list[int]:
     if not values or min(values) < 1 or max(values) > 30:
         raise StarKitError(f"task option {key}={spec!r}: digit counts must be between 1 and 30", 2)
     return sorted(set(values))
+
+
+def held_out(key: str, share: float = 0.2) -> bool:
+    """Whether the problem named ``key`` belongs to the evaluation split of a generated task: a fixed partition by
+    a hash of the key (the same on every machine, for every seed), so that splits drawn with any seeds never share
+    a problem (the Task protocol's promise). About ``share`` of all keys are held out. A task draws a problem
+    for split "eval" until ``held_out`` is True, for "train" until it is False."""
+    return zlib.crc32(key.encode("utf-8")) % 10_000 < share * 10_000
 
 
 def load_lm_eval_yaml(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from star_kit.errors import StarKitError
 from star_kit.records import Example
 from star_kit_plugins.arithmetic import (ArithmeticTask, column_rationale, extract_integer_answer,
-                                         place_value_rationale, verify_column)
+                                         place_value_rationale, verify_addition, verify_column)
 
 
 def test_extractor_reads_the_answer_phrase():
@@ -57,6 +57,27 @@ def test_examples_are_seeded_balanced_and_correct():
         assert int(e.answer) == e.fields["a"] + e.fields["b"]
         assert len(str(e.fields["a"])) == e.fields["digits"]
     assert {e.fields["digits"] for e in ArithmeticTask(digits="1-3", eval_digits="6-8").examples("eval", 9, 0)} == {6, 7, 8}
+
+
+def test_train_and_eval_never_share_a_sum_whatever_the_seeds():
+    """The protocol's promise: a held-out sum (or its swap) is never a training sum, for any seeds. Before, the
+    default job's 64 held-out sums shared 3 one-digit sums with its 128 training sums."""
+    task = ArithmeticTask(digits="1-2")
+    pair = lambda e: (min(e.fields["a"], e.fields["b"]), max(e.fields["a"], e.fields["b"]))  # noqa: E731
+    train = {pair(e) for seed in range(3) for e in task.examples("train", 400, seed)}
+    held = {pair(e) for seed in range(3) for e in task.examples("eval", 400, seed)}
+    assert not train & held
+    assert len({p for p in held if p[1] < 10}) >= 8  # the one-digit sums are not all on one side
+    default = ArithmeticTask()
+    assert not {pair(e) for e in default.examples("train", 128, 0)} & {pair(e) for e in default.examples("eval", 64, 0)}
+
+
+def test_place_value_padded_shows_the_steps_on_one_digit_sums():
+    task = ArithmeticTask(format="place_value_padded")
+    assert task.gold_rationale(6, 7) == "6 + 7 = (0 + 0) + (6 + 7) = 0 + 13 = 13"
+    assert task.gold_rationale(47, 85) == "47 + 85 = (40 + 80) + (7 + 5) = 120 + 12 = 132"
+    assert task.fewshot()[0].rationale == "6 + 7 = (0 + 0) + (6 + 7) = 0 + 13 = 13"
+    assert verify_addition(Example("x", "6 + 7 = ?", "13", {"a": 6, "b": 7}), task.gold_rationale(6, 7)) is None
 
 
 def test_prompt_hint_and_target():

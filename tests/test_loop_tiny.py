@@ -222,9 +222,11 @@ def test_config_yaml_records_option_defaults_and_an_old_run_still_resumes(tiny_m
     assert yaml.safe_load(config.read_text())[key][default[0]] == default[1]
 
 
-def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin):
-    """Cut a finished run back to 'killed after the first sampling chunk, mid-write of the second' and resume:
-    samples, training set and metrics come out identical to the uninterrupted run."""
+@pytest.mark.parametrize("whole_lines", [2, 3])
+def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_path, test_plugin, whole_lines):
+    """Cut a finished run back to 'killed after the first sampling chunk (2 lines), mid-write of the second' and
+    resume: samples, training set and metrics come out identical to the uninterrupted run. With 3 whole lines the
+    kill left one whole line of the second chunk: that chunk is sampled again, its line not kept twice."""
     import shutil
 
     out = tmp_path / "run"
@@ -235,7 +237,8 @@ def test_a_run_killed_mid_sampling_resumes_to_identical_results(tiny_model, tmp_
     before = {name: (it / name).read_text() for name in ("samples.jsonl", "train.jsonl")}
     metrics_before = read_jsonl(out / "metrics.jsonl")
     lines = before["samples.jsonl"].splitlines(keepends=True)
-    (it / "samples.jsonl.partial").write_text("".join(lines[:2]) + lines[2][:25])  # chunk 1 + a torn line
+    assert len(lines) > whole_lines
+    (it / "samples.jsonl.partial").write_text("".join(lines[:whole_lines]) + lines[whole_lines][:25])  # + torn
     for name in ("samples.jsonl", "rationalized.jsonl", "train.jsonl", "eval.json"):
         (it / name).unlink(missing_ok=True)
     shutil.rmtree(it / "checkpoint")

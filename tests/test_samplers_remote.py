@@ -242,6 +242,19 @@ def test_load_runs_reload_command_and_waits_for_the_model(fake_server, tmp_path)
         sampler.load("y") if not setattr(sampler, "reload_command", "exit 3") else None
 
 
+def test_a_model_path_cannot_break_out_of_reload_commands_quotes(fake_server, tmp_path):
+    """Each placeholder is replaced once, shell-quoted: a model path (a checkpoint a run directory's metrics.jsonl
+    names) that holds ``{served_model}`` and ``$(...)`` is passed as one argument, and nothing in it runs."""
+    argv, pwned = tmp_path / "argv", tmp_path / "pwned"
+    hostile = f"/d/{{served_model}} $(touch {pwned})"
+    fake_server.models = lambda: ["base", hostile]
+    cmd = f"printf '%s\\n' {{model}} {{served_model}} > {argv}"
+    sampler = _openai(model="base", base_url=fake_server.url, reload_command=cmd, reload_timeout=5)
+    sampler.load(hostile)
+    assert not pwned.exists()
+    assert argv.read_text().splitlines() == [hostile, hostile]
+
+
 # -- the real thing (vLLM in .venv-vllm) ----------------------------------------------------------------------
 def _arithmetic_prompts(n: int):
     registry = load_registry()

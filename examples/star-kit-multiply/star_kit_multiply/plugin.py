@@ -16,7 +16,7 @@ import star_kit
 from star_kit.arith import canonical_integer
 from star_kit.errors import StarKitError
 from star_kit.records import Example
-from star_kit.task import FewShotTask, parse_digits
+from star_kit.task import FewShotTask, held_out, parse_digits
 
 HERE = Path(__file__).resolve().parent
 _ANSWER = re.compile(r"answer is\s*+:?\s*+(-?)\s*+([0-9][0-9,]*+)", re.IGNORECASE)  # possessive: linear time
@@ -68,7 +68,10 @@ class MultiplyTask(FewShotTask):
         for i in range(n):
             d = digits[i % len(digits)]  # balanced over digit counts
             lo = 2 if d == 1 else 10 ** (d - 1)
-            a, b = rng.randint(lo, 10**d - 1), rng.randint(lo, 10**d - 1)
+            while True:  # the two splits never share a problem (a product and its swap are one)
+                a, b = rng.randint(lo, 10**d - 1), rng.randint(lo, 10**d - 1)
+                if held_out(f"{min(a, b)} * {max(a, b)}") == (split == "eval"):
+                    break
             out.append(Example(id=f"{split}-{i:05d}", question=f"{a} * {b} = ?", answer=str(a * b),
                                fields={"a": a, "b": b, "digits": d}))
         return out
