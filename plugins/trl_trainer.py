@@ -331,6 +331,9 @@ class TRLSFTTrainer:
             output_dir.mkdir(parents=True, exist_ok=True)
             final.to(dtype).save_pretrained(output_dir)
         if trainer.is_world_process_zero():
+            # save_model also pickles the TrainingArguments (a hub_token in it; a pickle is code to whoever loads
+            # it): the run directory keeps the model, its tokenizer and the loss log only.
+            (output_dir / "training_args.bin").unlink(missing_ok=True)
             tokenizer.save_pretrained(output_dir)
             write_jsonl(output_dir / "train_log.jsonl", log)
         trainer.accelerator.wait_for_everyone()

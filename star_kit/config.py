@@ -436,7 +436,24 @@ def redact(obj: Any) -> Any:
         return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if isinstance(obj, str) and "@" in obj:
+        return _without_userinfo(obj)
     return obj
+
+
+_USERINFO = re.compile(r"[^/@\s]++@")
+
+
+def _without_userinfo(text: str) -> str:
+    """``text`` with the user:password of each URL in it redacted ('https://user:tok@host/v1' ->
+    'https://<redacted>@host/v1'; a base_url). Linear: each scan after a '://' stops at the next '/'."""
+    out, pos = [], 0
+    while (found := text.find("://", pos)) >= 0:
+        start = found + 3
+        userinfo = _USERINFO.match(text, start)
+        out.append(text[pos:start] + (f"{REDACTED}@" if userinfo else ""))
+        pos = userinfo.end() if userinfo else start
+    return "".join(out) + text[pos:]
 
 
 def redact_argv(argv: Sequence[str]) -> list[str]:
@@ -452,7 +469,7 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
             continue
         parts = arg.split("=")
         secret = next((i for i, part in enumerate(parts[:-1]) if is_secret_key(part.split(".")[-1])), None)
-        out.append(arg if secret is None else "=".join(parts[: secret + 1]) + "=" + REDACTED)
+        out.append(_without_userinfo(arg) if secret is None else "=".join(parts[: secret + 1]) + "=" + REDACTED)
     return out
 
 
@@ -470,7 +487,7 @@ def without_secrets(obj: Any) -> Any:
         return {k: without_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
     if isinstance(obj, list):
         return [without_secrets(v) for v in obj]
-    return obj
+    return _without_userinfo(obj) if isinstance(obj, str) and "@" in obj else obj
 
 
 def drop_redacted(obj: Any) -> Any:
@@ -495,7 +512,7 @@ OPTION_FLAGS = {"task_options": "--task-opt", "sampler_options": "--sampler-opt"
 # the user's token) and ``chat_template_path`` (a tokenizer fetched from the hub). A plugin's option of another
 # name that does so should end in ``_command`` (the plugin guide says so).
 CODE_OPTIONS = ("launch_args", "accelerate_config", "address", "base_url", "push_to_hub", "hub_model_id",
-                "chat_template_path")
+                "chat_template_path", "trust_remote_code")
 
 
 def is_command_key(name: str) -> bool:

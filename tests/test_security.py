@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,22 @@ def test_redact_reaches_nested_options_and_keeps_empty_values():
     assert cfg.sampler_options["api_key"] == SECRET  # the run itself still has it
     assert SECRET not in json.dumps(cfg.public().to_dict())
     assert redact([{"api_key": SECRET}]) == [{"api_key": REDACTED}]
+
+
+def test_a_urls_user_and_password_are_redacted_and_not_compared_on_resume():
+    """A base_url with credentials in it ('https://user:tok@host/v1') is written without them; the resume
+    comparison does not count the redaction as a change. Linear in the text."""
+    from star_kit.config import without_secrets
+
+    cfg = RunConfig(sampler_options={"base_url": f"https://user:{SECRET}@host:8000/v1", "who": "me@example.org"})
+    public = cfg.public_dict()["sampler_options"]
+    assert public == {"base_url": f"https://{REDACTED}@host:8000/v1", "who": "me@example.org"}
+    assert without_secrets(public) == without_secrets(cfg.sampler_options)
+    assert redact_argv(["--sampler-opt", f"base_url=http://u:{SECRET}@h/v1"]) == [
+        "--sampler-opt", f"base_url=http://{REDACTED}@h/v1"]
+    t0 = time.perf_counter()
+    redact(["a://" * 100_000 + "@", "a." * 100_000 + "@"])
+    assert time.perf_counter() - t0 < 1.0
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -247,6 +264,7 @@ def test_resume_takes_commands_and_addresses_as_given_now(tmp_path, fake_model, 
     ("sampler", {"address": "ray://203.0.113.9:10001"}, "--sampler-opt address"),
     ("sampler", {"base_url": "http://203.0.113.9/v1"}, "--sampler-opt base_url"),  # every prompt, and the key
     ("trainer", {"push_to_hub": True, "hub_model_id": "someone/else"}, "--trainer-opt push_to_hub"),
+    ("trainer", {"trust_remote_code": True}, "--trainer-opt trust_remote_code"),  # an SFTConfig field
 ])
 def test_resume_does_not_take_what_runs_or_where_from_a_run_directory(tmp_path, fake_model, capsys, monkeypatch,
                                                                       kind, options, flag):
