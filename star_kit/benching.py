@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from .cli_common import key_value, optional_int, quiet_libraries
 from .errors import StarKitError, UnknownNameError, one_line
 from .records import PROMPT_NAMES
@@ -294,6 +296,7 @@ def run_of_checkpoint(model: str) -> tuple[Path, int] | None:
 
 def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: list[TaskSpec]):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="star-kit bench (accuracy)")
     table.add_column("model")
@@ -314,7 +317,7 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
                 maj = f"\nmaj@{r['maj_k']} {100 * r['maj_accuracy']:.1f}{maj_err}%"
             prompt = {"question": " · question alone", "fewshot": " · few-shot"}.get(r.get("prompt"), "")
             cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']}{prompt} · {r['seconds']:.0f} s")
-        table.add_row(t.label, *cells)
+        table.add_row(Text(t.label), *cells)
     return table
 
 
@@ -351,7 +354,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         from .config import code_from_saved, drop_redacted
 
         run_config, run_models = run_targets(
-            Path(args.run), note=lambda m: err_console.print(f"[yellow]note:[/] {m}", highlight=False))
+            Path(args.run), note=lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", highlight=False))
         targets = run_models + targets
         # The run directory is data: its redacted credentials come from the flags or the environment again, and
         # its plugins and *_command options are used only when the command line names them again.
@@ -383,10 +386,10 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue  # not readable as a run's config: benched as any model (few-shot)
             t.fewshot = run.eval_fewshot(n)
             if not t.fewshot:
-                err_console.print(f"[yellow]note:[/] --model {t.name} is iteration {n} of the run in {run_dir}: "
-                                  "prompted with the question alone, as that run evaluated it (--eval-prompt "
-                                  f"fewshot prompts it few-shot; the run's task options apply with --run {run_dir})",
-                                  highlight=False)
+                err_console.print("[yellow]note:[/] " + escape(
+                    f"--model {t.name} is iteration {n} of the run in {run_dir}: prompted with the question alone, "
+                    f"as that run evaluated it (--eval-prompt fewshot prompts it few-shot; the run's task options "
+                    f"apply with --run {run_dir})"), highlight=False)
     if args.eval_prompt not in (None, "trained"):
         for t in targets:
             t.fewshot = args.eval_prompt == "fewshot"
@@ -425,10 +428,10 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     quiet_libraries()
     registry = load_registry([*(run_config.get("plugins") or []), *args.plugins])
     for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     if args.run and not args.sampler and run_config.get("sampler") not in (None, "auto"):
-        err_console.print(f"[yellow]note:[/] sampler {run_config['sampler']!r} as --run {args.run} used it "
-                          f"(for every model of this bench; --sampler chooses another)", highlight=False)
+        err_console.print("[yellow]note:[/] " + escape(f"sampler {run_config['sampler']!r} as --run {args.run} "
+                          "used it (for every model of this bench; --sampler chooses another)"), highlight=False)
     sampler_name = registry.resolve_sampler(sampler_name)
     if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
@@ -476,7 +479,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             scratch.cleanup()
     console.print(results_table(results, targets, specs))
     if args.json:
-        console.print(f"results: {args.json}", highlight=False)
+        console.print(f"results: {args.json}", highlight=False, markup=False)
     if keep is not None:
-        console.print(f"prompts and samples: {keep}/<model>/<task>/", highlight=False)
+        console.print(f"prompts and samples: {keep}/<model>/<task>/", highlight=False, markup=False)
     return results

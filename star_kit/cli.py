@@ -13,6 +13,7 @@ from typing import Sequence
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import benching, report
 from .cli_common import OneLineParser, key_value, optional_int, quiet_libraries
@@ -132,10 +133,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for kind, entries in registry.as_json().items():
         for e in entries:
             name = f"{e['name']} ({', '.join(e['hooks'])})" if "hooks" in e else e["name"]
-            table.add_row(kind[:-1], name, e["plugin"], e["distribution"])
+            table.add_row(*(Text(str(v)) for v in (kind[:-1], name, e["plugin"], e["distribution"])))
     console.print(table)
     for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     return 0
 
 
@@ -207,11 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         where = getattr(args, "run_dir", None)
         if args.command == "run" and where and os.path.isfile(os.path.join(where, "config.yaml")):
-            err_console.print(f"{how}; continue with `star-kit run --resume {where}`", highlight=False)
+            err_console.print(f"{how}; continue with `star-kit run --resume {where}`", highlight=False, markup=False)
         elif args.command == "run":  # a start that is cut short removes what it wrote: nothing to resume
             err_console.print(f"{how} before anything was computed; run the same command again", highlight=False)
         elif args.command == "bench" and getattr(args, "json_written", False):
-            err_console.print(f"{how}; the pairs benched so far are in {args.json}", highlight=False)
+            err_console.print(f"{how}; the pairs benched so far are in {args.json}", highlight=False, markup=False)
         else:
             err_console.print(how, highlight=False)
         return code

@@ -263,6 +263,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StarKitError(f"cannot read config file {path}: {exc.strerror}", 2) from exc
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise StarKitError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})", 2) from exc
     try:
         data = yaml.load(text, Loader=_ConfigLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

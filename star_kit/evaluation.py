@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import glob
 import json
 import logging
 from collections import Counter, defaultdict
@@ -361,7 +362,8 @@ def evaluate(
     write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e, fewshot=fewshot), "answer": e.answer}
                             for e in examples))
     config = copy.deepcopy(task.lm_eval_config)
-    config.setdefault("dataset_kwargs", {}).setdefault("data_files", {})["test"] = str(docs_path.resolve())
+    # datasets reads data_files as glob patterns: a run directory named 'runs/[exp]' must match only itself
+    config.setdefault("dataset_kwargs", {}).setdefault("data_files", {})["test"] = glob.escape(str(docs_path.resolve()))
     task_name = config["task"]
     found = extract_filter(config)
     if found is None:

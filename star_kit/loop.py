@@ -189,6 +189,19 @@ class SampleAhead:
     ride: RideAlong
 
 
+def read_samples(path: Path, partial: bool = False) -> list[Sample]:
+    """``samples.jsonl`` / ``rationalized.jsonl`` (or their ``.partial`` work log) read back for a resume; a row
+    that is not a Sample (edited: a key renamed or missing) stops with one line naming the file and row."""
+    out = []
+    for i, row in enumerate(read_jsonl(path, partial=partial), 1):
+        try:
+            out.append(Sample(**row))
+        except TypeError as exc:
+            raise StarKitError(f"{path}: row {i}: {str(exc).replace('Sample.__init__() ', '')}; star-kit writes "
+                               "this file whole, so it was edited or damaged", 2) from exc
+    return out
+
+
 class Timings(dict):
     """Seconds per phase of one iteration, saved on every update so a resumed iteration keeps the phases it
     does not redo."""
@@ -520,7 +533,7 @@ class StarRun:
         for M(n))."""
         store, k = self.store, self.config.eval_samples
         if store.has(n, "eval.json"):
-            ev = read_json(store.artifact(n, "eval.json"))
+            ev = read_json(store.artifact(n, "eval.json"), keys=("accuracy", "stderr", "n"))
             prompt = ev.get("prompt") or prompt_name(self.config.eval_fewshot(n) if fewshot is None else fewshot)
             return (ev["accuracy"], ev["stderr"], ev["n"], int(ev.get("no_answer") or 0), maj_fields(ev.get("maj")),
                     prompt)
@@ -693,11 +706,11 @@ class StarRun:
         uninterrupted one would."""
         path = self.store.artifact(n, name)
         if path.exists():
-            return [Sample(**row) for row in read_jsonl(path)]
+            return read_samples(path)
         if name == "samples.jsonl":  # a marker left by a kill before the samples it announces were published
             self.store.artifact(n, AHEAD_MARKER).unlink(missing_ok=True)
         partial = path.with_name(path.name + ".partial")
-        done = [Sample(**row) for row in read_jsonl(partial, partial=True)] if partial.exists() else []
+        done = read_samples(partial, partial=True) if partial.exists() else []
         size = max(1, int(self.config.chunk_size))
         chunks = [examples[start : start + size] for start in range(0, len(examples), size)]
         # A chunk is kept only if it was written whole (params.n rows for each of its examples): a kill during its

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import StarKitError, UnknownNameError
+from .errors import StarKitError, UnknownNameError, one_line
 
 
 @dataclass(frozen=True)
@@ -206,10 +206,13 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"converting {gguf.name} to a bf16 Hugging Face folder (once): {target}", file=sys.stderr)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:  # not a GGUF file, or one transformers cannot read
+        raise StarKitError(f"cannot read {gguf} as a GGUF model: {one_line(exc)}", 2) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained; rebuild it from a plain config and copy the weights.
     config_dict = quantized.config.to_dict()
     config_dict.pop("quantization_config", None)

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -54,7 +55,7 @@ class Phases:
         if self.started is False:
             self.progress.start()
             self.started = True
-        task_id = self.progress.add_task(description, total=total, rate="")
+        task_id = self.progress.add_task(escape(description), total=total, rate="")  # a model path is text
 
         def advance(k: int = 1) -> None:
             self.progress.advance(task_id, k)

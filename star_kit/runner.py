@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from . import report
@@ -84,17 +85,17 @@ def execute(config: RunConfig, resume: bool = False, progress: bool = True) -> l
 
     registry = load_registry(config.plugins)
     for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     with Phases(err_console, enabled=progress) as phases:
         live = lambda history: phases.progress.console.print(results_table(history))  # noqa: E731
-        star = StarRun(config, registry, phases, log=lambda m: phases.progress.console.print(m, highlight=False),
-                       on_record=live if sys.stderr.isatty() else None)
+        log = lambda m: phases.progress.console.print(m, highlight=False, markup=False)  # noqa: E731 - text, not markup
+        star = StarRun(config, registry, phases, log=log, on_record=live if sys.stderr.isatty() else None)
         history = star.run(resume=resume)
     console.print(results_table(history))
     if star.skipped_rows:
         err_console.print(f"[yellow]skipped {len(star.skipped_rows)} malformed data rows[/] "
-                          f"(see {config.out}/skipped_rows.json)", highlight=False)
-    console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False)
+                          f"(see {escape(str(config.out))}/skipped_rows.json)", highlight=False)
+    console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False, markup=False)
     report.after_run(config.out)  # report.html + accuracy.png; a failure only prints a warning
     return history
 

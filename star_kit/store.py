@@ -110,18 +110,23 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
     ``skip_bad``: a viewer's reading (the report shows what it can): such lines are left out, each with a warning
     on stderr naming ``file:line``."""
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if partial and not line.endswith("\n"):
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if partial and not raw.endswith(b"\n"):
                 break  # torn tail
-            if not line.strip():
-                continue
             try:
-                row = json.loads(line)
-                problem = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
-            except json.JSONDecodeError as exc:
-                where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
-                problem = f"not JSON ({where})" if line.endswith("\n") else "cut short"
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line, problem = "", f"not UTF-8 (byte {exc.start + 1} of the line)"
+            else:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    problem = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
+                except json.JSONDecodeError as exc:
+                    where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
+                    problem = f"not JSON ({where})" if line.endswith("\n") else "cut short"
             if problem and skip_bad:
                 print(f"warning: {path}:{number}: {problem}; left out", file=sys.stderr)
                 continue
@@ -132,9 +137,26 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
     return rows
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+def read_json(path: Path, keys: Iterable[str] = ()) -> dict[str, Any]:
+    """The JSON object of a file star-kit wrote whole (``eval.json``, ``seconds.json`` ...), holding ``keys``;
+    a file that is not one (edited or damaged) stops with one line naming it, never a traceback."""
+    problem = None
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 (byte {exc.start + 1})"
+    except json.JSONDecodeError as exc:
+        problem = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except OSError as exc:
+        raise StarKitError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if problem is None and not isinstance(data, dict):
+        problem = f"a JSON {type(data).__name__}, not an object"
+    if problem is None:
+        missing = [k for k in keys if k not in data]
+        problem = f"no {missing[0]!r} in it" if missing else None
+    if problem:
+        raise StarKitError(f"{path}: {problem}; star-kit writes this file whole, so it was edited or damaged", 2)
+    return data
 
 
 class AppendLog:

@@ -3,6 +3,7 @@
 import ast
 import errno
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,39 @@ def test_a_damaged_line_of_a_run_file_is_named_never_skipped(tmp_path):
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]  # blank lines are nothing
 
 
+def test_bytes_that_are_not_utf8_and_edited_json_files_are_one_line_each(tmp_path, capsys):
+    """A non-UTF-8 byte in a run file, a run file's JSON object edited (not an object, a key missing, a key
+    renamed in a samples row) and a non-UTF-8 --config are each one line naming the file, never a traceback."""
+    from star_kit.cli import main
+    from star_kit.config import load_config_file
+    from star_kit.loop import read_samples
+    from star_kit.store import read_json
+
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(StarKitError, match=r"samples.jsonl:2: not UTF-8 \(byte 11 of the line\); star-kit writes"):
+        read_jsonl(path)
+    assert read_jsonl(path, skip_bad=True) == [{"a": 1}]  # a viewer (the report) leaves it out, with a warning
+    assert "samples.jsonl:2: not UTF-8" in capsys.readouterr().err
+    path.write_text('{"example_id": "t-0", "question": "q", "completion": "c", "predicted": null, "gold": "1", '
+                    '"correct": false, "graded_by": "me"}\n')
+    with pytest.raises(StarKitError, match=r"samples.jsonl: row 1: got an unexpected keyword argument 'graded_by'"):
+        read_samples(path)
+    ev = tmp_path / "eval.json"
+    for text, problem in (('{"accuracy": 0.5', "not JSON"), ("[0.5]", "a JSON list, not an object"),
+                          ('{"accuracy": 0.5, "n": 64}', "no 'stderr' in it")):
+        ev.write_text(text)
+        with pytest.raises(StarKitError, match=rf"eval.json: {re.escape(problem)}"):
+            read_json(ev, keys=("accuracy", "stderr", "n"))
+    config = tmp_path / "job.yaml"
+    config.write_bytes(b"seed: 1\n# caf\xe9\n")
+    with pytest.raises(StarKitError, match=r"job.yaml:2: not UTF-8 text \(byte 0xe9\)"):
+        load_config_file(config)
+    assert main(["run", "--config", str(config), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "job.yaml:2: not UTF-8" in err and len(err.splitlines()) == 1
+
+
 def test_resume_names_a_damaged_training_set(tmp_path, tiny_model, capsys):
     from star_kit.cli import main
 
@@ -157,3 +191,27 @@ def test_resume_names_a_damaged_training_set(tmp_path, tiny_model, capsys):
     assert main(["run", "--resume", str(out), "--no-progress"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "samples.jsonl:2: not JSON (Invalid control character at column 11); star-kit writes this file whole" in last
+
+
+def test_a_file_named_gguf_that_is_not_one_is_one_line(tmp_path, capsys):
+    from star_kit.cli import main
+
+    (tmp_path / "model.gguf").write_bytes(b"not a gguf file")
+    assert main(["bench", "--model", str(tmp_path / "model.gguf"), "--tasks", "arithmetic", "--limit", "2",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: cannot read {tmp_path / 'model.gguf'} as a GGUF model: ValueError:"), err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_a_run_directory_named_with_brackets_runs_and_is_printed_as_named(tiny_model, tmp_path, capsys, test_plugin):
+    """'runs/[exp]' is rich markup and a glob pattern (datasets reads lm-eval's data_files as one): the run
+    evaluates its own eval_docs.jsonl and every line names the directory as given."""
+    from star_kit.cli import main
+
+    out = tmp_path / "runs" / "[exp]" / "a[b]"
+    assert main(["run", "--model", tiny_model, "--task", "lenient-arithmetic", "--out", str(out), "--iterations", "1",
+                 "--train-size", "4", "--eval-size", "4", "--base-steps", "1", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert f"run directory: {out} (metrics.jsonl" in captured.out
+    assert (out / "iter_01" / "eval.json").is_file()

@@ -190,7 +190,7 @@ def _eval_prompt(path: Path) -> str | None:
     """``eval.json``'s ``prompt`` ("fewshot" or "question"); None when the file, or the key, is missing or bad."""
     try:
         prompt = read_json(path).get("prompt") if path.is_file() else None
-    except (OSError, ValueError, AttributeError):
+    except StarKitError:
         return None
     return prompt if prompt in PROMPT_NAMES else None
 
