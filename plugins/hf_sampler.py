@@ -9,7 +9,7 @@ import warnings
 from typing import Literal, Sequence
 
 import star_kit
-from star_kit.errors import StarKitError
+from star_kit.errors import StarKitError, one_line
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams, cut_at_stop
 
@@ -88,7 +88,7 @@ class HFSampler:
             tokenizer = AutoTokenizer.from_pretrained(model)
             net = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype)
         except OSError as exc:
-            raise StarKitError(f"sampler 'hf': cannot load model {model!r}: {exc}".splitlines()[0]) from exc
+            raise StarKitError(f"sampler 'hf': cannot load model {model!r}: {one_line(exc)}") from exc
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

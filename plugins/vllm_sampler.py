@@ -216,7 +216,7 @@ class _Engine:
         try:
             llm = self.vllm.LLM(model=model, tokenizer=model, **self.options)
         except (OSError, ValueError) as exc:
-            raise StarKitError(f"sampler 'vllm': cannot load model {model!r}: {exc}".splitlines()[0]) from exc
+            raise StarKitError(f"sampler 'vllm': cannot load model {model!r}: {one_line(exc)}") from exc
         self._llm, self._tokenizer, self.model = llm, llm.get_tokenizer(), model
         self._leading_tokens = leading_special_tokens(self._tokenizer)
 

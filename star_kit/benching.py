@@ -207,7 +207,7 @@ def bench_star_kit(spec: TaskSpec, sampler, sampler_name: str, out_dir: Path, re
     t0 = time.perf_counter()
     total = len(spec.examples) * (2 if maj_k > 1 else 1)
     with phases.phase(f"{label} · {spec.name}", total, "q") as advance, \
-            registry.guard("samplers", sampler_name):
+            registry.guard("tasks", spec.name):  # the sampler's own calls name it already (Registry.create)
         ev = evaluate(spec.task, sampler, spec.examples, out_dir, registry, advance, maj_k=maj_k,
                       maj_temperature=maj_temperature, seed=seed, fewshot=fewshot, sampler_name=sampler_name,
                       star_task=spec.name)

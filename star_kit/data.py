@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from .errors import DataError, StarKitError
+from .errors import DataError, StarKitError, one_line
 
 ENV_VAR = "STAR_KIT_DATA_DIR"
 
@@ -161,8 +161,7 @@ def load_hub_rows(task: str, source: HubSource) -> list[Row]:
 
         ds = datasets.load_dataset(source.path, source.name, split=source.split)
     except Exception as exc:  # ConnectionError, DatasetNotFoundError, ... : all mean "not available here"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StarKitError(f"{no_data_message(task, str(source))} ({type(exc).__name__}: {reason})", 2) from None
+        raise StarKitError(f"{no_data_message(task, str(source))} ({one_line(exc)})", 2) from None
     return [Row(f"{source}, row {i}", i, dict(record)) for i, record in enumerate(ds)]
 
 
@@ -204,11 +203,18 @@ def load_rows(
 
 
 def parse_rows(rows: list[Row], parse: Callable[[Row], Any], skipped: list[str] | None = None) -> list[Any]:
-    """``parse`` each row; a DataError is raised, or (with ``skipped`` given) counted there and the row dropped."""
-    out = []
+    """``parse`` each row; a DataError is raised, or (with ``skipped`` given) counted there and the row dropped.
+    An example whose ``id`` an earlier row has is such an error too (ids key the samples, resume and the report)."""
+    out, first = [], {}
     for row in rows:
         try:
-            out.append(parse(row))
+            parsed = parse(row)
+            ident = getattr(parsed, "id", None)
+            if ident is not None and ident in first:
+                raise DataError(f"{row.where}: id {ident!r} repeats that of {first[ident]}")
+            if ident is not None:
+                first[ident] = row.where
+            out.append(parsed)
         except DataError as exc:
             if skipped is None:
                 raise

@@ -5,10 +5,14 @@ from __future__ import annotations
 import difflib
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def one_line(exc: BaseException, whole: bool = False, limit: int = 600) -> str:
+    """An exception as one line: its type and the first line of its message; ``whole``: all its lines, joined
+    with '; ' (a YAML or transformers error whose reason is on its second line), cut at ``limit`` characters."""
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not text:
+        return type(exc).__name__
+    message = "; ".join(text) if whole else text[0]
+    return f"{type(exc).__name__}: {message[:limit]}{'...' if len(message) > limit else ''}"
 
 
 class StarKitError(Exception):

@@ -543,7 +543,8 @@ class StarRun:
         if ahead is not None:  # iteration n+1's samples are published before this evaluation's eval.json
             ahead.ride.publish = lambda: self.save_ahead(n, ahead)
         with self.phases.phase(label, total, "q") as advance:
-            with self.registry.guard("samplers", self.sampler_name):
+            # the sampler's and the task's own calls name them already; what else fails is lm-eval on the task's config
+            with self.registry.guard("tasks", self.config.task):
                 ev = evaluate(self.task, sampler, eval_set, store.iter_dir(n), self.registry, advance, maj_k=k,
                               maj_temperature=self.config.eval_temperature, seed=self.config.seed,
                               ride_along=ahead.ride if ahead else None,

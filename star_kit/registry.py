@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean
+from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean, one_line
 
 BUILTIN_DISTRIBUTION = "star-kit"
 
@@ -77,9 +77,8 @@ class Registry:
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy validation errors (bad hook signatures): its lines, as one
-            why = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
             self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: "
-                                 f"{(why or type(exc).__name__)[:600]}")
+                                 f"{one_line(exc, whole=True)}")
             return
         self._dist[name] = distribution
         self.problems.extend(self._unknown_hooks(plugin, name, distribution))
@@ -290,7 +289,7 @@ class Registry:
         except StarKitError:
             raise
         except Exception as exc:
-            raise PluginError(f"{self.where(kind, name)} failed: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"{self.where(kind, name)} failed: {one_line(exc, whole=True)}") from exc
 
     def provenance(self, kind: str, name: str) -> str:
         """'star-kit 0.1.0 (plugin 'hf')': the distribution (and its version) that provides ``name``, as eval.json

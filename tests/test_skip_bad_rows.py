@@ -40,6 +40,23 @@ def test_skip_bad_rows_counts_them(bad_data):
     assert f"train.jsonl:{n_good + 3}: missing field 'answer'" in task.skipped_rows[2]
 
 
+def test_a_repeated_id_names_both_rows_and_can_be_skipped(tmp_path):
+    """CommonsenseQA's ids come from the data: a row that repeats one is named with its file and line (and the
+    first row's), before any work; --skip-bad-rows drops it."""
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES, root)
+    train = root / "commonsenseqa" / "train_rand_split.jsonl"
+    lines = train.read_text().splitlines(keepends=True)
+    train.write_text("".join(lines) + lines[0])
+    task = load_registry().create("tasks", "commonsense_qa", data_dir=str(root))
+    ident = json.loads(lines[0])["id"]
+    with pytest.raises(DataError, match=rf"train_rand_split.jsonl:{len(lines) + 1}: id '{ident}' repeats that of "
+                                        rf".*train_rand_split.jsonl:1"):
+        task.examples("train", None, 0)
+    skipping = load_registry().create("tasks", "commonsense_qa", data_dir=str(root), skip_bad_rows=True)
+    assert len(skipping.examples("train", None, 0)) == len(lines) and len(skipping.skipped_rows) == 1
+
+
 @pytest.mark.parametrize("text, skip, message", [
     ("", False, "has no rows (an empty file)"),
     ("\n  \n", False, "has no rows (an empty file)"),
