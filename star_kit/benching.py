@@ -437,6 +437,16 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
                           f"not for lm-eval's own", highlight=False)
     specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed)
+    if args.run:  # the run's own task: the questions it recorded, or none at all (same ids, other sums = wrong rows)
+        from .loop import recorded_questions_problem
+
+        for spec in specs:
+            changed = spec.name == run_task and recorded_questions_problem(Path(args.run), None, spec.examples,
+                                                                           subset=True)
+            if changed:
+                raise StarKitError(f"--run {args.run}: task {spec.name!r} now draws other questions than the run "
+                                   f"recorded ({changed}): its data or code changed since; its numbers would not be "
+                                   f"the run's", 2)
     if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
     if args.json:  # a path that cannot be written fails now, in one line, not after the whole bench has run

@@ -189,6 +189,40 @@ class SampleAhead:
     ride: RideAlong
 
 
+def recorded_questions_problem(root: Path, train_set: Sequence[Example] | None, eval_set: Sequence[Example],
+                               subset: bool = False) -> str | None:
+    """Whether the questions drawn now are those a run directory recorded: each held-out question of every
+    ``iter_NN/eval_docs.jsonl`` (its id, gold answer, and the question inside its prompt) and, with ``train_set``,
+    each training question of ``samples.jsonl`` / ``rationalized.jsonl``. A task whose data or code changed since
+    draws others under the same ids: the finished iterations' numbers would then be compared with numbers on other
+    questions. None when they match, else the first difference, as a phrase naming the file. ``subset``: the sets
+    drawn now may be smaller (``bench --run --limit``): recorded questions they do not hold are not compared."""
+    store = RunStore(root)
+    now = {"eval": {e.id: e for e in eval_set}, "train": {e.id: e for e in train_set or ()}}
+    for d in sorted(p for p in store.root.glob("iter_[0-9]*") if p.is_dir()):
+        files = [("eval", d / "eval_docs.jsonl")]
+        if train_set is not None:
+            files += [("train", d / "samples.jsonl"), ("train", d / "rationalized.jsonl")]
+        for split, path in files:
+            if not path.is_file():
+                continue
+            for row in read_jsonl(path, skip_bad=True):
+                ident = row.get("id", row.get("example_id"))
+                example = now[split].get(ident)
+                question, gold = (row.get("prompt"), row.get("answer")) if split == "eval" else (
+                    row.get("question"), row.get("gold"))
+                if example is None and subset:
+                    continue
+                if example is None:
+                    return f"{path} holds {split} question {ident!r}, which the task no longer draws"
+                if gold != example.answer or not isinstance(question, str) or example.question not in question:
+                    shown = question.strip().splitlines()[-1][:60] if isinstance(question, str) and question.strip() \
+                        else question
+                    return (f"{path}: {split} question {ident!r} was {shown!r} (answer {gold!r}), now "
+                            f"{example.question[:60]!r} (answer {example.answer!r})")
+    return None
+
+
 def read_samples(path: Path, partial: bool = False) -> list[Sample]:
     """``samples.jsonl`` / ``rationalized.jsonl`` (or their ``.partial`` work log) read back for a resume; a row
     that is not a Sample (edited: a key renamed or missing) stops with one line naming the file and row."""
@@ -417,6 +451,12 @@ class StarRun:
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
         self.prepare(resume)
+        changed = None if fresh else recorded_questions_problem(self.store.root, train_set, eval_set)
+        if changed:
+            raise StarKitError(f"--resume {self.store.root}: the task now draws other questions than this run "
+                               f"recorded ({changed}): its data or code changed since, and the finished iterations "
+                               f"would be compared with others on different questions; start a new run (or restore "
+                               f"the data and version it was made with)", 2)
         self.log(f"task {config.task}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         if config.iterations and not config.eval_fewshot(1):

@@ -1,6 +1,7 @@
 """The whole loop on a tiny model built from a config: real transformers generate, real TRL, real lm-eval."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +274,27 @@ def test_a_moved_run_directory_resumes_from_its_own_checkpoints(tiny_model, tmp_
     rows = read_jsonl(moved / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert [r["checkpoint"] for r in rows[1:]] == [str(moved / f"iter_{n:02d}" / "checkpoint") for n in (1, 2)]
+
+
+def test_resume_and_bench_run_refuse_questions_that_changed_under_their_ids(tiny_model, tmp_path, capsys):
+    """The task's data changed after the run (a re-exported file): the same ids now hold other questions. A resume
+    would compare its new iterations with finished ones on other questions, and bench --run would pair rows
+    wrongly: both refuse in one line naming the file and the question, before any model loads."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "data", data)
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--task", "gsm8k", "--data-dir", str(data), "--iterations", "1") == 0
+    test = data / "gsm8k" / "test.jsonl"
+    rows = [json.loads(line) for line in test.read_text().splitlines()]
+    rows[0]["question"] = "A different question?"
+    test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--iterations", "2", "--no-progress"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the task now draws other questions than this run recorded" in errors[0], errors
+    assert "eval_docs.jsonl: eval question" in errors[0] and "now 'A different question?'" in errors[0]
+    assert main(["bench", "--run", str(out), "--no-progress"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "task 'gsm8k' now draws other questions than the run recorded" in errors[0]
