@@ -355,7 +355,14 @@ def adapt_hub_record(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_row(row: Row, split: str) -> Example:
-    """One CommonsenseQA record -> Example (errors name file:line)."""
+    """One CommonsenseQA record -> Example (errors name file:line); a record in the hub's layout (a local file that
+    ``datasets``' ``to_json`` wrote from tau/commonsense_qa) is read as that layout."""
+    if isinstance(row.data.get("question"), str) and isinstance(row.data.get("choices"), dict):
+        try:
+            row = dataclasses.replace(row, data=adapt_hub_record(row.data))
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{row.where}: a record in the hub's layout (question, choices.label/text, answerKey) "
+                            f"without {exc}") from None
     stem = row.text("question.stem")
     raw_choices = row.field("question.choices")
     if not isinstance(raw_choices, list) or len(raw_choices) < 2:

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
-from star_kit.records import IterationResult
+from star_kit.records import PHASES, IterationResult
 
 FILENAME = "metrics.csv"
 #: every field of the record, in its order, but ``seconds`` (flattened into one column per phase)
 FIELDS = [f.name for f in dataclasses.fields(IterationResult) if f.name != "seconds"]
-PHASES = ["sample", "rationalize", "train", "evaluate"]
 #: counts of sampling, rationalization and training: empty at iteration 0, where none of them ran (``no_answer`` is
 #: kept: at iteration 0 it counts the base model's evaluation answers that named none)
 NOT_AT_BASE = ("sampled", "kept", "unverified", "rationalization_attempts", "rationalized", "train_examples", "steps")

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import star_kit
 from star_kit.config import is_secret_key, option_type_problem
-from star_kit.errors import StarKitError
+from star_kit.errors import StarKitError, did_you_mean
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
 from star_kit.registry import as_declared
@@ -60,9 +60,25 @@ SFT_DEFAULTS: dict[str, Any] = {
     "padding_free": True,
     "max_length": None,
 }
-# SFTConfig fields the trainer sets itself (from the loop's arguments or its own bookkeeping).
-SFT_RESERVED = ("output_dir", "max_steps", "completion_only_loss", "seed", "data_seed", "save_strategy",
-                "report_to", "disable_tqdm", "use_cpu", "bf16", "num_train_epochs")
+# SFTConfig fields the trainer sets itself (from the loop's arguments or its own bookkeeping), and where instead.
+SFT_RESERVED = {"output_dir": "--out", "max_steps": "--base-steps and --step-growth",
+                "num_train_epochs": "--base-steps and --step-growth (steps, not epochs)",
+                "completion_only_loss": "always on: the loss is on the rationale and answer",
+                "seed": "--seed", "data_seed": "--seed", "save_strategy": "one checkpoint per iteration",
+                "report_to": "--logger", "disable_tqdm": "--no-progress", "use_cpu": "the device star-kit finds",
+                "bf16": "the trainer's own bf16=auto|true|false"}
+# The trainer's own options (not SFTConfig fields).
+TRAINER_OPTIONS = ("bf16", "compact_lm_head", "packed_attention", "lora", "lora_r", "lora_alpha", "launcher",
+                   "num_processes", "accelerate_config", "main_process_port", "launch_args")
+# Fields transformers 5 removed, with what replaced them.
+SFT_RENAMED = {"warmup_ratio": "warmup_steps (a value below 1 is a fraction of the steps)",
+               "evaluation_strategy": "none: star-kit evaluates through lm-eval after each iteration"}
+# TrainingArguments.optim values and the module each needs (checked before the sampling, not when training starts).
+OPTIM_MODULES = (("adamw_torch_4bit", "torchao"), ("adamw_torch_8bit", "torchao"), ("galore", "galore_torch"),
+                 ("lomo", "lomo_optim"), ("grokadamw", "grokadamw"), ("schedule_free", "schedulefree"),
+                 ("apollo", "apollo_torch"), ("anyprecision", "torchdistx"), ("stable_adamw", "optimi"),
+                 ("torch_xla", "torch_xla"), ("npu", "torch_npu"), ("bnb", "bitsandbytes"), ("8bit", "bitsandbytes"),
+                 ("lion", "bitsandbytes"), ("paged", "bitsandbytes"), ("ademamix", "bitsandbytes"))
 
 
 class TRLSFTTrainer:
@@ -446,12 +462,13 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
     types: dict[str, Any] = {}
     for key in options:
         if key in SFT_RESERVED:
-            raise StarKitError(f"trainer 'trl-sft': option {key!r} is set by star-kit (from the run config); "
-                               "remove it", 2)
+            raise StarKitError(f"trainer 'trl-sft': option {key!r} is set by star-kit (from the run config: "
+                               f"{SFT_RESERVED[key]}); remove it", 2)
         if key not in fields:
-            raise StarKitError(f"trainer 'trl-sft': unknown option {key!r} (not a trl.SFTConfig field, nor one of "
-                               "bf16, compact_lm_head, packed_attention, lora, lora_r, lora_alpha, launcher, "
-                               "num_processes, accelerate_config, main_process_port, launch_args)", 2)
+            hint = (f"; use {SFT_RENAMED[key]}" if key in SFT_RENAMED
+                    else did_you_mean(key, [*fields, *TRAINER_OPTIONS]))
+            raise StarKitError(f"trainer 'trl-sft': unknown option {key!r}{hint} (not a trl.SFTConfig field, nor "
+                               f"one of {', '.join(TRAINER_OPTIONS)})", 2)
         hint = _sft_field_type(fields[key], hints.get(key, fields[key].type))
         if hint is not None:
             types[key] = hint
@@ -460,7 +477,28 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
         problem = option_type_problem(key, value, types[key]) if key in types else None
         if problem:
             raise StarKitError(f"trainer 'trl-sft': {problem} (a trl.SFTConfig field)", 2)
+    problem = _late_refusal(options)
+    if problem:
+        raise StarKitError(f"trainer 'trl-sft': {problem}", 2)
     return options
+
+
+def _late_refusal(options: dict[str, Any]) -> str | None:
+    """What transformers or torch would refuse only when training starts (after the sampling), found now."""
+    for key in ("learning_rate", "warmup_steps", "weight_decay", "max_grad_norm"):
+        value = options.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            return f"option {key}={value} is negative"
+    strategy = options.get("eval_strategy")
+    if strategy not in (None, "no") or options.get("do_eval"):
+        return ("eval_strategy/do_eval need an eval_dataset, which the fine-tune does not get: star-kit evaluates "
+                "each iteration through lm-eval (remove them)")
+    optim = options.get("optim")
+    if isinstance(optim, str):
+        module = next((m for part, m in OPTIM_MODULES if part in optim), None)
+        if module and importlib.util.find_spec(module) is None:
+            return f"optim={optim} needs the Python package {module!r}, which is not installed"
+    return None
 
 
 def _sft_field_type(field: dataclasses.Field, hint: Any) -> Any:

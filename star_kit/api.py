@@ -60,10 +60,8 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
     ``task_options`` (dicts), ``eval_samples``, ``eval_temperature``, ``eval_prompt``, ``plugins``.
     ``progress=False`` hides the progress bars; the table is printed as the command prints it. Bad input raises
     :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads."""
-    import difflib
-
     from .benching import add_parser, run_bench
-    from .errors import StarKitError
+    from .errors import StarKitError, did_you_mean
 
     parser = argparse.ArgumentParser(prog="star_kit.bench")
     command = add_parser(parser.add_subparsers())
@@ -71,9 +69,9 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
     actions = {a.dest: a for a in command._actions if a.dest not in ("help", "models", "run", "tasks", "progress")}
     unknown = sorted(set(options) - set(actions))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], actions, n=1)
+        close = did_you_mean(unknown[0], actions)
         raise TypeError(f"star_kit.bench: {unknown[0]!r} is not an option of bench"
-                        + (f" (did you mean {close[0]!r}?)" if close else f"; options: {', '.join(sorted(actions))}"))
+                        + (close or f"; options: {', '.join(sorted(actions))}"))
 
     def paths(value, what: str) -> list[str]:
         items = [value] if isinstance(value, (str, os.PathLike)) else list(value or ())

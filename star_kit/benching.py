@@ -149,9 +149,10 @@ def with_run_task_options(given: dict[str, Any], run_task: str, saved: dict[str,
     return out
 
 
-def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed) -> list[TaskSpec]:
+def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed,
+                  skip_bad_rows: bool = False) -> list[TaskSpec]:
     """Check every name first (an unknown one exits 2 before any work), then build the star-kit tasks and load
-    their examples (data errors surface before any model loads)."""
+    their examples (data errors surface before any model loads; ``skip_bad_rows`` as a run's --skip-bad-rows)."""
     from .loop import checked_examples  # the check a run makes of a task's examples
 
     specs: list[TaskSpec] = []
@@ -170,7 +171,7 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
         specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name, manager=manager))
     for spec in specs:
         if spec.kind == "star-kit":
-            task = registry.create("tasks", spec.name, core={"data_dir": data_dir},
+            task = registry.create("tasks", spec.name, core={"data_dir": data_dir, "skip_bad_rows": skip_bad_rows},
                                    **options_for(spec.name, task_options))
             spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
             spec.examples = checked_examples(registry.where("tasks", spec.name), "eval",
@@ -436,7 +437,9 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
                           f"not for lm-eval's own", highlight=False)
-    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed)
+    # a run made with --skip-bad-rows drew its questions without the bad rows: bench --run draws them so
+    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed,
+                          skip_bad_rows=bool(run_config.get("skip_bad_rows")))
     if args.run:  # the run's own task: the questions it recorded, or none at all (same ids, other sums = wrong rows)
         from .loop import recorded_questions_problem
 

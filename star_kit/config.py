@@ -36,7 +36,7 @@ class RunConfig:
                                 "else hf), hf, vllm, ray, openai")
     trainer: str = _opt("trl-sft", "trainer name")
     out: str = _opt("runs/star", "run directory")
-    # the default job (128/64 questions, 40, 48, 58 steps): about 8 min on 2 CPU cores
+    # the default job (128/64 questions, 40, 48, 58 steps): about 4 min on 2 CPU cores (docs/results/default_job.md)
     iterations: int = _opt(3, "maximum STaR iterations")
     patience: int = _opt(2, "stop after this many iterations without improvement (0: never)")
     train_size: int | None = _opt(128, "training questions per iteration ('all' for all)")

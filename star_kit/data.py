@@ -12,6 +12,7 @@ saying to pass ``--data-dir`` or set ``$STAR_KIT_DATA_DIR``. Every error about a
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -95,6 +96,8 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     with fh:
         for lineno, line in enumerate(fh, 1):
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark (files saved on Windows): not part of the JSON
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
@@ -116,6 +119,37 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
                 continue
             rows.append(Row(where, lineno - 1, data))
     return rows
+
+
+_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json"}  # what datasets reads besides JSONL
+
+
+def _other_format(path: Path) -> Path | None:
+    """The split ``path`` (a .jsonl) in another format a Hugging Face user has: the same name as .parquet, .csv
+    or .json (JSON lines or an array), or a ``Dataset.save_to_disk`` folder of the name without the suffix."""
+    stem = path.with_suffix("")
+    if (stem / "dataset_info.json").is_file():
+        return stem
+    return next((p for p in (stem.with_suffix(s) for s in _FORMATS) if p.is_file()), None)
+
+
+def read_dataset_rows(path: Path) -> list[Row]:
+    """Every record of a .parquet/.csv/.json file or a ``save_to_disk`` folder as a :class:`Row` (``FILE, row N``,
+    1-based); one that datasets cannot read is one line naming it."""
+    import datasets
+
+    try:
+        if path.is_dir():
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                raise DataError(f"{path}: a DatasetDict ({', '.join(ds)}); save each split's Dataset as its own folder")
+        else:
+            ds = datasets.load_dataset(_FORMATS[path.suffix], data_files=glob.escape(str(path)), split="train")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow's and datasets' errors: all mean "cannot read this file"
+        raise DataError(f"{path}: cannot read ({one_line(exc)})") from None
+    return [Row(f"{path}, row {i + 1}", i, dict(record)) for i, record in enumerate(ds)]
 
 
 def _hub_host() -> str:
@@ -181,9 +215,14 @@ def load_rows(
     if root is not None:
         path = root / local
         if not path.is_file():
-            raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local})")
+            other = _other_format(path)
+            if other is None:
+                raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local}, or the "
+                                f"same name as .parquet, .csv or .json, or a datasets save_to_disk folder "
+                                f"{Path(local).with_suffix('')})")
+            path = other
         before = len(skipped) if skipped is not None else 0
-        rows = read_jsonl_rows(path, skipped)
+        rows = read_jsonl_rows(path, skipped) if path.suffix == ".jsonl" else read_dataset_rows(path)
         if not rows:
             dropped = len(skipped) - before if skipped is not None else 0
             raise DataError(f"task {task!r}: {path} has no rows" + (f" ({dropped} malformed, skipped)" if dropped

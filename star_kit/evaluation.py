@@ -418,7 +418,10 @@ def evaluate(
     no_answer = sum(1 for r in rows if r["predicted"] is None)
     model = sampler.model  # a local folder by its absolute path (a relative --out is relative to where it ran)
     model = str(Path(model).resolve()) if isinstance(model, str) and Path(model).exists() else model
-    summary = {"task": task_name, "model": model, "sampler": sampler_name, "versions": versions(),
+    dtype = getattr(sampler, "dtype", None)  # what moves a number besides the model: the weights' dtype, the options
+    summary = {"task": task_name, "model": model, "sampler": sampler_name,
+               "sampler_options": getattr(sampler, "created_options", None),
+               "sampler_dtype": None if dtype is None else str(dtype).removeprefix("torch."), "versions": versions(),
                # the distributions that made the number (a third party's task or sampler, and its version)
                "plugins": {kind: registry.provenance(kind + "s", name) for kind, name in
                            (("task", star_task), ("extractor", getattr(task, "extractor", None)),

@@ -358,12 +358,20 @@ class StarRun:
                 if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
                     saved[key] = {**defaults, **saved[key]}
             saved = self.declared(saved)  # an option recorded as 3 that its plugin gets as "3" is the same
+            # Before any fine-tune has finished, the trainer's options have made nothing yet: a run whose trainer
+            # refused an option after the sampling goes on with the option mended, its samples kept.
+            trained = any(store.has(int(p.name[5:]), "checkpoint") for p in store.root.glob("iter_[0-9]*")
+                          if p.name[5:].isdigit())
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
                 old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
                 if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
                     old, new = ({k: v for k, v in d.items() if not is_environment_key(k)} for d in (old, new))
+                if old != new and key == "trainer_options" and not trained:
+                    self.log(f"note: {key} differs from config.yaml's; no iteration has been trained yet, so the "
+                             f"new value is used (and recorded)")
+                    continue
                 if old != new:
                     name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
                     if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
@@ -559,7 +567,8 @@ class StarRun:
         accuracy, stderr, n_eval, no_answer, maj, prompt = self.evaluate_step(0, sampler, eval_set, seconds, ahead)
         result = IterationResult(iteration=0, accuracy=accuracy, accuracy_stderr=stderr, eval_examples=n_eval,
                                  no_answer=no_answer, seconds=dict(seconds), **maj,
-                                 eval_labels=self.eval_labels(0, eval_set), eval_prompt=prompt)
+                                 eval_labels=self.eval_labels(0, eval_set), eval_prompt=prompt,
+                                 eval_no_answer=no_answer)
         self.record(result)
         return result
 
@@ -724,7 +733,8 @@ class StarRun:
         if sampler.model != model:
             with self.registry.guard("samplers", self.sampler_name):
                 sampler.load(model)
-        accuracy, stderr, n_eval, _, maj, prompt = self.evaluate_step(n, sampler, eval_set, seconds, ahead, fewshot)
+        accuracy, stderr, n_eval, eval_no_answer, maj, prompt = self.evaluate_step(n, sampler, eval_set, seconds,
+                                                                                   ahead, fewshot)
 
         # 6. Record.
         result = IterationResult(
@@ -733,7 +743,7 @@ class StarRun:
             unverified=sum(1 for s in (*samples, *rationalized) if s.verified is False),
             rationalization_attempts=len(failures) if config.rationalize else 0, rationalized=len(rescued),
             train_examples=len(train), steps=steps, checkpoint=checkpoint, seconds=dict(seconds), **maj,
-            sampled_ahead_in=sampled_ahead_in, eval_prompt=prompt,
+            sampled_ahead_in=sampled_ahead_in, eval_prompt=prompt, eval_no_answer=eval_no_answer,
             eval_labels=self.eval_labels(n, eval_set),
             train_labels=label_counts(task, ((ex, ex.answer) for ex, _ in pairs)),
         )
@@ -806,7 +816,8 @@ def describe(r: IterationResult) -> str:
     acc = "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%"
     if r.maj_k and r.maj_accuracy is not None:
         acc += f" (maj@{r.maj_k} {100 * r.maj_accuracy:.1f}%)"
-    answers = f" (answers {format_counts(r.eval_labels)})" if r.eval_labels else ""
+    answers = f" (answers {format_counts(r.eval_labels)})" if r.eval_labels else (
+        f" (no answer {r.eval_no_answer})" if r.eval_no_answer else "")
     if r.iteration == 0:
         return f"iteration 0 (few-shot baseline): accuracy {acc} on {r.eval_examples}{answers}"
     secs = ", ".join(f"{k} {v:.0f}s" for k, v in r.seconds.items())

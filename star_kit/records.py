@@ -92,6 +92,10 @@ class TrainExample:
 PROMPT_NAMES = ("fewshot", "question")
 
 
+#: the timed phases of an iteration, in loop order (``IterationResult.seconds``' keys; a plugin may add others)
+PHASES = ("sample", "rationalize", "train", "evaluate")
+
+
 @dataclass
 class IterationResult:
     """What one STaR iteration produced; one line of ``metrics.jsonl``."""
@@ -127,6 +131,9 @@ class IterationResult:
     # alone, as M(n) was fine-tuned);
     # None in a metrics.jsonl written before the field
     eval_prompt: str | None = None
+    # held-out questions M(n) gave no answer to (``eval.json``'s ``no_answer``); ``no_answer`` above counts the
+    # sampling's (at iteration 0, where nothing is sampled, it is this count too); None in rows written before
+    eval_no_answer: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

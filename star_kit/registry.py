@@ -252,7 +252,7 @@ class Registry:
         with self.guard(kind, name):
             obj = entry.obj(*args, **options)
         self.check_created(kind, name, obj)
-        return _CheckedSampler(self, kind, name, obj) if kind == "samplers" else obj
+        return _CheckedSampler(self, kind, name, obj, options) if kind == "samplers" else obj
 
     def check_created(self, kind: str, name: str, obj: Any) -> None:
         """What a factory returned, against its protocol (:mod:`star_kit.protocols`): one line naming the plugin
@@ -450,7 +450,14 @@ class _CheckedSampler(_Guarded):
     """A sampler whose ``generate`` result is checked against the protocol before anything grades it: one list
     per prompt, in order, of ``params.n`` strings, each cut before the first stop string (cut here again, so a
     sampler that leaves the stop string in changes nothing). A wrong shape is one line naming the plugin, never a
-    number computed from misaligned answers. Every method runs under :meth:`Registry.guard`."""
+    number computed from misaligned answers. Every method runs under :meth:`Registry.guard`. ``created_options``:
+    the options it was created with (credentials redacted), which eval.json records beside its number."""
+
+    def __init__(self, registry: Registry, kind: str, name: str, obj: Any, options: dict[str, Any]) -> None:
+        from .config import redact
+
+        super().__init__(registry, kind, name, obj)
+        object.__setattr__(self, "created_options", redact(dict(options)))
 
     def generate(self, prompts, params, *args, **kwargs):
         registry, kind, name = self._guard

@@ -57,6 +57,9 @@ def test_default_evaluates_m0_few_shot_and_m1_as_trained(tiny_model, tmp_path, t
     assert {k: read_json(out / "iter_00" / "eval.json")[k] for k in ("model", "sampler")} == \
         {"model": tiny_model, "sampler": "hf"}
     assert read_json(out / "iter_01" / "eval.json")["model"] == str((out / "iter_01" / "checkpoint").resolve())
+    # and how it sampled: its options as given, and the weights' dtype (the hf sampler's float32 on this CPU run)
+    ev = read_json(out / "iter_01" / "eval.json")
+    assert ev["sampler_options"] == {"dtype": "float32", "batch_size": 4} and ev["sampler_dtype"] == "float32", ev
     import star_kit
     import transformers
 

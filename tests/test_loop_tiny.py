@@ -195,7 +195,7 @@ def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
      ["--task-opt", "format=column"], "config key 'task_options.format' differs ('place_value' in config.yaml, "
      "'column' now)", {"digits": 1}, ("format", "place_value")),
     # what trained: the option given, and the learning rate, schedule and the rest the trainer used by default
-    ([], "trainer_options",
+    (["--task", "lenient-arithmetic"], "trainer_options",
      {"per_device_train_batch_size": 2, "learning_rate": 5e-05, "lr_scheduler_type": "constant_with_warmup",
       "warmup_steps": 2, "weight_decay": 0.0, "gradient_accumulation_steps": 1, "bf16": "auto",
       "launcher": "inprocess", "lora": False}, False,
@@ -204,11 +204,12 @@ def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
 ])
 def test_config_yaml_records_option_defaults_and_an_old_run_still_resumes(tiny_model, tmp_path, capsys, given, key,
                                                                           recorded, whole, change, message, old,
-                                                                          default):
+                                                                          default, test_plugin):
     import yaml
 
     out = tmp_path / "run"
-    assert _run(tiny_model, out, "--iterations", "0", *given) == 0
+    assert _run(tiny_model, out, "--iterations", "1", *given) == 0  # trained: its trainer options are fixed now
+    assert key != "trainer_options" or (out / "iter_01" / "checkpoint" / "config.json").is_file()
     config = out / "config.yaml"
     saved = yaml.safe_load(config.read_text())
     assert (saved[key] if whole else {k: saved[key][k] for k in recorded}) == recorded
@@ -298,3 +299,33 @@ def test_resume_and_bench_run_refuse_questions_that_changed_under_their_ids(tiny
     assert main(["bench", "--run", str(out), "--no-progress"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "task 'gsm8k' now draws other questions than the run recorded" in errors[0]
+
+
+def test_a_trainer_option_mended_before_anything_trained_resumes_keeping_the_samples(tiny_model, tmp_path, capsys,
+                                                                                     test_plugin):
+    """The trainer refused an option only when training started, after the sampling: the resume with the option
+    mended goes on (nothing was trained with the old one), and the samples are read back, not drawn again."""
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--task", "lenient-arithmetic", "--iterations", "1", "--trainer-opt",
+                "learning_rate=1e-4") == 0
+    it = out / "iter_01"
+    samples = (it / "samples.jsonl").read_text()
+    import shutil
+
+    shutil.rmtree(it / "checkpoint")  # as the refusal left it: sampled, nothing trained
+    for name in ("eval.json", "eval_samples.jsonl", "eval_docs.jsonl"):
+        (it / name).unlink(missing_ok=True)
+    rows = read_jsonl(out / "metrics.jsonl")
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["iteration"] == 0))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=2e-4", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "note: trainer_options differs from config.yaml's; no iteration has been trained yet" in " ".join(
+        (captured.out + captured.err).split())
+    assert (it / "samples.jsonl").read_text() == samples and (it / "checkpoint" / "config.json").is_file()
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["trainer_options"]["learning_rate"] == 2e-4
+    # once trained with it, the option is fixed
+    assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=3e-4", "--no-progress"]) == 2
+    assert "config key 'trainer_options.learning_rate' differs" in capsys.readouterr().err

@@ -40,6 +40,72 @@ def test_skip_bad_rows_counts_them(bad_data):
     assert f"train.jsonl:{n_good + 3}: missing field 'answer'" in task.skipped_rows[2]
 
 
+def test_a_byte_order_mark_is_not_a_bad_row(tmp_path):
+    """A JSONL file saved with a UTF-8 byte-order mark (as Windows tools write it) reads as without one."""
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES, root)
+    train = root / "gsm8k" / "train.jsonl"
+    plain = load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0)
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())
+    assert load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0) == plain
+
+
+def test_commonsense_qa_saved_from_the_hub_reads_as_the_v1_11_files(tmp_path):
+    """tau/commonsense_qa written to JSONL by datasets (``ds.to_json``: question, choices.label/text) is read as the
+    v1.11 layout it was converted from."""
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES, root)
+    dev = root / "commonsenseqa" / "dev_rand_split.jsonl"
+    v111 = load_registry().create("tasks", "commonsense_qa", data_dir=str(root)).examples("eval", None, 0)
+    hub = []
+    for line in dev.read_text().splitlines():
+        r = json.loads(line)
+        hub.append({"id": r["id"], "question": r["question"]["stem"], "question_concept": r["question"].get(
+            "question_concept"), "choices": {"label": [c["label"] for c in r["question"]["choices"]],
+                                             "text": [c["text"] for c in r["question"]["choices"]]},
+                    "answerKey": r["answerKey"]})
+    dev.write_text("".join(json.dumps(r) + "\n" for r in hub))
+    assert load_registry().create("tasks", "commonsense_qa", data_dir=str(root)).examples("eval", None, 0) == v111
+    dev.write_text(json.dumps({**hub[0], "choices": {"label": ["A"]}}) + "\n")
+    with pytest.raises(DataError, match=r"dev_rand_split.jsonl:1: a record in the hub's layout .* without 'text'"):
+        load_registry().create("tasks", "commonsense_qa", data_dir=str(root)).examples("eval", None, 0)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json", "save_to_disk"])
+def test_a_split_as_parquet_csv_json_or_a_saved_dataset_reads_as_its_jsonl(tmp_path, fmt):
+    """The formats a Hugging Face user has a split in: the same name as .parquet/.csv/.json (an array), or a
+    save_to_disk folder; read as the .jsonl file is, errors naming 'FILE, row N'."""
+    import datasets
+
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES, root)
+    train = root / "gsm8k" / "train.jsonl"
+    jsonl = load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0)
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    train.unlink()
+    ds = datasets.Dataset.from_list(rows)
+    if fmt == "save_to_disk":
+        ds.save_to_disk(str(root / "gsm8k" / "train"))
+    elif fmt == "json":
+        (root / "gsm8k" / "train.json").write_text(json.dumps(rows))  # an array, not JSON lines
+    else:
+        getattr(ds, f"to_{fmt}")(str(root / "gsm8k" / f"train.{fmt}"))
+    assert load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0) == jsonl
+    if fmt == "csv":
+        (root / "gsm8k" / "train.csv").write_text("question,answer\nHow many?,no hashes here\n")
+        with pytest.raises(DataError, match=r"train.csv, row 1: "):
+            load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0)
+
+
+def test_a_missing_split_names_the_formats_read(tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES, root)
+    (root / "gsm8k" / "train.jsonl").unlink()
+    with pytest.raises(DataError, match=r"train.jsonl not found \(the data folder should hold gsm8k/train.jsonl, or "
+                                        r"the same name as .parquet, .csv or .json, or a datasets save_to_disk"):
+        load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0)
+
+
 def test_a_repeated_id_names_both_rows_and_can_be_skipped(tmp_path):
     """CommonsenseQA's ids come from the data: a row that repeats one is named with its file and line (and the
     first row's), before any work; --skip-bad-rows drops it."""
@@ -77,11 +143,15 @@ def test_a_data_file_without_rows_is_one_line_naming_it(tmp_path, capsys, text, 
 
 def test_run_with_skip_bad_rows_reports_at_the_end(bad_data, tiny_model, tmp_path, capsys):
     root, _ = bad_data
+    test = root / "gsm8k" / "test.jsonl"
+    test.write_text(test.read_text() + "{not json\n")  # a bad row in the held-out split too
     out = tmp_path / "run"
     code = main(["run", "--task", "gsm8k", "--data-dir", str(root), "--model", tiny_model, "--out", str(out),
                  "--iterations", "0", "--eval-size", "1", "--skip-bad-rows", "--no-progress"])
     assert code == 0
-    assert "skipped 3 malformed data rows" in capsys.readouterr().err
-    assert len(json.loads((out / "skipped_rows.json").read_text())) == 3
+    assert "skipped 4 malformed data rows" in capsys.readouterr().err
+    assert len(json.loads((out / "skipped_rows.json").read_text())) == 4
+    # bench --run draws the held-out questions as the run did: without the bad rows
+    assert main(["bench", "--run", str(out), "--no-progress"]) == 0
     assert main(["run", "--task", "gsm8k", "--data-dir", str(root), "--model", tiny_model,
                  "--out", str(tmp_path / "run2"), "--iterations", "0", "--no-progress"]) == 2

@@ -234,9 +234,9 @@ def test_any_line_ending_and_a_whitespace_only_line_read_as_before(tmp_path):
     (cqa_row(labels=["A", "B", "C", "D", "EE"]), "label 'EE'"),
 ])
 def test_commonsense_qa_malformed_row_names_file_and_line(tmp_path, bad_row, message):
-    good = json.dumps(cqa_row())
+    good = [json.dumps(cqa_row(id=f"g{i}")) for i in range(3)]  # ids are unique: a repeated one is a bad row too
     bad = bad_row if isinstance(bad_row, str) else json.dumps(bad_row)
-    path = write_lines(tmp_path / "commonsenseqa" / "dev_rand_split.jsonl", [good, good, bad, good])
+    path = write_lines(tmp_path / "commonsenseqa" / "dev_rand_split.jsonl", [good[0], good[1], bad, good[2]])
     with pytest.raises(DataError, match=re.escape(message)) as err:
         CommonsenseQATask(data_dir=str(tmp_path)).examples("eval", None, 0)
     assert str(err.value).startswith(f"{path}:3:")

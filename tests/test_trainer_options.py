@@ -57,6 +57,30 @@ def test_an_integer_given_for_a_string_field_is_its_text():
         TRLSFTTrainer(run_name=1.5)
 
 
+@pytest.mark.parametrize("option,message", [
+    ({"warmup_steps": -1}, "option warmup_steps=-1 is negative"),
+    ({"learning_rate": -0.1}, "option learning_rate=-0.1 is negative"),
+    ({"eval_strategy": "steps"}, "eval_strategy/do_eval need an eval_dataset"),
+    ({"do_eval": True}, "eval_strategy/do_eval need an eval_dataset"),
+    ({"optim": "adamw_8bit"}, "optim=adamw_8bit needs the Python package 'bitsandbytes', which is not installed"),
+    ({"optim": "galore_adamw"}, "optim=galore_adamw needs the Python package 'galore_torch'"),
+    ({"seed": 3}, "option 'seed' is set by star-kit (from the run config: --seed); remove it"),
+    ({"num_train_epochs": 2}, "(from the run config: --base-steps and --step-growth (steps, not epochs))"),
+    ({"warmup_ratio": 0.1}, "unknown option 'warmup_ratio'; use warmup_steps (a value below 1 is a fraction"),
+    ({"learning_rte": 1e-4}, "unknown option 'learning_rte' (did you mean 'learning_rate'?)"),
+])
+def test_what_training_would_refuse_after_the_sampling_is_refused_before_it(option, message):
+    """transformers/torch refuse these only when the fine-tune starts, after the baseline and the sampling: they
+    are refused when the trainer is created (with the flag to use instead, where star-kit sets the field)."""
+    import importlib.util
+
+    if "optim" in option and importlib.util.find_spec("bitsandbytes" if "8bit" in option["optim"] else "galore_torch"):
+        pytest.skip("the optimizer's package is installed here")
+    with pytest.raises(StarKitError) as err:
+        TRLSFTTrainer(**option)
+    assert message in str(err.value) and err.value.exit_code == 2
+
+
 def test_no_sft_config_default_is_refused():
     """What TRL itself defaults to always passes the check: the check never blocks a value TRL takes."""
     from trl import SFTConfig

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StarKitError
-from ..records import PROMPT_NAMES, IterationResult, Sample
+from ..records import PHASES, PROMPT_NAMES, IterationResult, Sample
 from ..store import RunStore, read_json, read_jsonl
 
-PHASES = ("sample", "rationalize", "train", "evaluate")
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 _SAMPLE_FIELDS = {f.name: f for f in dataclasses.fields(Sample)}
 _RESULT_FIELDS = {f.name for f in dataclasses.fields(IterationResult)}
