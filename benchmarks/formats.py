@@ -9,7 +9,8 @@ For each format (``column``, ``place_value``, ``direct`` = answer only) it measu
               ``--steps`` steps (the trl-sft trainer, ``--trainer-opt`` as for star-kit run), then evaluated
 
     python benchmarks/formats.py [--formats column,place_value,direct] [--modes fewshot,hint,sft]
-        [--per-digit 8] [--digits 1-8] [--train-size 256] [--steps 60] [--trainer-opt K=V ...] [--out FILE]
+        [--per-digit 8] [--digits 1-8] [--train-size 256] [--steps 60] [--trainer-opt K=V ...]
+        [--hint-styles answer,groups] [--out FILE]
 
 Prints one row per (format, mode) and, last, one JSON object (also written to --out).
 """
@@ -26,10 +27,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def make_task(registry, fmt: str, digits: str):
+def make_task(registry, fmt: str, digits: str, hint_style: str = "answer"):
     if fmt == "direct":
         return registry.create("tasks", "arithmetic", rationales=False, eval_digits=digits)
-    return registry.create("tasks", "arithmetic", format=fmt, eval_digits=digits)
+    return registry.create("tasks", "arithmetic", format=fmt, eval_digits=digits, hint_style=hint_style)
 
 
 def score(task, registry, sampler, examples, hint: bool) -> dict:
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--trainer-opt", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hint-styles", default="answer", help="the arithmetic task's hint_style values, for mode hint")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -87,11 +89,14 @@ def main() -> None:
             task = make_task(registry, fmt, args.digits)
             n_digits = len(task.eval_digits)
             examples = task.examples("eval", args.per_digit * n_digits, args.seed)
-            for mode in modes:
+            runs = [(m, h) for m in modes for h in (args.hint_styles.split(",") if m == "hint" else ["answer"])]
+            for mode, hint_style in runs:
                 t0 = time.perf_counter()
-                row = {"format": fmt, "mode": mode}
+                row = {"format": fmt, "mode": mode, **({"hint_style": hint_style} if mode == "hint" else {})}
                 if mode == "hint" and fmt == "direct":
                     continue
+                if mode == "hint":
+                    task = make_task(registry, fmt, args.digits, hint_style)
                 if mode == "sft":
                     train = task.examples("train", args.train_size, args.seed)
                     pairs = []

@@ -168,6 +168,7 @@ FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)
                            lambda a, b: place_value_rationale(a, b, pad=True)),
 }
 DEFAULT_FORMAT = "place_value"
+HINT_STYLES = ("answer", "groups")  # the rationalization hint: the paper's (the answer), or also the first step
 
 
 class ArithmeticTask(FewShotTask):
@@ -181,15 +182,37 @@ class ArithmeticTask(FewShotTask):
     fewshot_file = TASKS_DIR / "arithmetic" / "fewshot.jsonl"
 
     def __init__(self, data_dir: str | None = None, digits: Any = "1-5", eval_digits: Any = None,
-                 rationales: bool = True, format: str = DEFAULT_FORMAT) -> None:
+                 rationales: bool = True, format: str = DEFAULT_FORMAT, hint_style: str = "answer") -> None:
         if format not in FORMATS:
             raise StarKitError(f"task option format={format!r}: expected one of {', '.join(FORMATS)}", 2)
-        self.format = format
+        if hint_style not in HINT_STYLES:
+            raise StarKitError(f"task option hint_style={hint_style!r}: expected one of {', '.join(HINT_STYLES)}", 2)
+        if hint_style == "groups" and format == "column":
+            raise StarKitError("task option hint_style=groups shows the place-value groups: it is for the "
+                               "place_value formats, not format=column", 2)
+        self.format, self.hint_style = format, hint_style
         exemplars, self.verifier, self.gold_rationale = FORMATS[format]
         self.fewshot_file = TASKS_DIR / "arithmetic" / exemplars
         super().__init__(data_dir=data_dir, rationales=rationales)
         self.digits = parse_digits(digits, "digits")
         self.eval_digits = parse_digits(eval_digits, "eval_digits") if eval_digits is not None else self.digits
+
+    def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
+        """The paper's hint, the answer (``hint_style=answer``); with ``groups`` also the sum's place-value
+        groups, the first step of a place-value rationale ('(Hint: 47 + 85 = (40 + 80) + (7 + 5); the answer is
+        132.)'), for sums of two digits or more."""
+        a, b = fields.get("a"), fields.get("b")
+        if self.hint_style != "groups" or not isinstance(a, int) or not isinstance(b, int) or max(a, b) < 10:
+            return super().hint_text(answer, fields)
+        width = max(len(str(a)), len(str(b)))
+        groups = " + ".join(f"({a // 10**p % 10 * 10**p} + {b // 10**p % 10 * 10**p})"
+                            for p in range(width - 1, -1, -1))
+        return f"(Hint: {a} + {b} = {groups}; the answer is {answer}.)"
+
+    def exemplar_fields(self, exemplar) -> dict[str, Any]:
+        operands = [int(t) for t in exemplar.question.replace("=", " ").replace("?", " ").split("+")
+                    if t.strip().isdigit()]
+        return {"a": operands[0], "b": operands[1]} if len(operands) == 2 else {}
 
     def examples(self, split: str, n: int | None, seed: int) -> list[Example]:
         if split not in ("train", "eval"):

@@ -48,12 +48,6 @@ class _Retryable(Exception):
     pass
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("0", "false", "no", "off", "")
-    return bool(value)
-
-
 class OpenAISampler:
     """Options: ``base_url`` (default ``$OPENAI_BASE_URL`` or ``http://127.0.0.1:8000/v1``), ``api_key``
     (default ``$OPENAI_API_KEY``; none sent when unset), ``served_model`` (name sent as ``model``; ``{model}`` is
@@ -93,7 +87,7 @@ class OpenAISampler:
         self.backoff = float(backoff)
         self.reload_command = reload_command or None
         self.reload_timeout = float(reload_timeout)
-        self.check_models = _as_bool(check_models)
+        self.check_models = bool(check_models)  # a bool: the registry checks it
         self.model = ""
         self.served_model = ""
         self._started = False

@@ -67,6 +67,7 @@ SFT_RESERVED = {"output_dir": "--out", "max_steps": "--base-steps and --step-gro
                 "seed": "--seed", "data_seed": "--seed", "save_strategy": "one checkpoint per iteration",
                 "report_to": "--logger", "disable_tqdm": "--no-progress", "use_cpu": "the device star-kit finds",
                 "bf16": "the trainer's own bf16=auto|true|false"}
+NEEDS_PEFT = "trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')"
 # The trainer's own options (not SFTConfig fields).
 TRAINER_OPTIONS = ("bf16", "compact_lm_head", "packed_attention", "lora", "lora_r", "lora_alpha", "launcher",
                    "num_processes", "accelerate_config", "main_process_port", "launch_args")
@@ -144,7 +145,7 @@ class TRLSFTTrainer:
             raise StarKitError(f"trainer 'trl-sft': packed_attention must be auto, true or false, got "
                                f"{packed_attention!r}", 2)
         if lora and importlib.util.find_spec("peft") is None:  # fails now, not after sampling
-            raise StarKitError("trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')", 2)
+            raise StarKitError(NEEDS_PEFT, 2)
         given = check_sft_options(sft_options)
         for key in ("per_device_train_batch_size", "gradient_accumulation_steps"):
             if key in given and not (isinstance(given[key], int) and given[key] >= 1):
@@ -233,7 +234,7 @@ class TRLSFTTrainer:
             try:
                 from peft import LoraConfig
             except ImportError:
-                raise StarKitError("trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')") from None
+                raise StarKitError(NEEDS_PEFT) from None
             peft_config = LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, task_type="CAUSAL_LM",
                                      target_modules="all-linear")
         data = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])

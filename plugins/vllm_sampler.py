@@ -68,12 +68,6 @@ CONFIG_IGNORED = frozenset(
 )
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("0", "false", "no", "off", "")
-    return bool(value)
-
-
 def _positive_int(key: str, value) -> int:
     number = None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -344,8 +338,8 @@ class VLLMSampler:
             dtype=str(dtype),
             gpu_memory_utilization=float(gpu_memory_utilization),
             max_model_len=int(max_model_len),
-            enable_prefix_caching=_as_bool(enable_prefix_caching),
-            enforce_eager=_as_bool(enforce_eager),
+            enable_prefix_caching=bool(enable_prefix_caching),
+            enforce_eager=bool(enforce_eager),
             seed=int(seed),
             tensor_parallel_size=tp,
             worker_extension_cls=EXTENSION,

@@ -572,6 +572,16 @@ def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) ->
     return saved
 
 
+def nothing_to_resume(run_dir: Any) -> StarKitError:
+    """The error of ``--resume DIR`` where DIR holds no config.yaml."""
+    return StarKitError(f"--resume {run_dir}: no config.yaml there, nothing to resume", 2)
+
+
+def changed_key(run_dir: Any, name: str, was: str, now: str) -> StarKitError:
+    """The error of ``--resume DIR`` with a key that differs from config.yaml's (``was`` and ``now`` as shown)."""
+    return StarKitError(f"--resume {run_dir}: config key {name!r} differs ({was} in config.yaml, {now} now)", 2)
+
+
 def steps_for(iteration: int, config: RunConfig) -> int:
     """Training steps for iteration ``iteration`` (1-based): 40·1.2^(n-1) by default, as in the STaR code."""
     if iteration < 1:

@@ -152,33 +152,45 @@ def read_dataset_rows(path: Path) -> list[Row]:
     return [Row(f"{path}, row {i + 1}", i, dict(record)) for i, record in enumerate(ds)]
 
 
-def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    return urlparse(endpoint).hostname or "huggingface.co"
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the hub's host name resolves (a quick probe: ``datasets`` itself retries for ~25 s offline)."""
-    result: list[bool] = []
+def hub_offline_mode() -> str | None:
+    """The variable by which the user asked the Hugging Face libraries to use only their local cache, or None."""
+    return next((v for v in _OFFLINE_VARS if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")),
+                None)
 
-    def probe() -> None:
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be asked (offline mode, no connection to ``$HF_ENDPOINT``), or None; at most
+    ``timeout`` seconds (the hub clients themselves retry for ~25-30 s offline). Through a proxy: None (the
+    client finds out). The one probe of models (a hub id) and datasets (a task's data, lm-eval's tasks)."""
+    offline = hub_offline_mode()
+    if offline:
+        return f"the hub is not asked: {offline} is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    result: list[str | None] = []
+
+    def probe() -> None:  # in a thread: a name lookup can hang past any socket timeout
         try:
-            socket.getaddrinfo(_hub_host(), 443)
-            result.append(True)
-        except OSError:
-            result.append(False)
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(None)
+        except OSError as exc:
+            result.append(f"the hub is unreachable: {host}: {exc.strerror or exc}")
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
-    return bool(result and result[0])
+    return result[0] if result else f"the hub is unreachable: {host}: no answer within {timeout:g}s"
 
 
-def hub_offline_mode() -> bool:
-    """True when the user asked the Hugging Face libraries to use only their local cache."""
-    truthy = {"1", "true", "yes", "on"}
-    return any(os.environ.get(v, "").strip().lower() in truthy
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers now (:func:`hub_unreachable`)."""
+    return hub_unreachable(timeout) is None
 
 
 def no_data_message(task: str, what: str) -> str:

@@ -327,14 +327,14 @@ class StarRun:
     def prepare(self, resume: bool) -> None:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
-        from .config import (is_environment_key, load_config_file, local_paths_absolute, predated, redact,
-                             without_secrets)
+        from .config import (changed_key, is_environment_key, load_config_file, local_paths_absolute,
+                             nothing_to_resume, predated, redact, without_secrets)
 
         config, store = self.config, self.store
         if store.root.exists() and not store.root.is_dir():
             raise StarKitError(f"--out {store.root} is a file, not a directory", 2)
         if resume and not store.config_path.is_file():
-            raise StarKitError(f"--resume {store.root}: no config.yaml there, nothing to resume", 2)
+            raise nothing_to_resume(store.root)
         self.created_root = not store.root.exists()
         try:
             store.root.mkdir(parents=True, exist_ok=True)
@@ -378,8 +378,7 @@ class StarRun:
                         sub = next(k for k in [*old, *new] if old.get(k, _MISSING) != new.get(k, _MISSING))
                         name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
                     was_text, now_text = ("unset" if v is _MISSING else repr(v) for v in (was, now))
-                    raise StarKitError(f"--resume {store.root}: config key {name!r} differs ({was_text} in "
-                                       f"config.yaml, {now_text} now)", 2)
+                    raise changed_key(store.root, name, was_text, now_text)
         write_yaml(store.config_path, config.public_dict())
 
     def run(self, resume: bool = False) -> list[IterationResult]:

@@ -15,12 +15,10 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from .errors import StarKitError, UnknownNameError, one_line
 
@@ -93,7 +91,9 @@ def resolve_model(name: str, convert: bool = True) -> str:
         raise UnknownNameError("model", name, list(ALIASES), hint=f"{tried}; not a hub id (org/name)")
     if _in_hub_cache(name):
         return name
-    unreachable = _hub_unreachable()
+    from .data import hub_unreachable
+
+    unreachable = hub_unreachable(timeout=5.0)
     if unreachable:
         raise UnknownNameError("model", name, list(ALIASES),
                                hint=f"{tried}, a hub id (not in the local hub cache; {unreachable})")
@@ -167,23 +167,6 @@ def _in_hub_cache(name: str) -> bool:
         return isinstance(try_to_load_from_cache(name, "config.json"), str)
     except Exception:
         return False
-
-
-def _hub_unreachable() -> str | None:
-    """Why the hub cannot be asked (offline mode, no network), or None. Seconds at most, no retries."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return f"the hub is not asked: {var} is set"
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None  # through a proxy: let the hub client find out
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as exc:
-        return f"the hub is unreachable: {host}: {exc.strerror or exc}"
-    return None
 
 
 def _hub_has(name: str) -> bool:

@@ -14,8 +14,8 @@ from rich.table import Table
 
 from . import report
 from .cli_common import quiet_libraries
-from .config import (OPTION_FLAGS, RunConfig, code_from_saved, drop_redacted, load_config_file,
-                     local_paths_absolute, predated)
+from .config import (OPTION_FLAGS, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
+                     local_paths_absolute, nothing_to_resume, predated)
 from .console import console, err_console
 from .errors import StarKitError
 from .labels import format_counts
@@ -32,7 +32,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "resume", None):
         path = os.path.join(args.resume, "config.yaml")
         if not os.path.isfile(path):
-            raise StarKitError(f"--resume {args.resume}: no config.yaml there, nothing to resume", 2)
+            raise nothing_to_resume(args.resume)
         # paths an older run recorded relative are read from here, as that run's command did from its directory
         saved = local_paths_absolute(predated(drop_redacted(load_config_file(path))))
         RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
@@ -56,8 +56,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         saved = code_from_saved(saved, given, f"--resume {args.resume}")
         for key in ("task", "sampler", "trainer"):  # before the old plugin's options are merged into the new one's
             if key in given and saved.get(key) not in (None, given[key]):
-                raise StarKitError(f"--resume {args.resume}: config key {key!r} differs ({saved[key]!r} in "
-                                   f"config.yaml, {given[key]!r} now)", 2)
+                raise changed_key(args.resume, key, repr(saved[key]), repr(given[key]))
     data = dict(saved)
     for key, value in given.items():
         if key in OPTION_FLAGS and isinstance(value, dict) and isinstance(data.get(key), dict):

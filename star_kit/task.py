@@ -170,6 +170,10 @@ class FewShotTask:
     def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
         return f"(Hint: the answer is {answer}.)"
 
+    def exemplar_fields(self, exemplar: Exemplar) -> dict[str, Any]:
+        """The ``fields`` an exemplar's hint is written from (an Example's own for a question); none by default."""
+        return {}
+
     def hint(self, example: Example) -> str:
         return self.hint_text(example.answer, example.fields)
 
@@ -183,7 +187,7 @@ class FewShotTask:
     def prompt(self, example: Example, hint: bool = False, fewshot: bool = True) -> str:
         parts = []
         for ex in self._fewshot if fewshot else ():
-            ex_hint = self.hint_text(ex.answer, {}) if hint else None
+            ex_hint = self.hint_text(ex.answer, self.exemplar_fields(ex)) if hint else None
             parts.append(self._block(ex.question, ex_hint) + self.target(ex.rationale, ex.answer))
         question = self.format_question(example.question, example.fields)
         parts.append(self._block(question, self.hint(example) if hint else None))

@@ -80,6 +80,25 @@ def test_place_value_padded_shows_the_steps_on_one_digit_sums():
     assert verify_addition(Example("x", "6 + 7 = ?", "13", {"a": 6, "b": 7}), task.gold_rationale(6, 7)) is None
 
 
+def test_hint_style_groups_gives_the_place_value_groups_with_the_answer():
+    """hint_style=groups: the rationalization hint also shows the sum's place-value groups (the exemplars' hints
+    too); one-digit sums get the paper's hint; the trained pair never holds the hint (quotes_hint)."""
+    task = ArithmeticTask(hint_style="groups")
+    ex = Example("x", "47 + 85 = ?", "132", {"a": 47, "b": 85, "digits": 2})
+    assert task.hint(ex) == "(Hint: 47 + 85 = (40 + 80) + (7 + 5); the answer is 132.)"
+    assert task.hint(Example("y", "6 + 7 = ?", "13", {"a": 6, "b": 7})) == "(Hint: the answer is 13.)"
+    prompt = task.prompt(ex, hint=True)
+    assert "Q: 306 + 598 = ? (Hint: 306 + 598 = (300 + 500) + (0 + 90) + (6 + 8); the answer is 904.)" in prompt
+    assert prompt.endswith("Q: 47 + 85 = ? (Hint: 47 + 85 = (40 + 80) + (7 + 5); the answer is 132.)\nA:")
+    assert task.quotes_hint(ex, " 47 + 85 = (40 + 80) + (7 + 5) (Hint: the answer is 132.)")
+    assert not task.quotes_hint(ex, " 47 + 85 = (40 + 80) + (7 + 5) = 120 + 12 = 132.")
+    assert ArithmeticTask().hint(ex) == "(Hint: the answer is 132.)"  # the default: the paper's
+    with pytest.raises(StarKitError, match="hint_style=groups .* not format=column"):
+        ArithmeticTask(format="column", hint_style="groups")
+    with pytest.raises(StarKitError, match="hint_style='steps': expected one of answer, groups"):
+        ArithmeticTask(hint_style="steps")
+
+
 def test_prompt_hint_and_target():
     task = load_registry().create("tasks", "arithmetic", format="place_value")
     ex = task.examples("train", 1, 0)[0]

@@ -111,7 +111,8 @@ def test_print_config_shows_the_task_options_as_config_yaml_will_record_them(cap
 
     assert main(["run", "--task-opt", "digits=1-2", "--print-config"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert shown["task_options"] == {"digits": "1-2", "eval_digits": None, "rationales": True, "format": "place_value"}
+    assert shown["task_options"] == {"digits": "1-2", "eval_digits": None, "rationales": True, "format": "place_value",
+                                     "hint_style": "answer"}
     assert main(["run", "--task", "nope", "--print-config"]) == 2
 
 
@@ -191,7 +192,7 @@ def test_a_config_file_takes_all_for_a_count_as_the_flag_does(tmp_path, capsys):
 @pytest.mark.parametrize("given, key, recorded, whole, change, message, old, default", [
     # the option given, and what the task did by default (a later release's defaults cannot change this run)
     (["--task-opt", "digits=1"], "task_options",
-     {"digits": 1, "eval_digits": None, "rationales": True, "format": "place_value"}, True,
+     {"digits": 1, "eval_digits": None, "rationales": True, "format": "place_value", "hint_style": "answer"}, True,
      ["--task-opt", "format=column"], "config key 'task_options.format' differs ('place_value' in config.yaml, "
      "'column' now)", {"digits": 1}, ("format", "place_value")),
     # what trained: the option given, and the learning rate, schedule and the rest the trainer used by default

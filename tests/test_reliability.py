@@ -315,7 +315,8 @@ def test_an_unknown_model_offline_is_one_quick_line_naming_what_was_tried(monkey
 def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatch):
     from star_kit import models
 
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
 
     def no_network(*args, **kwargs):
