@@ -14,7 +14,8 @@ table shows accuracy per number of digits, including digit counts never trained 
 
     python benchmarks/paper_table.py [--quick] [--task arithmetic] [--model smollm2-135m] [--out DIR]
         [--iterations 2] [--train-size 64] [--eval-size 64] [--base-steps 20] [--data-dir DIR]
-        [--train-digits 1-5] [--eval-digits 1-8] [--verifier auto] [--eval-prompt trained] [--markdown FILE]
+        [--train-digits 1-5] [--eval-digits 1-8] [--verifier auto] [--eval-prompt trained] [--task-opt K=V]
+        [--markdown FILE]
 
 Re-running with the same --out resumes (finished runs and evaluations are read back). The table is printed,
 written to OUT/paper_table.json (and --markdown FILE), and the last line printed is one JSON object.
@@ -149,6 +150,8 @@ def main() -> None:
     parser.add_argument("--trainer", default="trl-sft")
     parser.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--trainer-opt", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--task-opt", action="append", default=[], metavar="KEY=VALUE",
+                        help="more task options, e.g. hint_style=groups")
     parser.add_argument("--markdown", help="also write the table as Markdown to this file")
     args = parser.parse_args()
     if args.quick:
@@ -165,6 +168,7 @@ def main() -> None:
     quiet_libraries()
     arithmetic = args.task == "arithmetic"
     args.task_options = {"digits": args.train_digits, "eval_digits": args.eval_digits} if arithmetic else {}
+    args.task_options.update(dict(key_value(o) for o in args.task_opt))
     args.sampler_options = dict(key_value(o) for o in args.sampler_opt)
     args.trainer_options = dict(key_value(o) for o in args.trainer_opt)
     args.task_flags = [f for k, v in args.task_options.items() for f in ("--task-opt", f"{k}={v}")]

@@ -224,10 +224,12 @@ class ArithmeticTask(FewShotTask):
         for i in range(n):
             d = digits[i % len(digits)]  # balanced over digit counts
             lo = 0 if d == 1 else 10 ** (d - 1)
-            while True:  # a sum and its swap are one problem, in one split only
+            for _ in range(10_000):  # a sum and its swap are one problem, in one split only
                 a, b = rng.randint(lo, 10**d - 1), rng.randint(lo, 10**d - 1)
                 if held_out(f"{min(a, b)} + {max(a, b)}") == (split == "eval"):
                     break
+            else:  # not for addition (every digit count has sums on both sides); a guard for edits of the rule
+                raise StarKitError(f"task 'arithmetic': no {d}-digit sum falls in the {split} split", 2)
             out.append(Example(id=f"{split}-{i:05d}", question=f"{a} + {b} = ?", answer=str(a + b),
                                fields={"a": a, "b": b, "digits": d}))
         return out

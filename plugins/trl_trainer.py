@@ -65,7 +65,7 @@ SFT_RESERVED = {"output_dir": "--out", "max_steps": "--base-steps and --step-gro
                 "num_train_epochs": "--base-steps and --step-growth (steps, not epochs)",
                 "completion_only_loss": "always on: the loss is on the rationale and answer",
                 "seed": "--seed", "data_seed": "--seed", "save_strategy": "one checkpoint per iteration",
-                "report_to": "--logger", "disable_tqdm": "--no-progress", "use_cpu": "the device star-kit finds",
+                "report_to": "star-kit's logger plugins (metrics.csv, TensorBoard, W&B)", "disable_tqdm": "--no-progress", "use_cpu": "the device star-kit finds",
                 "bf16": "the trainer's own bf16=auto|true|false"}
 NEEDS_PEFT = "trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')"
 # The trainer's own options (not SFTConfig fields).
@@ -491,9 +491,9 @@ def _late_refusal(options: dict[str, Any]) -> str | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
             return f"option {key}={value} is negative"
     strategy = options.get("eval_strategy")
-    if strategy not in (None, "no") or options.get("do_eval"):
-        return ("eval_strategy/do_eval need an eval_dataset, which the fine-tune does not get: star-kit evaluates "
-                "each iteration through lm-eval (remove them)")
+    if strategy not in (None, "no"):
+        return (f"eval_strategy={strategy} needs an eval_dataset, which the fine-tune does not get: star-kit "
+                "evaluates each iteration through lm-eval (remove it)")
     optim = options.get("optim")
     if isinstance(optim, str):
         module = next((m for part, m in OPTIM_MODULES if part in optim), None)

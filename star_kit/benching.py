@@ -150,9 +150,10 @@ def with_run_task_options(given: dict[str, Any], run_task: str, saved: dict[str,
 
 
 def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed,
-                  skip_bad_rows: bool = False) -> list[TaskSpec]:
+                  skip_bad_rows: str | None = None) -> list[TaskSpec]:
     """Check every name first (an unknown one exits 2 before any work), then build the star-kit tasks and load
-    their examples (data errors surface before any model loads; ``skip_bad_rows`` as a run's --skip-bad-rows)."""
+    their examples (data errors surface before any model loads; the task named ``skip_bad_rows`` drops its bad rows,
+    as the --run it belongs to did with --skip-bad-rows)."""
     from .loop import checked_examples  # the check a run makes of a task's examples
 
     specs: list[TaskSpec] = []
@@ -171,7 +172,8 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
         specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name, manager=manager))
     for spec in specs:
         if spec.kind == "star-kit":
-            task = registry.create("tasks", spec.name, core={"data_dir": data_dir, "skip_bad_rows": skip_bad_rows},
+            core = {"data_dir": data_dir, "skip_bad_rows": spec.name == skip_bad_rows}
+            task = registry.create("tasks", spec.name, core=core,
                                    **options_for(spec.name, task_options))
             spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
             spec.examples = checked_examples(registry.where("tasks", spec.name), "eval",
@@ -439,17 +441,26 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                           f"not for lm-eval's own", highlight=False)
     # a run made with --skip-bad-rows drew its questions without the bad rows: bench --run draws them so
     specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed,
-                          skip_bad_rows=bool(run_config.get("skip_bad_rows")))
-    if args.run:  # the run's own task: the questions it recorded, or none at all (same ids, other sums = wrong rows)
-        from .loop import recorded_questions_problem
+                          skip_bad_rows=run_task if run_config.get("skip_bad_rows") else None)
+    for spec in specs:
+        skipped = getattr(spec.task, "skipped_rows", None) if spec.task is not None else None
+        if skipped:
+            err_console.print("[yellow]note:[/] " + escape(f"task {spec.name!r}: {len(skipped)} malformed data rows "
+                                                           f"skipped, as the run did; first: {skipped[0]}"),
+                              highlight=False)
+    # The run's own task, drawn as the run drew it (no --seed, --task-opt or other --data-dir asked for others):
+    # the questions it recorded, or none at all (the same ids holding other questions would join wrong rows).
+    same_draw = (args.seed is None and not options_for(run_task, dict(args.task_options))
+                 and (args.data_dir is None or args.data_dir == run_config.get("data_dir")))
+    if args.run and same_draw:
+        from .loop import questions_changed, recorded_questions_problem
 
+        fewer = limit is not None and (run_config.get("eval_size") is None or limit < run_config["eval_size"])
         for spec in specs:
-            changed = spec.name == run_task and recorded_questions_problem(Path(args.run), None, spec.examples,
-                                                                           subset=True)
+            changed = spec.name == run_task and recorded_questions_problem(Path(args.run), spec.task, None,
+                                                                           spec.examples, subset=fewer)
             if changed:
-                raise StarKitError(f"--run {args.run}: task {spec.name!r} now draws other questions than the run "
-                                   f"recorded ({changed}): its data or code changed since; its numbers would not be "
-                                   f"the run's", 2)
+                raise StarKitError(f"--run {args.run}: task {spec.name!r}: {questions_changed(changed)}", 2)
     if any(s.kind == "star-kit" for s in specs):  # unknown sampler or options: exit 2 before loading anything
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
     if args.json:  # a path that cannot be written fails now, in one line, not after the whole bench has run

@@ -444,18 +444,20 @@ def redact(obj: Any) -> Any:
     return obj
 
 
-_USERINFO = re.compile(r"[^/@\s]++@")
+_AUTHORITY = re.compile(r"[^/\s]*+")
 
 
 def _without_userinfo(text: str) -> str:
     """``text`` with the user:password of each URL in it redacted ('https://user:tok@host/v1' ->
-    'https://<redacted>@host/v1'; a base_url). Linear: each scan after a '://' stops at the next '/'."""
+    'https://<redacted>@host/v1'; a base_url): up to the last '@' of the authority, as HTTP clients read it (a
+    password may hold '@'). Linear: each scan after a '://' stops at the next '/' or space."""
     out, pos = [], 0
     while (found := text.find("://", pos)) >= 0:
         start = found + 3
-        userinfo = _USERINFO.match(text, start)
-        out.append(text[pos:start] + (f"{REDACTED}@" if userinfo else ""))
-        pos = userinfo.end() if userinfo else start
+        end = _AUTHORITY.match(text, start).end()
+        at = text.rfind("@", start, end)
+        out.append(text[pos:start] + (f"{REDACTED}@" if at >= 0 else ""))
+        pos = at + 1 if at >= 0 else start
     return "".join(out) + text[pos:]
 
 

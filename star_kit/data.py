@@ -152,22 +152,24 @@ def read_dataset_rows(path: Path) -> list[Row]:
     return [Row(f"{path}, row {i + 1}", i, dict(record)) for i, record in enumerate(ds)]
 
 
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+#: the variables by which the user asks the Hugging Face libraries to use only their local cache: for datasets (a
+#: task's data, lm-eval's), and for models (transformers downloads a model whatever HF_DATASETS_OFFLINE says)
+DATASETS_OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+MODELS_OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def hub_offline_mode() -> str | None:
-    """The variable by which the user asked the Hugging Face libraries to use only their local cache, or None."""
-    return next((v for v in _OFFLINE_VARS if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")),
-                None)
+def hub_offline_mode(variables: tuple[str, ...] = DATASETS_OFFLINE) -> str | None:
+    """The one of ``variables`` that is set (asking for the local cache only), or None."""
+    return next((v for v in variables if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")), None)
 
 
-def hub_unreachable(timeout: float = 3.0) -> str | None:
+def hub_unreachable(timeout: float = 3.0, offline: tuple[str, ...] = DATASETS_OFFLINE) -> str | None:
     """Why the Hugging Face hub cannot be asked (offline mode, no connection to ``$HF_ENDPOINT``), or None; at most
     ``timeout`` seconds (the hub clients themselves retry for ~25-30 s offline). Through a proxy: None (the
     client finds out). The one probe of models (a hub id) and datasets (a task's data, lm-eval's tasks)."""
-    offline = hub_offline_mode()
-    if offline:
-        return f"the hub is not asked: {offline} is set"
+    variable = hub_offline_mode(offline)
+    if variable:
+        return f"the hub is not asked: {variable} is set"
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return None
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")

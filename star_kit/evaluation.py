@@ -359,8 +359,8 @@ def evaluate(
     lm_eval, _ = _lm_eval()
     out_dir = Path(out_dir)
     docs_path = out_dir / "eval_docs.jsonl"
-    write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e, fewshot=fewshot), "answer": e.answer}
-                            for e in examples))
+    write_jsonl(docs_path, ({"id": e.id, "prompt": task.prompt(e, fewshot=fewshot), "answer": e.answer,
+                             "question": e.question} for e in examples))  # the question: what a resume compares
     config = copy.deepcopy(task.lm_eval_config)
     # datasets reads data_files as glob patterns: a run directory named 'runs/[exp]' must match only itself
     config.setdefault("dataset_kwargs", {}).setdefault("data_files", {})["test"] = glob.escape(str(docs_path.resolve()))

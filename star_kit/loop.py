@@ -189,17 +189,17 @@ class SampleAhead:
     ride: RideAlong
 
 
-def recorded_questions_problem(root: Path, train_set: Sequence[Example] | None, eval_set: Sequence[Example],
-                               subset: bool = False) -> str | None:
+def recorded_questions_problem(root: Path, task: Task, train_set: Sequence[Example] | None,
+                               eval_set: Sequence[Example], subset: bool = False) -> str | None:
     """Whether the questions drawn now are those a run directory recorded: each held-out question of every
-    ``iter_NN/eval_docs.jsonl`` (its id, gold answer, and the question inside its prompt) and, with ``train_set``,
-    each training question of ``samples.jsonl`` / ``rationalized.jsonl``. A task whose data or code changed since
-    draws others under the same ids: the finished iterations' numbers would then be compared with numbers on other
-    questions. None when they match, else the first difference, as a phrase naming the file. ``subset``: the sets
-    drawn now may be smaller (``bench --run --limit``): recorded questions they do not hold are not compared."""
-    store = RunStore(root)
+    ``iter_NN/eval_docs.jsonl`` (its id, gold answer and question; in a file written before the question was
+    recorded there, its prompt against ``task``'s prompt for it) and, with ``train_set``, each training question of
+    ``samples.jsonl`` / ``rationalized.jsonl``. A task whose data or code changed since draws others under the same
+    ids: the finished iterations' numbers would then be compared with numbers on other questions. None when they
+    match, else the first difference, as a phrase naming the file. ``subset``: the sets drawn now may be smaller
+    (``bench --run --limit``): recorded questions they do not hold are not compared."""
     now = {"eval": {e.id: e for e in eval_set}, "train": {e.id: e for e in train_set or ()}}
-    for d in sorted(p for p in store.root.glob("iter_[0-9]*") if p.is_dir()):
+    for d in RunStore(root).iter_dirs():
         files = [("eval", d / "eval_docs.jsonl")]
         if train_set is not None:
             files += [("train", d / "samples.jsonl"), ("train", d / "rationalized.jsonl")]
@@ -209,18 +209,27 @@ def recorded_questions_problem(root: Path, train_set: Sequence[Example] | None, 
             for row in read_jsonl(path, skip_bad=True):
                 ident = row.get("id", row.get("example_id"))
                 example = now[split].get(ident)
-                question, gold = (row.get("prompt"), row.get("answer")) if split == "eval" else (
-                    row.get("question"), row.get("gold"))
                 if example is None and subset:
                     continue
                 if example is None:
                     return f"{path} holds {split} question {ident!r}, which the task no longer draws"
-                if gold != example.answer or not isinstance(question, str) or example.question not in question:
-                    shown = question.strip().splitlines()[-1][:60] if isinstance(question, str) and question.strip() \
-                        else question
+                gold = row.get("answer" if split == "eval" else "gold")
+                if split == "eval" and "question" not in row:  # written before eval_docs.jsonl held the question
+                    if row.get("prompt") not in (task.prompt(example, fewshot=True), task.prompt(example, fewshot=False)) \
+                            or gold != example.answer:
+                        return (f"{path}: the recorded prompt of eval question {ident!r} (answer {gold!r}) is not the "
+                                f"task's prompt for it now (answer {example.answer!r})")
+                elif row.get("question") != example.question or gold != example.answer:
+                    shown = str(row.get("question")).strip().splitlines()[0][:60] if row.get("question") else None
                     return (f"{path}: {split} question {ident!r} was {shown!r} (answer {gold!r}), now "
-                            f"{example.question[:60]!r} (answer {example.answer!r})")
+                            f"{example.question.strip().splitlines()[0][:60]!r} (answer {example.answer!r})")
     return None
+
+
+def questions_changed(difference: str) -> str:
+    """The one wording of a refusal for :func:`recorded_questions_problem`'s ``difference``."""
+    return (f"the task now draws other questions than the run recorded ({difference}): its data or code changed "
+            f"since, so numbers now would be on other questions than the run's")
 
 
 def read_samples(path: Path, partial: bool = False) -> list[Sample]:
@@ -360,8 +369,12 @@ class StarRun:
             saved = self.declared(saved)  # an option recorded as 3 that its plugin gets as "3" is the same
             # Before any fine-tune has finished, the trainer's options have made nothing yet: a run whose trainer
             # refused an option after the sampling goes on with the option mended, its samples kept.
-            trained = any(store.has(int(p.name[5:]), "checkpoint") for p in store.root.glob("iter_[0-9]*")
-                          if p.name[5:].isdigit())
+            # Trained: a recorded iteration that trained (a copy without its checkpoint folders records them too),
+            # or an iteration past the baseline that holds a checkpoint or an evaluation.
+            trained = any(isinstance(r.get("steps"), int) and r["steps"] > 0 or r.get("checkpoint")
+                          for r in store.metrics() if isinstance(r.get("iteration"), int) and r["iteration"] > 0) \
+                or any(store.has(n, "checkpoint") or store.has(n, "eval.json")
+                       for n in (int(p.name[5:]) for p in store.iter_dirs()) if n > 0)
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue
@@ -457,13 +470,12 @@ class StarRun:
             raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
+        changed = None if fresh or not resume else recorded_questions_problem(self.store.root, task, train_set,
+                                                                              eval_set)
+        if changed:  # before prepare() writes config.yaml: a refused resume changes nothing
+            raise StarKitError(f"--resume {self.store.root}: {questions_changed(changed)}; start a new run (or "
+                               f"restore the data and version it was made with)", 2)
         self.prepare(resume)
-        changed = None if fresh else recorded_questions_problem(self.store.root, train_set, eval_set)
-        if changed:
-            raise StarKitError(f"--resume {self.store.root}: the task now draws other questions than this run "
-                               f"recorded ({changed}): its data or code changed since, and the finished iterations "
-                               f"would be compared with others on different questions; start a new run (or restore "
-                               f"the data and version it was made with)", 2)
         self.log(f"task {config.task}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         if config.iterations and not config.eval_fewshot(1):

@@ -91,9 +91,9 @@ def resolve_model(name: str, convert: bool = True) -> str:
         raise UnknownNameError("model", name, list(ALIASES), hint=f"{tried}; not a hub id (org/name)")
     if _in_hub_cache(name):
         return name
-    from .data import hub_unreachable
+    from .data import MODELS_OFFLINE, hub_unreachable
 
-    unreachable = hub_unreachable(timeout=5.0)
+    unreachable = hub_unreachable(timeout=5.0, offline=MODELS_OFFLINE)
     if unreachable:
         raise UnknownNameError("model", name, list(ALIASES),
                                hint=f"{tried}, a hub id (not in the local hub cache; {unreachable})")

@@ -206,6 +206,11 @@ class RunStore:
     def metrics_path(self) -> Path:
         return self.root / "metrics.jsonl"
 
+    def iter_dirs(self) -> list[Path]:
+        """The ``iter_NN`` folders the run directory holds, in iteration order."""
+        found = [(int(p.name[5:]), p) for p in self.root.glob("iter_[0-9]*") if p.name[5:].isdigit() and p.is_dir()]
+        return [p for _, p in sorted(found)]
+
     def iter_dir(self, iteration: int) -> Path:
         return self.root / f"iter_{iteration:02d}"
 
@@ -214,8 +219,8 @@ class RunStore:
 
     def has(self, iteration: int, name: str) -> bool:
         path = self.artifact(iteration, name)
-        if name == "checkpoint":
-            return (path / "config.json").is_file()
+        if name == "checkpoint":  # a model folder, or a trainer's adapter folder (as the loop publishes either)
+            return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
         return path.exists()
 
     def finished_steps(self, iteration: int) -> list[str]:

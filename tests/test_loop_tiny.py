@@ -278,29 +278,40 @@ def test_a_moved_run_directory_resumes_from_its_own_checkpoints(tiny_model, tmp_
     assert [r["checkpoint"] for r in rows[1:]] == [str(moved / f"iter_{n:02d}" / "checkpoint") for n in (1, 2)]
 
 
-def test_resume_and_bench_run_refuse_questions_that_changed_under_their_ids(tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("task, split_file, edit", [
+    ("gsm8k", "gsm8k/test.jsonl", lambda row: row.update(question="A different question?")),
+    ("commonsense_qa", "commonsenseqa/dev_rand_split.jsonl",  # its prompt shows the choices without letters
+     lambda row: row["question"].update(stem="A different question?")),
+])
+def test_resume_and_bench_run_refuse_questions_that_changed_under_their_ids(tiny_model, tmp_path, capsys, task,
+                                                                            split_file, edit):
     """The task's data changed after the run (a re-exported file): the same ids now hold other questions. A resume
     would compare its new iterations with finished ones on other questions, and bench --run would pair rows
-    wrongly: both refuse in one line naming the file and the question, before any model loads."""
+    wrongly: both refuse in one line naming the file and the question, before any model loads. Unchanged data
+    resumes and benches as before, and bench --run asked for other questions (--seed) is not refused."""
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(Path(__file__).parent / "fixtures" / "data", data)
     out = tmp_path / "run"
-    assert _run(tiny_model, out, "--task", "gsm8k", "--data-dir", str(data), "--iterations", "1") == 0
-    test = data / "gsm8k" / "test.jsonl"
+    assert _run(tiny_model, out, "--task", task, "--data-dir", str(data), "--iterations", "1") == 0
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0  # nothing changed: no refusal
+    assert main(["bench", "--run", str(out), "--no-progress"]) == 0
+    test = data / split_file
     rows = [json.loads(line) for line in test.read_text().splitlines()]
-    rows[0]["question"] = "A different question?"
+    edit(rows[0])
     test.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = (out / "config.yaml").read_text()
     capsys.readouterr()
     assert main(["run", "--resume", str(out), "--iterations", "2", "--no-progress"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "the task now draws other questions than this run recorded" in errors[0], errors
-    assert "eval_docs.jsonl: eval question" in errors[0] and "now 'A different question?'" in errors[0]
+    assert len(errors) == 1 and "the task now draws other questions than the run recorded" in errors[0], errors
+    assert "eval_docs.jsonl: eval question" in errors[0] and "now 'A different question?" in errors[0], errors
+    assert (out / "config.yaml").read_text() == config  # a refused resume changes nothing
     assert main(["bench", "--run", str(out), "--no-progress"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "task 'gsm8k' now draws other questions than the run recorded" in errors[0]
-
+    assert len(errors) == 1 and f"task {task!r}: the task now draws other questions than the run" in errors[0]
+    assert main(["bench", "--run", str(out), "--seed", "5", "--no-progress"]) == 0  # other questions, as asked
 
 def test_a_trainer_option_mended_before_anything_trained_resumes_keeping_the_samples(tiny_model, tmp_path, capsys,
                                                                                      test_plugin):
@@ -327,6 +338,9 @@ def test_a_trainer_option_mended_before_anything_trained_resumes_keeping_the_sam
     import yaml
 
     assert yaml.safe_load((out / "config.yaml").read_text())["trainer_options"]["learning_rate"] == 2e-4
-    # once trained with it, the option is fixed
+    # once trained with it, the option is fixed, also in a copy of the run without its checkpoint folders
+    assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=3e-4", "--no-progress"]) == 2
+    assert "config key 'trainer_options.learning_rate' differs" in capsys.readouterr().err
+    shutil.rmtree(it / "checkpoint")
     assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=3e-4", "--no-progress"]) == 2
     assert "config key 'trainer_options.learning_rate' differs" in capsys.readouterr().err

@@ -117,6 +117,7 @@ def test_a_urls_user_and_password_are_redacted_and_not_compared_on_resume():
     assert without_secrets(public) == without_secrets(cfg.sampler_options)
     assert redact_argv(["--sampler-opt", f"base_url=http://u:{SECRET}@h/v1"]) == [
         "--sampler-opt", f"base_url=http://{REDACTED}@h/v1"]
+    assert redact(f"https://user:p@ss{SECRET}@host/v1") == f"https://{REDACTED}@host/v1"  # '@' in the password
     t0 = time.perf_counter()
     redact(["a://" * 100_000 + "@", "a." * 100_000 + "@"])
     assert time.perf_counter() - t0 < 1.0

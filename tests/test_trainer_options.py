@@ -60,8 +60,7 @@ def test_an_integer_given_for_a_string_field_is_its_text():
 @pytest.mark.parametrize("option,message", [
     ({"warmup_steps": -1}, "option warmup_steps=-1 is negative"),
     ({"learning_rate": -0.1}, "option learning_rate=-0.1 is negative"),
-    ({"eval_strategy": "steps"}, "eval_strategy/do_eval need an eval_dataset"),
-    ({"do_eval": True}, "eval_strategy/do_eval need an eval_dataset"),
+    ({"eval_strategy": "steps"}, "eval_strategy=steps needs an eval_dataset"),
     ({"optim": "adamw_8bit"}, "optim=adamw_8bit needs the Python package 'bitsandbytes', which is not installed"),
     ({"optim": "galore_adamw"}, "optim=galore_adamw needs the Python package 'galore_torch'"),
     ({"seed": 3}, "option 'seed' is set by star-kit (from the run config: --seed); remove it"),

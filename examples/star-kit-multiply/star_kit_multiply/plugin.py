@@ -68,10 +68,12 @@ class MultiplyTask(FewShotTask):
         for i in range(n):
             d = digits[i % len(digits)]  # balanced over digit counts
             lo = 2 if d == 1 else 10 ** (d - 1)
-            while True:  # the two splits never share a problem (a product and its swap are one)
+            for _ in range(10_000):  # the two splits never share a problem (a product and its swap are one)
                 a, b = rng.randint(lo, 10**d - 1), rng.randint(lo, 10**d - 1)
                 if held_out(f"{min(a, b)} * {max(a, b)}") == (split == "eval"):
                     break
+            else:
+                raise StarKitError(f"task 'multiply': no {d}-digit product falls in the {split} split", 2)
             out.append(Example(id=f"{split}-{i:05d}", question=f"{a} * {b} = ?", answer=str(a * b),
                                fields={"a": a, "b": b, "digits": d}))
         return out
