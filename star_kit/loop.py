@@ -333,9 +333,10 @@ class StarRun:
         self.store = RunStore(Path(self.config.out))
 
     # Bookkeeping -------------------------------------------------------------------------------------------
-    def prepare(self, resume: bool) -> None:
+    def prepare(self, resume: bool, recorded: Callable[[], str | None] | None = None) -> None:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
-        resume check that it matches (a mismatch names the key; a redacted credential never counts)."""
+        resume check that it matches (a mismatch names the key; a redacted credential never counts) and that
+        ``recorded()`` finds no recorded question changed (:func:`recorded_questions_problem`) before writing it."""
         from .config import (changed_key, is_environment_key, load_config_file, local_paths_absolute,
                              nothing_to_resume, predated, redact, without_secrets)
 
@@ -392,6 +393,10 @@ class StarRun:
                         name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
                     was_text, now_text = ("unset" if v is _MISSING else repr(v) for v in (was, now))
                     raise changed_key(store.root, name, was_text, now_text)
+            changed = recorded() if recorded is not None else None
+            if changed:  # a refused resume writes nothing
+                raise StarKitError(f"--resume {store.root}: {questions_changed(changed)}; start a new run (or "
+                                   f"restore the data and version it was made with)", 2)
         write_yaml(store.config_path, config.public_dict())
 
     def run(self, resume: bool = False) -> list[IterationResult]:
@@ -470,12 +475,7 @@ class StarRun:
             raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
-        changed = None if fresh or not resume else recorded_questions_problem(self.store.root, task, train_set,
-                                                                              eval_set)
-        if changed:  # before prepare() writes config.yaml: a refused resume changes nothing
-            raise StarKitError(f"--resume {self.store.root}: {questions_changed(changed)}; start a new run (or "
-                               f"restore the data and version it was made with)", 2)
-        self.prepare(resume)
+        self.prepare(resume, lambda: recorded_questions_problem(self.store.root, task, train_set, eval_set))
         self.log(f"task {config.task}: {len(train_set)} training and {len(eval_set)} evaluation examples; "
                  f"model {config.model} -> {base_model}; sampler {self.sampler_name}")
         if config.iterations and not config.eval_fewshot(1):
