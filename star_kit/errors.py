@@ -5,14 +5,16 @@ from __future__ import annotations
 import difflib
 
 
-def one_line(exc: BaseException, whole: bool = False, limit: int = 600) -> str:
+def one_line(exc: BaseException, whole: bool = False, limit: int = 600, typed: bool = True) -> str:
     """An exception as one line: its type and the first line of its message; ``whole``: all its lines, joined
-    with '; ' (a YAML or transformers error whose reason is on its second line), cut at ``limit`` characters."""
+    with '; ' (a YAML or transformers error whose reason is on its second line), cut at ``limit`` characters;
+    ``typed=False``: the message alone (its type when it has none)."""
     text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     if not text:
         return type(exc).__name__
     message = "; ".join(text) if whole else text[0]
-    return f"{type(exc).__name__}: {message[:limit]}{'...' if len(message) > limit else ''}"
+    message = f"{message[:limit]}{'...' if len(message) > limit else ''}"
+    return f"{type(exc).__name__}: {message}" if typed else message
 
 
 class StarKitError(Exception):

@@ -78,7 +78,7 @@ class Registry:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy validation errors (bad hook signatures): its lines, as one
             self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: "
-                                 f"{one_line(exc, whole=True)}")
+                                 f"{one_line(exc, whole=True, typed=False)}")
             return
         self._dist[name] = distribution
         self.problems.extend(self._unknown_hooks(plugin, name, distribution))
