@@ -19,6 +19,7 @@ import dataclasses
 import enum
 import gc
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -65,12 +66,10 @@ SFT_RESERVED = {"output_dir": "--out", "max_steps": "--base-steps and --step-gro
                 "num_train_epochs": "--base-steps and --step-growth (steps, not epochs)",
                 "completion_only_loss": "always on: the loss is on the rationale and answer",
                 "seed": "--seed", "data_seed": "--seed", "save_strategy": "one checkpoint per iteration",
-                "report_to": "star-kit's logger plugins (metrics.csv, TensorBoard, W&B)", "disable_tqdm": "--no-progress", "use_cpu": "the device star-kit finds",
+                "report_to": "star-kit's logger plugins (metrics.csv, TensorBoard, W&B)",
+                "disable_tqdm": "--no-progress", "use_cpu": "the device star-kit finds",
                 "bf16": "the trainer's own bf16=auto|true|false"}
 NEEDS_PEFT = "trainer 'trl-sft': lora=true needs peft (pip install 'star-kit[lora]')"
-# The trainer's own options (not SFTConfig fields).
-TRAINER_OPTIONS = ("bf16", "compact_lm_head", "packed_attention", "lora", "lora_r", "lora_alpha", "launcher",
-                   "num_processes", "accelerate_config", "main_process_port", "launch_args")
 # Fields transformers 5 removed, with what replaced them.
 SFT_RENAMED = {"warmup_ratio": "warmup_steps (a value below 1 is a fraction of the steps)",
                "evaluation_strategy": "none: star-kit evaluates through lm-eval after each iteration"}
@@ -467,9 +466,9 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
                                f"{SFT_RESERVED[key]}); remove it", 2)
         if key not in fields:
             hint = (f"; use {SFT_RENAMED[key]}" if key in SFT_RENAMED
-                    else did_you_mean(key, [*fields, *TRAINER_OPTIONS]))
+                    else did_you_mean(key, [*fields, *_trainer_options()]))
             raise StarKitError(f"trainer 'trl-sft': unknown option {key!r}{hint} (not a trl.SFTConfig field, nor "
-                               f"one of {', '.join(TRAINER_OPTIONS)})", 2)
+                               f"one of {', '.join(_trainer_options())})", 2)
         hint = _sft_field_type(fields[key], hints.get(key, fields[key].type))
         if hint is not None:
             types[key] = hint
@@ -482,6 +481,12 @@ def check_sft_options(options: dict[str, Any]) -> dict[str, Any]:
     if problem:
         raise StarKitError(f"trainer 'trl-sft': {problem}", 2)
     return options
+
+
+def _trainer_options() -> list[str]:
+    """The trainer's own options (its factory's parameters that are not SFTConfig fields)."""
+    params = inspect.signature(TRLSFTTrainer.__init__).parameters
+    return [n for n, p in params.items() if n != "self" and n not in SFT_DEFAULTS and p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
 def _late_refusal(options: dict[str, Any]) -> str | None:

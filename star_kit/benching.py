@@ -101,6 +101,7 @@ def run_targets(run_dir: Path, note=None) -> tuple[dict[str, Any], list[Target]]
     """A run's config and its models: the base model (iteration 0), then each finished checkpoint; ``note`` is told
     of each iteration folder left out for want of one."""
     from .config import load_config_file
+    from .store import RunStore
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -110,17 +111,14 @@ def run_targets(run_dir: Path, note=None) -> tuple[dict[str, Any], list[Target]]
 
     base = str(config.get("model") or RunConfig().model)
     targets = [Target(f"iter 0 ({base})", base, iteration=0)]
-    for d in sorted(run_dir.glob("iter_[0-9]*")):
-        ckpt = d / "checkpoint"
-        try:
-            n = int(d.name.split("_", 1)[1])
-        except ValueError:
-            continue
-        if n > 0 and (ckpt / "config.json").is_file():
+    store = RunStore(run_dir)
+    for n in store.iterations():
+        ckpt = store.artifact(n, "checkpoint")
+        if n > 0 and (ckpt / "config.json").is_file():  # a model folder (an adapter folder alone: not loadable here)
             targets.append(Target(f"iter {n}", str(ckpt), iteration=n))
         elif n > 0 and note is not None:
-            note(f"--run {run_dir}: {d.name} has no checkpoint (its training has not finished, or there was "
-                 "nothing to train on): left out")
+            note(f"--run {run_dir}: {store.iter_dir(n).name} has no checkpoint (its training has not finished, or "
+                 "there was nothing to train on): left out")
     return config, targets
 
 

@@ -199,7 +199,8 @@ def recorded_questions_problem(root: Path, task: Task, train_set: Sequence[Examp
     match, else the first difference, as a phrase naming the file. ``subset``: the sets drawn now may be smaller
     (``bench --run --limit``): recorded questions they do not hold are not compared."""
     now = {"eval": {e.id: e for e in eval_set}, "train": {e.id: e for e in train_set or ()}}
-    for d in RunStore(root).iter_dirs():
+    store = RunStore(root)
+    for d in map(store.iter_dir, store.iterations()):
         files = [("eval", d / "eval_docs.jsonl")]
         if train_set is not None:
             files += [("train", d / "samples.jsonl"), ("train", d / "rationalized.jsonl")]
@@ -215,8 +216,8 @@ def recorded_questions_problem(root: Path, task: Task, train_set: Sequence[Examp
                     return f"{path} holds {split} question {ident!r}, which the task no longer draws"
                 gold = row.get("answer" if split == "eval" else "gold")
                 if split == "eval" and "question" not in row:  # written before eval_docs.jsonl held the question
-                    if row.get("prompt") not in (task.prompt(example, fewshot=True), task.prompt(example, fewshot=False)) \
-                            or gold != example.answer:
+                    prompts = (task.prompt(example, fewshot=True), task.prompt(example, fewshot=False))
+                    if row.get("prompt") not in prompts or gold != example.answer:
                         return (f"{path}: the recorded prompt of eval question {ident!r} (answer {gold!r}) is not the "
                                 f"task's prompt for it now (answer {example.answer!r})")
                 elif row.get("question") != example.question or gold != example.answer:
@@ -374,8 +375,7 @@ class StarRun:
             # or an iteration past the baseline that holds a checkpoint or an evaluation.
             trained = any(isinstance(r.get("steps"), int) and r["steps"] > 0 or r.get("checkpoint")
                           for r in store.metrics() if isinstance(r.get("iteration"), int) and r["iteration"] > 0) \
-                or any(store.has(n, "checkpoint") or store.has(n, "eval.json")
-                       for n in (int(p.name[5:]) for p in store.iter_dirs()) if n > 0)
+                or any(store.has(n, "checkpoint") or store.has(n, "eval.json") for n in store.iterations() if n > 0)
             for key, value in config.to_dict().items():
                 if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                     continue

@@ -206,10 +206,9 @@ class RunStore:
     def metrics_path(self) -> Path:
         return self.root / "metrics.jsonl"
 
-    def iter_dirs(self) -> list[Path]:
-        """The ``iter_NN`` folders the run directory holds, in iteration order."""
-        found = [(int(p.name[5:]), p) for p in self.root.glob("iter_[0-9]*") if p.name[5:].isdigit() and p.is_dir()]
-        return [p for _, p in sorted(found)]
+    def iterations(self) -> list[int]:
+        """The iterations whose ``iter_NN`` folder the run directory holds, in order."""
+        return sorted(int(p.name[5:]) for p in self.root.glob("iter_[0-9]*") if p.name[5:].isdigit() and p.is_dir())
 
     def iter_dir(self, iteration: int) -> Path:
         return self.root / f"iter_{iteration:02d}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from ..errors import StarKitError
 from ..records import PHASES, PROMPT_NAMES, IterationResult, Sample
 from ..store import RunStore, read_json, read_jsonl
 
-_ITER_DIR = re.compile(r"^iter_(\d+)$")
 _SAMPLE_FIELDS = {f.name: f for f in dataclasses.fields(Sample)}
 _RESULT_FIELDS = {f.name for f in dataclasses.fields(IterationResult)}
 
@@ -53,7 +51,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if "out" in config:  # where the run is now: a folder that was moved or copied records where it was made
         config["out"] = str(root)
 
-    iterations = sorted(int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _ITER_DIR.match(p.name)))
+    iterations = store.iterations()
     questions: dict[str, dict[str, list[str]]] = {"train": {}, "eval": {}}
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {"train": {}, "eval": {}}
     for n in iterations:
