@@ -47,20 +47,17 @@ def scalars(result: Any) -> dict[str, float]:
 
 def train_curve(result: Any) -> list[tuple[int, dict[str, float]]]:
     """(step, {"loss", "grad_norm"}) of each logged step of the iteration's fine-tune, read from its checkpoint's
-    ``train_log.jsonl``; [] when there is none (iteration 0, nothing trained). Unreadable lines are skipped."""
-    import json
+    ``train_log.jsonl``; [] when there is none (iteration 0, nothing trained). A damaged line is left out with a
+    warning naming it."""
+    from star_kit.store import read_jsonl
 
     checkpoint = getattr(result, "checkpoint", None) or (result.get("checkpoint") if isinstance(result, dict) else None)
     path = Path(checkpoint) / "train_log.jsonl" if checkpoint else None
     if path is None or not path.is_file():
         return []
     curve = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+    for row in read_jsonl(path, skip_bad=True):
+        if isinstance(row.get("step"), int):
             values = {k: float(row[k]) for k in ("loss", "grad_norm")
                       if isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)}
             if values:

@@ -15,7 +15,6 @@ The task's lm-eval YAML (under ``tasks/``) is the single source of its generatio
 
 from __future__ import annotations
 
-import json
 import random
 import zlib
 from pathlib import Path
@@ -103,16 +102,15 @@ def lm_eval_config_problems(config: Any) -> list[str]:
 
 def load_exemplars(path: Path) -> list[Exemplar]:
     """Few-shot exemplars from a JSONL file of {question, rationale, answer}; errors name file and line."""
+    from .data import read_jsonl_rows
+
     exemplars = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                exemplars.append(Exemplar(str(row["question"]), str(row["rationale"]), str(row["answer"])))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}:{lineno}: bad exemplar ({type(exc).__name__}: {exc})") from exc
+    for row in read_jsonl_rows(Path(path)):
+        try:
+            exemplars.append(Exemplar(*(str(row.data[key]) for key in ("question", "rationale", "answer"))))
+        except KeyError as exc:
+            raise DataError(f"{row.where}: bad exemplar (no {exc} field; each line holds question, rationale, "
+                            "answer)") from None
     return exemplars
 
 

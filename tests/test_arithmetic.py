@@ -167,3 +167,19 @@ def test_column_verifier_accepts_spaces_and_is_linear_on_hostile_text():
     hostile = "47 + 85: 7" + " " * 200_000 + "+" + " " * 200_000 + "x, 1"
     assert "cannot read" in verify_column(_addition(47, 85), hostile)
     assert "more than" in verify_column(_addition(47, 85), "47 + 85: " + "7+5=12, " * 100_000)
+
+
+def test_exemplar_file_errors_name_file_and_line(tmp_path):
+    """A few-shot file (a plugin's, or one a user gives) is read as data: its bad line is one error naming it."""
+    from star_kit.errors import DataError
+    from star_kit.task import load_exemplars
+
+    path = tmp_path / "fewshot.jsonl"
+    path.write_text('{"question": "1 + 2", "rationale": "1 + 2 = 3.", "answer": "3"}\n\n{"question": "2 + 2"}\n')
+    with pytest.raises(DataError, match=r"fewshot\.jsonl:3: bad exemplar \(no 'rationale' field"):
+        load_exemplars(path)
+    path.write_text('{"question": "1 + 2", "rationale": "1 + 2 = 3.", "answer": 3}\n[1]\n')
+    with pytest.raises(DataError, match=r"fewshot\.jsonl:2: expected a JSON object"):
+        load_exemplars(path)
+    path.write_text('\ufeff{"question": "1 + 2", "rationale": "1 + 2 = 3.", "answer": 3}\n')
+    assert [(e.question, e.answer) for e in load_exemplars(path)] == [("1 + 2", "3")]
