@@ -535,9 +535,6 @@ class CommonsenseQATask(DatasetTask):
             return f"- {line[4:]} {HINT_MARK}"  # as unletter_choices shows the line
         return f"{line} {HINT_MARK}" if line else f"({letter_of(example.answer)}) {HINT_MARK}"
 
-    def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
-        return f"({letter_of(answer)}) {HINT_MARK}"
-
     def quotes_hint(self, example: Example, text: str) -> bool:
         """The hint sentence, or the (CORRECT) marker alone, repeated in a rationalized completion."""
         return super().quotes_hint(example, text) or HINT_MARK in text
