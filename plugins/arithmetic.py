@@ -124,8 +124,10 @@ def verify_column(example: Example, rationale: str) -> str | None:
 def verify_addition(example: Example, rationale: str) -> str | None:
     """Every step of an addition rationale: ``a + b = ... = s`` restates the question, every segment equals
     a + b (computed exactly), the last is the sum alone, and for operands of two or more digits one segment
-    splits them by place value (each term a single digit times a power of ten). Catches "a + b = s" and
-    "a + b = (a + b) = s", which reach the answer without reasoning. More than ``MAX_STEPS`` steps is a looping
+    splits them by place value (each term a single digit times a power of ten) and the next adds each group
+    (``(300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12``). Catches "a + b = s", "a + b = (a + b) = s" and
+    "a + b = (groups) = s" (the groups copied from a hint, the answer too), which reach the answer without
+    reasoning. More than ``MAX_STEPS`` steps is a looping
     rationale, rejected (this also bounds the work). Unicode digits count as ASCII. None = accepted, else why
     not. Linear time in the rationale."""
     a, b = example.fields.get("a"), example.fields.get("b")
@@ -150,15 +152,45 @@ def verify_addition(example: Example, rationale: str) -> str | None:
             return f"step {i}: {seg} is {got}, not {total}"
     if arith.numbers(segments[-1]) != [str(total)]:
         return f"the last step {segments[-1]!r} is not the sum alone"
-    if max(len(str(a)), len(str(b))) > 1 and not any(_place_value_split(seg) for seg in segments[1:-1]):
+    if max(len(str(a)), len(str(b))) == 1:
+        return None  # one digit: nothing to split
+    splits = [i for i, seg in enumerate(segments[1:-1], 1) if _place_value_split(seg)]
+    if not splits:
         return "no place-value step (the rationale skips the reasoning)"
-    return None
+    for i in splits:
+        if _nonzero(arith.numbers(segments[i + 1])) == _group_sums(segments[i]):
+            return None
+    i = splits[0]
+    return (f"step {i + 1}: {segments[i + 1]!r} is not the groups' sums "
+            f"({' + '.join(map(str, _group_sums(segments[i])))}): the rationale skips adding them")
 
 
 def _place_value_split(segment: str) -> bool:
     """Whether every number in ``segment`` is one digit times a power of ten, and there are several."""
     nums = arith.numbers(segment)
     return bool(nums) and len(nums) > 2 and all(len(n.rstrip("0")) <= 1 and "." not in n for n in nums)
+
+
+def _nonzero(numbers: list[str] | None) -> list[int] | None:
+    return None if numbers is None else [int(n) for n in numbers if n.strip("0")]
+
+
+def _group_sums(segment: str) -> list[int]:
+    """The sums of a place-value split's groups, zeros left out: '(300 + 200) + (0 + 80) + (7 + 5)' -> [500, 80,
+    12]. A group is what a pair of parentheses holds; without parentheses, the numbers of one place value (in the
+    order their places first appear). (``segment`` is a split: its numbers are digits times powers of ten.)"""
+    groups: dict[int, int] = {}  # group key -> its sum, in order of appearance
+    depth, key = 0, 0
+    for token in arith.tokens(segment) or []:
+        if token == "(":
+            depth, key = depth + 1, len(groups) + 1_000  # keys of parenthesized groups: apart from places
+            groups[key] = 0
+        elif token == ")":
+            depth -= 1
+        elif token.isdigit():
+            group = key if depth else len(token) - 1  # outside parentheses: the number's place
+            groups[group] = groups.get(group, 0) + int(token)
+    return [total for total in groups.values() if total]
 
 
 FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)

@@ -230,12 +230,19 @@ _TOKENIZES = re.compile(rf"(?:\s*(?:{_NUM}|{_OP}))*+")
 _OPERATOR_CHAR = re.compile(r"[-+*/×x÷\u2212]")
 
 
-def numbers(text: str) -> list[str] | None:
-    """The numbers written in an expression, as written (without '$' and commas), or None if unreadable."""
+def tokens(text: str) -> list[str] | None:
+    """An expression's tokens (numbers without '$' and commas; operators and parentheses as ASCII), or None if
+    unreadable. Linear time."""
     try:
-        return [t for t in _tokens(text) if t not in _SYMBOLS]
+        return _tokens(text)
     except _Unreadable:
         return None
+
+
+def numbers(text: str) -> list[str] | None:
+    """The numbers written in an expression, as written (without '$' and commas), or None if unreadable."""
+    found = tokens(text)
+    return None if found is None else [t for t in found if t not in _SYMBOLS]
 
 
 def has_operator(text: str) -> bool:

@@ -71,6 +71,10 @@ def test_arithmetic_verifier_accepts_every_place_value_rationale():
     ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 110 + 12 = 632", "step 2: 500 + 110 + 12 is 622"),
     ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632 + 0", "not the sum alone"),
     ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = five hundred = 632", "cannot read"),
+    # the groups (a hint can show them) and then the answer: adding the groups is skipped
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 632", "is not the groups' sums (500 + 120 + 12)"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 132 = 632", "step 2: '500 + 132' is not the groups"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 620 + 12 = 632", "is not the groups' sums"),
 ])
 def test_arithmetic_verifier_rejects_skipped_or_wrong_steps(rationale, reason):
     got = verify_addition(_addition(347, 285), rationale)
@@ -209,3 +213,18 @@ def test_gsm8k_verifier_rejects_calculations_it_cannot_compute():
         assert problem is not None and "cannot be checked" in problem and reason in problem, (text, problem)
     assert verify_calculations(example, "In 2e3 steps he ran 3 + 4 = 7 miles") is None
     assert verify_calculations(example, "So 3 x 4 = 12 and 12 - 2 = 10.") is None
+
+
+def test_arithmetic_verifier_reads_the_groups_written_several_ways():
+    """The step after the split must add each group; a zero group may be written or left out, and a split
+    without parentheses groups its numbers by place value."""
+    ok = ["347 + 285 = 300 + 200 + 40 + 80 + 7 + 5 = 500 + 120 + 12 = 632",
+          "347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 = 632 = 632"]
+    for rationale in ok:
+        assert verify_addition(_addition(347, 285), rationale) is None, rationale
+    assert verify_addition(_addition(306, 598), "306 + 598 = (300 + 500) + (0 + 90) + (6 + 8) = 800 + 90 + 14 = 904") is None
+    assert verify_addition(_addition(40, 50), "40 + 50 = (40 + 50) + (0 + 0) = 90 + 0 = 90") is None
+    assert verify_addition(_addition(40, 50), "40 + 50 = (40 + 50) + (0 + 0) = 90") is None  # one group: its sum
+    assert verify_addition(_addition(5000, 8786),
+                           "5000 + 8786 = (5000 + 8000) + (0 + 700) + (0 + 80) + (0 + 6) = 13000 + 700 + 80 + 6 = 13786"
+                           ) is None
