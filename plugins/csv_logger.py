@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
+from star_kit.errors import one_line
 from star_kit.records import PHASES, IterationResult
 
 FILENAME = "metrics.csv"
@@ -76,5 +77,5 @@ def star_kit_iteration_end(iteration, result, run_dir):
     try:
         update_csv(Path(run_dir) / FILENAME, row_of(result))
     except Exception as exc:  # a logger never stops a run
-        print(f"warning: csv logger: could not update {Path(run_dir) / FILENAME}: {type(exc).__name__}: {exc}",
+        print(f"warning: csv logger: could not update {Path(run_dir) / FILENAME}: {one_line(exc, whole=True)}",
               file=sys.stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
+from star_kit.errors import one_line
 from star_kit.records import IterationResult
 
 SUBDIR = "tensorboard"
@@ -76,7 +77,7 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception as exc:  # tensorboard not installed (torch raises ImportError), or broken
-        _warn_once("import", f"disabled ({type(exc).__name__}: {exc}); pip install tensorboard")
+        _warn_once("import", f"disabled ({one_line(exc, whole=True)}); pip install tensorboard")
         return
     log_dir = Path(run_dir) / SUBDIR
     try:
@@ -95,4 +96,4 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
                 writer.add_text("config", "```\n" + text + "```", global_step=int(iteration))
                 _config_logged.add(str(log_dir))
     except Exception as exc:  # a logger never stops a run
-        _warn_once(str(log_dir), f"could not write {log_dir}: {type(exc).__name__}: {exc}")
+        _warn_once(str(log_dir), f"could not write {log_dir}: {one_line(exc, whole=True)}")

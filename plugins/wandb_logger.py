@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
+from star_kit.errors import one_line
 from star_kit_plugins.tensorboard_logger import scalars, train_curve
 
 _state: dict[str, Any] = {"run": None, "dir": None, "defined": set()}  # defined: the metrics given their axis
@@ -42,7 +43,7 @@ def _wandb():
     try:
         import wandb
     except Exception as exc:
-        _warn_once("import", f"wandb failed to import ({type(exc).__name__}: {exc}); W&B logging is off")
+        _warn_once("import", f"wandb failed to import ({one_line(exc, whole=True)}); W&B logging is off")
         return None
     return wandb
 
@@ -84,4 +85,4 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
         for step, point in train_curve(result):  # the fine-tune's logged steps: one curve per iteration
             run.log({"train_step": step, **{f"train_{k}/iter_{int(iteration):02d}": v for k, v in point.items()}})
     except Exception as exc:  # a logger never stops a run
-        _warn_once(f"log:{run_dir}", f"could not log to W&B: {type(exc).__name__}: {exc}")
+        _warn_once(f"log:{run_dir}", f"could not log to W&B: {one_line(exc, whole=True)}")

@@ -250,7 +250,7 @@ def load_rows(
         try:
             data = adapt_hub(row.data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataError(f"{row.where}: unexpected hub record layout ({type(exc).__name__}: {exc})") from None
+            raise DataError(f"{row.where}: unexpected hub record layout ({one_line(exc, whole=True)})") from None
         out.append(Row(row.where, row.index, data))
     return out
 

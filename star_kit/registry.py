@@ -129,7 +129,7 @@ class Registry:
                 except Exception as exc:
                     self.problems.append(
                         f"plugin {plugin!r} (distribution {dist!r}) raised in {hook_name}: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{one_line(exc, whole=True)}"
                     )
 
     def _register(self, kind: str, name: str, obj: Any, plugin: str, dist: str) -> None:
@@ -334,7 +334,7 @@ class Registry:
             try:
                 answer = fn(text if isinstance(text, str) else "")
             except Exception as exc:
-                self._warn_once("extractors", name, f"raised {type(exc).__name__}: {exc}; its outputs count as "
+                self._warn_once("extractors", name, f"raised {one_line(exc, whole=True)}; its outputs count as "
                                                     f"no answer")
                 return None
             if answer is not None and not isinstance(answer, str):
@@ -356,9 +356,9 @@ class Registry:
             try:
                 reason = fn(example, rationale if isinstance(rationale, str) else "")
             except Exception as exc:
-                self._warn_once("verifiers", name, f"raised {type(exc).__name__}: {exc}; the rationales it raises "
+                self._warn_once("verifiers", name, f"raised {one_line(exc, whole=True)}; the rationales it raises "
                                                    f"on count as rejected")
-                return f"verifier {name!r} raised {type(exc).__name__}: {exc}"
+                return f"verifier {name!r} raised {one_line(exc, whole=True)}"
             if reason is None:
                 return None
             if not isinstance(reason, str):  # e.g. True for "fine": the protocol's None is acceptance
@@ -380,7 +380,7 @@ class Registry:
             except Exception as exc:
                 warnings.append(
                     f"plugin {impl.plugin_name!r} (distribution {self._dist.get(impl.plugin_name, '?')!r}) "
-                    f"raised in {hook_name}: {type(exc).__name__}: {exc}"
+                    f"raised in {hook_name}: {one_line(exc, whole=True)}"
                 )
                 print(f"warning: {warnings[-1]}", file=sys.stderr)
         return warnings
@@ -556,7 +556,7 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
         except Exception as exc:
             registry.problems.append(
                 f"plugin {ep.name!r} from distribution {dist!r} failed to import ({ep.value}): "
-                f"{type(exc).__name__}: {exc}"
+                f"{one_line(exc, whole=True)}"
             )
             continue
         registry.add_plugin(plugin, ep.name, dist)
@@ -566,7 +566,7 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            error = PluginError(f"{source} {spec!r} failed to import: {type(exc).__name__}: {exc}")
+            error = PluginError(f"{source} {spec!r} failed to import: {one_line(exc, whole=True)}")
             if isinstance(exc, ModuleNotFoundError) and exc.name and \
                     (module_name == exc.name or module_name.startswith(exc.name + ".")):
                 error.exit_code = 2  # no such module (or package): bad input; a module that raises stays 1

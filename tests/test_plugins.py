@@ -253,3 +253,25 @@ def test_a_number_given_for_a_string_option_is_passed_as_its_text(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("task_options: {digits: '3', n: 4, lr: 1e-4}\n")
     assert load_config_file(config)["task_options"] == {"digits": "3", "n": 4, "lr": 1e-4}
+
+
+def test_a_plugin_exception_of_several_lines_is_one_warning_line(capsys):
+    """An extractor, a verifier or a logger whose exception message spans lines (a traceback-like text) is named
+    in one line of stderr, and a verifier's reason (kept in samples.jsonl) is one line too."""
+    registry = Registry()
+
+    def boom(*_):
+        raise RuntimeError("first line\n  second line\n")
+
+    registry.add_plugin(_module("x", register_extractors=lambda register: register("e", boom),
+                                register_verifiers=lambda register: register("v", boom)), "x", "d")
+    registry.add_plugin(_module("logger", star_kit_iteration_end=lambda iteration: boom()),
+                        "logger", "d")
+    registry.collect()
+    assert registry.extractor("e")("text") is None
+    assert registry.verifier("v")(None, "text") == "verifier 'v' raised RuntimeError: first line; second line"
+    warnings = registry.emit("star_kit_iteration_end", iteration=1, result=None, config=None, run_dir=None)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("warning: ") for line in err), err
+    assert all("RuntimeError: first line; second line" in line for line in err)
+    assert warnings == [err[2].removeprefix("warning: ")]
