@@ -7,7 +7,7 @@ verifier, % of questions with at least one verified sample (what STaR could keep
 reasons for rejecting right answers. Prints three greedy completions of 2-digit sums first.
 
     python benchmarks/format_probe_sampled.py [--format place_value] [--samples 8] [--temperature 0.7]
-        [--per-digit 16] [--model smollm2-135m]
+        [--per-digit 16] [--model smollm2-135m] [--hint-style answer|groups] [--hinted-only]
 """
 import argparse
 import collections
@@ -28,14 +28,16 @@ p.add_argument("--samples", type=int, default=8)
 p.add_argument("--temperature", type=float, default=0.7)
 p.add_argument("--per-digit", type=int, default=16)
 p.add_argument("--model", default="smollm2-135m")
+p.add_argument("--hint-style", default="answer", help="the arithmetic task's hint_style (what the hint shows)")
+p.add_argument("--hinted-only", action="store_true", help="only the hinted prompts (what rationalization sees)")
 args = p.parse_args()
 K, T, per, fmt = args.samples, args.temperature, args.per_digit, args.format
 reg = load_registry()
-task = reg.create("tasks", "arithmetic", format=fmt, eval_digits="1-5")
+task = reg.create("tasks", "arithmetic", format=fmt, eval_digits="1-5", hint_style=args.hint_style)
 ex = task.examples("train", per * 5, 1)
 sampler = reg.create("samplers", "hf", resolve_model(args.model))
 extract = reg.extractor(task.extractor); verify = reg.verifier(task.verifier)
-for hint in (False, True):
+for hint in (True,) if args.hinted_only else (False, True):
     for temp, n in ((0.0, 1), (T, K)):
         t0 = time.time()
         outs = sampler.generate([task.prompt(e, hint=hint) for e in ex], GenerationParams(max_new_tokens=task.max_new_tokens, stop=task.stop, temperature=temp, n=n, seed=0))

@@ -232,7 +232,9 @@ class ArithmeticTask(FewShotTask):
     def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
         """The paper's hint, the answer (``hint_style=answer``); with ``groups`` also the sum's place-value
         groups, the first step of a place-value rationale ('(Hint: 47 + 85 = (40 + 80) + (7 + 5); the answer is
-        132.)'), for sums of two digits or more."""
+        132.)'), for sums of two digits or more. Measured: SmolLM2-135M does not add the groups it is shown, so no
+        multi-digit rationale it writes with this hint passes the verifier (docs/results/arithmetic_bootstrap.md,
+        section 3)."""
         a, b = fields.get("a"), fields.get("b")
         if self.hint_style != "groups" or not isinstance(a, int) or not isinstance(b, int) or max(a, b) < 10:
             return super().hint_text(answer, fields)
