@@ -228,6 +228,22 @@ class ArithmeticTask(FewShotTask):
         super().__init__(data_dir=data_dir, rationales=rationales)
         self.digits = parse_digits(digits, "digits")
         self.eval_digits = parse_digits(eval_digits, "eval_digits") if eval_digits is not None else self.digits
+        needed = self.token_budget()
+        if needed > self.max_new_tokens:  # sampling and lm-eval's evaluation read the same budget
+            self.max_new_tokens = needed
+            self.lm_eval_config["generation_kwargs"]["max_gen_toks"] = needed
+
+    def token_budget(self) -> int:
+        """New tokens the longest gold completion of this task's sums needs (the widest operands, all nines:
+        every group and partial sum at its widest), counted as its characters, which no byte-level tokenizer
+        exceeds on ASCII text, plus a margin. The YAML's ``max_gen_toks`` is the budget of the default digits;
+        wider sums raise it, so that a right rationale of the longest sums is never cut before its answer
+        (a cut one counts as no answer: STaR could never keep one)."""
+        if not self.rationales:
+            return 0  # direct answers: the YAML's budget
+        widest = max([*self.digits, *self.eval_digits])
+        a = b = 10**widest - 1
+        return len(self.target(self.gold_rationale(a, b), str(a + b))) + 8
 
     def hint_text(self, answer: str, fields: dict[str, Any]) -> str:
         """The paper's hint, the answer (``hint_style=answer``); with ``groups`` also the sum's place-value

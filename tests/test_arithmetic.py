@@ -183,3 +183,25 @@ def test_exemplar_file_errors_name_file_and_line(tmp_path):
         load_exemplars(path)
     path.write_text('\ufeff{"question": "1 + 2", "rationale": "1 + 2 = 3.", "answer": 3}\n')
     assert [(e.question, e.answer) for e in load_exemplars(path)] == [("1 + 2", "3")]
+
+
+@pytest.mark.parametrize("fmt", ["place_value", "column"])
+def test_the_token_budget_holds_the_longest_gold_completion(fmt):
+    """A right rationale of the widest sums is never cut before its answer: with SmolLM2's tokenizer (one token
+    per digit, the most tokens a common tokenizer spends on these texts) the widest gold completion of every digit
+    range, stop string included, fits the budget that sampling and lm-eval's evaluation both read. (The budget was
+    96 tokens, while a 5-digit place-value rationale takes 118: STaR could never keep one.)"""
+    from transformers import AutoTokenizer
+
+    from star_kit.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    assert ArithmeticTask().max_new_tokens == ArithmeticTask().lm_eval_config["generation_kwargs"]["max_gen_toks"]
+    for widest in range(1, 9):
+        task = ArithmeticTask(format=fmt, digits="1-3", eval_digits=f"1-{widest}")
+        a = b = 10**widest - 1
+        gold = task.target(task.gold_rationale(a, b), str(a + b))
+        assert len(tokenizer(gold).input_ids) <= task.max_new_tokens, (fmt, widest)
+        assert task.lm_eval_config["generation_kwargs"]["max_gen_toks"] == task.max_new_tokens
+    default = ArithmeticTask()  # the YAML's budget is the default digits' (1-5), for lm-eval run on its own
+    assert default.max_new_tokens == default.token_budget() == 161

@@ -113,7 +113,7 @@ def test_merged_pass_is_one_generate_call_with_the_same_results(tiny_model, tmp_
 
 
 @pytest.mark.parametrize("case, extra, sizes, iterations", [
-    # lenient-arithmetic samples 8 tokens, the evaluation 96: different parameters, never merged
+    # lenient-arithmetic samples 8 tokens, the evaluation 161: different parameters, never merged
     ("params differ", ("--task", "lenient-arithmetic", "--iterations", "1"), [4, 6, 4], 1),
     # sampled rationales (temperature > 0) are not the evaluation's greedy ones
     ("sampling", ("--task", "lenient-arithmetic-full", "--iterations", "1", "--temperature", "0.7"),
