@@ -205,3 +205,15 @@ def test_the_token_budget_holds_the_longest_gold_completion(fmt):
         assert task.lm_eval_config["generation_kwargs"]["max_gen_toks"] == task.max_new_tokens
     default = ArithmeticTask()  # the YAML's budget is the default digits' (1-5), for lm-eval run on its own
     assert default.max_new_tokens == default.token_budget() == 161
+
+
+@pytest.mark.parametrize("fmt", ["place_value", "place_value_padded", "column"])
+def test_no_exemplar_is_a_held_out_sum(fmt):
+    """The few-shot exemplars are training-side sums: an exemplar that is also a held-out question would show its
+    answer in every evaluation prompt (the exemplar-leak pitfall of few-shot evaluation)."""
+    from star_kit.task import held_out
+
+    task = ArithmeticTask(format=fmt)
+    for exemplar in task.fewshot():
+        a, b = sorted(task.exemplar_fields(exemplar).values()) or [None, None]
+        assert a is not None and not held_out(f"{a} + {b}"), exemplar.question
