@@ -228,3 +228,14 @@ def test_arithmetic_verifier_reads_the_groups_written_several_ways():
     assert verify_addition(_addition(5000, 8786),
                            "5000 + 8786 = (5000 + 8000) + (0 + 700) + (0 + 80) + (0 + 6) = 13000 + 700 + 80 + 6 = 13786"
                            ) is None
+
+
+def test_arithmetic_verifier_reasons_stay_short_on_hostile_steps():
+    """A rejection reason quotes the step it rejects; a step of 100,000 characters is cut, not copied into
+    samples.jsonl and the report."""
+    example = _addition(12, 34)
+    for rationale in ["12 + 34 = " + "(" * 100_000 + "10 + 30" + ")" * 100_000 + " = 46",
+                      "12 + 34 = " + " + ".join(["1"] * 50_000) + " = 46",
+                      "12 + 34 = (10 + 30) + (2 + 4) = " + " + ".join(["0"] * 50_000) + " + 46 = 46 + 0"]:
+        reason = verify_addition(example, rationale)
+        assert reason is not None and len(reason) < 200, reason[:300]
