@@ -147,11 +147,11 @@ def verify_addition(example: Example, rationale: str) -> str | None:
     for i, seg in enumerate(segments[1:], 1):
         got = arith.value(seg)
         if got is None:
-            return f"step {i}: cannot read {_short(seg)!r}"
+            return f"step {i}: cannot read {arith.short(seg)!r}"
         if got != total:
-            return f"step {i}: {_short(seg)} is {_short(str(got))}, not {total}"
+            return f"step {i}: {arith.short(seg)} is {arith.short(str(got))}, not {total}"
     if arith.numbers(segments[-1]) != [str(total)]:
-        return f"the last step {_short(segments[-1])!r} is not the sum alone"
+        return f"the last step {arith.short(segments[-1])!r} is not the sum alone"
     if max(len(str(a)), len(str(b))) == 1:
         return None  # one digit: nothing to split
     splits = [i for i, seg in enumerate(segments[1:-1], 1) if _place_value_split(seg)]
@@ -161,13 +161,8 @@ def verify_addition(example: Example, rationale: str) -> str | None:
         if _nonzero(arith.numbers(segments[i + 1])) == _group_sums(segments[i]):
             return None
     i = splits[0]
-    return (f"step {i + 1}: {_short(segments[i + 1])!r} is not the groups' sums "
+    return (f"step {i + 1}: {arith.short(segments[i + 1])!r} is not the groups' sums "
             f"({' + '.join(map(str, _group_sums(segments[i])))}): the rationale skips adding them")
-
-
-def _short(text: str, limit: int = 60) -> str:
-    """A step as a rejection reason quotes it (kept in samples.jsonl): a hostile rationale's step is cut."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _place_value_split(segment: str) -> bool:

@@ -175,23 +175,23 @@ def verify_calculations(example: Example, rationale: str) -> str | None:
         return f"more than {MAX_CALCULATIONS} '=' (a looping rationale)"
     power = arith.power_in_calculation(rationale)
     if power is not None:
-        return f"{power} = ... cannot be checked (a power)"
+        return f"{arith.short(power)} = ... cannot be checked (a power)"
     for segments in arith.iter_chains(rationale):
         for left, right in zip(segments, segments[1:]):
             if len(left) > arith.MAX_CHARS or not arith.has_operator(left):
                 continue  # "x = 5 + 3" or "7 = 7": nothing computed on this side
             got, problem = arith.evaluate(left)
             if problem is not None:
-                return f"{left} = {right} cannot be checked ({problem})"
+                return f"{arith.short(left)} = {arith.short(right)} cannot be checked ({problem})"
             if got is None:
                 continue  # not arithmetic we can read (e.g. "2 x" as a word); not counted against it
             if not arith.has_operator(right):  # "= 7", "= $72", "= 3.33": a written result, maybe rounded
                 if not arith.matches_written(got, right):
-                    return f"{left} = {right} is wrong ({left} is {float(got):g})"
+                    return f"{arith.short(left)} = {arith.short(right)} is wrong ({arith.short(left)} is {float(got):g})"
                 continue
             shown = arith.value(right)  # "= 6 + 1": another expression
             if shown is not None and shown != got:
-                return f"{left} = {right} is wrong"
+                return f"{arith.short(left)} = {arith.short(right)} is wrong"
     return None
 
 

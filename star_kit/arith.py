@@ -230,6 +230,12 @@ _TOKENIZES = re.compile(rf"(?:\s*(?:{_NUM}|{_OP}))*+")
 _OPERATOR_CHAR = re.compile(r"[-+*/×x÷\u2212]")
 
 
+def short(text: str, limit: int = 60) -> str:
+    """A step as a verifier's rejection reason quotes it (kept in samples.jsonl and shown by the report): a
+    hostile rationale's step is cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def tokens(text: str) -> list[str] | None:
     """An expression's tokens (numbers without '$' and commas; operators and parentheses as ASCII), or None if
     unreadable. Linear time."""

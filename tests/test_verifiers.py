@@ -239,3 +239,12 @@ def test_arithmetic_verifier_reasons_stay_short_on_hostile_steps():
                       "12 + 34 = (10 + 30) + (2 + 4) = " + " + ".join(["0"] * 50_000) + " + 46 = 46 + 0"]:
         reason = verify_addition(example, rationale)
         assert reason is not None and len(reason) < 200, reason[:300]
+
+
+def test_gsm8k_verifier_reasons_stay_short_on_hostile_calculations():
+    ex = Example("x", "q", "15")
+    long_number = "1" * 55
+    for rationale in [f"So we get 12 - 5 = {long_number}8 apples then done.",
+                      f"So {' + '.join(['7'] * 100)} = 3 apples then done."]:
+        reason = verify_calculations(ex, rationale)
+        assert reason is not None and len(reason) < 300, reason[:400]
