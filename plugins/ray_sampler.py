@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import sys
 from typing import Any, Sequence
 
 import star_kit
-from star_kit.errors import StarKitError, one_line
+from star_kit.data import connect_problem
+from star_kit.errors import StarKitError, did_you_mean, one_line
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams
 
@@ -69,6 +71,18 @@ class SamplerActor:
             self.sampler.close()
 
 
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address ('10.0.0.5:6379', 'ray://head:10001', '[::1]:6379'), or None for one that
+    names no endpoint ('auto', 'local': Ray finds the cluster itself)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        return (parts.hostname, parts.port) if parts.hostname and parts.port else None
+    except ValueError:  # a port out of range or not a number: Ray's own error says so
+        return None
+
+
 @contextlib.contextmanager
 def _signal_handlers_kept():
     """``ray.init`` in the main thread sets SIGTERM to ``sys.exit``: the command's own handler (SIGTERM ends a run
@@ -92,7 +106,8 @@ class RaySampler:
     any registered name), ``address`` (an existing Ray cluster: ``auto``, ``HOST:PORT`` or ``ray://HOST:10001``;
     default: start a local one), ``cpus_per_worker`` (default 1), ``gpus_per_worker`` (default 1 when the cluster
     has GPUs, else 0), ``chunk_size`` (prompts per task, the unit of progress and of retry; default 64),
-    ``max_restarts`` (restarts of dead actors per generate call before giving up; default 2). Every other option is
+    ``max_restarts`` (restarts of dead actors per generate call before giving up; default 2), ``start_timeout``
+    (seconds the actors may take to be placed and load the model, default 900). Every other option is
     the backend's (``batch_size=16``, ``dtype=float32``, vLLM's ``tensor_parallel_size`` ...)."""
 
     def __init__(
@@ -105,55 +120,52 @@ class RaySampler:
         gpus_per_worker: float | None = None,
         chunk_size: int = 64,
         max_restarts: int = 2,
+        start_timeout: float = 900,
         **backend_options: Any,
     ) -> None:
         try:
             import ray
         except ImportError as exc:
             raise StarKitError(INSTALL_HINT, 2) from exc
-        for key, value, low in (("workers", workers, 1), ("chunk_size", chunk_size, 1),
-                                ("max_restarts", max_restarts, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise StarKitError(f"sampler 'ray': {key} must be an integer >= {low}, got {value!r}", 2)
-        if backend == "ray":
-            raise StarKitError("sampler 'ray': backend cannot be ray itself", 2)
         from star_kit.registry import load_registry
 
-        registry = load_registry()
-        if backend not in registry.names("samplers"):  # fails here, before any actor starts
-            raise StarKitError(f"sampler 'ray': option backend={backend!r} is not a sampler (available: "
-                               f"{', '.join(n for n in registry.names('samplers') if n != 'ray')})", 2)
-        registry.check_options("samplers", backend, model, **backend_options)  # an unknown backend option
+        self.check_options(load_registry(), model, workers=workers, backend=backend, chunk_size=chunk_size,
+                           max_restarts=max_restarts, start_timeout=start_timeout, **backend_options)
         self.ray = ray
         self.started_ray = False
         self.actors: list[Any] = []
         joined = address or os.environ.get("RAY_ADDRESS")  # Ray itself reads RAY_ADDRESS when address is unset
+        named = f"address={address}" if address else f"RAY_ADDRESS={joined}"
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
             if address:
                 kwargs["address"] = address
+            endpoint = _host_port(joined) if joined else None
+            problem = connect_problem(*endpoint, timeout=5.0) if endpoint else None
+            if problem:  # Ray itself retries a dead address for minutes, printing its C++ warnings
+                raise StarKitError(f"sampler 'ray': no Ray cluster to join at {named} ({problem}; start one with "
+                                   f"`ray start --head`, or leave it unset for a local instance)", 2)
             try:
                 with _signal_handlers_kept():
                     ray.init(**kwargs)
-            except Exception as exc:  # ConnectionError and Ray's own errors
-                if joined:  # the cluster the user named is not there
-                    named = f"address={address}" if address else f"RAY_ADDRESS={joined}"
-                    raise StarKitError(f"sampler 'ray': no Ray cluster to join at {named} (start one with "
-                                       f"`ray start --head`, or leave it unset for a local instance): "
+            except Exception as exc:  # ConnectionError and Ray's own errors (a token the cluster refuses ...)
+                if joined:
+                    raise StarKitError(f"sampler 'ray': joining the Ray cluster at {named} failed: "
                                        f"{one_line(exc)}", 2) from exc
                 raise StarKitError(f"sampler 'ray': cannot start a local Ray instance: {one_line(exc)}") from exc
             self.started_ray = True
         if gpus_per_worker is None:
             gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        if self.started_ray and not joined:  # a local instance has what it has: actors that do not fit would wait
-            have = ray.cluster_resources()
-            for unit, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
-                if each and workers * each > have.get(unit, 0):
-                    self.close()
-                    raise StarKitError(f"sampler 'ray': workers={workers} x {unit.lower()}s_per_worker={each} needs "
-                                       f"{workers * each:g} {unit}s; this machine's Ray instance has "
-                                       f"{have.get(unit, 0):g}", 2)
+        # Actors that do not fit would wait for resources forever: refused here, on a local instance or a joined
+        # cluster alike (an autoscaling cluster: start the nodes first, or ask for fewer workers).
+        have = ray.cluster_resources()
+        where = f"the Ray cluster at {named}" if joined else "this machine's Ray instance"
+        for unit, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
+            if each and workers * each > have.get(unit, 0):
+                self.close()
+                raise StarKitError(f"sampler 'ray': workers={workers} x {unit.lower()}s_per_worker={each} needs "
+                                   f"{workers * each:g} {unit}s; {where} has {have.get(unit, 0):g}", 2)
         self.backend, self.backend_options = backend, dict(backend_options)
         self.workers, self.chunk_size, self.max_restarts = workers, chunk_size, max_restarts
         self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(SamplerActor)
@@ -161,7 +173,15 @@ class RaySampler:
         self.model = model
         try:
             self.actors = [self._start() for _ in range(workers)]
-            infos = ray.get([a.info.remote() for a in self.actors])
+            refs = [a.info.remote() for a in self.actors]
+            _, waiting = ray.wait(refs, num_returns=len(refs), timeout=start_timeout)
+            if waiting:  # placed nowhere (resources held by other jobs), or a model load that never ends
+                free = ray.available_resources()
+                raise StarKitError(f"sampler 'ray': {len(waiting)} of {workers} actors did not start within "
+                                   f"start_timeout={start_timeout:g}s ({where} has {free.get('CPU', 0):g} CPUs and "
+                                   f"{free.get('GPU', 0):g} GPUs free now); ask for fewer workers, or raise "
+                                   f"start_timeout", 2)
+            infos = ray.get(refs)
         except StarKitError:
             self.close()
             raise
@@ -179,6 +199,37 @@ class RaySampler:
               f"{f', {gpus_per_worker} GPU' if gpus_per_worker else ''} each) on {len(hosts)} node"
               f"{'s' if len(hosts) > 1 else ''}: pids {', '.join(str(i['pid']) for i in infos)}",
               file=sys.stderr, flush=True)
+
+    @staticmethod
+    def check_options(registry: Any, model: str, workers: int = 2, backend: str = "hf", address: str | None = None,
+                      cpus_per_worker: float = 1, gpus_per_worker: float | None = None, chunk_size: int = 64,
+                      max_restarts: int = 2, start_timeout: float = 900, **backend_options: Any) -> None:
+        """The options' own checks, before any actor starts (the plugin registry calls it for ``--print-config``
+        too: every option but these is the backend's, which its signature checks); one line on a bad one."""
+        for key, value, low in (("workers", workers, 1), ("chunk_size", chunk_size, 1),
+                                ("max_restarts", max_restarts, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise StarKitError(f"sampler 'ray': {key} must be an integer >= {low}, got {value!r}", 2)
+        if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
+            raise StarKitError(f"sampler 'ray': start_timeout must be a number of seconds > 0, got {start_timeout!r}",
+                               2)
+        if backend == "ray":
+            raise StarKitError("sampler 'ray': backend cannot be ray itself", 2)
+        if backend not in registry.names("samplers"):  # fails here, before any actor starts
+            raise StarKitError(f"sampler 'ray': option backend={backend!r} is not a sampler (available: "
+                               f"{', '.join(n for n in registry.names('samplers') if n != 'ray')}"
+                               f"){did_you_mean(backend, [n for n in registry.names('samplers') if n != 'ray'])}", 2)
+        own = [n for n in inspect.signature(RaySampler).parameters if n not in ("model", "backend_options")]
+        try:
+            theirs = list(inspect.signature(registry.get("samplers", backend).obj).parameters)
+        except (TypeError, ValueError):
+            theirs = []
+        for key in backend_options:  # a misspelt option of ray's own (close to one of its, to none of the backend's)
+            if key not in own and not registry.accepts("samplers", backend, key) and did_you_mean(key, own) \
+                    and not did_you_mean(key, theirs):
+                raise StarKitError(f"sampler 'ray' has no option {key!r}{did_you_mean(key, own)}; its options: "
+                                   f"{', '.join(own)}, and the backend's ({backend!r})", 2)
+        registry.check_options("samplers", backend, model, **backend_options)  # an unknown backend option
 
     def _start(self):
         return self.actor_class.remote(self.backend, self.model, self.backend_options, self.threads)

@@ -22,6 +22,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -132,6 +133,10 @@ class TRLSFTTrainer:
                                f"got {launcher!r}", 2)
         if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
             raise StarKitError(f"trainer 'trl-sft': num_processes must be a positive integer, got {num_processes!r}", 2)
+        if main_process_port is not None and (isinstance(main_process_port, bool) or not isinstance(main_process_port, int)
+                                              or not 1 <= main_process_port <= 65535):
+            raise StarKitError(f"trainer 'trl-sft': main_process_port must be a port number from 1 to 65535, got "
+                               f"{main_process_port!r}", 2)
         if accelerate_config is not None and not Path(accelerate_config).is_file():
             raise StarKitError(f"trainer 'trl-sft': accelerate_config {accelerate_config!r} is not a file", 2)
         if launcher == "inprocess" and (num_processes not in (None, 1) or accelerate_config or launch_args):
@@ -166,6 +171,10 @@ class TRLSFTTrainer:
         self.accelerate_config = str(Path(accelerate_config).resolve()) if accelerate_config else None
         self.main_process_port = main_process_port
         self.launch_args = launch_args.split() if isinstance(launch_args, str) else list(launch_args)
+        if self.launch_args:
+            problem = launch_args_problem(self.launch_args)
+            if problem:
+                raise StarKitError(f"trainer 'trl-sft': launch_args {' '.join(self.launch_args)!r}: {problem}", 2)
         self._check_config()
 
     def uses_bf16(self, cuda: bool) -> bool:
@@ -384,11 +393,14 @@ class TRLSFTTrainer:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{SECRETS_ENV: json.dumps(secrets)})
         print(f"trainer 'trl-sft': accelerate launch ({' '.join(cmd[3:-3]) or 'accelerate defaults'}); "
               f"log in {log_path}", file=sys.stderr, flush=True)
-        with open(log_path, "wb") as log:
+        with open(log_path, "ab") as log:  # appended: a resumed iteration keeps the failed attempt's log
+            log.write(f"==== star-kit: training attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
+            log.flush()
+            start = log.tell()
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)
             try:
-                reported, echo = 0, _Echo(log_path)
+                reported, echo = 0, _Echo(log_path, start)
                 while True:
                     code = proc.poll()
                     done = _count_lines(progress)
@@ -403,9 +415,8 @@ class TRLSFTTrainer:
                 _kill_group(proc)
                 raise
         if code != 0 or not (output_dir / "config.json").is_file():
-            tail = _tail(log_path, 12)
-            raise StarKitError(f"trainer 'trl-sft': the accelerate training worker exited with code {code} "
-                               f"(log {log_path}); last lines:\n{tail}")
+            raise StarKitError(f"trainer 'trl-sft': the accelerate training worker exited with code {code}: "
+                               f"{worker_failure(log_path, start)} (log {log_path}; --resume retrains this iteration)")
 
 
 def checkpoint_dtype(base_model: str, mixed_precision: bool) -> Any:
@@ -557,20 +568,73 @@ def _count_lines(path: Path) -> int:
         return 0
 
 
-def _tail(path: Path, n: int) -> str:
+def launch_args_problem(args: list[str]) -> str | None:
+    """What ``accelerate launch`` would refuse in ``args`` (an unknown flag, a value of the wrong type), read by
+    its own parser now rather than by the launcher after the baseline and the sampling; None when it takes them."""
+    import contextlib
+    import io
+
+    from accelerate.commands.launch import launch_command_parser
+
+    err = io.StringIO()
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        with contextlib.redirect_stderr(err):
+            _, unknown = launch_command_parser().parse_known_args([*args, "-m", WORKER_MODULE, "spec.json"])
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines()
+        return lines[-1].split("error: ", 1)[-1] if lines else "refused by accelerate launch"
+    return f"accelerate launch has no option {unknown[0]!r}" if unknown else None
+
+
+_LAUNCHER_ERRORS = ("ChildFailedError", "SignalException")  # the launcher's own report of a failed worker
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]: ?")
+
+
+def worker_failure(log_path: Path, start: int = 0) -> str:
+    """What a failed multi-process fine-tune's log (from byte ``start``: this attempt's part) says went wrong, as
+    one line: the rank and exit code of torchrun's "Root Cause" block ('rank 1 exitcode -9 (SIGKILL)') and the
+    last exception a worker raised ('RuntimeError: ...'), else the log's last line."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(max(start, fh.seek(0, 2) - 1_000_000))  # the end of the log: where the failure is
+            lines = fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
-        return "(no log)"
-    return "\n".join(lines[-n:]) or "(empty log)"
+        return "no log"
+    parts = []
+    if "Root Cause (first observed failure):" in lines:
+        fields = {}
+        for line in lines[len(lines) - 1 - lines[::-1].index("Root Cause (first observed failure):"):]:
+            key, sep, value = line.strip().partition(":")
+            if sep and key.strip() in ("rank", "exitcode") and key.strip() not in fields:
+                fields[key.strip()] = " ".join(value.split())
+        if fields:
+            rank = fields.get("rank", "?").split(" (")[0]
+            exit_code = fields.get("exitcode", "?").split(" (pid")[0]
+            signal = re.search(r"\((SIG\w+)\)", fields.get("exitcode", ""))
+            parts.append(f"rank {rank} exitcode {exit_code}" + (f" ({signal.group(1)})" if signal else ""))
+    exceptions, inside = [], False  # the line that ends each traceback: "SomeError: what"
+    for line in lines:
+        line = _RANK_PREFIX.sub("", line)  # torchrun's "[rank1]:" before a worker's lines
+        if line.startswith("Traceback (most recent call last)"):
+            inside = True
+        elif inside and line.strip() and not line[0].isspace():
+            exceptions.append(line.strip())
+            inside = False
+    worker = [e for e in exceptions if not any(name in e.split(":")[0] for name in _LAUNCHER_ERRORS)]
+    if worker:
+        parts.append(worker[-1][:300])
+    if not parts:
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        parts.append(last[:300] or "empty log")
+    return ": ".join(parts)
 
 
 class _Echo:
     """Repeats the workers' own star-kit lines (effective batch, out-of-memory retries) from their log as they
     appear; the rest of the log (library output) stays in the file."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self.path, self.offset = path, offset
 
     def __call__(self) -> None:
         try:

@@ -110,8 +110,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet_libraries()
         from .models import resolve_model
 
-        StarRun(config, load_registry(config.plugins), phases=None,
-                log=lambda m: err_console.print(m, markup=False, highlight=False)).check()
+        star = StarRun(config, load_registry(config.plugins), phases=None,
+                       log=lambda m: err_console.print(m, markup=False, highlight=False))
+        star.check()
+        if getattr(args, "resume", None):  # what the resume would refuse, refused here too (nothing is written)
+            star.compare_saved_config()
         resolve_model(config.model, convert=False)  # the model's name, as a run checks it (nothing converted)
         console.print(dump_yaml(config.public_dict()), end="", markup=False,
                       highlight=False)

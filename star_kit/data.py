@@ -174,20 +174,27 @@ def hub_unreachable(timeout: float = 3.0, offline: tuple[str, ...] = DATASETS_OF
         return None
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    problem = connect_problem(host, endpoint.port or (80 if endpoint.scheme == "http" else 443), timeout)
+    return None if problem is None else f"the hub is unreachable: {problem}"
+
+
+def connect_problem(host: str, port: int, timeout: float = 3.0) -> str | None:
+    """Why a TCP connection to ``host:port`` cannot be made ('127.0.0.1:1: Connection refused'), or None; at most
+    ``timeout`` seconds, the name lookup included (it runs in a thread: a lookup can hang past any socket
+    timeout). The one probe of a service before a client that retries for minutes is pointed at it."""
     result: list[str | None] = []
 
-    def probe() -> None:  # in a thread: a name lookup can hang past any socket timeout
+    def probe() -> None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             result.append(None)
         except OSError as exc:
-            result.append(f"the hub is unreachable: {host}: {exc.strerror or exc}")
+            result.append(f"{host}:{port}: {exc.strerror or exc}")
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
     thread.join(timeout)
-    return result[0] if result else f"the hub is unreachable: {host}: no answer within {timeout:g}s"
+    return result[0] if result else f"{host}:{port}: no answer within {timeout:g}s"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

@@ -71,7 +71,8 @@ def register_samplers(register: Register) -> None:
     Arguments: ``register(name, factory)``; ``factory(model: str, **options)`` returns an object satisfying
     :class:`star_kit.protocols.Sampler` with ``model`` (a local folder or hub id) loaded. ``options`` are
     ``--sampler-opt KEY=VALUE`` as keyword arguments, checked against the factory's annotations before any
-    model loads.
+    model loads (a factory taking ``**options`` to pass on may check them in its own
+    ``check_options(registry, model, **options)``, which ``--print-config`` runs too).
     Return: nothing.
     """
 

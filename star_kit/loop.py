@@ -338,8 +338,7 @@ class StarRun:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts) and that
         ``recorded()`` finds no recorded question changed (:func:`recorded_questions_problem`) before writing it."""
-        from .config import (changed_key, is_environment_key, load_config_file, local_paths_absolute,
-                             nothing_to_resume, predated, redact, without_secrets)
+        from .config import nothing_to_resume
 
         config, store = self.config, self.store
         if store.root.exists() and not store.root.is_dir():
@@ -363,41 +362,51 @@ class StarRun:
         if store.config_path.exists():
             if not resume:
                 raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
-            # a key the run predates: what it did then; relative paths of an older run: from here, as it read them
-            saved = local_paths_absolute(predated(load_config_file(store.config_path)))
-            for key, defaults in self.option_defaults.items():
-                if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
-                    saved[key] = {**defaults, **saved[key]}
-            saved = self.declared(saved)  # an option recorded as 3 that its plugin gets as "3" is the same
-            # Before any fine-tune has finished, the trainer's options have made nothing yet: a run whose trainer
-            # refused an option after the sampling goes on with the option mended, its samples kept.
-            # Trained: a recorded iteration that trained (a copy without its checkpoint folders records them too),
-            # or an iteration past the baseline that holds a checkpoint or an evaluation.
-            trained = any(isinstance(r.get("steps"), int) and r["steps"] > 0 or r.get("checkpoint")
-                          for r in store.metrics() if isinstance(r.get("iteration"), int) and r["iteration"] > 0) \
-                or any(store.has(n, "checkpoint") or store.has(n, "eval.json") for n in store.iterations() if n > 0)
-            for key, value in config.to_dict().items():
-                if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
-                    continue
-                old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
-                if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
-                    old, new = ({k: v for k, v in d.items() if not is_environment_key(k)} for d in (old, new))
-                if old != new and key == "trainer_options" and not trained:
-                    self.log(f"note: {key} differs from config.yaml's; no iteration has been trained yet, so the "
-                             f"new value is used (and recorded)")
-                    continue
-                if old != new:
-                    name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
-                    if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
-                        sub = next(k for k in [*old, *new] if old.get(k, _MISSING) != new.get(k, _MISSING))
-                        name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
-                    was_text, now_text = ("unset" if v is _MISSING else repr(v) for v in (was, now))
-                    raise changed_key(store.root, name, was_text, now_text)
+            self.compare_saved_config()
             changed = recorded() if recorded is not None else None
             if changed:  # a refused resume writes nothing
                 raise StarKitError(f"--resume {store.root}: {questions_changed(changed)}; start a new run (or "
                                    f"restore the data and version it was made with)", 2)
         write_yaml(store.config_path, config.public_dict())
+
+    def compare_saved_config(self) -> None:
+        """On resume: the run's config.yaml against this config, key by key (a mismatch is one line naming the key;
+        a redacted credential, a command or an address never counts; the trainer's options may change until an
+        iteration has trained). ``prepare`` runs it, and ``--print-config --resume`` too."""
+        from .config import (changed_key, is_environment_key, load_config_file, local_paths_absolute, predated,
+                             redact, without_secrets)
+
+        config, store = self.config, self.store
+        # a key the run predates: what it did then; relative paths of an older run: from here, as it read them
+        saved = local_paths_absolute(predated(load_config_file(store.config_path)))
+        for key, defaults in self.option_defaults.items():
+            if isinstance(saved.get(key), dict):  # a run that recorded only the options it was given
+                saved[key] = {**defaults, **saved[key]}
+        saved = self.declared(saved)  # an option recorded as 3 that its plugin gets as "3" is the same
+        # Before any fine-tune has finished, the trainer's options have made nothing yet: a run whose trainer
+        # refused an option after the sampling goes on with the option mended, its samples kept.
+        # Trained: a recorded iteration that trained (a copy without its checkpoint folders records them too),
+        # or an iteration past the baseline that holds a checkpoint or an evaluation.
+        trained = any(isinstance(r.get("steps"), int) and r["steps"] > 0 or r.get("checkpoint")
+                      for r in store.metrics() if isinstance(r.get("iteration"), int) and r["iteration"] > 0) \
+            or any(store.has(n, "checkpoint") or store.has(n, "eval.json") for n in store.iterations() if n > 0)
+        for key, value in config.to_dict().items():
+            if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
+                continue
+            old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
+            if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
+                old, new = ({k: v for k, v in d.items() if not is_environment_key(k)} for d in (old, new))
+            if old != new and key == "trainer_options" and not trained:
+                self.log(f"note: {key} differs from config.yaml's; no iteration has been trained yet, so the "
+                         f"new value is used (and recorded)")
+                continue
+            if old != new:
+                name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
+                if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
+                    sub = next(k for k in [*old, *new] if old.get(k, _MISSING) != new.get(k, _MISSING))
+                    name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
+                was_text, now_text = ("unset" if v is _MISSING else repr(v) for v in (was, now))
+                raise changed_key(store.root, name, was_text, now_text)
 
     def run(self, resume: bool = False) -> list[IterationResult]:
         """The run; the run directory's lock (taken in ``prepare``) is held until it ends, however it ends."""

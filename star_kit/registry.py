@@ -207,8 +207,10 @@ class Registry:
 
     def check_options(self, kind: str, name: str, *args: Any, **options: Any) -> dict[str, Any]:
         """Check options against the factory's signature and its annotations, without calling it (so before a
-        model is loaded): an unknown option or a value of the wrong type is one line naming the plugin. Returns the
-        options as the factory gets them (:func:`as_declared`)."""
+        model is loaded): an unknown option or a value of the wrong type is one line naming the plugin. A factory
+        that takes ``**options`` to pass on (the ray sampler's backend options) may define
+        ``check_options(registry, *args, **options)``, called last, raising on a bad one. Returns the options as
+        the factory gets them (:func:`as_declared`)."""
         from .config import option_type_problem
 
         entry = self.get(kind, name)
@@ -236,6 +238,9 @@ class Registry:
             problem = option_type_problem(key, value, hints[key]) if key in hints else None
             if problem:
                 raise PluginError(f"{where}: {problem}", 2)
+        own_check = getattr(entry.obj, "check_options", None)
+        if callable(own_check) and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            own_check(self, *args, **declared)
         return declared
 
     def create(self, kind: str, name: str, *args: Any, core: dict[str, Any] | None = None, **options: Any) -> Any:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from . import report
 from .cli_common import quiet_libraries
-from .config import (OPTION_FLAGS, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
+from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
                      local_paths_absolute, nothing_to_resume, predated)
 from .console import console, err_console
 from .errors import StarKitError
@@ -34,7 +34,8 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         if not os.path.isfile(path):
             raise nothing_to_resume(args.resume)
         # paths an older run recorded relative are read from here, as that run's command did from its directory
-        saved = local_paths_absolute(predated(drop_redacted(load_config_file(path))))
+        raw = load_config_file(path)
+        saved = local_paths_absolute(predated(drop_redacted(raw)))
         RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
     given: dict[str, Any] = {}
     file_data: dict[str, Any] = {}
@@ -64,6 +65,12 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
         data[key] = value
     if getattr(args, "resume", None):
         data["out"] = args.resume
+        for key, flag in OPTION_FLAGS.items():  # a credential is never on disk: say so when it is not given again
+            withheld = [k for k, v in (raw.get(key) or {}).items() if v == REDACTED
+                        and k not in (data.get(key) or {})] if isinstance(raw.get(key), dict) else []
+            for name in withheld:
+                print(f"note: {flag} {name} was given to this run and is not kept in config.yaml; pass it again "
+                      f"({flag} {name}=...) if the rest of the run needs it", file=sys.stderr)
     config = RunConfig.from_dict(data)
     # where each value came from, for range errors: the flag, else the file that set it
     config.origin = {**{k: os.path.join(args.resume, "config.yaml") for k in saved},

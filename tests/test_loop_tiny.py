@@ -344,3 +344,34 @@ def test_a_trainer_option_mended_before_anything_trained_resumes_keeping_the_sam
     shutil.rmtree(it / "checkpoint")
     assert main(["run", "--resume", str(out), "--trainer-opt", "learning_rate=3e-4", "--no-progress"]) == 2
     assert "config key 'trainer_options.learning_rate' differs" in capsys.readouterr().err
+
+
+def test_print_config_on_resume_refuses_what_the_resume_refuses(tmp_path, capsys):
+    """--print-config --resume DIR compares with the run's config.yaml as the resume would (nothing written)."""
+    run = tmp_path / "run"
+    assert main(["run", "--out", str(run), "--trainer-opt", "per_device_train_batch_size=4", "--print-config"]) == 0
+    run.mkdir()
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    (run / "metrics.jsonl").write_text('{"iteration": 1, "steps": 40, "accuracy": 0.5}\n')  # it has trained
+    before = (run / "config.yaml").read_text()
+    assert main(["run", "--resume", str(run), "--print-config"]) == 0
+    assert main(["run", "--resume", str(run), "--trainer-opt", "per_device_train_batch_size=8", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'trainer_options.per_device_train_batch_size' differs (4 in config.yaml, 8 now)" in err
+    assert (run / "config.yaml").read_text() == before and sorted(p.name for p in run.iterdir()) == [
+        "config.yaml", "metrics.jsonl"]
+
+
+def test_a_credential_not_given_again_on_resume_is_a_note(tmp_path, capsys):
+    """A credential is never kept in config.yaml; a resume without it says so (it no longer goes on silently)."""
+    run = tmp_path / "run"
+    assert main(["run", "--out", str(run), "--trainer-opt", "hub_token=FAKESECRET", "--print-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "FAKESECRET" not in shown and "hub_token: <redacted>" in shown
+    run.mkdir()
+    (run / "config.yaml").write_text(shown)
+    assert main(["run", "--resume", str(run), "--print-config"]) == 0
+    assert ("note: --trainer-opt hub_token was given to this run and is not kept in config.yaml; pass it again "
+            "(--trainer-opt hub_token=...) if the rest of the run needs it") in capsys.readouterr().err
+    assert main(["run", "--resume", str(run), "--trainer-opt", "hub_token=FAKESECRET", "--print-config"]) == 0
+    assert "note:" not in capsys.readouterr().err

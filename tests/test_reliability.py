@@ -324,7 +324,7 @@ def test_an_unknown_model_without_network_says_the_hub_is_unreachable(monkeypatc
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(models, "_hub_has", lambda name: pytest.fail("the hub was asked (30 s of retries)"))
-    with pytest.raises(UnknownNameError, match=r"the hub is unreachable: huggingface.co: Network is unreachable"):
+    with pytest.raises(UnknownNameError, match=r"the hub is unreachable: huggingface.co:443: Network is unreachable"):
         models.resolve_model("org/no-such-model")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # datasets' own: transformers still downloads models
     with pytest.raises(UnknownNameError, match=r"the hub is unreachable: huggingface.co"):

@@ -182,6 +182,40 @@ def test_ray_workers_that_do_not_fit_the_local_instance_are_refused_not_left_wai
     assert not (tmp_path / "run").exists()
 
 
+def test_ray_cluster_that_is_not_there_is_refused_in_seconds(tiny_model, tmp_path):
+    """Ray retries a dead address for ~13 minutes, printing its C++ warnings; star-kit probes it first."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out",
+                           str(tmp_path / "run"), "--no-progress", "--sampler", "ray", "--sampler-opt",
+                           "address=127.0.0.1:1"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: sampler 'ray': no Ray cluster to join at address=127.0.0.1:1 (127.0.0.1:1: Connection refused; start "
+        "one with `ray start --head`, or leave it unset for a local instance)")
+    assert time.monotonic() - started < 60
+
+
+def test_ray_actors_a_joined_cluster_cannot_place_or_start_are_refused_not_left_waiting(ray_cluster, tiny_model):
+    """A joined cluster (here the tests' 2-CPU one) with too few CPUs for the actors: refused at once, not a hang;
+    actors that do not start within start_timeout: one line naming what the cluster has free."""
+    from star_kit_plugins.ray_sampler import RaySampler
+
+    with pytest.raises(StarKitError, match=r"^sampler 'ray': workers=3 x cpus_per_worker=1 needs 3 CPUs; the Ray "
+                                           r"cluster at address=auto has 2$") as err:
+        RaySampler(tiny_model, workers=3, address="auto")
+    assert err.value.exit_code == 2
+    with pytest.raises(StarKitError, match=r"^sampler 'ray': [12] of 2 actors did not start within "
+                                           r"start_timeout=0.001s \(the Ray cluster at address=auto has .* CPUs and "
+                                           r"0 GPUs free now\); ask for fewer workers, or raise start_timeout$"):
+        RaySampler(tiny_model, workers=2, address="auto", start_timeout=0.001)
+    with pytest.raises(StarKitError, match="start_timeout must be a number of seconds > 0, got 0"):
+        RaySampler(tiny_model, start_timeout=0)
+    deadline = time.monotonic() + 30  # the refused sampler's actors were killed: their CPUs are free again
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
 def test_sigterm_with_the_ray_sampler_is_the_commands_one_line(tiny_model, tmp_path):
     """ray.init sets its own SIGTERM handler (sys.exit); the command's is kept: one line, exit 143, lock released."""
     out = tmp_path / "run"
@@ -251,6 +285,69 @@ def test_trainer_options_are_checked():
     assert TRLSFTTrainer(gradient_checkpointing=True).sft_options["gradient_checkpointing"] is True  # TRL's name
     cmd = TRLSFTTrainer(launcher="accelerate", num_processes=2).launch_command(Path("s.json"))
     assert cmd[-3:] == ["-m", "star_kit_plugins.trl_worker", "s.json"] and "--num_processes" in cmd
+    # what accelerate or the socket would refuse only when training starts (after the baseline and the sampling)
+    for port in (70000, 0, -5, "x", True):
+        with pytest.raises(StarKitError, match=r"main_process_port must be a port number from 1 to 65535, got"):
+            TRLSFTTrainer(launcher="accelerate", num_processes=2, main_process_port=port)
+    with pytest.raises(StarKitError, match=r"launch_args '--bogus_flag': accelerate launch has no option "
+                                           r"'--bogus_flag'$"):
+        TRLSFTTrainer(launcher="accelerate", launch_args="--bogus_flag")
+    with pytest.raises(StarKitError, match=r"launch_args '--num_machines x': argument --num_machines.*invalid int "
+                                           r"value: 'x'$"):
+        TRLSFTTrainer(launcher="accelerate", launch_args="--num_machines x")
+    assert TRLSFTTrainer(launcher="accelerate", launch_args="--mixed_precision bf16", main_process_port=29601)
+
+
+# torchrun's summary after `kill -9` of rank 1 (the tail of a real train_worker.log), the launcher's traceback first
+_KILLED_RANK_LOG = """\
+[rank0]:[W1127 14:20:40.1 reducer.cpp:1529] Warning: find_unused_parameters=True was specified in DDP constructor
+W1127 14:20:49.1 torch/distributed/elastic/multiprocessing/api.py:908] Sending process 17599 closing signal SIGTERM
+Traceback (most recent call last):
+  File "/venv/bin/accelerate", line 8, in <module>
+    sys.exit(main())
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+=======================================================
+star_kit_plugins.trl_worker FAILED
+-------------------------------------------------------
+Failures:
+[1]:
+  time      : 2026-11-27_14:20:49
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 17599)  (SIGTERM)
+  error_file: <N/A>
+  traceback : Signal 15 (SIGTERM) received by PID 17599
+-------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-27_14:20:49
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 17600)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 17600
+=======================================================
+"""
+
+
+def test_a_failed_training_worker_is_one_line_naming_the_rank_and_the_exception(tmp_path):
+    """The failure of a multi-process fine-tune in one line: the root cause's rank and signal, and the exception a
+    worker raised (with torchrun's "[rankN]:" prefix), never the launcher's ChildFailedError; only this attempt's
+    part of the log is read (a resumed iteration appends to it)."""
+    from star_kit_plugins.trl_trainer import worker_failure
+
+    log = tmp_path / "train_worker.log"
+    log.write_text(_KILLED_RANK_LOG)
+    assert worker_failure(log) == "rank 1 exitcode -9 (SIGKILL)"
+    raised = ("[rank1]: Traceback (most recent call last):\n[rank1]:   File \"w.py\", line 3, in <module>\n"
+              "[rank1]:     main()\n[rank1]: torch.OutOfMemoryError: CPU out of memory (tried 2 GiB)\n")
+    log.write_text(raised + _KILLED_RANK_LOG.replace("-9 (pid: 17600)  (SIGKILL)", "1 (pid: 17600)"))
+    assert worker_failure(log) == "rank 1 exitcode 1: torch.OutOfMemoryError: CPU out of memory (tried 2 GiB)"
+    start = log.stat().st_size
+    with open(log, "a") as fh:
+        fh.write("==== next attempt ====\nValueError: a bad option\n")
+    assert worker_failure(log, start) == "ValueError: a bad option"  # this attempt's last line: not the OOM above
+    assert worker_failure(tmp_path / "missing.log") == "no log"
 
 
 # -- the whole loop ----------------------------------------------------------------------------------------
@@ -363,3 +460,20 @@ def test_a_credential_option_never_reaches_the_workers_spec_file(tmp_path, monke
         trainer.train("unused-model", _pairs(2), 1, tmp_path / "checkpoint")
     assert "hf_SECRET123" not in seen["spec"] and "hub_token" not in seen["spec"]
     assert json.loads(seen["env"]) == {"hub_token": "hf_SECRET123"}
+
+
+def test_print_config_checks_the_ray_samplers_own_options_and_its_backends(capsys):
+    """The ray sampler passes every option but its own to its backend; --print-config checks both, and a misspelt
+    option of its own is named as such, not as an unknown option of the backend."""
+    from star_kit.cli import main
+
+    for opt, message in [("worker=2", "sampler 'ray' has no option 'worker' (did you mean 'workers'?)"),
+                         ("workers=0", "sampler 'ray': workers must be an integer >= 1, got 0"),
+                         ("backend=hff", "option backend='hff' is not a sampler (available: "),
+                         ("batch_sise=4", "sampler 'hf' (plugin 'hf', distribution 'star-kit') has no option "
+                                          "'batch_sise' (did you mean 'batch_size'?)")]:
+        assert main(["run", "--sampler", "ray", "--sampler-opt", opt, "--print-config"]) == 2, opt
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err, (opt, captured.err)
+    assert main(["run", "--sampler", "ray", "--sampler-opt", "workers=2", "--sampler-opt", "batch_size=4",
+                 "--print-config"]) == 0
