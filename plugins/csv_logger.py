@@ -1,7 +1,8 @@
 """Built-in logger: ``RUN/metrics.csv``, one row per iteration (0 = the few-shot baseline).
 
 On every ``star_kit_iteration_end`` event the row of that iteration is added (or replaced, when a resumed run
-records an iteration again) and the file is rewritten atomically. Columns: the fields of
+records an iteration again), with every iteration ``metrics.jsonl`` records (a run killed between recording an
+iteration and logging it loses no row), and the file is rewritten atomically. Columns: the fields of
 :class:`star_kit.records.IterationResult`, with ``seconds`` flattened to ``seconds_sample``, ``seconds_rationalize``,
 ``seconds_train``, ``seconds_evaluate`` (+ any other phase); a field holding counts (``eval_labels``,
 ``train_labels``) is one JSON cell. Iteration 0 (the base model, nothing sampled or trained) leaves the sampling
@@ -52,16 +53,16 @@ def _iteration(row: dict[str, Any]) -> int:
         return -1
 
 
-def update_csv(path: Path, row: dict[str, Any]) -> None:
-    """Add or replace ``row`` (by iteration) in the CSV at ``path``; rewrite it atomically."""
+def update_csv(path: Path, *new: dict[str, Any]) -> None:
+    """Add or replace rows (by iteration; a later one wins) in the CSV at ``path``; rewrite it atomically."""
     from star_kit.store import _atomic_write_bytes
 
-    rows: list[dict[str, Any]] = []
+    by_iteration: dict[int, dict[str, Any]] = {}
     if path.exists():
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.DictReader(fh) if _iteration(r) != _iteration(row)]
-    rows.append(row)
-    rows.sort(key=_iteration)
+            by_iteration = {_iteration(r): r for r in csv.DictReader(fh)}
+    by_iteration.update({_iteration(r): r for r in new})
+    rows = [by_iteration[k] for k in sorted(by_iteration)]
     extra = sorted({k for r in rows for k in r if k and k not in FIELDS} - {f"seconds_{p}" for p in PHASES})
     columns = FIELDS + [f"seconds_{p}" for p in PHASES] + extra
     out = io.StringIO()
@@ -74,8 +75,13 @@ def update_csv(path: Path, row: dict[str, Any]) -> None:
 
 @star_kit.hookimpl
 def star_kit_iteration_end(iteration, result, run_dir):
-    try:
-        update_csv(Path(run_dir) / FILENAME, row_of(result))
+    try:  # every recorded iteration too: one whose event a kill cut off (recorded, not yet logged) is not lost
+        from star_kit.store import read_jsonl
+
+        recorded = Path(run_dir) / "metrics.jsonl"
+        rows = read_jsonl(recorded, skip_bad=True) if recorded.is_file() else []
+        update_csv(Path(run_dir) / FILENAME, *(row_of(r) for r in rows if isinstance(r.get("iteration"), int)),
+                   row_of(result))
     except Exception as exc:  # a logger never stops a run
         print(f"warning: csv logger: could not update {Path(run_dir) / FILENAME}: {one_line(exc, whole=True)}",
               file=sys.stderr)

@@ -274,6 +274,23 @@ def test_csv_logger_one_row_per_iteration_replaced_on_resume(tmp_path):
     assert list(rows[0])[:3] == ["iteration", "accuracy", "accuracy_stderr"]
 
 
+def test_csv_logger_writes_an_iteration_recorded_but_never_logged(tmp_path):
+    """A run killed after recording iteration 1 in metrics.jsonl and before its event: the resume does not record
+    iteration 1 again, so the next event writes it from metrics.jsonl (it used to be missing from metrics.csv)."""
+    from star_kit.store import write_jsonl
+    from star_kit_plugins import csv_logger
+
+    base, first = _results()
+    csv_logger.star_kit_iteration_end(iteration=0, result=base, run_dir=tmp_path)
+    write_jsonl(tmp_path / "metrics.jsonl", [base.to_dict(), first.to_dict()])  # 1 recorded; its event never ran
+    second = IterationResult(2, 0.75, 0.1, 8, steps=3, seconds={"evaluate": 1.0})
+    write_jsonl(tmp_path / "metrics.jsonl", [base.to_dict(), first.to_dict(), second.to_dict()])
+    csv_logger.star_kit_iteration_end(iteration=2, result=second, run_dir=tmp_path)
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["iteration"], r["accuracy"]) for r in rows] == [("0", "0.25"), ("1", str(first.accuracy)), ("2", "0.75")]
+
+
 def test_tensorboard_logger_writes_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
