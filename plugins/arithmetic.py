@@ -125,11 +125,11 @@ def verify_addition(example: Example, rationale: str) -> str | None:
     """Every step of an addition rationale: ``a + b = ... = s`` restates the question, every segment equals
     a + b (computed exactly), the last is the sum alone, and for operands of two or more digits one segment
     splits them by place value (each term a single digit times a power of ten) and the next adds each group
-    (``(300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12``). Catches "a + b = s", "a + b = (a + b) = s" and
-    "a + b = (groups) = s" (the groups copied from a hint, the answer too), which reach the answer without
-    reasoning. More than ``MAX_STEPS`` steps is a looping
-    rationale, rejected (this also bounds the work). Unicode digits count as ASCII. None = accepted, else why
-    not. Linear time in the rationale."""
+    (``(300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12``); the split's numbers are a's and b's place values,
+    not the answer's. Catches "a + b = s", "a + b = (a + b) = s", "a + b = (groups) = s" (the groups copied from a
+    hint, the answer too) and "a + b = (100 + 30) + (2 + 0) = 130 + 2 = s" (the answer split), which reach the
+    answer without reasoning. More than ``MAX_STEPS`` steps is a looping rationale, rejected (this also bounds
+    the work). Unicode digits count as ASCII. None = accepted, else why not. Linear time in the rationale."""
     a, b = example.fields.get("a"), example.fields.get("b")
     if not isinstance(a, int) or not isinstance(b, int):
         return "the example has no operands a, b"
@@ -154,15 +154,23 @@ def verify_addition(example: Example, rationale: str) -> str | None:
         return f"the last step {arith.short(segments[-1])!r} is not the sum alone"
     if max(len(str(a)), len(str(b))) == 1:
         return None  # one digit: nothing to split
+    # The split must be of a and b (each number one of their place values: not the answer's, which a hint shows),
+    # and the next step must add each place: 347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12.
     splits = [i for i, seg in enumerate(segments[1:-1], 1) if _place_value_split(seg)]
-    if not splits:
+    of_operands = [i for i in splits if _nonzero(arith.numbers(segments[i])) == sorted(_places(a) + _places(b))]
+    if not of_operands:
+        if splits:
+            return f"step {splits[0]}: {arith.short(segments[splits[0]])!r} does not split {a} and {b} by place value"
         return "no place-value step (the rationale skips the reasoning)"
-    for i in splits:
-        if _nonzero(arith.numbers(segments[i + 1])) == _group_sums(segments[i]):
+    width = max(len(str(a)), len(str(b)))
+    sums = [(a // 10**p % 10 + b // 10**p % 10) * 10**p for p in range(width - 1, -1, -1)]
+    sums = [s for s in sums if s]
+    for i in of_operands:
+        if _nonzero(arith.numbers(segments[i + 1])) == sorted(sums):
             return None
-    i = splits[0]
+    i = of_operands[0]
     return (f"step {i + 1}: {arith.short(segments[i + 1])!r} is not the groups' sums "
-            f"({' + '.join(map(str, _group_sums(segments[i])))}): the rationale skips adding them")
+            f"({' + '.join(map(str, sums))}): the rationale skips adding them")
 
 
 def _place_value_split(segment: str) -> bool:
@@ -171,26 +179,16 @@ def _place_value_split(segment: str) -> bool:
     return bool(nums) and len(nums) > 2 and all(len(n.rstrip("0")) <= 1 and "." not in n for n in nums)
 
 
+def _places(n: int) -> list[int]:
+    """The nonzero place values of ``n``: 306 -> [6, 300]."""
+    return [int(d) * 10**p for p, d in enumerate(reversed(str(n))) if d != "0"]
+
+
 def _nonzero(numbers: list[str] | None) -> list[int] | None:
-    return None if numbers is None else [int(n) for n in numbers if n.strip("0")]
-
-
-def _group_sums(segment: str) -> list[int]:
-    """The sums of a place-value split's groups, zeros left out: '(300 + 200) + (0 + 80) + (7 + 5)' -> [500, 80,
-    12]. A group is what a pair of parentheses holds; without parentheses, the numbers of one place value (in the
-    order their places first appear). (``segment`` is a split: its numbers are digits times powers of ten.)"""
-    groups: dict[int, int] = {}  # group key -> its sum, in order of appearance
-    depth, key = 0, 0
-    for token in arith.tokens(segment) or []:
-        if token == "(":
-            depth, key = depth + 1, len(groups) + 1_000  # keys of parenthesized groups: apart from places
-            groups[key] = 0
-        elif token == ")":
-            depth -= 1
-        elif token.isdigit():
-            group = key if depth else len(token) - 1  # outside parentheses: the number's place
-            groups[group] = groups.get(group, 0) + int(token)
-    return [total for total in groups.values() if total]
+    """The nonzero whole numbers of a step, sorted; None when it writes another kind of number ('120.0')."""
+    if numbers is None or not all(n.isdigit() for n in numbers):
+        return None
+    return sorted(int(n) for n in numbers if n.strip("0"))
 
 
 FORMATS = {  # format -> (exemplar file, verifier name, gold rationale)

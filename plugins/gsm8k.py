@@ -187,7 +187,8 @@ def verify_calculations(example: Example, rationale: str) -> str | None:
                 continue  # not arithmetic we can read (e.g. "2 x" as a word); not counted against it
             if not arith.has_operator(right):  # "= 7", "= $72", "= 3.33": a written result, maybe rounded
                 if not arith.matches_written(got, right):
-                    return f"{arith.short(left)} = {arith.short(right)} is wrong ({arith.short(left)} is {float(got):g})"
+                    shown = arith.short(left)
+                    return f"{shown} = {arith.short(right)} is wrong ({shown} is {float(got):g})"
                 continue
             shown = arith.value(right)  # "= 6 + 1": another expression
             if shown is not None and shown != got:

@@ -129,7 +129,8 @@ class RaySampler:
             raise StarKitError(INSTALL_HINT, 2) from exc
         from star_kit.registry import load_registry
 
-        self.check_options(load_registry(), model, workers=workers, backend=backend, chunk_size=chunk_size,
+        self.check_options(load_registry(), model, workers=workers, backend=backend, address=address,
+                           cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker, chunk_size=chunk_size,
                            max_restarts=max_restarts, start_timeout=start_timeout, **backend_options)
         self.ray = ray
         self.started_ray = False
@@ -157,15 +158,19 @@ class RaySampler:
             self.started_ray = True
         if gpus_per_worker is None:
             gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        # Actors that do not fit would wait for resources forever: refused here, on a local instance or a joined
-        # cluster alike (an autoscaling cluster: start the nodes first, or ask for fewer workers).
+        # Actors that do not fit would wait for resources: on a local instance forever (refused here); on a joined
+        # cluster until nodes join (an autoscaling one) or start_timeout, said at once. Ray counts in 1/10000s.
         have = ray.cluster_resources()
         where = f"the Ray cluster at {named}" if joined else "this machine's Ray instance"
         for unit, each in (("CPU", cpus_per_worker), ("GPU", gpus_per_worker)):
-            if each and workers * each > have.get(unit, 0):
-                self.close()
-                raise StarKitError(f"sampler 'ray': workers={workers} x {unit.lower()}s_per_worker={each} needs "
-                                   f"{workers * each:g} {unit}s; {where} has {have.get(unit, 0):g}", 2)
+            if each and round(workers * each, 4) > round(have.get(unit, 0), 4):
+                short = (f"sampler 'ray': workers={workers} x {unit.lower()}s_per_worker={each} needs "
+                         f"{workers * each:g} {unit}s; {where} has {have.get(unit, 0):g}")
+                if not joined:
+                    self.close()
+                    raise StarKitError(short, 2)
+                print(f"warning: {short} now: the actors wait for nodes to join (an autoscaling cluster) for at most "
+                      f"start_timeout={start_timeout:g}s", file=sys.stderr, flush=True)
         self.backend, self.backend_options = backend, dict(backend_options)
         self.workers, self.chunk_size, self.max_restarts = workers, chunk_size, max_restarts
         self.actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(SamplerActor)
@@ -210,6 +215,9 @@ class RaySampler:
                                 ("max_restarts", max_restarts, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise StarKitError(f"sampler 'ray': {key} must be an integer >= {low}, got {value!r}", 2)
+        for key, value in (("cpus_per_worker", cpus_per_worker), ("gpus_per_worker", gpus_per_worker)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise StarKitError(f"sampler 'ray': {key} must be a number >= 0, got {value!r}", 2)
         if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
             raise StarKitError(f"sampler 'ray': start_timeout must be a number of seconds > 0, got {start_timeout!r}",
                                2)

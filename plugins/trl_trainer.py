@@ -133,8 +133,8 @@ class TRLSFTTrainer:
                                f"got {launcher!r}", 2)
         if num_processes is not None and (not isinstance(num_processes, int) or num_processes < 1):
             raise StarKitError(f"trainer 'trl-sft': num_processes must be a positive integer, got {num_processes!r}", 2)
-        if main_process_port is not None and (isinstance(main_process_port, bool) or not isinstance(main_process_port, int)
-                                              or not 1 <= main_process_port <= 65535):
+        port = main_process_port
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
             raise StarKitError(f"trainer 'trl-sft': main_process_port must be a port number from 1 to 65535, got "
                                f"{main_process_port!r}", 2)
         if accelerate_config is not None and not Path(accelerate_config).is_file():
@@ -576,18 +576,25 @@ def launch_args_problem(args: list[str]) -> str | None:
 
     from accelerate.commands.launch import launch_command_parser
 
+    if any(a in ("-h", "--help") for a in args):
+        return "--help is not an argument to launch with"
     err = io.StringIO()
     try:
-        with contextlib.redirect_stderr(err):
-            _, unknown = launch_command_parser().parse_known_args([*args, "-m", WORKER_MODULE, "spec.json"])
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            parsed, unknown = launch_command_parser().parse_known_args([*args, "-m", WORKER_MODULE, "spec.json"])
     except SystemExit:
         lines = err.getvalue().strip().splitlines()
         return lines[-1].split("error: ", 1)[-1] if lines else "refused by accelerate launch"
-    return f"accelerate launch has no option {unknown[0]!r}" if unknown else None
+    if unknown:
+        return f"accelerate launch has no option {unknown[0]!r}"
+    if parsed.training_script != WORKER_MODULE:  # a program of its own: star-kit's worker would be its argument
+        return f"{parsed.training_script!r} is not an option (star-kit launches its own training worker)"
+    return None
 
 
 _LAUNCHER_ERRORS = ("ChildFailedError", "SignalException")  # the launcher's own report of a failed worker
-_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]: ?")
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)(\d+)\]: ?")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|StopIteration)\b")
 
 
 def worker_failure(log_path: Path, start: int = 0) -> str:
@@ -600,7 +607,7 @@ def worker_failure(log_path: Path, start: int = 0) -> str:
             lines = fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return "no log"
-    parts = []
+    parts, rank, signal = [], None, None
     if "Root Cause (first observed failure):" in lines:
         fields = {}
         for line in lines[len(lines) - 1 - lines[::-1].index("Root Cause (first observed failure):"):]:
@@ -612,17 +619,22 @@ def worker_failure(log_path: Path, start: int = 0) -> str:
             exit_code = fields.get("exitcode", "?").split(" (pid")[0]
             signal = re.search(r"\((SIG\w+)\)", fields.get("exitcode", ""))
             parts.append(f"rank {rank} exitcode {exit_code}" + (f" ({signal.group(1)})" if signal else ""))
-    exceptions, inside = [], False  # the line that ends each traceback: "SomeError: what"
+    # The exception that ends each traceback, per rank (torchrun's "[rankN]:" prefixes; ranks' lines interleave).
+    inside: dict[str, bool] = {}
+    exceptions: list[tuple[str, str]] = []
     for line in lines:
-        line = _RANK_PREFIX.sub("", line)  # torchrun's "[rank1]:" before a worker's lines
+        match = _RANK_PREFIX.match(line)
+        who = match.group(1) if match else ""
+        line = line[match.end():] if match else line
         if line.startswith("Traceback (most recent call last)"):
-            inside = True
-        elif inside and line.strip() and not line[0].isspace():
-            exceptions.append(line.strip())
-            inside = False
-    worker = [e for e in exceptions if not any(name in e.split(":")[0] for name in _LAUNCHER_ERRORS)]
-    if worker:
-        parts.append(worker[-1][:300])
+            inside[who] = True
+        elif inside.get(who) and _EXCEPTION_LINE.match(line):
+            exceptions.append((who, line.strip()))
+            inside[who] = False
+    worker = [(who, e) for who, e in exceptions if not any(name in e.split(":")[0] for name in _LAUNCHER_ERRORS)]
+    of_rank = [e for who, e in worker if rank is not None and who == rank]
+    if worker and not signal:  # a rank killed by a signal raised nothing: the others' errors are its echo
+        parts.append((of_rank or [e for _, e in worker])[-1][:300])
     if not parts:
         last = next((line.strip() for line in reversed(lines) if line.strip()), "")
         parts.append(last[:300] or "empty log")

@@ -240,7 +240,8 @@ class Registry:
                 raise PluginError(f"{where}: {problem}", 2)
         own_check = getattr(entry.obj, "check_options", None)
         if callable(own_check) and any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            own_check(self, *args, **declared)
+            with self.guard(kind, name):  # a plugin's bug in it is named, as in its factory
+                own_check(self, *args, **declared)
         return declared
 
     def create(self, kind: str, name: str, *args: Any, core: dict[str, Any] | None = None, **options: Any) -> Any:

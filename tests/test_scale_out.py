@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,15 +196,21 @@ def test_ray_cluster_that_is_not_there_is_refused_in_seconds(tiny_model, tmp_pat
     assert time.monotonic() - started < 60
 
 
-def test_ray_actors_a_joined_cluster_cannot_place_or_start_are_refused_not_left_waiting(ray_cluster, tiny_model):
-    """A joined cluster (here the tests' 2-CPU one) with too few CPUs for the actors: refused at once, not a hang;
-    actors that do not start within start_timeout: one line naming what the cluster has free."""
+def test_ray_actors_a_joined_cluster_cannot_place_or_start_are_not_left_waiting(ray_cluster, tiny_model, capsys):
+    """A joined cluster (here the tests' 2-CPU one) with too few CPUs for the actors: said at once (an autoscaling
+    cluster may add nodes), and actors that do not start within start_timeout stop with one line naming what the
+    cluster has free; never a silent hang."""
     from star_kit_plugins.ray_sampler import RaySampler
 
-    with pytest.raises(StarKitError, match=r"^sampler 'ray': workers=3 x cpus_per_worker=1 needs 3 CPUs; the Ray "
-                                           r"cluster at address=auto has 2$") as err:
-        RaySampler(tiny_model, workers=3, address="auto")
+    with pytest.raises(StarKitError, match=r"^sampler 'ray': [123] of 3 actors did not start within "
+                                           r"start_timeout=3s \(the Ray cluster at address=auto has") as err:
+        RaySampler(tiny_model, workers=3, address="auto", start_timeout=3)
     assert err.value.exit_code == 2
+    assert ("warning: sampler 'ray': workers=3 x cpus_per_worker=1 needs 3 CPUs; the Ray cluster at address=auto has "
+            "2 now: the actors wait for nodes to join (an autoscaling cluster) for at most start_timeout=3s"
+            ) in capsys.readouterr().err
+    with pytest.raises(StarKitError, match=r"cpus_per_worker must be a number >= 0, got -1"):
+        RaySampler(tiny_model, cpus_per_worker=-1)
     with pytest.raises(StarKitError, match=r"^sampler 'ray': [12] of 2 actors did not start within "
                                            r"start_timeout=0.001s \(the Ray cluster at address=auto has .* CPUs and "
                                            r"0 GPUs free now\); ask for fewer workers, or raise start_timeout$"):
@@ -295,6 +302,10 @@ def test_trainer_options_are_checked():
     with pytest.raises(StarKitError, match=r"launch_args '--num_machines x': argument --num_machines.*invalid int "
                                            r"value: 'x'$"):
         TRLSFTTrainer(launcher="accelerate", launch_args="--num_machines x")
+    for args, problem in [("foo.py", "'foo.py' is not an option (star-kit launches its own training worker)"),
+                          ("--help", "--help is not an argument to launch with")]:
+        with pytest.raises(StarKitError, match=re.escape(f"launch_args '{args}': {problem}")):
+            TRLSFTTrainer(launcher="accelerate", launch_args=args)
     assert TRLSFTTrainer(launcher="accelerate", launch_args="--mixed_precision bf16", main_process_port=29601)
 
 
@@ -343,6 +354,14 @@ def test_a_failed_training_worker_is_one_line_naming_the_rank_and_the_exception(
               "[rank1]:     main()\n[rank1]: torch.OutOfMemoryError: CPU out of memory (tried 2 GiB)\n")
     log.write_text(raised + _KILLED_RANK_LOG.replace("-9 (pid: 17600)  (SIGKILL)", "1 (pid: 17600)"))
     assert worker_failure(log) == "rank 1 exitcode 1: torch.OutOfMemoryError: CPU out of memory (tried 2 GiB)"
+    # the ranks' lines interleave: another rank's warning inside rank 1's traceback is not its exception
+    interleaved = ("[rank1]: Traceback (most recent call last):\n[rank0]:[W1127 ProcessGroupGloo] Warning: rank 1 "
+                   "closed the connection\n[rank1]:   File \"w.py\", line 3, in <module>\n[rank0]: RuntimeError: "
+                   "Connection reset by peer\n[rank1]: ValueError: bad batch\n")
+    log.write_text(interleaved + _KILLED_RANK_LOG.replace("-9 (pid: 17600)  (SIGKILL)", "1 (pid: 17600)"))
+    assert worker_failure(log) == "rank 1 exitcode 1: ValueError: bad batch"
+    log.write_text(interleaved + _KILLED_RANK_LOG)  # killed: the others' errors are its echo, not its cause
+    assert worker_failure(log) == "rank 1 exitcode -9 (SIGKILL)"
     start = log.stat().st_size
     with open(log, "a") as fh:
         fh.write("==== next attempt ====\nValueError: a bad option\n")

@@ -75,6 +75,14 @@ def test_arithmetic_verifier_accepts_every_place_value_rationale():
     ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 632", "is not the groups' sums (500 + 120 + 12)"),
     ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 132 = 632", "step 2: '500 + 132' is not the groups"),
     ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 620 + 12 = 632", "is not the groups' sums"),
+    # the answer split by place value (the hint shows the answer), before or after the operands' split
+    ("347 + 285 = (600 + 30) + (2 + 0) = 630 + 2 = 632", "step 1: '(600 + 30) + (2 + 0)' does not split 347 and 285"),
+    ("347 + 285 = (600 + 30 + 2) = 632", "does not split 347 and 285 by place value"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = (600 + 30) + (2 + 0) = 630 + 2 = 632",
+     "step 2: '(600 + 30) + (2 + 0)' is not the groups' sums"),
+    # other kinds of numbers in the sums' step: rejected, never raised on
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500.0 + 120 + 12 = 632", "is not the groups' sums"),
+    ("347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12 + 0.0 = 632", "is not the groups' sums"),
 ])
 def test_arithmetic_verifier_rejects_skipped_or_wrong_steps(rationale, reason):
     got = verify_addition(_addition(347, 285), rationale)
