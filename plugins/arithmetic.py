@@ -50,20 +50,22 @@ def extract_integer_answer(text: str) -> str | None:
     return canonical_integer(last.group(1), last.group(2))
 
 
+def place_groups(a: int, b: int, width: int = 1) -> list[tuple[int, int]]:
+    """The place-value groups of a + b, highest place first, at least ``width`` of them: 47, 85 -> [(40, 80),
+    (7, 5)]; 306, 598 -> [(300, 500), (0, 90), (6, 8)]. The one place-value split of the rationale, its hint and
+    its verifier."""
+    width = max(width, len(str(a)), len(str(b)))
+    return [(a // 10**p % 10 * 10**p, b // 10**p % 10 * 10**p) for p in range(width - 1, -1, -1)]
+
+
 def place_value_rationale(a: int, b: int, pad: bool = False) -> str:
     """'47 + 85 = (40 + 80) + (7 + 5) = 120 + 12 = 132'; one-digit sums are written directly ('6 + 7 = 13'), or
     with ``pad`` with the same steps as two-digit ones ('6 + 7 = (0 + 0) + (6 + 7) = 0 + 13 = 13')."""
-    width = max(len(str(a)), len(str(b)))
-    if width == 1 and not pad:
+    if max(len(str(a)), len(str(b))) == 1 and not pad:
         return f"{a} + {b} = {a + b}"
-    width = max(width, 2)
-    groups, partials = [], []
-    for place in range(width - 1, -1, -1):
-        unit = 10**place
-        da, db = (a // unit % 10) * unit, (b // unit % 10) * unit
-        groups.append(f"({da} + {db})")
-        partials.append(str(da + db))
-    return f"{a} + {b} = {' + '.join(groups)} = {' + '.join(partials)} = {a + b}"
+    groups = place_groups(a, b, width=2)
+    return (f"{a} + {b} = {' + '.join(f'({da} + {db})' for da, db in groups)} = "
+            f"{' + '.join(str(da + db) for da, db in groups)} = {a + b}")
 
 
 def column_rationale(a: int, b: int) -> str:
@@ -156,15 +158,15 @@ def verify_addition(example: Example, rationale: str) -> str | None:
         return None  # one digit: nothing to split
     # The split must be of a and b (each number one of their place values: not the answer's, which a hint shows),
     # and the next step must add each place: 347 + 285 = (300 + 200) + (40 + 80) + (7 + 5) = 500 + 120 + 12.
+    groups = place_groups(a, b)
+    places = sorted(n for group in groups for n in group if n)
+    sums = [da + db for da, db in groups if da + db]
     splits = [i for i, seg in enumerate(segments[1:-1], 1) if _place_value_split(seg)]
-    of_operands = [i for i in splits if _nonzero(arith.numbers(segments[i])) == sorted(_places(a) + _places(b))]
+    of_operands = [i for i in splits if _nonzero(arith.numbers(segments[i])) == places]
     if not of_operands:
         if splits:
             return f"step {splits[0]}: {arith.short(segments[splits[0]])!r} does not split {a} and {b} by place value"
         return "no place-value step (the rationale skips the reasoning)"
-    width = max(len(str(a)), len(str(b)))
-    sums = [(a // 10**p % 10 + b // 10**p % 10) * 10**p for p in range(width - 1, -1, -1)]
-    sums = [s for s in sums if s]
     for i in of_operands:
         if _nonzero(arith.numbers(segments[i + 1])) == sorted(sums):
             return None
@@ -177,11 +179,6 @@ def _place_value_split(segment: str) -> bool:
     """Whether every number in ``segment`` is one digit times a power of ten, and there are several."""
     nums = arith.numbers(segment)
     return bool(nums) and len(nums) > 2 and all(len(n.rstrip("0")) <= 1 and "." not in n for n in nums)
-
-
-def _places(n: int) -> list[int]:
-    """The nonzero place values of ``n``: 306 -> [6, 300]."""
-    return [int(d) * 10**p for p, d in enumerate(reversed(str(n))) if d != "0"]
 
 
 def _nonzero(numbers: list[str] | None) -> list[int] | None:
@@ -252,9 +249,7 @@ class ArithmeticTask(FewShotTask):
         a, b = fields.get("a"), fields.get("b")
         if self.hint_style != "groups" or not isinstance(a, int) or not isinstance(b, int) or max(a, b) < 10:
             return super().hint_text(answer, fields)
-        width = max(len(str(a)), len(str(b)))
-        groups = " + ".join(f"({a // 10**p % 10 * 10**p} + {b // 10**p % 10 * 10**p})"
-                            for p in range(width - 1, -1, -1))
+        groups = " + ".join(f"({da} + {db})" for da, db in place_groups(a, b))
         return f"(Hint: {a} + {b} = {groups}; the answer is {answer}.)"
 
     def exemplar_fields(self, exemplar) -> dict[str, Any]:

@@ -223,19 +223,20 @@ class RaySampler:
                                2)
         if backend == "ray":
             raise StarKitError("sampler 'ray': backend cannot be ray itself", 2)
-        if backend not in registry.names("samplers"):  # fails here, before any actor starts
+        backends = [n for n in registry.names("samplers") if n != "ray"]
+        if backend not in backends:  # fails here, before any actor starts
             raise StarKitError(f"sampler 'ray': option backend={backend!r} is not a sampler (available: "
-                               f"{', '.join(n for n in registry.names('samplers') if n != 'ray')}"
-                               f"){did_you_mean(backend, [n for n in registry.names('samplers') if n != 'ray'])}", 2)
+                               f"{', '.join(backends)}){did_you_mean(backend, backends)}", 2)
         own = [n for n in inspect.signature(RaySampler).parameters if n not in ("model", "backend_options")]
         try:
             theirs = list(inspect.signature(registry.get("samplers", backend).obj).parameters)
         except (TypeError, ValueError):
             theirs = []
         for key in backend_options:  # a misspelt option of ray's own (close to one of its, to none of the backend's)
-            if key not in own and not registry.accepts("samplers", backend, key) and did_you_mean(key, own) \
+            ours = did_you_mean(key, own)
+            if ours and key not in own and not registry.accepts("samplers", backend, key) \
                     and not did_you_mean(key, theirs):
-                raise StarKitError(f"sampler 'ray' has no option {key!r}{did_you_mean(key, own)}; its options: "
+                raise StarKitError(f"sampler 'ray' has no option {key!r}{ours}; its options: "
                                    f"{', '.join(own)}, and the backend's ({backend!r})", 2)
         registry.check_options("samplers", backend, model, **backend_options)  # an unknown backend option
 

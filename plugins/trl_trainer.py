@@ -608,9 +608,10 @@ def worker_failure(log_path: Path, start: int = 0) -> str:
     except OSError:
         return "no log"
     parts, rank, signal = [], None, None
-    if "Root Cause (first observed failure):" in lines:
+    roots = [i for i, line in enumerate(lines) if line == "Root Cause (first observed failure):"]
+    if roots:  # the last report's block
         fields = {}
-        for line in lines[len(lines) - 1 - lines[::-1].index("Root Cause (first observed failure):"):]:
+        for line in lines[roots[-1]:]:
             key, sep, value = line.strip().partition(":")
             if sep and key.strip() in ("rank", "exitcode") and key.strip() not in fields:
                 fields[key.strip()] = " ".join(value.split())
