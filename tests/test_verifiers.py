@@ -15,7 +15,7 @@ from star_kit.cli import main
 from star_kit.records import Example
 from star_kit.registry import Registry, load_registry
 from star_kit.store import read_jsonl
-from star_kit_plugins.arithmetic import place_value_rationale, verify_addition
+from star_kit_plugins.arithmetic import FORMATS, place_value_rationale, verify_addition, verify_column
 from star_kit_plugins.commonsense_qa import verify_explanation
 from star_kit_plugins.gsm8k import verify_calculations
 
@@ -62,6 +62,17 @@ def test_arithmetic_verifier_accepts_every_place_value_rationale():
         d = rng.randint(1, 8)
         a, b = rng.randint(0, 10**d - 1), rng.randint(0, 10**d - 1)
         assert verify_addition(_addition(a, b), place_value_rationale(a, b)) is None, (a, b)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_format_verifies_its_gold_rationale_at_every_digit_count_the_task_allows(fmt):
+    """The widest sums (all nines) up to the 30 digits `digits` accepts: the expression bound of the calculator
+    (arith.MAX_CHARS) must not reject what the task writes itself (it did from 17 digits at 400 characters)."""
+    _, verifier, gold = FORMATS[fmt]
+    verify = {"arithmetic": verify_addition, "arithmetic-column": verify_column}[verifier]
+    for d in range(1, 31):
+        a = b = 10**d - 1
+        assert verify(_addition(a, b), gold(a, b)) is None, d
 
 
 @pytest.mark.parametrize("rationale, reason", [
