@@ -1,6 +1,6 @@
 """Probe: right-to-left column-format variants few-shot and hinted on 1-3-digit sums (6 per digit count), SmolLM2-135M.
 Prints (right, right and verified, n) per digit count. Run: .venv/bin/python benchmarks/format_probe_column.py"""
-import os, sys, json
+import os
 os.environ["TQDM_DISABLE"]="1"
 from star_kit.registry import load_registry
 from star_kit.models import resolve_model

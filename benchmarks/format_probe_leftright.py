@@ -1,6 +1,6 @@
 """Probe: left-to-right place-value variants (L1 no parentheses, L2 one equation per place, pv_more2 today's format with two more 2-digit exemplars) few-shot and hinted on 1-3-digit sums (6 per digit count), SmolLM2-135M.
 Prints (right, right with the gold rationale written, n) per digit count. Run: .venv/bin/python benchmarks/format_probe_leftright.py"""
-import os, sys, json
+import os
 os.environ["TQDM_DISABLE"]="1"
 from star_kit.registry import load_registry
 from star_kit.models import resolve_model

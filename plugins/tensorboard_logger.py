@@ -14,12 +14,11 @@ included, prints one warning and never stops the run.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
 import star_kit
-from star_kit.errors import one_line
+from star_kit.errors import one_line, warn_once
 from star_kit.records import IterationResult
 
 SUBDIR = "tensorboard"
@@ -30,7 +29,6 @@ TRAIN_TAGS = {"train_examples": "train/examples", "steps": "train/steps"}
 SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(IterationResult)
                       if f.name not in (*EVAL_FIELDS, *TRAIN_TAGS, "iteration", "checkpoint", "seconds",
                                         "sampled_ahead_in"))  # an iteration number, not a measurement
-_warned: set[str] = set()
 _config_logged: set[str] = set()  # run directories whose config this process has logged (once per process)
 
 
@@ -66,18 +64,13 @@ def train_curve(result: Any) -> list[tuple[int, dict[str, float]]]:
     return curve
 
 
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        print(f"warning: tensorboard logger: {message}", file=sys.stderr)
-
 
 @star_kit.hookimpl
 def star_kit_iteration_end(iteration, result, config, run_dir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception as exc:  # tensorboard not installed (torch raises ImportError), or broken
-        _warn_once("import", f"disabled ({one_line(exc, whole=True)}); pip install tensorboard")
+        warn_once("tensorboard logger", "import", f"disabled ({one_line(exc, whole=True)}); pip install tensorboard")
         return
     log_dir = Path(run_dir) / SUBDIR
     try:
@@ -96,4 +89,4 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
                 writer.add_text("config", "```\n" + text + "```", global_step=int(iteration))
                 _config_logged.add(str(log_dir))
     except Exception as exc:  # a logger never stops a run
-        _warn_once(str(log_dir), f"could not write {log_dir}: {one_line(exc, whole=True)}")
+        warn_once("tensorboard logger", str(log_dir), f"could not write {log_dir}: {one_line(exc, whole=True)}")

@@ -20,17 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import star_kit
-from star_kit.errors import one_line
+from star_kit.errors import one_line, warn_once
 from star_kit_plugins.tensorboard_logger import scalars, train_curve
 
 _state: dict[str, Any] = {"run": None, "dir": None, "defined": set()}  # defined: the metrics given their axis
-_warned: set[str] = set()
 
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        print(f"warning: wandb logger: {message}", file=sys.stderr)
 
 
 def _wandb():
@@ -38,12 +32,13 @@ def _wandb():
     if not os.environ.get("WANDB_PROJECT"):
         return None
     if "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
-        _warn_once("missing", "WANDB_PROJECT is set but wandb is not installed; W&B logging is off")
+        warn_once("wandb logger", "missing", "WANDB_PROJECT is set but wandb is not installed; W&B logging is off")
         return None
     try:
         import wandb
     except Exception as exc:
-        _warn_once("import", f"wandb failed to import ({one_line(exc, whole=True)}); W&B logging is off")
+        warn_once("wandb logger", "import",
+                  f"wandb failed to import ({one_line(exc, whole=True)}); W&B logging is off")
         return None
     return wandb
 
@@ -85,4 +80,4 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
         for step, point in train_curve(result):  # the fine-tune's logged steps: one curve per iteration
             run.log({"train_step": step, **{f"train_{k}/iter_{int(iteration):02d}": v for k, v in point.items()}})
     except Exception as exc:  # a logger never stops a run
-        _warn_once(f"log:{run_dir}", f"could not log to W&B: {one_line(exc, whole=True)}")
+        warn_once("wandb logger", f"log:{run_dir}", f"could not log to W&B: {one_line(exc, whole=True)}")

@@ -22,7 +22,7 @@ from fractions import Fraction
 from functools import cache
 from typing import Iterator
 
-MAX_CHARS = 1200  # characters of one expression: the widest star-kit writes itself, a 30-digit place-value split, has 1,169
+MAX_CHARS = 1200  # characters of one expression (the widest star-kit writes, a 30-digit place-value split: 1,169)
 MAX_DIGITS = 60  # digits of any number written or computed
 
 _NUM = r"\$?\s?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\$?\s?\.\d+"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import sys
+
+#: (who, key) pairs already warned about in this process (:func:`warn_once`)
+WARNED: set[tuple[str, str]] = set()
 
 
 def one_line(exc: BaseException, whole: bool = False, limit: int = 600, typed: bool = True) -> str:
@@ -15,6 +19,14 @@ def one_line(exc: BaseException, whole: bool = False, limit: int = 600, typed: b
     message = "; ".join(text) if whole else text[0]
     message = f"{message[:limit]}{'...' if len(message) > limit else ''}"
     return f"{type(exc).__name__}: {message}" if typed else message
+
+
+def warn_once(who: str, key: str, message: str) -> None:
+    """Print ``warning: WHO: MESSAGE`` to stderr the first time ``(who, key)`` is seen in this process: a plugin's
+    failure that repeats every iteration (a logger that cannot write) is shown once, not once per event."""
+    if (who, key) not in WARNED:
+        WARNED.add((who, key))
+        print(f"warning: {who}: {message}", file=sys.stderr)
 
 
 class StarKitError(Exception):

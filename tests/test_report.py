@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from star_kit import errors
 from star_kit.cli import main
 from star_kit.config import RunConfig
 from star_kit.records import IterationResult
@@ -390,7 +391,7 @@ def test_wandb_logger_is_off_without_project_and_logs_with_it(tmp_path, monkeypa
     # wandb not importable: nothing happens, one note.
     monkeypatch.delitem(sys.modules, "wandb")
     monkeypatch.setattr(wandb_logger.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(wandb_logger, "_warned", set())
+    monkeypatch.setattr(errors, "WARNED", set())
     wandb_logger.star_kit_iteration_end(iteration=1, result=r1, config=RunConfig(), run_dir=tmp_path / "third")
     assert "wandb is not installed" in capsys.readouterr().err
 
