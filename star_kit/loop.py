@@ -499,7 +499,9 @@ class StarRun:
         if not fresh:
             self.log(self.resume_note(history))
         done = {r.iteration for r in history}
-        current = next((r.checkpoint for r in reversed(history) if r.checkpoint), None) or base_model
+        # M(n) of the last finished iteration: its checkpoint, or M0 when it had nothing to train on (as an
+        # uninterrupted run goes on from it; not an earlier iteration's checkpoint)
+        current = (max(history, key=lambda r: r.iteration).checkpoint if history else None) or base_model
         try:
             sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
         except BaseException:

@@ -2,6 +2,7 @@
 gets M0, iteration n samples from M(n-1), the step schedule, and rationalized rationales trained without the hint."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,24 @@ def test_a_rescued_rationalization_reaches_train_jsonl_without_its_hint(test_plu
     for t in rescued:
         assert t["prompt"] == star.task.prompt(examples[t["example_id"]], hint=False, fewshot=False)
         assert t["completion"].startswith(" Working it out step by step gives it.")
+
+
+def test_a_resume_after_an_iteration_that_trained_nothing_samples_from_m0(test_plugin, tmp_path, base_model):
+    """M(n) of an iteration with nothing to train on is M0: iteration n+1 samples from M0 in an uninterrupted run,
+    and so must a resumed one (it took the last checkpoint recorded, M(n-1)'s)."""
+    star, history, events, _ = scripted_run(test_plugin, tmp_path, base_model, iterations=2)
+    ck1 = str(star.store.artifact(1, "checkpoint"))
+    assert history[1].checkpoint == ck1
+    # iteration 2 as recorded when it kept nothing: no training, no checkpoint
+    metrics = star.store.root / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows[2].update(checkpoint=None, steps=0, train_examples=0)
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.rmtree(star.store.artifact(2, "checkpoint"))
+    import plugins_for_tests
+
+    plugins_for_tests.EVENTS.clear()
+    config = RunConfig(**{**star.config.__dict__, "iterations": 3})
+    StarRun(config, load_registry(), Phases(enabled=False), log=lambda line: None).run(resume=True)
+    models = [e[1] for e in plugins_for_tests.EVENTS if e[0] in ("init", "load", "generate")]
+    assert models[0] == base_model and ck1 not in models, models
