@@ -156,6 +156,13 @@ class RunConfig:
             raise StarKitError(f"{name('base_steps')} must be >= 1, got {self.base_steps}", 2)
         if not self.step_growth > 0:
             raise StarKitError(f"{name('step_growth')} must be > 0, got {self.step_growth}", 2)
+        if self.iterations >= 1 and self.step_schedule != "linear":
+            # 0 steps would not mean "no training" to the trainer (max_steps <= 0: whole epochs instead); the steps
+            # only fall or only rise, so the last iteration's are the ones to check
+            if (why := _schedule_problem(self.iterations, self)) is not None:
+                n = next(k for k in range(1, self.iterations + 1) if _schedule_problem(k, self))
+                raise StarKitError(f"{name('step_growth')} {self.step_growth:g} with {name('base_steps')} "
+                                   f"{self.base_steps} gives {why} at iteration {n} of {self.iterations}", 2)
         if self.chunk_size < 1:
             raise StarKitError(f"{name('chunk_size')} must be >= 1, got {self.chunk_size}", 2)
         if not self.temperature >= 0:
@@ -582,6 +589,14 @@ def nothing_to_resume(run_dir: Any) -> StarKitError:
 def changed_key(run_dir: Any, name: str, was: str, now: str) -> StarKitError:
     """The error of ``--resume DIR`` with a key that differs from config.yaml's (``was`` and ``now`` as shown)."""
     return StarKitError(f"--resume {run_dir}: config key {name!r} differs ({was} in config.yaml, {now} now)", 2)
+
+
+def _schedule_problem(iteration: int, config: RunConfig) -> str | None:
+    """Why ``steps_for(iteration)`` is no step count a trainer can run, or None."""
+    try:
+        return "0 training steps" if steps_for(iteration, config) < 1 else None
+    except OverflowError:
+        return "more training steps than can be counted"
 
 
 def steps_for(iteration: int, config: RunConfig) -> int:

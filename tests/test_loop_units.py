@@ -21,6 +21,21 @@ def test_step_schedule_exponential_and_linear():
         steps_for(0, config)
 
 
+@pytest.mark.parametrize("args, message", [
+    # a falling schedule reaches 0 steps, which the trainer would read as "train whole epochs" (max_steps <= 0)
+    (["--step-growth", "0.5", "--iterations", "9"], "--step-growth 0.5 with --base-steps 40 gives 0 training "
+                                                    "steps at iteration 8 of 9"),
+    (["--step-growth", "0.4", "--base-steps", "1", "--iterations", "3"], "gives 0 training steps at iteration 2"),
+    (["--step-growth", "1e300", "--iterations", "4"], "more training steps than can be counted at iteration 3"),
+])
+def test_a_step_schedule_without_a_trainable_step_count_is_refused(args, message, capsys, tmp_path):
+    assert main(["run", *args, "--out", str(tmp_path / "run"), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert main(["run", "--step-growth", "0.5", "--iterations", "7", "--out", str(tmp_path / "r"),
+                 "--print-config"]) == 0  # 40 ... 1 step: each a step count
+
+
 def _sample(example, completion, hinted=False):
     return Sample(example.id, example.question, completion, None, example.answer, True, hinted)
 
