@@ -1,4 +1,5 @@
-"""What several benchmark scripts share: the `star-kit run` command line of one run, and `--variant NAME=ARGS`."""
+"""What several benchmark scripts share: the `star-kit run` command line of one run, and `--variant NAME=ARGS`.
+(A command line a result or a log keeps goes through `star_kit.config.redact_argv`.)"""
 
 from __future__ import annotations
 
@@ -11,18 +12,6 @@ from pathlib import Path
 def star_kit_run(out: Path, *args: str) -> list[str]:
     """The command of one `star-kit run` into ``out``, without a progress bar (this Python's star-kit)."""
     return [sys.executable, "-m", "star_kit", "run", "--out", str(out), "--no-progress", *args]
-
-
-def redacted(args: list[str]) -> list[str]:
-    """``args`` as a result or a log may keep them: the value of every ``KEY=VALUE`` whose KEY names a credential
-    (``--sampler-opt api_key=...``; :func:`star_kit.config.is_secret_key`) is ``<redacted>``."""
-    from star_kit.config import REDACTED, is_secret_key
-
-    out = []
-    for arg in args:
-        key, sep, _ = arg.partition("=")
-        out.append(f"{key}={REDACTED}" if sep and is_secret_key(key.lstrip("-")) else arg)
-    return out
 
 
 def parse_variants(parser: argparse.ArgumentParser, values: list[str], default: str = "default") -> dict[str, str]:

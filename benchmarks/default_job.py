@@ -26,7 +26,8 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parse_variants, redacted, star_kit_run  # noqa: E402
+from _common import parse_variants, star_kit_run  # noqa: E402
+from star_kit.config import redact_argv  # noqa: E402
 
 
 def run_variant(extra: list[str], out: Path) -> dict:
@@ -42,7 +43,7 @@ def run_variant(extra: list[str], out: Path) -> dict:
         for phase, s in row["seconds"].items():
             phases[phase] += s
     total = sum(phases.values())
-    return {"args": " ".join(redacted(extra)), "wall_s": round(wall, 1),
+    return {"args": " ".join(redact_argv(extra)), "wall_s": round(wall, 1),
             "accuracy": [round(r["accuracy"], 4) for r in rows],
             # what STaR kept per iteration: sampled right and verified, rescued by rationalization (of attempts),
             # right answers the verifier rejected; verified share = kept / (kept + rejected)

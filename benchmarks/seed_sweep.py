@@ -37,7 +37,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 OWN_FLAGS = ("--seed", "--out", "--resume")  # the sweep sets these per run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parse_variants, redacted, star_kit_run  # noqa: E402
+from _common import parse_variants, star_kit_run  # noqa: E402
+from star_kit.config import redact_argv  # noqa: E402
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -67,7 +68,7 @@ def summarize(variants: dict[str, str], seeds: list[int], runs: dict[tuple[str, 
                 for r in rows:
                     by_iter.setdefault(r["iteration"], []).append(r["accuracy"])
         out["variants"][name] = {
-            "args": shlex.join(redacted(shlex.split(extra))), "seeds": per_seed,
+            "args": shlex.join(redact_argv(shlex.split(extra))), "seeds": per_seed,
             "mean": {i: {"mean": round(statistics.fmean(v), 6), "sd": round(statistics.stdev(v), 6) if len(v) > 1
                          else None, "n": len(v)} for i, v in sorted(by_iter.items())},
         }
@@ -124,7 +125,7 @@ def main() -> None:
             cmd = star_kit_run(run["dir"], "--seed", str(key[1]), *shlex.split(args.common),
                                *shlex.split(variants[key[0]]))
             with open(root / f"{key[0]}-s{key[1]}.log", "w") as log:  # the child keeps its own handle
-                log.write("$ " + shlex.join(redacted(cmd)) + "\n")
+                log.write("$ " + shlex.join(redact_argv(cmd)) + "\n")
                 log.flush()
                 run["t0"] = time.monotonic()
                 running[key] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -147,7 +148,7 @@ def main() -> None:
     for key, run in runs.items():
         run.setdefault("exit", "not started")
     summary = summarize(variants, seeds, runs)
-    summary.update(common=shlex.join(redacted(shlex.split(args.common))), jobs=args.jobs,
+    summary.update(common=shlex.join(redact_argv(shlex.split(args.common))), jobs=args.jobs,
                    runs=str(root) if args.keep else None)
     print(table(summary))
     line = json.dumps(summary)
