@@ -108,7 +108,10 @@ def register_verifiers(register: Register) -> None:
 
 @hookspec
 def star_kit_iteration_start(iteration: int, config: "RunConfig", run_dir: Path) -> None:
-    """Called at the start of each STaR iteration (before sampling).
+    """Called when iteration ``iteration`` (1, 2, ...; not the baseline, 0) starts its own steps, on a fresh run
+    and on a resumed one: before its sampling, or, when that sampling rode along with the previous iteration's
+    evaluation pass (``--merge-passes``, the default; ``sampled_ahead_in`` in its result), before its
+    rationalization.
 
     Arguments: ``iteration`` (int, 1-based), ``config`` (:class:`star_kit.config.RunConfig`, credentials
     redacted), ``run_dir`` (:class:`pathlib.Path`). An implementation may take any subset of them.
