@@ -14,7 +14,7 @@ the letters answered (``-``: no answer):
     shuffle      every dev question's choices in a seeded order (gold letter remapped)
     direct       no rationale in the exemplars: "The answer is (b)."
 
-    python benchmarks/commonsense_qa_bias.py --data-dir ../shared/data [--n 200] [--variants base,shuffle,...]
+    python benchmarks/commonsense_qa_bias.py --data-dir DATA [--n 200] [--variants base,shuffle,...]
 
 Prints one JSON line per variant.
 """

@@ -7,7 +7,7 @@ Both are scored on the same thing: the completions cut at the first stop string 
 counts useful tokens and `speedup_vs_naive` is the ratio of wall times for the same work.
 
     python benchmarks/sampler_throughput.py [--quick] [--tasks arithmetic,gsm8k,commonsense_qa] [--n 64]
-        [--batch-size 32] [--rounds 2] [--data-dir ../shared/data]
+        [--batch-size 32] [--rounds 2] [--data-dir DATA]
 
 The last line printed is one JSON object with the figures.
 """

@@ -11,7 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The real GSM8K and CommonsenseQA files (the layout --data-dir reads), for the tests that need them (skipped
+# without): $STAR_KIT_TEST_DATA, else a shared/data folder beside the checkout, as CI provides it.
+REAL_DATA = Path(os.environ.get("STAR_KIT_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 TESTS = Path(__file__).resolve().parent
 
 

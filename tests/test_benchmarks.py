@@ -86,9 +86,9 @@ def test_default_job_variants(tiny_model):
 
 
 def test_commonsense_qa_bias_runs(tiny_model):
-    from conftest import SHARED_DATA
+    from conftest import REAL_DATA
 
-    data_dir = SHARED_DATA if SHARED_DATA.is_dir() else ROOT / "tests" / "fixtures" / "data"
+    data_dir = REAL_DATA if REAL_DATA.is_dir() else ROOT / "tests" / "fixtures" / "data"
     data = _last_json([sys.executable, "benchmarks/commonsense_qa_bias.py", "--data-dir", str(data_dir), "--n", "2",
                        "--model", tiny_model, "--variants", "shuffle,letter_text"])
     assert data["variant"] == "letter_text" and data["n"] == 2

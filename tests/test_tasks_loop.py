@@ -10,15 +10,15 @@ import pytest
 from star_kit.cli import main
 from star_kit.store import read_jsonl
 
-from conftest import SHARED_DATA
+from conftest import REAL_DATA
 
 
 @pytest.mark.parametrize("task", ["commonsense_qa", "gsm8k"])
 def test_one_iteration_on_real_data(task, tiny_model, tmp_path):
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA}")
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA}")
     out = tmp_path / "run"
-    code = main(["run", "--task", task, "--data-dir", str(SHARED_DATA), "--model", tiny_model, "--out", str(out),
+    code = main(["run", "--task", task, "--data-dir", str(REAL_DATA), "--model", tiny_model, "--out", str(out),
                  "--iterations", "1", "--train-size", "3", "--eval-size", "2", "--base-steps", "1",
                  "--no-progress", "--sampler-opt", "batch_size=3"])
     assert code == 0

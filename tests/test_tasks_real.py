@@ -1,7 +1,7 @@
 """CommonsenseQA and GSM8K: loading (local files, env var, hub fallback), malformed rows, extractors, hints, prompts.
 
 Unit tests use the hand-written fixtures in tests/fixtures/data; the integration tests at the bottom read the real
-files from ../shared/data and are skipped when that folder is absent.
+files (conftest.REAL_DATA) and are skipped when that folder is absent.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REAL_DATA
 from star_kit.errors import DataError, StarKitError
 from star_kit.loop import build_training_set
 from star_kit.records import Sample
@@ -21,7 +22,6 @@ from star_kit_plugins.commonsense_qa import CommonsenseQATask, extract_choice, l
 from star_kit_plugins.gsm8k import GSM8KTask, canonical_answer, extract_number
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
@@ -510,12 +510,12 @@ def test_commonsense_qa_exemplars_have_five_choices_and_varied_answers():
 
 
 # -- the real data (integration) ---------------------------------------------------------------------------------
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}")
+needs_shared = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data not found at {REAL_DATA}")
 
 
 @needs_shared
 def test_real_gsm8k_rows():
-    task = GSM8KTask(data_dir=str(SHARED_DATA))
+    task = GSM8KTask(data_dir=str(REAL_DATA))
     train, test = task.examples("train", None, 0), task.examples("eval", None, 0)
     assert (len(train), len(test)) == (7473, 1319)
     assert len({e.id for e in train + test}) == 7473 + 1319
@@ -523,14 +523,14 @@ def test_real_gsm8k_rows():
     assert all(re.fullmatch(r"-?\d+", e.answer) for e in train + test)  # commas removed, no decimals
     # The reference solutions themselves extract to the gold answer.
     for split in ("train", "test"):
-        for line in (SHARED_DATA / "gsm8k" / f"{split}.jsonl").read_text().splitlines():
+        for line in (REAL_DATA / "gsm8k" / f"{split}.jsonl").read_text().splitlines():
             row = json.loads(line)
             assert extract_number(row["answer"]) == canonical_answer(row["answer"].rpartition("####")[2])
 
 
 @needs_shared
 def test_real_commonsense_qa_rows():
-    task = CommonsenseQATask(data_dir=str(SHARED_DATA), answer_format="choice")
+    task = CommonsenseQATask(data_dir=str(REAL_DATA), answer_format="choice")
     train, dev = task.examples("train", None, 0), task.examples("eval", None, 0)
     assert (len(train), len(dev)) == (9741, 1221)
     assert {letter_of(e.answer) for e in dev} == set("abcde")
@@ -544,7 +544,7 @@ def test_real_commonsense_qa_rows():
 
 @needs_shared
 def test_real_data_through_the_registry_and_env(monkeypatch):
-    monkeypatch.setenv("STAR_KIT_DATA_DIR", str(SHARED_DATA))
+    monkeypatch.setenv("STAR_KIT_DATA_DIR", str(REAL_DATA))
     registry = load_registry()
     task = registry.create("tasks", "gsm8k", data_dir=None)
     assert len(task.examples("eval", 200, 0)) == 200
