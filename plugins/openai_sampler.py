@@ -44,10 +44,6 @@ _PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-class _Retryable(Exception):
-    pass
-
-
 class OpenAISampler:
     """Options: ``base_url`` (default ``$OPENAI_BASE_URL`` or ``http://127.0.0.1:8000/v1``), ``api_key``
     (default ``$OPENAI_API_KEY``; none sent when unset), ``served_model`` (name sent as ``model``; ``{model}`` is

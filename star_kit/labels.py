@@ -41,15 +41,6 @@ def eval_label_counts(task: Any, examples: Iterable[Any], rows: Iterable[Mapping
                                if isinstance(r, Mapping) and r.get("example_id") in by_id))
 
 
-def train_label_counts(task: Any, examples: Iterable[Any], pairs: Iterable[Any]) -> dict[str, int] | None:
-    """The distribution of the gold answers of training pairs (:class:`star_kit.records.TrainExample`), looked up
-    by ``example_id``: a task's ``augment`` copies (which keep the original's id) count under the original's
-    label, so the loop counts :func:`star_kit.loop.training_pairs`' own examples with :func:`label_counts`."""
-    by_id = {e.id: e for e in examples}
-    return label_counts(task, ((by_id[p.example_id], by_id[p.example_id].answer) for p in pairs
-                               if p.example_id in by_id))
-
-
 def format_counts(counts: Mapping[str, int] | None, top: int = 0, compact: bool = False) -> str:
     """'c 173 · d 14 · e 9 · b 2 · none 2' (largest first; ``top`` > 0 keeps that many and sums the rest as
     'other'); ``compact`` (table cells): 'c173 d14 e9 +4'; '' when there is none."""
