@@ -70,7 +70,8 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception as exc:  # tensorboard not installed (torch raises ImportError), or broken
-        warn_once("tensorboard logger", "import", f"disabled ({one_line(exc, whole=True)}); pip install tensorboard")
+        warn_once(("tensorboard logger", "import"),
+                  f"tensorboard logger: disabled ({one_line(exc, whole=True)}); pip install tensorboard")
         return
     log_dir = Path(run_dir) / SUBDIR
     try:
@@ -89,4 +90,5 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
                 writer.add_text("config", "```\n" + text + "```", global_step=int(iteration))
                 _config_logged.add(str(log_dir))
     except Exception as exc:  # a logger never stops a run
-        warn_once("tensorboard logger", str(log_dir), f"could not write {log_dir}: {one_line(exc, whole=True)}")
+        warn_once(("tensorboard logger", str(log_dir)),
+                  f"tensorboard logger: could not write {log_dir}: {one_line(exc, whole=True)}")

@@ -32,13 +32,14 @@ def _wandb():
     if not os.environ.get("WANDB_PROJECT"):
         return None
     if "wandb" not in sys.modules and importlib.util.find_spec("wandb") is None:
-        warn_once("wandb logger", "missing", "WANDB_PROJECT is set but wandb is not installed; W&B logging is off")
+        warn_once(("wandb logger", "missing"),
+                  "wandb logger: WANDB_PROJECT is set but wandb is not installed; W&B logging is off")
         return None
     try:
         import wandb
     except Exception as exc:
-        warn_once("wandb logger", "import",
-                  f"wandb failed to import ({one_line(exc, whole=True)}); W&B logging is off")
+        warn_once(("wandb logger", "import"),
+                  f"wandb logger: wandb failed to import ({one_line(exc, whole=True)}); W&B logging is off")
         return None
     return wandb
 
@@ -80,4 +81,5 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
         for step, point in train_curve(result):  # the fine-tune's logged steps: one curve per iteration
             run.log({"train_step": step, **{f"train_{k}/iter_{int(iteration):02d}": v for k, v in point.items()}})
     except Exception as exc:  # a logger never stops a run
-        warn_once("wandb logger", f"log:{run_dir}", f"could not log to W&B: {one_line(exc, whole=True)}")
+        warn_once(("wandb logger", f"log:{run_dir}"),
+                  f"wandb logger: could not log to W&B: {one_line(exc, whole=True)}")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import sys
+from typing import Hashable
 
-#: (who, key) pairs already warned about in this process (:func:`warn_once`)
-WARNED: set[tuple[str, str]] = set()
+#: the keys :func:`warn_once` has warned about in this process
+WARNED: set = set()
 
 
 def one_line(exc: BaseException, whole: bool = False, limit: int = 600, typed: bool = True) -> str:
@@ -21,12 +22,16 @@ def one_line(exc: BaseException, whole: bool = False, limit: int = 600, typed: b
     return f"{type(exc).__name__}: {message}" if typed else message
 
 
-def warn_once(who: str, key: str, message: str) -> None:
-    """Print ``warning: WHO: MESSAGE`` to stderr the first time ``(who, key)`` is seen in this process: a plugin's
-    failure that repeats every iteration (a logger that cannot write) is shown once, not once per event."""
-    if (who, key) not in WARNED:
-        WARNED.add((who, key))
-        print(f"warning: {who}: {message}", file=sys.stderr)
+def warn_once(key: Hashable, message: str, seen: set | None = None) -> bool:
+    """Print ``warning: MESSAGE`` to stderr the first time ``key`` is met in ``seen`` (default: this process's
+    :data:`WARNED`); True when it printed. A plugin's failure that repeats (a logger that cannot write, an extractor
+    that raises on every text) is shown once, not once per event."""
+    seen = WARNED if seen is None else seen
+    if key in seen:
+        return False
+    seen.add(key)
+    print(f"warning: {message}", file=sys.stderr)
+    return True
 
 
 class StarKitError(Exception):

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean, one_line
+from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean, one_line, warn_once
 
 BUILTIN_DISTRIBUTION = "star-kit"
 
@@ -324,12 +324,9 @@ class Registry:
 
     def _warn_once(self, kind: str, name: str, what: str) -> None:
         """A plugin bug seen while grading (the run goes on): one warning per plugin, on stderr and in problems."""
-        if (kind, name) in self._warned:
-            return
-        self._warned.add((kind, name))
         warning = f"{self.where(kind, name)} {what}"
-        self.problems.append(warning)
-        print(f"warning: {warning}", file=sys.stderr)
+        if warn_once((kind, name), warning, self._warned):
+            self.problems.append(warning)
 
     def extractor(self, name: str) -> Callable[[str], str | None]:
         """The named answer extractor, wrapped so that it never raises (a raise, or a value that is not a string
