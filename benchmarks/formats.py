@@ -66,21 +66,14 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    import yaml
-
+    from star_kit.config import parse_scalar
     from star_kit.models import resolve_model
     from star_kit.records import TrainExample
     from star_kit.registry import load_registry
 
     registry = load_registry()
     base = resolve_model(args.model)
-    def value(text: str):
-        try:
-            return float(text) if "e" in text.lower() and not text.isalpha() else yaml.safe_load(text)
-        except ValueError:
-            return yaml.safe_load(text)
-
-    trainer_options = {k: value(v) for k, v in (o.split("=", 1) for o in args.trainer_opt)}
+    trainer_options = {k: parse_scalar(v) for k, v in (o.split("=", 1) for o in args.trainer_opt)}
     modes = args.modes.split(",")
     sampler = registry.create("samplers", "hf", base)
     results = []
