@@ -819,12 +819,9 @@ class StarRun:
 
     def history(self) -> list[IterationResult]:
         """The recorded iterations (metrics.jsonl; a damaged line stops with file:line, see ``read_jsonl``)."""
-        known = set(IterationResult.__dataclass_fields__)
         # a row written before ``eval_prompt`` was recorded gets it from the config (which a resume cannot change)
         rows = [row for row in self.store.metrics() if isinstance(row.get("iteration"), int)]
-        return [IterationResult(**{k: v for k, v in row.items() if k in known and k != "eval_prompt"},
-                                eval_prompt=row.get("eval_prompt") or self.eval_prompt(row["iteration"]))
-                for row in rows]
+        return [IterationResult.from_row(row, eval_prompt=self.eval_prompt(row["iteration"])) for row in rows]
 
 
 def maj_fields(maj: dict | None) -> dict:

@@ -135,6 +135,13 @@ class IterationResult:
     # sampling's (at iteration 0, where nothing is sampled, it is this count too); None in rows written before
     eval_no_answer: int | None = None
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any], **defaults: Any) -> "IterationResult":
+        """A ``metrics.jsonl`` row as a record: keys it does not know are dropped (a newer release's), and
+        ``defaults`` fill the keys the row lacks or holds as null (an older release's: ``eval_prompt``)."""
+        known = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
+        return cls(**{**defaults, **{k: v for k, v in known.items() if v is not None or k not in defaults}})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

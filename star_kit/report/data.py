@@ -19,7 +19,6 @@ from ..records import PHASES, PROMPT_NAMES, IterationResult, Sample
 from ..store import RunStore, read_json, read_jsonl
 
 _SAMPLE_FIELDS = {f.name: f for f in dataclasses.fields(Sample)}
-_RESULT_FIELDS = {f.name for f in dataclasses.fields(IterationResult)}
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -89,8 +88,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
 
 def results(data: dict[str, Any]) -> list[IterationResult]:
     """The metrics rows of :func:`load_run` as records (unknown keys dropped, missing ones at their defaults)."""
-    return [IterationResult(**{"accuracy": None, **{k: v for k, v in row.items() if k in _RESULT_FIELDS}})
-            for row in data["metrics"]]
+    return [IterationResult.from_row(row, accuracy=None) for row in data["metrics"]]
 
 
 def prompt_cell(iteration: int, eval_prompt: str | None) -> str:
