@@ -85,8 +85,8 @@ class HFSampler:
 
         self.close()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model)
-            net = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype)
+            tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
+            net = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype, trust_remote_code=False)
         except OSError as exc:
             raise StarKitError(f"sampler 'hf': cannot load model {model!r}: {one_line(exc)}") from exc
         tokenizer.padding_side = "left"

@@ -234,7 +234,7 @@ class TRLSFTTrainer:
 
         cuda = torch.cuda.is_available()
         bf16 = self.uses_bf16(cuda)
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         peft_config = None
@@ -271,7 +271,7 @@ class TRLSFTTrainer:
         from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
         from trl import SFTConfig, SFTTrainer
 
-        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, trust_remote_code=False)
         options = dict(options)
         # measured on the loaded model in a single process; under accelerate a rank may not hold the weights yet
         # (FSDP's rank-0 loading), so the workers train as configured
@@ -426,7 +426,7 @@ def checkpoint_dtype(base_model: str, mixed_precision: bool) -> Any:
     import torch
     from transformers import AutoConfig
 
-    stored = getattr(AutoConfig.from_pretrained(base_model).get_text_config(), "dtype", None)
+    stored = getattr(AutoConfig.from_pretrained(base_model, trust_remote_code=False).get_text_config(), "dtype", None)
     stored = getattr(torch, stored, None) if isinstance(stored, str) else stored
     return stored if mixed_precision and stored in (torch.bfloat16, torch.float16) else torch.float32
 

@@ -88,14 +88,14 @@ def _model_config(name: str) -> dict:
     """The model config as transformers reads it (a local folder or a cached hub id), as a plain dict."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(name).to_dict()
+    return AutoConfig.from_pretrained(name, trust_remote_code=False).to_dict()
 
 
 def _generation_eos(name: str):
     from transformers import GenerationConfig
 
     try:
-        return GenerationConfig.from_pretrained(name).eos_token_id
+        return GenerationConfig.from_pretrained(name, trust_remote_code=False).eos_token_id
     except OSError:  # no generation_config.json: vLLM uses the model config's
         return None
 
@@ -105,7 +105,7 @@ def _tokenizer_signature(folder: str) -> str:
     """A digest of the tokenizer's vocabulary and special tokens (what token ids mean)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     data = {
         "vocab": sorted(tok.get_vocab().items()),
         "special": sorted((str(k), str(v)) for k, v in tok.special_tokens_map.items()),

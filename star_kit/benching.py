@@ -106,6 +106,7 @@ def run_targets(run_dir: Path, note=None) -> tuple[dict[str, Any], list[Target]]
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise StarKitError(f"--run {run_dir}: no config.yaml there (not a star-kit run directory)", 2)
+    RunStore(run_dir).check_entries(f"--run {run_dir}")
     config = load_config_file(config_path)
     from .config import RunConfig
 
@@ -251,7 +252,7 @@ def bench_lm_eval(spec: TaskSpec, model_path: str, limit, seed, phases, label: s
     t0 = time.perf_counter()
     with phases.phase(f"{label} · {spec.name}", limit or 0, "q") as advance:
         try:
-            lm = HFLM(pretrained=model_path)
+            lm = HFLM(pretrained=model_path, trust_remote_code=False)
             results = lm_eval.simple_evaluate(model=lm, tasks=[spec.lm_eval_name], limit=limit, task_manager=manager,
                                               log_samples=False, random_seed=seed, numpy_random_seed=seed,
                                               torch_random_seed=seed, fewshot_random_seed=seed)

@@ -376,6 +376,8 @@ class StarRun:
         from .config import (changed_key, is_environment_key, load_config_file, local_paths_absolute, predated,
                              redact, without_secrets)
 
+        self.store.check_entries(f"--resume {self.store.root}")
+
         config, store = self.config, self.store
         # a key the run predates: what it did then; relative paths of an older run: from here, as it read them
         saved = local_paths_absolute(predated(load_config_file(store.config_path)))

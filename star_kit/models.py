@@ -174,7 +174,7 @@ def _hub_has(name: str) -> bool:
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(name)
+        AutoConfig.from_pretrained(name, trust_remote_code=False)
     except Exception:
         return False
     return True

@@ -11,12 +11,14 @@ A step is done when its artifact exists: every artifact is written to a temporar
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -208,7 +210,8 @@ class RunStore:
 
     def iterations(self) -> list[int]:
         """The iterations whose ``iter_NN`` folder the run directory holds, in order."""
-        return sorted(int(p.name[5:]) for p in self.root.glob("iter_[0-9]*") if p.name[5:].isdigit() and p.is_dir())
+        return sorted(int(p.name[5:]) for p in self.root.glob("iter_[0-9]*")
+                      if p.name[5:].isascii() and p.name[5:].isdigit() and p.is_dir())
 
     def iter_dir(self, iteration: int) -> Path:
         return self.root / f"iter_{iteration:02d}"
@@ -222,18 +225,45 @@ class RunStore:
             return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
         return path.exists()
 
+    def foreign_entry(self) -> str | None:
+        """The first entry of the run directory that star-kit never writes there: a symbolic link, or anything but
+        a regular file or a folder (a FIFO, a device, a socket); None when there is none. A run directory is data
+        that star-kit reads back and writes over: through a link, a resume would delete or append to files
+        elsewhere and the report would embed them; a FIFO would block a read for ever."""
+        for folder, dirs, files in os.walk(self.root, followlinks=False):
+            for name in sorted(dirs + files):
+                path = Path(folder) / name
+                try:
+                    mode = path.lstat().st_mode
+                except OSError:
+                    continue
+                if stat.S_ISLNK(mode):
+                    return f"{path} is a symbolic link"
+                if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    return f"{path} is not a regular file or a folder"
+        return None
+
+    def check_entries(self, what: str) -> None:
+        """Stop with one line when :meth:`foreign_entry` finds one (``what``: '--resume DIR', 'report')."""
+        found = self.foreign_entry()
+        if found:
+            raise StarKitError(f"{what}: {found}: a run directory holds only the files and folders star-kit writes "
+                               f"(copy it with its links resolved, or remove that entry)", 2)
+
     def finished_steps(self, iteration: int) -> list[str]:
         """The :data:`STEP_FILES` that ``iteration`` holds."""
         return [name for name in self.STEP_FILES if self.has(iteration, name)]
 
     def metrics(self) -> list[dict[str, Any]]:
-        """metrics.jsonl's rows; each ``checkpoint`` names this directory's (a copied or moved run directory's
-        rows name the folder it was made in; a resume goes on from, and records, its own)."""
+        """metrics.jsonl's rows; each ``checkpoint`` names this directory's ``iter_NN/checkpoint``, whatever path
+        the row recorded (a copied or moved run directory's rows name the folder it was made in; a resume goes on
+        from, and records, its own): a run directory never sends star-kit to load a model from elsewhere."""
         rows = read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
-        for row in rows:  # (a copy without its checkpoint folders keeps the paths it recorded)
-            if row.get("checkpoint") and isinstance(row.get("iteration"), int) and self.has(row["iteration"],
-                                                                                                 "checkpoint"):
-                row["checkpoint"] = str(self.artifact(row["iteration"], "checkpoint"))
+        for row in rows:
+            if row.get("checkpoint") is not None:
+                iteration = row.get("iteration")
+                row["checkpoint"] = str(self.artifact(iteration, "checkpoint")) if isinstance(iteration, int) \
+                    and not isinstance(iteration, bool) and iteration >= 0 else None
         return rows
 
     def record(self, row: dict[str, Any]) -> None:
@@ -267,10 +297,16 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a symbolic link, never a FIFO or a device: only a regular file of its own
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except OSError as exc:
-                raise StarKitError(f"cannot lock run directory {self.root}: {exc.strerror or exc}") from exc
+                why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
+                raise StarKitError(f"cannot lock run directory {self.root}: {self.path}: {why} (star-kit writes "
+                                   f"this file itself: remove it)", 2) from exc
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise StarKitError(f"cannot lock run directory {self.root}: {self.path} is not a regular file "
+                                   f"(star-kit writes this file itself: remove it)", 2)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
@@ -287,8 +323,13 @@ class RunLock:
             os.close(fd)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime())}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StarKitError(f"cannot lock run directory {self.root}: writing {self.path}: "
+                               f"{exc.strerror or exc}") from exc
         self.fd = fd
         return self
 

@@ -332,3 +332,94 @@ def test_reload_command_gets_the_model_path_as_data(tmp_path, monkeypatch):
         sampler.load(model)
         assert got.read_text() == f"{model}|{model}"
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_lock_file_is_never_written_through_a_link_or_into_a_fifo(tmp_path, fake_model, capsys):
+    """A planted ``.lock`` (a link to a user's file, a FIFO) is refused before anything is written: the lock was
+    truncated and overwritten through the link even when the resume was then refused."""
+    import os
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("IMPORTANT USER DATA\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    assert _run(out, fake_model) == 2
+    err = capsys.readouterr().err
+    assert f"{out / '.lock'}: it is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert victim.read_text() == "IMPORTANT USER DATA\n"
+    (out / ".lock").unlink()
+    os.mkfifo(out / ".lock")
+    assert _run(out, fake_model) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["link to a folder", "link to a file", "fifo"])
+def test_resume_report_and_bench_refuse_a_run_directory_holding_links_or_fifos(tmp_path, fake_model, capsys, kind):
+    """Through a link a resume would delete (a checkpoint folder published over) or append to (a worker log)
+    files elsewhere, and the report would embed them; a FIFO would block a read for ever. Refused in one line."""
+    import os
+
+    out = tmp_path / "run"
+    assert _run(out, fake_model) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    entry = out / "iter_01" if kind == "link to a folder" else out / "iter_00" / "eval_samples.jsonl"
+    if kind == "link to a folder":
+        entry.symlink_to(elsewhere, target_is_directory=True)
+    else:
+        entry.unlink()
+        entry.symlink_to(elsewhere / "precious.txt") if kind == "link to a file" else os.mkfifo(entry)
+    capsys.readouterr()
+    for argv in (["run", "--resume", str(out), "--plugin", "test_security", "--no-progress", "--iterations", "1"],
+                 ["run", "--resume", str(out), "--plugin", "test_security", "--print-config"],
+                 ["report", str(out)],
+                 ["bench", "--run", str(out), "--plugin", "test_security", "--sampler", "canned"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{entry} is " in err and "a run directory holds only the files and folders star-kit writes" in err
+        assert len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
+    assert (elsewhere / "precious.txt").read_text() == "keep me"
+
+
+def test_a_checkpoint_path_recorded_in_metrics_is_never_loaded_from_elsewhere(tmp_path):
+    """metrics.jsonl names checkpoints; whatever path a row holds, the run reads its own iter_NN/checkpoint (a
+    crafted row pointed a resume at a folder elsewhere, whose custom code transformers offered to run)."""
+    from star_kit.store import RunStore, write_jsonl
+
+    write_jsonl(tmp_path / "metrics.jsonl", [{"iteration": 0, "accuracy": 0.1, "checkpoint": None},
+                                             {"iteration": 1, "accuracy": 0.2, "checkpoint": "/elsewhere/evil"},
+                                             {"iteration": "1", "accuracy": 0.2, "checkpoint": "/elsewhere/evil"}])
+    rows = RunStore(tmp_path).metrics()
+    assert [r["checkpoint"] for r in rows] == [None, str(tmp_path / "iter_01" / "checkpoint"), None]
+    (tmp_path / "iter_0\u00b2").mkdir()  # '²'.isdigit() is true: not an iteration folder
+    (tmp_path / "iter_01").mkdir()
+    assert RunStore(tmp_path).iterations() == [1]
+
+
+def test_a_checkpoint_with_custom_code_is_never_run(tmp_path, smollm2, monkeypatch):
+    """A model folder whose config names its own Python (``auto_map``) is refused, never imported: star-kit loads
+    every model with trust_remote_code=False (transformers would otherwise ask on the terminal, and one 'y' ran
+    it: here every question is answered 'y')."""
+    import builtins
+    import shutil
+
+    from star_kit_plugins.hf_sampler import HFSampler
+
+    asked = []
+    monkeypatch.setattr(builtins, "input", lambda *a: asked.append(a) or "y")
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    for name in Path(smollm2).iterdir():  # a real tokenizer: the model's own config is what gets read
+        if name.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy(name, folder / name.name)
+    marker = tmp_path / "PWNED"
+    (folder / "config.json").write_text(json.dumps({"model_type": "evilcfg", "auto_map": {
+        "AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilModel"}}))
+    (folder / "configuration_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    with pytest.raises(Exception, match="custom code"):
+        HFSampler(str(folder), device="cpu")
+    assert not marker.exists() and not asked

@@ -32,6 +32,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not root.is_dir():
         raise StarKitError(f"report: {root} is not a directory", 2)
     store = RunStore(root)
+    store.check_entries("report")
     if not store.metrics_path.is_file():
         raise StarKitError(f"report: {root} has no metrics.jsonl (not a star-kit run directory, or no iteration "
                            f"has finished yet)", 2)
