@@ -264,6 +264,30 @@ def local_paths_absolute(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_CONFIG_VALUES = 100_000  # values a config file may expand to (its anchors' aliases counted each time)
+MAX_CONFIG_DEPTH = 50
+
+
+def _size_problem(data: Any) -> str | None:
+    """Why a loaded YAML document is too large to work with, or None: more than :data:`MAX_CONFIG_VALUES` values
+    once every alias is expanded (a few lines of anchors that repeat each other, the "billion laughs", expand to
+    10^8 and more: to_dict, redact and the comparison on resume would walk every one), or nested more than
+    :data:`MAX_CONFIG_DEPTH` deep. Stops counting at the limit: linear in the file, whatever it expands to."""
+    stack, count = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            return f"it expands to more than {MAX_CONFIG_VALUES:,} values (anchors repeated by aliases)"
+        if depth > MAX_CONFIG_DEPTH:
+            return f"it is nested more than {MAX_CONFIG_DEPTH} levels deep"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for kv in value.items() for v in kv)
+        elif isinstance(value, (list, tuple, set)):
+            stack.extend((v, depth + 1) for v in value)
+    return None
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -279,6 +303,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise StarKitError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}", 2) from exc
+    except RecursionError:
+        raise StarKitError(f"{path}: invalid YAML: nested too deeply", 2) from None
+    except ValueError:  # Python reads integers of at most 4,300 digits
+        raise StarKitError(f"{path}: invalid YAML: an integer of more than 4,300 digits", 2) from None
+    problem = _size_problem(data)
+    if problem:
+        raise StarKitError(f"{path}: {problem}: refused (a config is a few keys and values)", 2)
     if not isinstance(data, dict):
         raise StarKitError(f"{path}: expected a mapping of config keys, got {type(data).__name__}", 2)
     bad = next((k for k in data if not isinstance(k, str)), None)

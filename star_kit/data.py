@@ -24,6 +24,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from .errors import DataError, StarKitError, one_line
+from .store import json_limit
 
 ENV_VAR = "STAR_KIT_DATA_DIR"
 
@@ -110,6 +111,8 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
                     data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                except (ValueError, RecursionError) as exc:
+                    raise DataError(f"{where}: {json_limit(exc)}") from None
                 if not isinstance(data, dict):
                     raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
             except DataError as exc:

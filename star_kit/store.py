@@ -129,6 +129,8 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
                 except json.JSONDecodeError as exc:
                     where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
                     problem = f"not JSON ({where})" if line.endswith("\n") else "cut short"
+                except (ValueError, RecursionError) as exc:
+                    problem = json_limit(exc)
             if problem and skip_bad:
                 print(f"warning: {path}:{number}: {problem}; left out", file=sys.stderr)
                 continue
@@ -137,6 +139,13 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
                                    "or damaged", 2)
             rows.append(row)
     return rows
+
+
+def json_limit(exc: BaseException) -> str:
+    """What ``json.loads`` refused, besides a syntax error: JSON valid but beyond what Python reads."""
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply to read"
+    return "a JSON integer of more than 4,300 digits" if "digits" in str(exc) else f"not JSON ({exc})"
 
 
 def read_json(path: Path, keys: Iterable[str] = ()) -> dict[str, Any]:
@@ -149,6 +158,8 @@ def read_json(path: Path, keys: Iterable[str] = ()) -> dict[str, Any]:
         problem = f"not UTF-8 (byte {exc.start + 1})"
     except json.JSONDecodeError as exc:
         problem = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except (ValueError, RecursionError) as exc:
+        problem = json_limit(exc)
     except OSError as exc:
         raise StarKitError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if problem is None and not isinstance(data, dict):

@@ -423,3 +423,49 @@ def test_eval_seed_evaluates_runs_of_other_seeds_on_the_same_questions(tmp_path,
     assert main(["run", "--resume", str(tmp_path / "s1"), "--plugin", "test_security", "--eval-seed", "9",
                  "--no-progress"]) == 2
     assert "config key 'eval_seed' differs (None in config.yaml, 9 now)" in " ".join(capsys.readouterr().err.split())
+
+
+# -- JSON and YAML beyond what Python reads: one line, never a hang or a traceback ------------------------------
+def _bomb(levels: int = 8) -> str:
+    """The "billion laughs": 8 levels of 10 aliases each, 10^9 values once expanded, in 10 lines."""
+    lines = ["task_options:", "  x0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    lines += [f"  x{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_bomb(), "expands to more than 100,000 values (anchors repeated by aliases)"),
+    ("task_options: " + "[" * 20000 + "]" * 20000 + "\n", "nested too deeply"),
+    ("task_options: {a: " + "[" * 60 + "]" * 60 + "}\n", "nested more than 50 levels deep"),
+    ("train_size: " + "9" * 5000 + "\n", "an integer of more than 4,300 digits"),
+])
+def test_a_config_file_beyond_reason_is_refused_in_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    assert main(["run", "--config", str(path), "--print-config"]) == 2
+    assert time.perf_counter() - started < 20
+    err = _one_line(capsys)
+    assert str(path) in err and message in err
+    path.write_text("base: &b {digits: 1-3}\ntask: arithmetic\ntask_options:\n  <<: *b\n")  # a merge key still works
+    from star_kit.config import load_config_file
+
+    assert load_config_file(path)["task_options"] == {"digits": "1-3"}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("[" * 100000 + "]" * 100000, "JSON nested too deeply to read"),
+    ('{"a": ' + "9" * 5000 + "}", "a JSON integer of more than 4,300 digits"),
+])
+def test_json_beyond_what_python_reads_is_one_line_in_run_files_and_data(tmp_path, capsys, line, message):
+    from star_kit.data import read_jsonl_rows
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(StarKitError, match=f"{path}:1: {message}"):
+        read_jsonl(path)
+    assert read_jsonl(path, skip_bad=True) == []
+    with pytest.raises(StarKitError, match=f"{path}:1: {message}"):
+        read_jsonl_rows(path)
+    skipped: list[str] = []
+    assert read_jsonl_rows(path, skipped=skipped) == [] and message in skipped[0]
