@@ -209,6 +209,8 @@ def recorded_questions_problem(root: Path, task: Task, train_set: Sequence[Examp
                 continue
             for row in read_jsonl(path, skip_bad=True):
                 ident = row.get("id", row.get("example_id"))
+                if not isinstance(ident, str):
+                    return f"{path} holds a {split} question whose id is {str(ident)[:40]!r}, not a string"
                 example = now[split].get(ident)
                 if example is None and subset:
                     continue
@@ -823,7 +825,10 @@ class StarRun:
         """The recorded iterations (metrics.jsonl; a damaged line stops with file:line, see ``read_jsonl``)."""
         # a row written before ``eval_prompt`` was recorded gets it from the config (which a resume cannot change)
         rows = [row for row in self.store.metrics() if isinstance(row.get("iteration"), int)]
-        return [IterationResult.from_row(row, eval_prompt=self.eval_prompt(row["iteration"])) for row in rows]
+        def warn(message: str) -> None:
+            self.log(f"warning: {self.store.metrics_path}: {message}")
+
+        return [IterationResult.from_row(row, warn, eval_prompt=self.eval_prompt(row["iteration"])) for row in rows]
 
 
 def maj_fields(maj: dict | None) -> dict:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from functools import cache
+from types import UnionType
+from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
 
 
 @dataclass(frozen=True)
@@ -136,14 +138,65 @@ class IterationResult:
     eval_no_answer: int | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], **defaults: Any) -> "IterationResult":
+    def from_row(cls, row: dict[str, Any], warn: Callable[[str], None] | None = None,
+                 **defaults: Any) -> "IterationResult":
         """A ``metrics.jsonl`` row as a record: keys it does not know are dropped (a newer release's), and
-        ``defaults`` fill the keys the row lacks or holds as null (an older release's: ``eval_prompt``)."""
-        known = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
-        return cls(**{**defaults, **{k: v for k, v in known.items() if v is not None or k not in defaults}})
+        ``defaults`` fill the keys the row lacks or holds as null (an older release's: ``eval_prompt``). A value
+        of the wrong type (an edited or crafted file: ``"kept": "many"``, a phase's seconds ``"fast"``) is left
+        out, as if the row lacked it, and named to ``warn``: the tables and charts get the types they format."""
+        hints = _result_hints()
+        known: dict[str, Any] = {}
+        for key, value in row.items():
+            if key not in hints:
+                continue
+            typed = _as_type(value, hints[key])
+            if typed is _WRONG or (key == "iteration" and typed is None):
+                if warn is not None:
+                    warn(f"iteration {row.get('iteration')!r}: {key} holds {short_repr(value)}, not "
+                         f"{_type_name(hints[key])}; left out")
+                continue
+            known[key] = typed
+        data = {**defaults, **{k: v for k, v in known.items() if v is not None or k not in defaults}}
+        data.setdefault("accuracy", None)
+        return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_WRONG = object()
+
+
+@cache
+def _result_hints() -> dict[str, Any]:
+    return get_type_hints(IterationResult)
+
+
+def _type_name(hint: Any) -> str:
+    return " or ".join(getattr(t, "__name__", str(t)) for t in get_args(hint) or (hint,) if t is not type(None))
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _as_type(value: Any, hint: Any) -> Any:
+    """``value`` when it is of type ``hint`` (int | None, float | None, str, dict[str, int], ...: an int is a float
+    here, a bool is neither); a dict keeps only its entries of the value type; else ``_WRONG``."""
+    if value is None:
+        return None if type(None) in get_args(hint) or hint is Any else _WRONG
+    for option in get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,):
+        base = get_origin(option) or option
+        if base is dict and isinstance(value, dict):
+            value_type = (get_args(option) or (Any, Any))[1]
+            return {k: v for k, v in value.items() if isinstance(k, str) and _as_type(v, value_type) is not _WRONG}
+        if base in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if base is float or isinstance(value, int):
+                return value
+        elif base is str and isinstance(value, str):
+            return value
+    return _WRONG
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from . import report
 from .cli_common import quiet_libraries
 from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
                      local_paths_absolute, nothing_to_resume, predated)
-from .console import console, err_console
+from .console import console, err_console, plain
 from .errors import StarKitError
 from .labels import format_counts
 from .report.data import prompt_cell, sampled_ahead_cell
@@ -116,7 +116,7 @@ def results_table(history) -> Table:
         table.add_column(col, justify="right")
     for r in sorted(history, key=lambda r: r.iteration):
         s = r.seconds if isinstance(r.seconds, dict) else {}  # a damaged row of an old metrics.jsonl: blank cells
-        table.add_row(
+        table.add_row(*map(plain, (
             str(r.iteration),
             "n/a" if r.accuracy is None else f"{100 * r.accuracy:.1f}%",
             "" if r.accuracy_stderr is None else f"{100 * r.accuracy_stderr:.1f}",
@@ -133,5 +133,5 @@ def results_table(history) -> Table:
             str(r.steps) if r.iteration else "",
             sampled_ahead_cell(r.sampled_ahead_in) or (f"{s['sample']:.0f}" if "sample" in s else ""),
             *(f"{s[k]:.0f}" if k in s else "" for k in ("rationalize", "train", "evaluate")),
-        )
+        )))
     return table

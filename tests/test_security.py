@@ -423,3 +423,23 @@ def test_a_checkpoint_with_custom_code_is_never_run(tmp_path, smollm2, monkeypat
     with pytest.raises(Exception, match="custom code"):
         HFSampler(str(folder), device="cpu")
     assert not marker.exists() and not asked
+
+
+def test_report_and_resume_of_an_edited_metrics_file_show_what_they_can(tmp_path, fake_model, capsys):
+    """Values of the wrong type, TeX '$' in names, a YAML date, escape sequences and rich markup in a run's files:
+    the report is written and its table printed, each bad value named once, nothing driving the terminal."""
+    out = tmp_path / "r_$\\frac$"
+    assert _run(out, fake_model) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows[0].update(accuracy="0.5", kept=None, seconds={"evaluate": "fast", "$\\frac$": 1.0},
+                   eval_labels={"[link=https://evil.example]click[/link]": 1, "\x1b]0;TITLE\x07\x1b[41mRED": 2})
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = (out / "config.yaml").read_text().replace(f"model: {fake_model}", "model: cost$\\frac{1$")
+    (out / "config.yaml").write_text(config + "since: 2024-01-01\n")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "\x1b" not in captured.out and "\x07" not in captured.out
+    assert "[link=https://evil.example]click[/link]" in captured.out  # shown as written, not as a hyperlink
+    assert "accuracy holds '0.5', not float; left out" in captured.err and "Traceback" not in captured.err
+    assert (out / "report.html").is_file() and (out / "accuracy.png").is_file()

@@ -15,7 +15,15 @@ COLORS = {"accuracy": "#1f6feb", "maj": "#cf222e", "kept": "#2da44e", "rationali
 
 
 def figure(data: dict[str, Any]):
-    """A matplotlib Figure of the run in ``data`` (:func:`star_kit.report.data.load_run`)."""
+    """A matplotlib Figure of the run in ``data`` (:func:`star_kit.report.data.load_run`). Its text is shown as
+    written: a '$' in a run's name, model or phase is not TeX math (matplotlib would parse '$\\frac$' and fail)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _figure(data)
+
+
+def _figure(data: dict[str, Any]):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator

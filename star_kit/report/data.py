@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,12 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not store.metrics_path.is_file():
         raise StarKitError(f"report: {root} has no metrics.jsonl (not a star-kit run directory, or no iteration "
                            f"has finished yet)", 2)
-    metrics = sorted((r for r in _rows(store.metrics_path) if isinstance(r.get("iteration"), int)),
+    def warn(message: str) -> None:
+        print(f"warning: {store.metrics_path}: {message}", file=sys.stderr)
+
+    # each row as the record reads it: a value of the wrong type (an edited file) left out, with a warning
+    metrics = sorted((IterationResult.from_row(r, warn).to_dict() for r in _rows(store.metrics_path)
+                      if isinstance(r.get("iteration"), int) and not isinstance(r.get("iteration"), bool)),
                      key=lambda r: r["iteration"])
     recorded = {r["iteration"] for r in metrics}
     for r in metrics:  # a row written before ``eval_prompt`` was recorded: eval.json's ``prompt``, when it has one

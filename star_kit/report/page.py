@@ -104,7 +104,8 @@ def _config_table(config: dict[str, Any]) -> str:
 
 def _script_json(obj: Any) -> str:
     """JSON that is safe inside a <script> element: no '<', '>' or '&' survive (they become \\u escapes)."""
-    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    # default=str: a YAML date or set an edited config.yaml may hold is shown as its text
+    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=str)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
