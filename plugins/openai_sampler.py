@@ -22,6 +22,7 @@ one; it can be added on ``--resume``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -31,10 +32,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import unquote
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Sequence
 
 import star_kit
+from star_kit.config import redact_text
 from star_kit.errors import StarKitError
 from star_kit.protocols import Advance
 from star_kit.records import GenerationParams, cut_at_stop
@@ -70,10 +73,17 @@ class OpenAISampler:
         check_models: bool = True,
     ) -> None:
         for key, value in (("served_model", served_model), ("reload_command", reload_command)):
-            if value is not None and not isinstance(value, str):  # --sampler-opt values are YAML: {model} is a map
-                raise StarKitError(f"sampler 'openai': {key} must be a string, got {value!r} (on the command "
-                                   f"line quote it for YAML: {key}=\"'...{{model}}...'\")", 2)
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+            if value is not None and not isinstance(value, str):  # in a YAML config file {model} is a mapping
+                raise StarKitError(f"sampler 'openai': {key} must be a string, got {value!r} (in a config file, "
+                                   f"quote it: {key}: '...{{model}}...')", 2)
+        url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+        # user:password@host: sent as HTTP Basic auth (urllib does not send a URL's userinfo), never shown
+        scheme, sep, rest = url.partition("://")
+        authority, slash, path = rest.partition("/")
+        userinfo, at, host = authority.rpartition("@")
+        self._basic = base64.b64encode(unquote(userinfo).encode()).decode() if at else None
+        self.base_url = f"{scheme}{sep}{host}{slash}{path}" if at else url  # where requests go
+        self.shown_url = redact_text(self.base_url)  # in messages: a credential in its query redacted too
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.served_template = str(served_model)
         self.batch_size = max(1, int(batch_size))
@@ -93,11 +103,14 @@ class OpenAISampler:
     # -- transport ---------------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> dict:
         """One JSON request with retries; a final failure is a StarKitError of one line."""
-        url = f"{self.base_url}{path}"
+        url = f"{self.base_url}{path}"  # the request's own
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        elif self._basic:
+            headers["Authorization"] = f"Basic {self._basic}"
+        shown = f"{self.shown_url}{path}"
         retries = self.max_retries if retries is None else retries
         attempt = 0
         while True:
@@ -110,13 +123,13 @@ class OpenAISampler:
                     return json.loads(raw)
                 except ValueError:
                     raise StarKitError(
-                        f"sampler 'openai': {method} {url}: HTTP {resp.status} but not JSON: {_excerpt(raw)}"
+                        f"sampler 'openai': {method} {shown}: HTTP {resp.status} but not JSON: {_excerpt(raw)}"
                     ) from None
             except urllib.error.HTTPError as exc:
                 body_text = _excerpt(exc.read() if exc.fp else b"")
                 why = f"HTTP {exc.code}: {body_text}"
                 if exc.code not in RETRY_STATUS:
-                    raise StarKitError(f"sampler 'openai': {method} {url} failed: {why}") from None
+                    raise StarKitError(f"sampler 'openai': {method} {shown} failed: {why}") from None
                 after = exc.headers.get("Retry-After") if exc.headers else None
                 if after:
                     try:
@@ -128,7 +141,7 @@ class OpenAISampler:
                 why = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
             if attempt >= retries:
                 raise StarKitError(
-                    f"sampler 'openai': {method} {url} failed after {attempt + 1} attempt(s): {why}"
+                    f"sampler 'openai': {method} {shown} failed after {attempt + 1} attempt(s): {why}"
                 )
             time.sleep(delay)
             attempt += 1
@@ -152,7 +165,7 @@ class OpenAISampler:
             values = {"model": model, "served_model": served}  # one pass: a substituted text is never read again
             cmd = _PLACEHOLDER.sub(lambda m: shlex.quote(values[m[1]]), self.reload_command)
             print(f"sampler 'openai': reload_command for {model}; waiting up to {self.reload_timeout:g}s for "
-                  f"{self.base_url} to serve it", file=sys.stderr, flush=True)
+                  f"{self.shown_url} to serve it", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             try:
                 done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, timeout=self.reload_timeout)
@@ -161,18 +174,18 @@ class OpenAISampler:
             if done.returncode != 0:
                 raise StarKitError(f"sampler 'openai': reload_command exited with {done.returncode}: {cmd}")
             self._wait_for(served, self.reload_timeout)
-            print(f"sampler 'openai': {self.base_url} serves {served} after {time.monotonic() - t0:.0f}s",
+            print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s",
                   file=sys.stderr, flush=True)
         elif self.check_models and self._started and served == self.served_model:
             raise StarKitError(
                 f"sampler 'openai': served_model {served!r} stays the same for the new checkpoint {model!r} and "
-                f"there is no reload_command: nothing makes {self.base_url} serve it ({self._go_on}; "
+                f"there is no reload_command: nothing makes {self.shown_url} serve it ({self._go_on}; "
                 "check_models=false if the server reloads it by other means)")
         elif self.check_models:
             listed = self.served_models()
             if served not in listed:
                 raise StarKitError(
-                    f"sampler 'openai': {self.base_url} serves {listed}, not "
+                    f"sampler 'openai': {self.shown_url} serves {listed}, not "
                     + (f"the new checkpoint {served!r}: a run past its baseline needs reload_command to serve each "
                        f"checkpoint ({self._go_on})" if self._started else
                        f"{served!r} (set served_model, or reload_command to start the server on it)"))
@@ -180,7 +193,7 @@ class OpenAISampler:
 
     @property
     def _go_on(self) -> str:
-        return (f"what is done is kept: --resume DIR --sampler-opt base_url={self.base_url} "
+        return (f"what is done is kept: --resume DIR --sampler-opt base_url={self.shown_url} "
                 "--sampler-opt reload_command=... goes on from here")
 
     def _lists(self, served: str) -> bool:
@@ -201,7 +214,8 @@ class OpenAISampler:
             except StarKitError as exc:
                 last = str(exc)
             time.sleep(1.0)
-        raise StarKitError(f"sampler 'openai': {self.base_url} did not list {served!r} within {timeout:g}s ({last})")
+        raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within {timeout:g}s "
+                           f"({last})")
 
     def close(self) -> None:
         """Nothing to free on this side; a server started by ``reload_command`` is the command's to manage."""
@@ -253,7 +267,7 @@ class OpenAISampler:
         want = len(prompts) * params.n
         if not isinstance(choices, list) or len(choices) != want:
             got = len(choices) if isinstance(choices, list) else "no"
-            raise StarKitError(f"sampler 'openai': POST {self.base_url}/completions returned {got} choices, "
+            raise StarKitError(f"sampler 'openai': POST {self.shown_url}/completions returned {got} choices, "
                                f"expected {want}: {_excerpt(json.dumps(reply).encode())}")
         # Choice i*n + j is completion j of prompt i (the API's index); sort, since order is not promised.
         choices = sorted(choices, key=lambda c: c.get("index", 0))

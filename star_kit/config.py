@@ -439,9 +439,13 @@ def _kind_of(value: Any) -> str:
 # -- secrets: never written to a run directory, a report or a logger ------------------------------------------
 REDACTED = "<redacted>"
 # Parts of an option name (split at _ - . and camelCase, case-insensitive) that mark a credential.
-_SECRET_PARTS = {"token", "password", "passwd", "passphrase", "secret", "secrets", "credential", "credentials",
-                 "auth", "authorization", "apikey", "cookie", "bearer"}
+_SECRET_PARTS = {"token", "password", "passwd", "passphrase", "pwd", "secret", "secrets", "credential",
+                 "credentials", "auth", "authorization", "apikey", "cookie", "bearer", "pat", "dsn", "sas"}
 _SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("session", "key")}
+# a service's name before "key" ('openai_key', 'hf_key'): a credential; other keys ('sort_key') are not
+_SERVICES = {"openai", "hf", "huggingface", "wandb", "github", "gh", "gitlab", "anthropic", "cohere", "mistral",
+             "together", "groq", "azure", "aws", "gcp", "google", "replicate", "deepseek", "fireworks", "vllm"}
+_SECRET_PAIRS |= {(service, "key") for service in _SERVICES}
 # ... but a tokenizer's tokens are not credentials: pad_token, eos_token_id, max_tokens, token_count ...
 _NOT_SECRET_BEFORE_TOKEN = {"pad", "bos", "eos", "unk", "sep", "cls", "mask", "special", "stop", "max", "min",
                             "new", "num", "start", "end"}
@@ -477,12 +481,36 @@ def redact(obj: Any) -> Any:
         return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v) for v in obj]
-    if isinstance(obj, str) and "@" in obj:
-        return _without_userinfo(obj)
-    return obj
+    return redact_text(obj) if isinstance(obj, str) else obj
 
 
 _AUTHORITY = re.compile(r"[^/\s]*+")
+# 'NAME=VALUE' / 'NAME: VALUE' inside a text (a URL's query 'api_key=...', a header in a command 'X-Api-Key: ...'):
+# a name starts where no name character precedes it, so each character begins at most one name (linear); only a
+# credential's name has its value read (and skipped), so another name's value is searched for names in turn
+_NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]*+)\s*+[=:]\s*+")
+_VALUE = re.compile(r"(?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++")
+# an Authorization header's scheme and its credential: 'Bearer sk-...', 'Basic dXNlcjpw...'
+_SCHEME = re.compile(r"(?i)(?<![A-Za-z0-9_])(bearer|basic)(\s++)[A-Za-z0-9._~+/=-]++")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the credentials written inside it redacted: a URL's user:password (:func:`_without_userinfo`),
+    the value of each credential-named ``NAME=VALUE`` or ``NAME: VALUE`` ('?api_key=sk-1', 'X-Api-Key: sk-1',
+    'Authorization: Bearer sk-1'), and the credential after 'Bearer' or 'Basic' alone. Linear in the text."""
+    if "@" in text:
+        text = _without_userinfo(text)
+    if "=" in text or ":" in text:
+        out, pos = [], 0
+        for m in _NAME_SEP.finditer(text):
+            if m.start() < pos or not is_secret_key(m[1]):
+                continue
+            value = _VALUE.match(text, m.end())
+            if value:
+                out.append(text[pos:m.end()] + REDACTED)
+                pos = value.end()
+        text = "".join(out) + text[pos:]
+    return _SCHEME.sub(lambda m: m[1] + m[2] + REDACTED if not text.startswith(REDACTED, m.end(2)) else m[0], text)
 
 
 def _without_userinfo(text: str) -> str:
@@ -512,7 +540,7 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
             continue
         parts = arg.split("=")
         secret = next((i for i, part in enumerate(parts[:-1]) if is_secret_key(part.split(".")[-1])), None)
-        out.append(_without_userinfo(arg) if secret is None else "=".join(parts[: secret + 1]) + "=" + REDACTED)
+        out.append(redact_text(arg) if secret is None else "=".join(parts[: secret + 1]) + "=" + REDACTED)
     return out
 
 
@@ -530,7 +558,7 @@ def without_secrets(obj: Any) -> Any:
         return {k: without_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
     if isinstance(obj, list):
         return [without_secrets(v) for v in obj]
-    return _without_userinfo(obj) if isinstance(obj, str) and "@" in obj else obj
+    return redact_text(obj) if isinstance(obj, str) else obj
 
 
 def drop_redacted(obj: Any) -> Any:

@@ -443,3 +443,66 @@ def test_report_and_resume_of_an_edited_metrics_file_show_what_they_can(tmp_path
     assert "[link=https://evil.example]click[/link]" in captured.out  # shown as written, not as a hyperlink
     assert "accuracy holds '0.5', not float; left out" in captured.err and "Traceback" not in captured.err
     assert (out / "report.html").is_file() and (out / "accuracy.png").is_file()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("http://bob:pw@h:9/v1?api_key=QS&x=1", f"http://{REDACTED}@h:9/v1?api_key={REDACTED}&x=1"),
+    ("curl -H 'Authorization: Bearer CS' http://x", f"curl -H 'Authorization: {REDACTED}' http://x"),
+    ("curl -H 'X-Api-Key: sk-1' -H \"Bearer abc\"", f"curl -H 'X-Api-Key: {REDACTED}' -H \"Bearer {REDACTED}\""),
+    ("vllm serve m --max-num-batched-tokens=4096 --port 8000", None),  # nothing secret: unchanged
+    ("max_tokens=5, eos_token_id: 3, sort_key=x", None),
+])
+def test_credentials_written_inside_a_value_are_redacted(text, expected):
+    """A secret inside an option's value (a URL's query, a header in a reload_command) reaches config.yaml,
+    eval.json and the report as redacted as a credential-named option; redacting again changes nothing, so the
+    resume comparison does not count it."""
+    from star_kit.config import redact_text, without_secrets
+
+    assert redact_text(text) == (expected or text)
+    assert redact_text(redact_text(text)) == redact_text(text)
+    public = RunConfig(sampler_options={"base_url": text}).public_dict()["sampler_options"]["base_url"]
+    assert public == (expected or text) and without_secrets(public) == without_secrets(text)
+    for name in ("openai_key", "hf_key", "github_pat", "pwd", "sentry_dsn"):
+        assert is_secret_key(name), name
+    t0 = time.perf_counter()
+    redact_text("a=b:c=d" * 30_000 + "x: " * 30_000 + "a." * 100_000)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_openai_sampler_sends_a_urls_user_and_password_as_basic_auth_and_never_shows_them(capsys):
+    """'http://user:pw@host/v1': urllib does not send a URL's userinfo, so it is sent as Basic auth; a failure's
+    message names the server without it (it reached the terminal and job logs)."""
+    import base64
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"data": [{"id": "m"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from star_kit.registry import load_registry
+
+        port = server.server_address[1]
+        load_registry().create("samplers", "openai", "m", base_url=f"http://bob:{SECRET}@127.0.0.1:{port}/v1")
+        assert seen == ["Basic " + base64.b64encode(f"bob:{SECRET}".encode()).decode()]
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(StarKitError) as failed:
+        load_registry().create("samplers", "openai", "m", max_retries=0,
+                               base_url=f"http://bob:{SECRET}@127.0.0.1:1/v1?api_key={SECRET}")
+    assert SECRET not in str(failed.value) and "127.0.0.1:1/v1" in str(failed.value)
