@@ -152,6 +152,10 @@ class RunConfig:
             raise StarKitError(f"{name('iterations')} 0 with {no_baseline}: nothing to do", 2)
         if self.patience < 0:
             raise StarKitError(f"{name('patience')} must be >= 0 (0: never stop early), got {self.patience}", 2)
+        for key in ("seed", "eval_seed"):  # the trainer's and the samplers' generators take 0 .. 2^32 - 1
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 2**32:
+                raise StarKitError(f"{name(key)} must be between 0 and 4294967295, got {value}", 2)
         if self.base_steps < 1:
             raise StarKitError(f"{name('base_steps')} must be >= 1, got {self.base_steps}", 2)
         if not self.step_growth > 0:

@@ -27,8 +27,11 @@ def test_step_schedule_exponential_and_linear():
                                                     "steps at iteration 8 of 9"),
     (["--step-growth", "0.4", "--base-steps", "1", "--iterations", "3"], "gives 0 training steps at iteration 2"),
     (["--step-growth", "1e300", "--iterations", "4"], "more training steps than can be counted at iteration 3"),
+    # the trainer refused it only after the baseline and the sampling
+    (["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
+    (["--eval-seed", str(2**32)], "--eval-seed must be between 0 and 4294967295"),
 ])
-def test_a_step_schedule_without_a_trainable_step_count_is_refused(args, message, capsys, tmp_path):
+def test_a_step_schedule_or_seed_the_trainer_cannot_take_is_refused_at_the_start(args, message, capsys, tmp_path):
     assert main(["run", *args, "--out", str(tmp_path / "run"), "--print-config"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
