@@ -729,7 +729,9 @@ class StarRun:
             merged = counts["merged"]
             self.log(f"iteration {n}: {merged} training pair{'s' * (merged != 1)} identical to another (the same "
                      f"question and rationale) {'are' if merged != 1 else 'is'} trained once")
-        if not store.has(n, "train.jsonl"):
+        # the pairs about to train, rebuilt from the kept samples; on a resume that trains again too (the file
+        # records the pairs the checkpoint was trained on), not once the checkpoint exists
+        if not (store.has(n, "train.jsonl") and store.has(n, "checkpoint")):
             write_jsonl(store.artifact(n, "train.jsonl"), (t.to_dict() for t in train))
 
         # 4. Fine-tune the BASE model on everything kept.
