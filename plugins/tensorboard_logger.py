@@ -23,7 +23,8 @@ from star_kit.records import IterationResult
 
 SUBDIR = "tensorboard"
 # tagged by their names, iteration 0 too (maj_*: maj@K beside the greedy accuracy, only when --eval-samples is on)
-EVAL_FIELDS = ("accuracy", "accuracy_stderr", "eval_examples", "maj_k", "maj_accuracy", "maj_accuracy_stderr")
+EVAL_FIELDS = ("accuracy", "accuracy_stderr", "eval_examples", "eval_no_answer", "maj_k", "maj_accuracy",
+               "maj_accuracy_stderr")
 TRAIN_TAGS = {"train_examples": "train/examples", "steps": "train/steps"}
 #: every other numeric field of the record (derived from it, so a new field is logged too) -> samples/<field>
 SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(IterationResult)

@@ -247,10 +247,16 @@ class TRLSFTTrainer:
                                      target_modules="all-linear")
         data = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
         options = dict(self.sft_options)
+        shown = [0]  # optimizer steps advanced so far: a retry after out of memory starts at step 0 again
+
+        def progress(step: int) -> None:
+            if advance is not None and step > shown[0]:
+                advance(step - shown[0])
+                shown[0] = step
         while True:  # out of memory: halve the per-device batch, double accumulation (same effective batch)
             try:
                 trainer = self._fit(base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda,
-                                    advance, options)
+                                    progress, options)
                 break
             except torch.OutOfMemoryError:
                 if options["per_device_train_batch_size"] == 1:
@@ -265,8 +271,9 @@ class TRLSFTTrainer:
                     torch.cuda.empty_cache()
         self._save(trainer, tokenizer, output_dir, checkpoint_dtype(base_model, bf16 or bool(options.get("fp16"))))
 
-    def _fit(self, base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, advance, options):
-        """Load the base model fresh and train it; returns the TRL trainer."""
+    def _fit(self, base_model, data, tokenizer, peft_config, steps, work, seed, bf16, cuda, progress, options):
+        """Load the base model fresh and train it; returns the TRL trainer. ``progress(step)`` is told each
+        optimizer step done (it counts each step once, across retries)."""
         import torch
         from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
         from trl import SFTConfig, SFTTrainer
@@ -309,8 +316,8 @@ class TRLSFTTrainer:
 
         class _Progress(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                if advance is not None and state.is_world_process_zero:
-                    advance(1)
+                if state.is_world_process_zero:
+                    progress(state.global_step)
 
         trainer = SFTTrainer(
             model=model,

@@ -107,18 +107,23 @@ def test_trainer_out_of_memory_halves_the_batch_keeps_the_effective_batch(tiny_m
     calls = []
 
     def flaky(*args, **kwargs):
-        options = args[-1]  # the SFTConfig options of this attempt
+        options, progress = args[-1], args[-2]  # the SFTConfig options of this attempt, its progress callback
         calls.append((options["per_device_train_batch_size"], options["gradient_accumulation_steps"]))
-        if options["per_device_train_batch_size"] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        if options["per_device_train_batch_size"] > 2:  # out of memory after its first optimizer step
+            def then_oom(step):
+                progress(step)
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(*args[:-2], then_oom, options, **kwargs)
         return real(*args, **kwargs)
 
     trainer._fit = flaky
     data = [TrainExample(f"e{i}", f"Q: {i} + 1 = ?\nA:", f" {i} + 1 = {i + 1}. The answer is {i + 1}.\n\n", "sampled")
             for i in range(8)]
-    out = trainer.train(tiny_model, data, 2, tmp_path / "ckpt")
+    advanced = []
+    out = trainer.train(tiny_model, data, 2, tmp_path / "ckpt", advance=advanced.append)
     assert (out / "config.json").exists()
     assert calls == [(4, 1), (2, 2)]
+    assert sum(advanced) == 2  # step 1 of the failed attempt is not counted again by the retry
     assert "per-device batch halved to 2 (gradient accumulation 2, same effective batch)" in capsys.readouterr().err
 
 
