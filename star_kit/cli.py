@@ -19,7 +19,7 @@ from . import benching, report
 from .cli_common import OneLineParser, key_value, optional_int, quiet_libraries
 from .config import RunConfig
 from .console import console, err_console
-from .errors import StarKitError
+from .errors import StarKitError, one_line
 from .runner import execute, merged_config, results_table  # noqa: F401 - results_table: star_kit.cli's, as before
 from .store import dump_yaml
 
@@ -223,6 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that Python's own flush at exit does not fail again
         return 141
+    except OSError as exc:  # the machine's, not a plugin's (those are named by the registry): a full disk, a
+        if os.environ.get("STAR_KIT_DEBUG"):  # cache or run directory it may not write ...
+            raise
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        err_console.print(f"error: {where + ': ' if where else ''}{exc.strerror or one_line(exc)} (run with "
+                          "STAR_KIT_DEBUG=1 for the traceback; a killed run resumes with --resume)",
+                          highlight=False, markup=False, soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -469,3 +469,22 @@ def test_json_beyond_what_python_reads_is_one_line_in_run_files_and_data(tmp_pat
         read_jsonl_rows(path)
     skipped: list[str] = []
     assert read_jsonl_rows(path, skipped=skipped) == [] and message in skipped[0]
+
+
+def test_an_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
+    """A full disk, a cache or run directory that cannot be written: the machine's failure, one line naming the
+    path (a plugin's own is named by the registry), the traceback behind STAR_KIT_DEBUG."""
+    import star_kit.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/run/iter_01/checkpoint.partial")
+
+    monkeypatch.setitem(cli.COMMANDS, "plugins", full)
+    monkeypatch.delenv("STAR_KIT_DEBUG", raising=False)
+    assert main(["plugins"]) == 1
+    err = _one_line(capsys)
+    assert err.startswith("error: /data/run/iter_01/checkpoint.partial: No space left on device (run with "
+                          "STAR_KIT_DEBUG=1")
+    monkeypatch.setenv("STAR_KIT_DEBUG", "1")
+    with pytest.raises(OSError):
+        main(["plugins"])
