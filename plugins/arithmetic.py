@@ -199,9 +199,11 @@ HINT_STYLES = ("answer", "groups")  # the rationalization hint: the paper's (the
 
 
 class ArithmeticTask(FewShotTask):
-    """Seeded n-digit addition. Options: ``digits`` (train, default '1-5'), ``eval_digits`` (default: digits),
-    ``format`` (the rationale format: place_value, the default, or column; its exemplars and verifier),
-    ``rationales`` (False: direct answers, the baseline)."""
+    """Seeded n-digit addition. Options: ``digits`` (train, default '1-5'; 1 to 30), ``eval_digits`` (default:
+    digits), ``format`` (the rationale format and its exemplars and verifier: place_value, the default;
+    place_value_padded, whose 1-digit exemplar shows the same steps; column), ``hint_style`` (the rationalization
+    hint: answer, the paper's, or groups, also the place-value split), ``rationales`` (False: direct answers, the
+    baseline)."""
 
     name = "arithmetic"
     verifier = "arithmetic"

@@ -41,8 +41,9 @@ def register_tasks(register: Register) -> None:
     Arguments: ``register(name, factory)``; ``factory(**options)`` returns an object satisfying
     :class:`star_kit.protocols.Task` (subclassing :class:`star_kit.task.FewShotTask` gives all of it).
     ``options`` are the run's ``task_options`` (``--task-opt KEY=VALUE``) as keyword arguments, checked against
-    the factory's parameters and their annotations; star-kit also offers ``data_dir`` (``--data-dir``, may be
-    None) and ``skip_bad_rows`` (``--skip-bad-rows``), passed only to a factory that declares them.
+    the factory's parameters and their annotations; star-kit also offers ``data_dir`` (``--data-dir``) and
+    ``skip_bad_rows`` (``--skip-bad-rows``), each passed only when it is given and the factory declares it (else
+    the factory's own default applies).
     The task may also define the optional methods ``answer_label`` and ``augment`` (documented on
     :class:`star_kit.protocols.Task`); star-kit uses them where they exist.
     Checked at creation: the Task protocol, and the task's ``lm_eval_config`` (its required keys and the

@@ -9,8 +9,8 @@ How a plugin's objects are made and called:
   string. Declare each option as a keyword parameter with a type annotation: an unknown option, or a value that
   does not match the annotation (``batch_size: int`` given ``x``), is refused in one line naming your plugin,
   before any model loads. ``**options`` accepts anything (then check it yourself).
-  A task factory is also offered star-kit's own ``data_dir`` (``--data-dir``, may be None) and
-  ``skip_bad_rows`` (``--skip-bad-rows``): each is passed only when the factory declares it.
+  A task factory is also offered star-kit's own ``data_dir`` (``--data-dir``) and ``skip_bad_rows``
+  (``--skip-bad-rows``): each is passed only when it is given and the factory declares it.
 * **Checked at creation.** What a factory returns is checked against the protocol below (every attribute and
   method); one line names the plugin and what is missing. A task's ``lm_eval_config`` is checked too
   (:func:`star_kit.task.lm_eval_config_problems`).
