@@ -240,6 +240,9 @@ def load_rows(
         path = root / local
         if not path.is_file():
             other = _other_format(path)
+            if other is None and (path.exists() or path.is_symlink()):  # a folder, a FIFO, a device, a dead link
+                kind = "a folder" if path.is_dir() else "a link to nothing" if not path.exists() else "not a file"
+                raise DataError(f"task {task!r}: {path} is {kind}, not a data file")
             if other is None:
                 raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local}, or the "
                                 f"same name as .parquet, .csv or .json, or a datasets save_to_disk folder "

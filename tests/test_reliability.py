@@ -488,3 +488,18 @@ def test_an_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
     monkeypatch.setenv("STAR_KIT_DEBUG", "1")
     with pytest.raises(OSError):
         main(["plugins"])
+
+
+def test_a_data_file_that_is_a_folder_fifo_or_dead_link_says_what_it_is(tmp_path):
+    """Not "not found": the path is there, as something that is no data file (a FIFO would block a read)."""
+    from star_kit.data import HubSource, load_rows
+
+    hub = HubSource("openai/gsm8k", "main", "train")
+    (tmp_path / "gsm8k").mkdir()
+    path = tmp_path / "gsm8k" / "train.jsonl"
+    for make, kind in ((path.mkdir, "a folder"), (lambda: os.mkfifo(path), "not a file"),
+                       (lambda: path.symlink_to(tmp_path / "gone.jsonl"), "a link to nothing")):
+        make()
+        with pytest.raises(StarKitError, match=f"task 'gsm8k': {path} is {kind}, not a data file"):
+            load_rows("gsm8k", tmp_path, "gsm8k/train.jsonl", hub)
+        path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
