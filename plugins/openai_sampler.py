@@ -45,6 +45,7 @@ from star_kit.records import GenerationParams, cut_at_stop
 _PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MODELS_TIMEOUT = 30.0  # seconds for GET /models: a listing, answered at once by a live server
 
 
 class OpenAISampler:
@@ -101,8 +102,10 @@ class OpenAISampler:
         self._started = True
 
     # -- transport ---------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: dict | None = None, retries: int | None = None) -> dict:
-        """One JSON request with retries; a final failure is a StarKitError of one line."""
+    def _request(self, method: str, path: str, body: dict | None = None, retries: int | None = None,
+                 timeout: float | None = None, say_retries: bool = False) -> dict:
+        """One JSON request with retries (``timeout`` seconds each, default the ``timeout`` option;
+        ``say_retries``: a line on stderr before each retry); a final failure is a StarKitError of one line."""
         url = f"{self.base_url}{path}"  # the request's own
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -117,7 +120,7 @@ class OpenAISampler:
             delay = self.backoff * (2 ** attempt)
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                     raw = resp.read()
                 try:
                     return json.loads(raw)
@@ -143,11 +146,17 @@ class OpenAISampler:
                 raise StarKitError(
                     f"sampler 'openai': {method} {shown} failed after {attempt + 1} attempt(s): {why}"
                 )
+            if say_retries:
+                print(f"sampler 'openai': {method} {shown}: {why}; retrying in {delay:g}s (attempt {attempt + 2} of "
+                      f"{retries + 1})", file=sys.stderr, flush=True)
             time.sleep(delay)
             attempt += 1
 
     def served_models(self, retries: int | None = None) -> list[str]:
-        reply = self._request("GET", "/models", retries=retries)
+        # a live server lists its models at once: a server that accepts and never answers is not waited on for
+        # the generation timeout, and each retry is said (the start of a run would otherwise be silent)
+        reply = self._request("GET", "/models", retries=retries, timeout=min(self.timeout, MODELS_TIMEOUT),
+                              say_retries=retries is None)
         data = reply.get("data") if isinstance(reply, dict) else None
         return [m.get("id") for m in data or [] if isinstance(m, dict)]
 

@@ -563,3 +563,22 @@ def test_vllm_load_restarts_for_another_shape(reload_run):
     lines = [ln for ln in reload_run["stderr"].splitlines() if ln.startswith("sampler 'vllm': restarting")]
     assert lines == [f"sampler 'vllm': restarting the engine for {reload_run['shallow']}: the model config "
                      "differs (num_hidden_layers)"], reload_run["stderr"][-3000:]
+
+
+def test_a_server_that_accepts_and_never_answers_is_not_waited_on_silently(monkeypatch, capsys):
+    """GET /models is a listing: it gets MODELS_TIMEOUT (30 s), not the generation timeout (300 s x 5 attempts
+    were ~25 silent minutes), and each retry is said."""
+    from star_kit_plugins import openai_sampler
+
+    monkeypatch.setattr(openai_sampler, "MODELS_TIMEOUT", 0.5)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts (the kernel's backlog), never reads or answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StarKitError, match=r"GET http://127.0.0.1:\d+/v1/models failed after 2 attempt\(s\)"):
+            _openai(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1", max_retries=1, backoff=0.1)
+        assert time.monotonic() - t0 < 10
+    finally:
+        listener.close()
+    assert "retrying in 0.1s (attempt 2 of 2)" in capsys.readouterr().err
