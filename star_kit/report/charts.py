@@ -66,7 +66,7 @@ def _figure(data: dict[str, Any]):
     ax_cnt.bar(its, kept, color=COLORS["kept"], label="kept (correct)")
     ax_cnt.bar(its, rescued, bottom=kept, color=COLORS["rationalized"], label="rationalized")
     ax_cnt.bar(its, rest, bottom=[a + b for a, b in zip(kept, rescued)], color=COLORS["not kept"], label="not kept")
-    ax_cnt.set_title("samples (--samples per question): kept, rationalized, not kept", fontsize=10)
+    ax_cnt.set_title("training samples (--samples per question): kept, rationalized, not kept", fontsize=10)
     ax_cnt.legend(fontsize=8, loc="upper left")
 
     bars = ax_steps.bar(its, [r.steps for r in metrics], color=COLORS["steps"])
