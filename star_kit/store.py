@@ -311,9 +311,10 @@ class RunLock:
             try:  # never through a symbolic link, never a FIFO or a device: only a regular file of its own
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
             except OSError as exc:
-                why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
-                raise StarKitError(f"cannot lock run directory {self.root}: {self.path}: {why} (star-kit writes "
-                                   f"this file itself: remove it)", 2) from exc
+                if exc.errno == errno.ELOOP:
+                    raise StarKitError(f"cannot lock run directory {self.root}: {self.path}: it is a symbolic link "
+                                       f"(star-kit writes this file itself: remove it)", 2) from exc
+                raise StarKitError(f"cannot lock run directory {self.root}: {exc.strerror or exc}") from exc
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
                 raise StarKitError(f"cannot lock run directory {self.root}: {self.path} is not a regular file "
