@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import RunConfig, steps_for
+from .data import data_root
 from .errors import PluginError, StarKitError
 from .evaluation import RideAlong, evaluate, greedy_params, prompt_name, same_generation
 from .labels import eval_label_counts, format_counts, label_counts
@@ -432,6 +433,8 @@ class StarRun:
         from their options, the sampler's options against its factory. Returns the task and the trainer."""
         config, registry = self.config, self.registry
         config.validate()
+        if config.data_dir:  # the folder (not its files) is checked here: --print-config refuses a wrong one too
+            data_root(config.data_dir)
         self.sampler_name = registry.resolve_sampler(config.sampler)  # auto: vllm on a GPU where installed, else hf
         registry.get("samplers", self.sampler_name)  # unknown names fail before any work is done
         registry.get("trainers", config.trainer)

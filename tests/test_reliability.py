@@ -503,3 +503,12 @@ def test_a_data_file_that_is_a_folder_fifo_or_dead_link_says_what_it_is(tmp_path
         with pytest.raises(StarKitError, match=f"task 'gsm8k': {path} is {kind}, not a data file"):
             load_rows("gsm8k", tmp_path, "gsm8k/train.jsonl", hub)
         path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def test_print_config_refuses_a_data_dir_that_is_no_folder(tmp_path, capsys):
+    """As the run does at its start: --print-config checked every option but this one."""
+    assert main(["run", "--data-dir", str(tmp_path / "nope"), "--print-config"]) == 2
+    assert f"--data-dir {tmp_path / 'nope'}: no such folder" in _one_line(capsys)
+    (tmp_path / "file").write_text("x")
+    assert main(["run", "--data-dir", str(tmp_path / "file"), "--print-config"]) == 2
+    assert "a file, not a folder" in _one_line(capsys)
