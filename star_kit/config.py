@@ -494,14 +494,13 @@ _AUTHORITY = re.compile(r"[^/\s]*+")
 # credential's name has its value read (and skipped), so another name's value is searched for names in turn
 _NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]*+)\s*+[=:]\s*+")
 _VALUE = re.compile(r"(?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++")
-# an Authorization header's scheme and its credential: 'Bearer sk-...', 'Basic dXNlcjpw...'
-_SCHEME = re.compile(r"(?i)(?<![A-Za-z0-9_])(bearer|basic)(\s++)[A-Za-z0-9._~+/=-]++")
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the credentials written inside it redacted: a URL's user:password (:func:`_without_userinfo`),
-    the value of each credential-named ``NAME=VALUE`` or ``NAME: VALUE`` ('?api_key=sk-1', 'X-Api-Key: sk-1',
-    'Authorization: Bearer sk-1'), and the credential after 'Bearer' or 'Basic' alone. Linear in the text."""
+    """``text`` with the credentials written inside it redacted: a URL's user:password (:func:`_without_userinfo`)
+    and the value of each credential-named ``NAME=VALUE`` or ``NAME: VALUE`` ('?api_key=sk-1', 'X-Api-Key: sk-1',
+    'Authorization: Bearer sk-1', scheme included). Nothing else: a value's ordinary words ('a basic sum') are
+    kept, since a resumed run reads its options back from config.yaml. Linear in the text."""
     if "@" in text:
         text = _without_userinfo(text)
     if "=" in text or ":" in text:
@@ -514,7 +513,7 @@ def redact_text(text: str) -> str:
                 out.append(text[pos:m.end()] + REDACTED)
                 pos = value.end()
         text = "".join(out) + text[pos:]
-    return _SCHEME.sub(lambda m: m[1] + m[2] + REDACTED if not text.startswith(REDACTED, m.end(2)) else m[0], text)
+    return text
 
 
 def _without_userinfo(text: str) -> str:

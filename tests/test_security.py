@@ -448,7 +448,9 @@ def test_report_and_resume_of_an_edited_metrics_file_show_what_they_can(tmp_path
 @pytest.mark.parametrize("text, expected", [
     ("http://bob:pw@h:9/v1?api_key=QS&x=1", f"http://{REDACTED}@h:9/v1?api_key={REDACTED}&x=1"),
     ("curl -H 'Authorization: Bearer CS' http://x", f"curl -H 'Authorization: {REDACTED}' http://x"),
-    ("curl -H 'X-Api-Key: sk-1' -H \"Bearer abc\"", f"curl -H 'X-Api-Key: {REDACTED}' -H \"Bearer {REDACTED}\""),
+    ("curl -H 'X-Api-Key: sk-1' -H 'authorization: basic dXNlcjpw'",
+     f"curl -H 'X-Api-Key: {REDACTED}' -H 'authorization: {REDACTED}'"),
+    ("Solve this basic sum; Bearer of news: none", None),  # ordinary words: a resume reads options back
     ("vllm serve m --max-num-batched-tokens=4096 --port 8000", None),  # nothing secret: unchanged
     ("max_tokens=5, eos_token_id: 3, sort_key=x", None),
 ])
