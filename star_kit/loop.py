@@ -829,7 +829,8 @@ class StarRun:
     def history(self) -> list[IterationResult]:
         """The recorded iterations (metrics.jsonl; a damaged line stops with file:line, see ``read_jsonl``)."""
         # a row written before ``eval_prompt`` was recorded gets it from the config (which a resume cannot change)
-        rows = [row for row in self.store.metrics() if isinstance(row.get("iteration"), int)]
+        rows = [row for row in self.store.metrics()
+                if isinstance(row.get("iteration"), int) and not isinstance(row.get("iteration"), bool)]
         def warn(message: str) -> None:
             self.log(f"warning: {self.store.metrics_path}: {message}")
 
