@@ -16,6 +16,7 @@ import yaml
 
 from .errors import StarKitError, did_you_mean
 from .store import YAML12_FLOAT
+from .typecheck import kind_of, type_name, type_ok
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -111,9 +112,9 @@ class RunConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not _type_ok(value, hints[f.name]):
-                raise StarKitError(f"{source}: key {f.name!r} is {value!r} ({_kind_of(value)}); expected "
-                                   f"{_type_name(hints[f.name])}", 2)
+            if not type_ok(value, hints[f.name]):
+                raise StarKitError(f"{source}: key {f.name!r} is {value!r} ({kind_of(value)}); expected "
+                                   f"{type_name(hints[f.name])}", 2)
 
     # Keys that may change when a run is resumed (they do not change what was already computed). merge_passes
     # only decides whether two greedy passes of the same model run as one generate call.
@@ -347,15 +348,15 @@ def parse_scalar(text: str) -> Any:
 def option_type_problem(key: str, value: Any, hint: Any) -> str | None:
     """``option KEY=VALUE is not TYPE`` when ``value`` does not fit the annotation ``hint``, else None (the one
     check of a plugin option's value against its declared type, for every plugin)."""
-    if _type_ok(value, hint):
+    if type_ok(value, hint):
         return None
     choices = _string_choices(hint)
     suggestion = did_you_mean(value, choices, n=2) if isinstance(value, str) and value else ""
     if len(choices) > LONGEST_LISTED:  # e.g. transformers' optimizers: a count, not forty names
-        named = " or ".join(_type_name(a) for a in _union_args(hint) if not _string_choices(a))
+        named = " or ".join(type_name(a) for a in _union_args(hint) if not _string_choices(a))
         return (f"option {key}={value!r} is not one of the {len(choices)} values of {_choices_name(hint)}"
                 + (f" (or {named})" if named else "") + suggestion)
-    return f"option {key}={value!r} is not {_type_name(hint)}{suggestion}"
+    return f"option {key}={value!r} is not {type_name(hint)}{suggestion}"
 
 
 LONGEST_LISTED = 12  # allowed values an error lists in full; more are counted
@@ -379,65 +380,6 @@ def _string_choices(hint: Any) -> list[str]:
 def _choices_name(hint: Any) -> str:
     names = [a.__name__ for a in _union_args(hint) if isinstance(a, type) and issubclass(a, enum.Enum)]
     return " and ".join(names) or "its choices"
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a) for a in args)
-    if hint is Any:
-        return True
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):  # a member, or a member's value (as YAML has it)
-        return isinstance(value, hint) or any(_same(value, m.value) for m in hint)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin is dict:
-        return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1])
-                                               for k, v in value.items())
-    if origin is list:
-        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
-    if origin is typing.Literal:
-        return any(_same(value, a) for a in args)
-    if origin is not None:  # Sequence[str], tuple[int, ...], Callable ...: the container's type only
-        hint = origin
-    try:
-        return isinstance(value, hint)
-    except TypeError:  # not a class (a TypeVar, a string annotation ...): nothing to check
-        return True
-
-
-def _same(value: Any, allowed: Any) -> bool:
-    """``value == allowed`` of the same type (True is not 1, 1.0 is not 1)."""
-    return type(value) is type(allowed) and value == allowed
-
-
-def _type_name(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return " or ".join(repr(m.value) for m in hint)
-    if origin is dict:
-        return "a mapping of names to values"
-    if origin is list:
-        return "a list of strings" if args == (str,) else f"a list of ({_type_name(args[0])})" if args else "a list"
-    if origin is typing.Literal:
-        return " or ".join(repr(a) for a in args)
-    if origin is not None:
-        return f"a {getattr(origin, '__name__', origin)}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def _kind_of(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 # -- secrets: never written to a run directory, a report or a logger ------------------------------------------

@@ -7,6 +7,9 @@ from functools import cache
 from types import UnionType
 from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
 
+from . import arith
+from .typecheck import type_name, type_ok
+
 
 @dataclass(frozen=True)
 class Example:
@@ -152,8 +155,8 @@ class IterationResult:
             typed = _as_type(value, hints[key])
             if typed is _WRONG or (key == "iteration" and typed is None):
                 if warn is not None:
-                    warn(f"iteration {row.get('iteration')!r}: {key} holds {short_repr(value)}, not "
-                         f"{_type_name(hints[key])}; left out")
+                    warn(f"iteration {row.get('iteration')!r}: {key} holds {arith.short(repr(value), 40)}, not "
+                         f"{type_name(hints[key])}; left out")
                 continue
             known[key] = typed
         data = {**defaults, **{k: v for k, v in known.items() if v is not None or k not in defaults}}
@@ -172,31 +175,16 @@ def _result_hints() -> dict[str, Any]:
     return get_type_hints(IterationResult)
 
 
-def _type_name(hint: Any) -> str:
-    return " or ".join(getattr(t, "__name__", str(t)) for t in get_args(hint) or (hint,) if t is not type(None))
-
-
-def short_repr(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _as_type(value: Any, hint: Any) -> Any:
-    """``value`` when it is of type ``hint`` (int | None, float | None, str, dict[str, int], ...: an int is a float
-    here, a bool is neither); a dict keeps only its entries of the value type; else ``_WRONG``."""
-    if value is None:
-        return None if type(None) in get_args(hint) or hint is Any else _WRONG
-    for option in get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,):
-        base = get_origin(option) or option
-        if base is dict and isinstance(value, dict):
-            value_type = (get_args(option) or (Any, Any))[1]
-            return {k: v for k, v in value.items() if isinstance(k, str) and _as_type(v, value_type) is not _WRONG}
-        if base in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if base is float or isinstance(value, int):
-                return value
-        elif base is str and isinstance(value, str):
-            return value
-    return _WRONG
+    """``value`` when it fits ``hint`` (:func:`star_kit.typecheck.type_ok`), else ``_WRONG``; a dict field (a
+    phase's seconds, a label's count) keeps its well-typed entries and drops the others, so one bad entry does not
+    cost the rest."""
+    if isinstance(value, dict):
+        for option in get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,):
+            if get_origin(option) is dict:
+                key_type, value_type = get_args(option) or (Any, Any)
+                return {k: v for k, v in value.items() if type_ok(k, key_type) and type_ok(v, value_type)}
+    return value if type_ok(value, hint) else _WRONG
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -141,3 +141,20 @@ def test_a_plugin_that_raises_mid_run_is_named(tmp_path, capsys, test_plugin, ti
     assert code == 1
     assert "sampler 'broken' (plugin 'plugins_for_tests', distribution '(--plugin)') failed" in err
     assert "CUDA kernel exploded" in err
+
+
+def test_a_metrics_row_keeps_what_fits_its_fields_and_names_the_rest():
+    """``IterationResult.from_row`` checks each field with the config's type check: a wrong value is left out and
+    named (a bool is no count, text is no number), a dict field keeps its well-typed entries, unknown keys are
+    dropped, and ``defaults`` fill what the row lacks or holds as null."""
+    said: list[str] = []
+    row = {"iteration": 2, "accuracy": 0.5, "kept": True, "steps": "many", "train_examples": 7,
+           "seconds": {"train": 3, "evaluate": "fast", "sample": 1.5}, "eval_labels": {"A": 2, "B": 1.5},
+           "eval_prompt": None, "from_a_newer_release": 1}
+    result = IterationResult.from_row(row, said.append, eval_prompt="fewshot")
+    assert (result.iteration, result.accuracy, result.train_examples) == (2, 0.5, 7)
+    assert (result.kept, result.steps) == (0, 0)  # left out: the dataclass's defaults
+    assert result.seconds == {"train": 3, "sample": 1.5} and result.eval_labels == {"A": 2}
+    assert result.eval_prompt == "fewshot"
+    assert said == ["iteration 2: kept holds True, not an integer; left out",
+                    "iteration 2: steps holds 'many', not an integer; left out"]

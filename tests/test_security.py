@@ -441,7 +441,7 @@ def test_report_and_resume_of_an_edited_metrics_file_show_what_they_can(tmp_path
     captured = capsys.readouterr()
     assert "\x1b" not in captured.out and "\x07" not in captured.out
     assert "[link=https://evil.example]click[/link]" in captured.out  # shown as written, not as a hyperlink
-    assert "accuracy holds '0.5', not float; left out" in captured.err and "Traceback" not in captured.err
+    assert "accuracy holds '0.5', not a number or null; left out" in captured.err and "Traceback" not in captured.err
     assert (out / "report.html").is_file() and (out / "accuracy.png").is_file()
 
 
