@@ -181,6 +181,11 @@ class RunConfig:
                                f"gives {self.samples} identical rationales)", 2)
         check_eval_samples(self.eval_samples, self.eval_temperature, name("eval_samples"), name("eval_temperature"))
         check_eval_prompt(self.eval_prompt, name("eval_prompt"))
+        for key, flag in OPTION_FLAGS.items():
+            for option in getattr(self, key):
+                if (problem := reserved_option_problem(option)) is not None:
+                    where = name(key) if getattr(self, "origin", {}).get(key) else flag
+                    raise StarKitError(f"{where} {option}: {problem}", 2)
         if self.step_schedule not in ("exponential", "linear"):
             raise StarKitError(f"{name('step_schedule')} must be exponential or linear, got {self.step_schedule!r}", 2)
         for key in ("train_size", "eval_size"):
@@ -518,6 +523,19 @@ def drop_redacted(obj: Any) -> Any:
 
 # -- code a run directory names: never run from the saved file alone -------------------------------------------
 OPTION_FLAGS = {"task_options": "--task-opt", "sampler_options": "--sampler-opt", "trainer_options": "--trainer-opt"}
+
+#: names no plugin option may have: star-kit's own settings, each given by its flag and offered to a task factory
+#: that declares it (``--task-opt data_dir=...`` would skip the checks of ``--data-dir``), and the name they are
+#: offered through
+RESERVED_OPTIONS = {"data_dir": "--data-dir", "skip_bad_rows": "--skip-bad-rows", "core": None}
+
+
+def reserved_option_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a plugin option (:data:`RESERVED_OPTIONS`), or None."""
+    if key not in RESERVED_OPTIONS:
+        return None
+    flag = RESERVED_OPTIONS[key]
+    return f"{key} is star-kit's own setting, not a plugin option" + (f": give {flag}" if flag else "")
 
 
 # Options that decide what runs, or where star-kit connects and sends data, other than a ``*_command``:

@@ -296,6 +296,22 @@ def checked_examples(where: str, split: str, examples: Any, asked: int | None, l
     return list(examples)
 
 
+def check_splits_apart(where: str, train_set: Sequence[Example], eval_set: Sequence[Example], log: Log) -> None:
+    """The held-out questions are not training questions (``Task.examples``: the splits never share a problem):
+    an id in both splits is one line naming the task's plugin (the accuracy would count what was trained on);
+    the same question text under other ids (a dataset's own duplicates) is a note with the count."""
+    train_ids = {ex.id for ex in train_set}
+    shared = [ex.id for ex in eval_set if ex.id in train_ids]
+    if shared:
+        raise PluginError(f"{where}: examples('eval', ...) returned {len(shared)} of the training examples' ids "
+                          f"(first {shared[0]!r}): the held-out split must not share a problem with 'train'")
+    train_questions = {ex.question for ex in train_set}
+    same = sum(1 for ex in eval_set if ex.question in train_questions)
+    if same:
+        log(f"note: {where}: {same} of {len(eval_set)} held-out questions are also training questions (same text, "
+            f"other ids)")
+
+
 _MISSING = object()
 
 
@@ -489,6 +505,7 @@ class StarRun:
                                     config.eval_size, self.log)
         if not train_set or not eval_set:
             raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
+        check_splits_apart(where, train_set, eval_set, self.log)
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
         self.prepare(resume, lambda: recorded_questions_problem(self.store.root, task, train_set, eval_set))

@@ -8,14 +8,18 @@ Environment variables:
 
 from __future__ import annotations
 
+import enum
 import importlib
 import importlib.metadata as md
 import inspect
 import math
 import os
 import sys
+import types
+import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
@@ -205,7 +209,7 @@ class Registry:
             return False
         return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
-    def check_options(self, kind: str, name: str, *args: Any, **options: Any) -> dict[str, Any]:
+    def check_options(self, kind: str, name: str, /, *args: Any, **options: Any) -> dict[str, Any]:
         """Check options against the factory's signature and its annotations, without calling it (so before a
         model is loaded): an unknown option or a value of the wrong type is one line naming the plugin. A factory
         that takes ``**options`` to pass on (the ray sampler's backend options) may define
@@ -244,7 +248,8 @@ class Registry:
                 own_check(self, *args, **declared)
         return declared
 
-    def create(self, kind: str, name: str, *args: Any, core: dict[str, Any] | None = None, **options: Any) -> Any:
+    def create(self, kind: str, name: str, /, *args: Any, core: dict[str, Any] | None = None,
+               **options: Any) -> Any:
         """Build a task, sampler or trainer through its factory; a failure names the plugin.
 
         ``core`` holds star-kit's own settings (``data_dir``, ``skip_bad_rows``) offered to a factory: each is
@@ -278,6 +283,8 @@ class Registry:
             if not problems and getattr(obj, "extractor", None) not in self.items["extractors"]:
                 problems = [f"its extractor {getattr(obj, 'extractor', None)!r} is not registered (available: "
                             f"{', '.join(self.names('extractors'))})"]
+            if not problems:
+                problems = _generation_mismatch(obj)
             if problems:
                 source = getattr(obj, "lm_eval_yaml", None)
                 raise PluginError(f"{self.where(kind, name)}: lm-eval config"
@@ -368,6 +375,9 @@ class Registry:
                 self._warn_once("verifiers", name, f"returned {_shown(reason)} ({type(reason).__name__}), not None "
                                                    f"(accepted) or a string (the reason to reject); such results "
                                                    f"count as rejected")
+            elif reason == "":
+                self._warn_once("verifiers", name, "returned '' (an empty reason), not None (accepted) or a "
+                                                   "reason to reject; such results count as rejected")
             return str(reason) or "rejected"
 
         safe.__name__ = f"verifier_{name}"
@@ -434,19 +444,64 @@ class _Guarded:
         setattr(self.wrapped, attr, value)
 
 
+def _generation_mismatch(task: Any) -> list[str]:
+    """Where a task samples with other stop strings or another token budget than its lm-eval config gives the
+    evaluation's requests (:func:`star_kit.evaluation.request_key`): STaR would keep rationales cut otherwise than
+    the ones it scores."""
+    from .evaluation import request_key
+
+    try:
+        until, budget, _, _ = request_key(task.lm_eval_config.get("generation_kwargs"))
+    except (TypeError, ValueError, AttributeError) as exc:
+        return [f"generation_kwargs unreadable ({one_line(exc, whole=True)})"]
+    problems = []
+    if tuple(task.stop) != until:
+        problems.append(f"its stop {tuple(task.stop)!r} is not generation_kwargs.until {until!r} (sampling and "
+                        f"evaluation would stop differently)")
+    if task.max_new_tokens != budget:
+        problems.append(f"its max_new_tokens {task.max_new_tokens!r} is not generation_kwargs.max_gen_toks {budget} "
+                        f"(sampling and evaluation would have different budgets)")
+    return problems
+
+
 def as_declared(options: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with an integer given for an option declared as a string (not a number) passed as its text:
-    ``--task-opt digits=3`` reads 3 as a number, as every option value is read, and ``digits: str`` gets "3" (an
-    integer's text is what was typed: ``0123`` is read as text). A decimal number is not turned back into text
-    (``1.10`` would become "1.1"): it stays refused for a string option."""
+    """``options`` as their annotations declare them, from the values the command line and YAML give:
+
+    * an integer for an option declared as a string (not a number) is passed as its text: ``--task-opt digits=3``
+      reads 3 as a number, as every option value is read, and ``digits: str`` gets "3" (an integer's text is what
+      was typed: ``0123`` is read as text). A decimal number is not turned back into text (``1.10`` would become
+      "1.1"): it stays refused for a string option;
+    * ``null`` or ``none`` (any case) for an option that may be None and takes no string is None
+      (``--task-opt limit=none`` for ``limit: int | None``);
+    * an Enum member's value is the member (``mode=fast`` for ``mode: Mode``), a text for a ``Path`` is a Path."""
     from .config import option_type_problem
 
     out = dict(options)
     for key, value in options.items():
-        if (key in hints and type(value) is int and option_type_problem(key, value, hints[key])
-                and option_type_problem(key, str(value), hints[key]) is None):
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        if type(value) is int and option_type_problem(key, value, hint) \
+                and option_type_problem(key, str(value), hint) is None:
             out[key] = str(value)
+        elif isinstance(value, str) and value.lower() in ("null", "none") and option_type_problem(key, value, hint) \
+                and option_type_problem(key, None, hint) is None:
+            out[key] = None
+        else:
+            out[key] = _declared_instance(value, hint)
     return out
+
+
+def _declared_instance(value: Any, hint: Any) -> Any:
+    """``value`` as the Enum member or Path its annotation names (alone or in a union), else unchanged."""
+    for option in typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,):
+        if isinstance(option, type) and issubclass(option, enum.Enum) and not isinstance(value, option):
+            for member in option:
+                if type(member.value) is type(value) and member.value == value:
+                    return member
+        elif isinstance(option, type) and issubclass(option, PurePath) and isinstance(value, str):
+            return option(value)
+    return value
 
 
 class _CheckedSampler(_Guarded):
@@ -483,7 +538,14 @@ def checked_completions(where: str, n_prompts: int, params: Any, result: Any) ->
     out = []
     for i, row in enumerate(result):
         if not isinstance(row, (list, tuple)) or len(row) != n or not all(isinstance(t, str) for t in row):
-            raise PluginError(f"{where}: generate returned {_shown(row)} for prompt {i}; {expected} (see "
+            if not isinstance(row, (list, tuple)):
+                what = f"{_shown(row)} ({type(row).__name__})"
+            elif len(row) != n:
+                what = f"a list of {len(row)} completion{'s' * (len(row) != 1)}"
+            else:
+                bad = next(t for t in row if not isinstance(t, str))
+                what = f"a list holding {_shown(bad)} ({type(bad).__name__})"
+            raise PluginError(f"{where}: generate returned {what} for prompt {i}; {expected} (see "
                               f"star_kit.protocols.Sampler)")
         out.append([cut_at_stop(t, params.stop) for t in row])
     return out
@@ -493,7 +555,8 @@ def _shown(value: Any, limit: int = 40) -> str:
     """``repr(value)`` cut to ``limit`` characters for a warning; never raises (a repr can: an int of more than
     4300 digits, a plugin's own ``__repr__``)."""
     try:
-        return repr(value)[:limit]
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit - 3] + "..."
     except Exception:
         return "an unprintable value"
 

@@ -57,8 +57,35 @@ def held_out(key: str, share: float = 0.2) -> bool:
 
 
 def load_lm_eval_yaml(path: Path) -> dict[str, Any]:
+    """A task's lm-eval YAML; a file YAML cannot read is one line naming it and the line."""
     with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        try:
+            return yaml.safe_load(fh)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise StarKitError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})", 2) from None
+
+
+#: lm-eval's own defaults for a ``generate_until`` request's ``generation_kwargs`` without them: the stop string a
+#: task samples with and the token budget (HFLM's ``max_gen_toks``); :meth:`FewShotTask.__init__` writes them into
+#: the config, so sampling and evaluation read the same values
+DEFAULT_UNTIL = ("\n\n",)
+DEFAULT_MAX_GEN_TOKS = 256
+
+
+def generation_settings(config: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    """(stop strings, token budget) of an lm-eval config's ``generation_kwargs`` as the evaluation reads them: a
+    string ``until`` is one stop string (as lm-eval takes it); raises ValueError naming a bad value."""
+    gen = config.get("generation_kwargs") or {}
+    until = gen.get("until", DEFAULT_UNTIL)
+    until = (until,) if isinstance(until, str) else until
+    if not isinstance(until, (list, tuple)) or not all(isinstance(u, str) for u in until):
+        raise ValueError(f"generation_kwargs.until is {until!r}, not a string or a list of strings")
+    budget = gen.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"generation_kwargs.max_gen_toks is {budget!r}, not a whole number of tokens >= 1")
+    return tuple(until), budget
 
 
 def extract_filter(config: dict[str, Any]) -> tuple[str, str] | None:
@@ -132,9 +159,15 @@ class FewShotTask:
         #: with ``skip_bad_rows``, malformed data rows are dropped and described here (else they raise)
         self.skipped_rows: list[str] | None = [] if skip_bad_rows else None
         self.lm_eval_config = load_lm_eval_yaml(self.lm_eval_yaml)
-        gen = self.lm_eval_config.get("generation_kwargs", {})
-        self.stop: tuple[str, ...] = tuple(gen.get("until", ("\n\n",)))
-        self.max_new_tokens: int = int(gen.get("max_gen_toks", 128))
+        if not isinstance(self.lm_eval_config, dict):
+            raise StarKitError(f"{self.lm_eval_yaml}: not a mapping of lm-eval task keys", 2)
+        try:
+            self.stop, self.max_new_tokens = generation_settings(self.lm_eval_config)
+        except ValueError as exc:
+            raise StarKitError(f"{self.lm_eval_yaml}: {exc}", 2) from None
+        # written back, so that lm-eval's requests (evaluation) carry what sampling uses
+        gen = self.lm_eval_config.setdefault("generation_kwargs", {})
+        gen.update(until=list(self.stop), max_gen_toks=self.max_new_tokens)
         self.extractor: str = self._extractor_from_yaml()
         self._fewshot = load_exemplars(self.fewshot_file)
         self.rationales = bool(rationales)

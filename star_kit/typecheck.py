@@ -7,6 +7,7 @@ from __future__ import annotations
 import enum
 import types
 import typing
+from pathlib import PurePath
 from typing import Any
 
 
@@ -23,6 +24,8 @@ def type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, hint) or any(same(value, m.value) for m in hint)
     if hint is type(None):
         return value is None
+    if isinstance(hint, type) and issubclass(hint, PurePath):  # a path is given as text
+        return isinstance(value, (str, PurePath))
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -64,6 +67,8 @@ def type_name(hint: Any) -> str:
         return " or ".join(repr(a) for a in args)
     if origin is not None:
         return f"a {getattr(origin, '__name__', origin)}"
+    if isinstance(hint, type) and issubclass(hint, PurePath):
+        return "a path"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
             type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
 

@@ -2,9 +2,9 @@
 are due. Real parts: the tiny Llama built from a config, the real hf sampler (wrapped only to record its calls),
 real lm-eval and TRL; fp32 so that the merged and separate runs can be compared text for text.
 
-This module is also a plugin (``--plugin test_loop_merged``): ``lenient-arithmetic-full`` is the tests'
-lenient-arithmetic (any answer is right, so a random model still trains) with the evaluation's token budget, so that
-its sampling parameters equal the evaluation's (lenient-arithmetic itself samples 8 tokens: never merged).
+The task is the tests' lenient-arithmetic (any answer is right, so a random model still trains); like every task,
+it samples with its evaluation's stop strings and token budget (checked when a task is created), so its greedy
+sampling can ride along with the evaluation.
 """
 
 from __future__ import annotations
@@ -20,25 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import star_kit
-from plugins_for_tests import LenientArithmetic
 from star_kit.cli import main
 from star_kit.store import read_jsonl
-
-PLUGIN = ["--plugin", "test_loop_merged"]
-
-
-class LenientFullBudget(LenientArithmetic):
-    name = "lenient-arithmetic-full"
-
-    def __init__(self, data_dir=None, **options):
-        super().__init__(data_dir=data_dir, **options)
-        self.max_new_tokens = int(self.lm_eval_config["generation_kwargs"]["max_gen_toks"])  # the evaluation's
-
-
-@star_kit.hookimpl
-def register_tasks(register):
-    register("lenient-arithmetic-full", LenientFullBudget)
 
 
 @pytest.fixture()
@@ -60,7 +43,7 @@ def calls(monkeypatch, test_plugin):
 def _run(tiny_model, out, *extra):
     return main(["run", "--model", tiny_model, "--out", str(out), "--train-size", "6", "--eval-size", "4",
                  "--base-steps", "2", "--no-progress", "--sampler-opt", "batch_size=4", "--sampler-opt",
-                 "dtype=float32", "--trainer-opt", "per_device_train_batch_size=2", *PLUGIN, *extra])
+                 "dtype=float32", "--trainer-opt", "per_device_train_batch_size=2", *extra])
 
 
 def _same(rows):
@@ -69,7 +52,7 @@ def _same(rows):
 
 
 def test_merged_pass_is_one_generate_call_with_the_same_results(tiny_model, tmp_path, calls, capsys):
-    args = ("--task", "lenient-arithmetic-full", "--iterations", "2", "--patience", "0")
+    args = ("--task", "lenient-arithmetic", "--iterations", "2", "--patience", "0")
     merged, separate = tmp_path / "merged", tmp_path / "separate"
     assert _run(tiny_model, merged, *args) == 0
     merged_calls = list(calls)
@@ -108,19 +91,17 @@ def test_merged_pass_is_one_generate_call_with_the_same_results(tiny_model, tmp_
     # the option is recorded; a resume may change it (it changes nothing already computed)
     assert yaml.safe_load((merged / "config.yaml").read_text())["merge_passes"] is True
     assert yaml.safe_load((separate / "config.yaml").read_text())["merge_passes"] is False
-    assert main(["run", "--resume", str(separate), "--no-progress", *PLUGIN, "--merge-passes",
+    assert main(["run", "--resume", str(separate), "--no-progress",  "--merge-passes",
                  "--iterations", "2"]) == 0
 
 
 @pytest.mark.parametrize("case, extra, sizes, iterations", [
-    # lenient-arithmetic samples 8 tokens, the evaluation 161: different parameters, never merged
-    ("params differ", ("--task", "lenient-arithmetic", "--iterations", "1"), [4, 6, 4], 1),
     # sampled rationales (temperature > 0) are not the evaluation's greedy ones
-    ("sampling", ("--task", "lenient-arithmetic-full", "--iterations", "1", "--temperature", "0.7"),
+    ("sampling", ("--task", "lenient-arithmetic", "--iterations", "1", "--temperature", "0.7"),
      [4, 6, 4], 1),
     # patience 1: iteration 2 runs only if M(1) beats M(0); M(1)'s evaluation is not merged, and iteration 1's
     # equal accuracy (every answer is right) stops the run: nothing was sampled for iteration 2
-    ("uncertain", ("--task", "lenient-arithmetic-full", "--iterations", "2", "--patience", "1"), [10, 4], 1),
+    ("uncertain", ("--task", "lenient-arithmetic", "--iterations", "2", "--patience", "1"), [10, 4], 1),
 ])
 def test_no_merged_pass_unless_due(tiny_model, tmp_path, calls, case, extra, sizes, iterations):
     out = tmp_path / "run"
@@ -137,25 +118,25 @@ def test_no_merged_pass_unless_due(tiny_model, tmp_path, calls, case, extra, siz
 def test_a_resumed_run_with_samples_on_disk_does_not_merge(tiny_model, tmp_path, calls):
     """Iteration 1's samples already there (a run interrupted after them): the baseline evaluation runs alone."""
     out = tmp_path / "run"
-    args = ("--task", "lenient-arithmetic-full", "--iterations", "1")
+    args = ("--task", "lenient-arithmetic", "--iterations", "1")
     assert _run(tiny_model, out, *args) == 0
     for name in ("eval.json", "eval_samples.jsonl"):
         (out / "iter_00" / name).unlink()
     (out / "metrics.jsonl").unlink()
     calls.clear()
     before = (out / "iter_01" / "samples.jsonl").read_text()
-    assert main(["run", "--resume", str(out), "--no-progress", *PLUGIN]) == 0
+    assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     assert [len(c) for c in calls] == [4]  # the baseline evaluation; iteration 1 read back, evaluated from disk
     assert (out / "iter_01" / "samples.jsonl").read_text() == before
 
 
 # -- a kill during the merged pass -------------------------------------------------------------------------------
 def _cmd(tiny_model, out, resume=False):
-    tail = ["--no-progress", *PLUGIN]
+    tail = ["--no-progress"]
     if resume:
         return [sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), *tail]
     return [sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out", str(out),
-            "--task", "lenient-arithmetic-full", "--iterations", "2", "--patience", "0", "--seed", "7",
+            "--task", "lenient-arithmetic", "--iterations", "2", "--patience", "0", "--seed", "7",
             "--train-size", "24", "--eval-size", "16", "--base-steps", "2", "--sampler-opt", "dtype=float32",
             "--sampler-opt", "batch_size=4", "--trainer-opt", "per_device_train_batch_size=2", *tail]
 
@@ -206,6 +187,6 @@ def test_ride_along_samples_are_published_before_the_evaluation_is_recorded(tiny
         return real(path, data)
 
     monkeypatch.setattr(evaluation, "write_json", write_json)
-    assert _run(tiny_model, tmp_path / "run", "--task", "lenient-arithmetic-full", "--iterations", "2",
+    assert _run(tiny_model, tmp_path / "run", "--task", "lenient-arithmetic", "--iterations", "2",
                 "--patience", "0") == 0
     assert seen == [(0, True), (1, True), (2, False)]  # M(2)'s evaluation has no iteration 3 to carry

@@ -73,13 +73,14 @@ def _task(kind):
             good = super().examples(split, n, seed)
             return {"dicts": [e.to_dict() for e in good], "dup": [good[0], good[0]],
                     "none": [Example(good[0].id, good[0].question, None)], "few": good[:2],
-                    "many": super().examples(split, None if n is None else n + 2, seed)}[kind]
+                    "many": super().examples(split, None if n is None else n + 2, seed),
+                    "overlap": super().examples("train", n, seed)}[kind]
     return Bad
 
 
 @star_kit.hookimpl
 def register_tasks(register):
-    for kind in ("dicts", "dup", "none", "few", "many"):
+    for kind in ("dicts", "dup", "none", "few", "many", "overlap"):
         register("bad-" + kind, _task(kind))
 """
 
@@ -89,6 +90,7 @@ def register_tasks(register):
     ("dup", "repeats the id"),
     ("none", "has the gold answer None: a non-empty string is needed"),
     ("many", "returned 5 examples from examples('train', 3, ...), more than the 3 asked for"),
+    ("overlap", "examples('eval', ...) returned 2 of the training examples' ids (first 'train-"),
 ])
 def test_a_task_returning_bad_examples_is_one_line_before_any_work(kind, message, test_plugin, tmp_path, base_model,
                                                                    monkeypatch, capsys):
@@ -187,6 +189,132 @@ def test_options_are_checked_against_annotations():
     registry.check_options("trainers", "trl-sft", launch_args=["--x"], learning_rate=1e-4)  # **sft_options
 
 
+@pytest.mark.parametrize("flag", ["--task-opt", "--sampler-opt", "--trainer-opt"])
+@pytest.mark.parametrize("key", ["name", "kind"])
+def test_an_option_named_like_the_registrys_own_arguments_is_an_option(flag, key, capsys):
+    """``name`` and ``kind`` are positional-only in Registry.create/check_options: as an option they are the
+    plugin's (unknown to the built-ins: one line), never a TypeError."""
+    assert main(["run", "--print-config", flag, f"{key}=x"]) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}'" in err and "Traceback" not in err and "multiple values" not in err
+
+
+def test_an_option_of_that_name_reaches_a_factory_that_declares_it():
+    registry = Registry()
+    made = []
+
+    def factory(name: str = "a", kind: int = 0):
+        made.append((name, kind))
+        return factory
+
+    registry.add_plugin(_module("named", register_trainers=lambda register: register("named", factory)), "named", "d")
+    registry.collect()
+    registry.check_options("trainers", "named", name="b", kind=2)
+    with pytest.raises(Exception):  # not a Trainer: refused after the call, which got the options
+        registry.create("trainers", "named", name="b", kind=2)
+    assert made == [("b", 2)]
+
+
+@pytest.mark.parametrize("option, flag", [("data_dir", "--data-dir"), ("skip_bad_rows", "--skip-bad-rows"),
+                                          ("core", None)])
+def test_star_kits_own_settings_are_no_plugin_options(option, flag, tmp_path, capsys):
+    """``--task-opt data_dir=X`` would skip the checks of ``--data-dir``: refused, from the command line and from a
+    config file, naming the flag to use."""
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--print-config", "--task-opt", f"{option}=/x"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"argument --task-opt: {option} is star-kit's own setting, not a plugin option" in err
+    assert (f"give {flag}" in err) if flag else ("give" not in err)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"sampler_options: {{{option}: 1}}\n")
+    assert main(["run", "--print-config", "--config", str(cfg)]) == 2
+    assert f"{option}: {option} is star-kit's own setting" in capsys.readouterr().err
+
+
+def test_options_arrive_as_their_annotations_declare_them():
+    """An Enum option gets its member, a Path option a Path, ``none``/``null`` is None where the option may be None
+    and takes no string (a string option keeps the text: TRL's ``report_to=none``)."""
+    import enum
+    from pathlib import Path
+    from typing import Optional
+
+    class Mode(enum.Enum):
+        FAST = "fast"
+        SLOW = "slow"
+
+    got = []
+
+    def factory(mode: Mode = Mode.FAST, path: Path | None = None, limit: Optional[int] = 3,
+                label: str | None = "x"):
+        got.append((mode, path, limit, label))
+        return factory
+
+    registry = Registry()
+    registry.add_plugin(_module("typed", register_trainers=lambda register: register("typed", factory)), "typed", "d")
+    registry.collect()
+    declared = registry.check_options("trainers", "typed", mode="slow", path="/tmp", limit="None", label="none")
+    assert declared == {"mode": Mode.SLOW, "path": Path("/tmp"), "limit": None, "label": "none"}
+    with pytest.raises(PluginError, match=r"option mode='medium' is not 'fast' or 'slow'"):
+        registry.check_options("trainers", "typed", mode="medium")
+    with pytest.raises(PluginError, match=r"option limit='lots' is not an integer or null"):
+        registry.check_options("trainers", "typed", limit="lots")
+
+
+def _yaml_task(tmp_path, generation: str):
+    """A FewShotTask whose lm-eval YAML has the given generation_kwargs lines (arithmetic's otherwise)."""
+    from star_kit_plugins.arithmetic import ArithmeticTask
+
+    text = ArithmeticTask.lm_eval_yaml.read_text()
+    head, _, rest = text.partition("generation_kwargs:")
+    tail = rest.split("\n", 1)[1]
+    while tail.startswith(" "):  # the old block's indented lines
+        tail = tail.split("\n", 1)[1]
+    path = tmp_path / "task.yaml"
+    path.write_text(head + generation + tail)
+    return type("YamlTask", (ArithmeticTask,), {"lm_eval_yaml": path})
+
+
+def test_sampling_and_evaluation_read_one_stop_and_budget(tmp_path):
+    """A string ``until`` is one stop string (not its characters), a YAML without ``max_gen_toks`` gives both
+    sampling and lm-eval's requests lm-eval's 256, and a task whose own stop or budget differs from its config's
+    is refused when it is created, naming the plugin."""
+    from star_kit.evaluation import greedy_params
+
+    task = _yaml_task(tmp_path, 'generation_kwargs:\n  until: "\\n\\n"\n')()
+    params = greedy_params(task)
+    assert task.stop == ("\n\n",) == params.stop and task.max_new_tokens == params.max_new_tokens
+    assert load_registry().create("tasks", "arithmetic").max_new_tokens >= 1  # the built-in is consistent
+    odd = _yaml_task(tmp_path, 'generation_kwargs:\n  until: ["\\n\\n"]\n  max_gen_toks: 64\n')
+    registry = Registry()
+
+    def make():
+        made = odd()
+        made.stop = ("\n",)
+        return made
+
+    registry.add_plugin(_module("odd", register_tasks=lambda register: register("odd", make),
+                                register_extractors=lambda register: register("arithmetic", lambda text: None)),
+                        "odd", "dist-odd")
+    registry.collect()
+    with pytest.raises(PluginError, match=r"^task 'odd' \(plugin 'odd', distribution 'dist-odd'\): lm-eval config .*"
+                                          r"its stop \('\\n',\) is not generation_kwargs.until \('\\n\\n',\)"):
+        registry.create("tasks", "odd")
+
+
+@pytest.mark.parametrize("generation, said", [
+    ("generation_kwargs:\n  max_gen_toks: lots\n", "generation_kwargs.max_gen_toks is 'lots', not a whole number"),
+    ("generation_kwargs:\n  until: 5\n", "generation_kwargs.until is 5, not a string or a list of strings"),
+    ("generation_kwargs: [\n", "not valid YAML"),
+])
+def test_a_bad_generation_config_is_one_line_naming_the_yaml(tmp_path, generation, said):
+    from star_kit.errors import StarKitError
+
+    with pytest.raises(StarKitError, match=said) as err:
+        _yaml_task(tmp_path, generation)()
+    assert str(err.value).startswith(str(tmp_path / "task.yaml"))
+
+
 # 8. plugin loading: an installed module again, a misspelt hook, event plugins, python -m star_kit ------------------
 def test_plugin_already_installed_is_one_short_line():
     registry = load_registry(["star_kit_plugins.arithmetic"])
@@ -263,11 +391,11 @@ def test_a_factory_result_is_checked_against_its_protocol():
 
 @pytest.mark.parametrize("reply, said", [
     ("2 + 2 = 4", r"generate returned a str of 9 items for 2 prompts"),  # a string, not a list of lists
-    (["a", "b"], r"generate returned 'a' for prompt 0"),  # the inner lists forgotten
+    (["a", "b"], r"generate returned 'a' \(str\) for prompt 0"),  # the inner lists forgotten
     ([["a"]], r"generate returned a list of 1 item for 2 prompts"),  # one prompt's completions missing
-    ([["a"], ["b", "c"]], r"generate returned \['b', 'c'\] for prompt 1"),  # one completion too many
-    ([["a"], [None]], r"generate returned \[None\] for prompt 1"),
-    ([["a"], [b"b"]], r"generate returned \[b'b'\] for prompt 1"),
+    ([["a"], ["b", "c"]], r"generate returned a list of 2 completions for prompt 1"),  # one completion too many
+    ([["a"], [None]], r"generate returned a list holding None \(NoneType\) for prompt 1"),
+    ([["a"], [b"b"]], r"generate returned a list holding b'b' \(bytes\) for prompt 1"),
 ])
 def test_what_a_sampler_generates_is_checked_before_it_is_graded(reply, said):
     """A sampler's reply of the wrong shape would be graded against the wrong questions (or character by

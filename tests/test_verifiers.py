@@ -173,6 +173,19 @@ def test_a_verifier_returning_a_bool_is_said_once_and_counts_as_a_rejection(caps
                               "(bool), not None (accepted) or a string")
 
 
+def test_a_verifier_returning_an_empty_reason_is_said_once_and_counts_as_a_rejection(capsys):
+    registry = Registry()
+    plugin = types.ModuleType("emptyish")
+    plugin.register_verifiers = star_kit.hookimpl(lambda register: register("emptyish", lambda example, rationale: ""))
+    registry.add_plugin(plugin, "emptyish", "dist-e")
+    registry.collect()
+    safe = registry.verifier("emptyish")
+    assert safe(Example("x", "q", "1"), "text") == "rejected" == safe(Example("y", "q", "1"), "text")
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning == ("warning: verifier 'emptyish' (plugin 'emptyish', distribution 'dist-e') returned '' (an empty "
+                       "reason), not None (accepted) or a reason to reject; such results count as rejected")
+
+
 def test_unknown_verifier_exits_2(tiny_model, tmp_path, capsys):
     assert main(["run", "--model", tiny_model, "--out", str(tmp_path / "r"), "--verifier", "nope",
                  "--no-progress"]) == 2
