@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from .cli_common import key_value, optional_int, quiet_libraries
+from .cli_common import key_value, loaded_registry, optional_int, quiet_libraries
 from .errors import StarKitError, UnknownNameError, one_line
 from .records import PROMPT_NAMES
 
@@ -343,7 +343,6 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .console import console, err_console
     from .models import resolve_model
     from .progress import Phases
-    from .registry import load_registry
     from .store import check_writable, write_json
 
     targets = [Target(m, m) for m in args.models]
@@ -428,9 +427,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     sampler_options = {**(run_config.get("sampler_options") or {}), **dict(args.sampler_options)}
 
     quiet_libraries()
-    registry = load_registry([*(run_config.get("plugins") or []), *args.plugins])
-    for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+    registry = loaded_registry([*(run_config.get("plugins") or []), *args.plugins])
     if args.run and not args.sampler and run_config.get("sampler") not in (None, "auto"):
         err_console.print("[yellow]note:[/] " + escape(f"sampler {run_config['sampler']!r} as --run {args.run} "
                           "used it (for every model of this bench; --sampler chooses another)"), highlight=False)

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import benching, report
-from .cli_common import OneLineParser, key_value, optional_int, quiet_libraries
+from .cli_common import OneLineParser, key_value, loaded_registry, optional_int, quiet_libraries
 from .config import RunConfig
 from .console import console, err_console
 from .errors import StarKitError, one_line
@@ -105,12 +105,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.run_dir = config.out  # for the line an interruption prints
     if getattr(args, "print_config", False):  # checked as a run checks it first; printed as config.yaml records it
         from .loop import StarRun
-        from .registry import load_registry
 
         quiet_libraries()
         from .models import resolve_model
 
-        star = StarRun(config, load_registry(config.plugins), phases=None,
+        star = StarRun(config, loaded_registry(config.plugins), phases=None,
                        log=lambda m: err_console.print(m, markup=False, highlight=False))
         star.check()
         if getattr(args, "resume", None):  # what the resume would refuse, refused here too (nothing is written)
@@ -126,10 +125,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     from .registry import load_registry
 
-    registry = load_registry(args.plugins)
-    if args.json:
+    if args.json:  # JSON on stdout, even when a --plugin fails to import
+        try:
+            registry = load_registry(args.plugins)
+        except StarKitError as exc:
+            print(json.dumps({"error": str(exc)}, indent=2))
+            return exc.exit_code
+
         print(json.dumps({**registry.as_json(), "problems": registry.problems}, indent=2))
         return 0
+    registry = loaded_registry(args.plugins)
     table = Table(title="star-kit plugins")
     for col in ("kind", "name", "plugin", "distribution"):
         table.add_column(col)
@@ -138,8 +143,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             name = f"{e['name']} ({', '.join(e['hooks'])})" if "hooks" in e else e["name"]
             table.add_row(*(Text(str(v)) for v in (kind[:-1], name, e["plugin"], e["distribution"])))
     console.print(table)
-    for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     return 0
 
 

@@ -12,6 +12,20 @@ from .config import is_all, parse_scalar, reserved_option_problem
 from .errors import did_you_mean
 
 
+def loaded_registry(plugins: Any = ()) -> Any:
+    """The registry of the installed plugins and ``plugins`` (``--plugin``), each plugin that failed to load a
+    warning line on stderr: ``run``, ``run --print-config``, ``bench`` and ``plugins`` say the same."""
+    from rich.markup import escape
+
+    from .console import err_console
+    from .registry import load_registry
+
+    registry = load_registry(plugins)
+    for problem in registry.problems:
+        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    return registry
+
+
 def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

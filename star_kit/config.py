@@ -34,8 +34,8 @@ class RunConfig:
     task: str = _opt("arithmetic", "task name (see `star-kit plugins`)")
     model: str = _opt("smollm2-135m", "model alias, local folder, .gguf file or hub id")
     sampler: str = _opt("auto", "sampler (model backend): auto (vllm on a CUDA machine where vLLM is installed, "
-                                "else hf), hf, vllm, ray, openai")
-    trainer: str = _opt("trl-sft", "trainer name")
+                                "else hf), hf, vllm, ray, openai, or an installed plugin's (see `star-kit plugins`)")
+    trainer: str = _opt("trl-sft", "trainer name: trl-sft, or an installed plugin's (see `star-kit plugins`)")
     out: str = _opt("runs/star", "run directory")
     # the default job (128/64 questions, 40, 48, 58 steps): about 4 min on 2 CPU cores (docs/results/default_job.md)
     iterations: int = _opt(3, "maximum STaR iterations")

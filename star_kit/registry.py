@@ -65,6 +65,13 @@ class Registry:
 
     # -- loading -----------------------------------------------------------------------------------------
     def add_plugin(self, plugin: object, name: str, distribution: str) -> None:
+        """Register a plugin module under ``name`` (its entry point's name). Entry-point names are a packaging
+        detail that two unrelated distributions may share (``plugin``): the later one is registered as
+        ``DISTRIBUTION:NAME`` instead of being skipped; only the names a plugin *registers* (tasks, samplers ...)
+        can clash (:meth:`collect`)."""
+        if self.pm.has_plugin(name) and self._dist.get(name) != distribution and \
+                not self.pm.has_plugin(f"{distribution}:{name}"):
+            name = f"{distribution}:{name}"
         if self.pm.has_plugin(name):
             self.problems.append(
                 f"plugin {name!r} from distribution {distribution!r} skipped: a plugin of that name "
@@ -419,6 +426,11 @@ class Registry:
         return out
 
 
+#: what a plugin's methods must return, checked as they return (a prompt of 42 would reach the sampler, which would
+#: be blamed; a hint of None would leave the rationalization prompts without their hint)
+_RETURNS = {"tasks": {name: str for name in ("prompt", "hint", "target", "rationale_of")}}
+
+
 class _Guarded:
     """A proxy that runs every method of a plugin's object under :meth:`Registry.guard` (attributes pass)."""
 
@@ -436,7 +448,12 @@ class _Guarded:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             with registry.guard(kind, name):
-                return value(*args, **kwargs)
+                result = value(*args, **kwargs)
+            expected = _RETURNS.get(kind, {}).get(attr)
+            if expected is not None and not isinstance(result, expected):
+                raise PluginError(f"{registry.where(kind, name)}: {attr}() returned {_shown(result)} "
+                                  f"({type(result).__name__}), not a string (see star_kit.protocols.Task)")
+            return result
 
         return call
 

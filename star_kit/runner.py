@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import report
-from .cli_common import quiet_libraries
+from .cli_common import loaded_registry, quiet_libraries
 from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
                      local_paths_absolute, nothing_to_resume, predated)
 from .console import console, err_console, plain
@@ -87,11 +87,7 @@ def execute(config: RunConfig, resume: bool = False, progress: bool = True) -> l
     quiet_libraries()
     from .loop import StarRun
     from .progress import Phases
-    from .registry import load_registry
-
-    registry = load_registry(config.plugins)
-    for problem in registry.problems:
-        err_console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
+    registry = loaded_registry(config.plugins)
     with Phases(err_console, enabled=progress) as phases:
         live = lambda history: phases.progress.console.print(results_table(history))  # noqa: E731
         log = lambda m: phases.progress.console.print(m, highlight=False, markup=False)  # noqa: E731 - text, not markup

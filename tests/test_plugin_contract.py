@@ -322,6 +322,36 @@ def test_plugin_already_installed_is_one_short_line():
     assert "already loaded as plugin 'arithmetic'" in registry.problems[0] and len(registry.problems[0]) < 200
 
 
+def test_two_distributions_may_use_the_same_entry_point_name():
+    """An entry point's name is a packaging detail: a second distribution using it is loaded under
+    ``DIST:NAME``, not skipped (its extractor would vanish and its task fail for want of it)."""
+    registry = Registry()
+    registry.add_plugin(_module("one", register_extractors=lambda register: register("ok-one", lambda t: t)),
+                        "letters", "dist-one")
+    registry.add_plugin(_module("two", register_extractors=lambda register: register("ok-two", lambda t: t)),
+                        "letters", "dist-two")
+    registry.collect()
+    assert registry.problems == []
+    assert {"ok-one", "ok-two"} <= set(registry.names("extractors"))
+    assert registry.where("extractors", "ok-two") == "extractor 'ok-two' (plugin 'dist-two:letters', distribution " \
+                                                     "'dist-two')"
+
+
+def test_print_config_and_plugins_json_say_what_failed_to_load(tmp_path, monkeypatch, capsys):
+    """``run --print-config`` warns of a misspelt hook as ``run`` does; ``plugins --json`` answers JSON even when a
+    ``--plugin`` cannot be imported."""
+    (tmp_path / "typo_hooks.py").write_text("import star_kit\n\n\n@star_kit.hookimpl\n"
+                                           "def register_task(register):\n    pass\n")
+    (tmp_path / "broken_import.py").write_text("import no_such_module_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["run", "--print-config", "--plugin", "typo_hooks"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: plugin 'typo_hooks'" in err and "did you mean 'register_tasks'" in err
+    assert main(["plugins", "--json", "--plugin", "broken_import"]) == 1
+    reply = json.loads(capsys.readouterr().out)
+    assert reply["error"].startswith("--plugin 'broken_import' failed to import: ModuleNotFoundError")
+
+
 def test_misspelt_hooks_are_reported():
     registry = Registry()
     registry.add_plugin(_module("typo", register_task=lambda register: None,
@@ -387,6 +417,19 @@ def test_a_factory_result_is_checked_against_its_protocol():
     with pytest.raises(PluginError, match=r"sampler 'half' \(plugin 'half', distribution 'dist-half'\) returned an "
                                           r"object of type HalfSampler that lacks method close\(\), method generate\(\)"):
         registry.create("samplers", "half", "m")
+
+
+def test_a_task_method_returning_no_string_is_named_where_it_returns(test_plugin):
+    """A prompt of 42 would reach the sampler (and the sampler would be blamed): the task is named instead."""
+    registry = load_registry()
+    task = registry.create("tasks", "arithmetic")
+    example = task.examples("train", 1, 0)[0]
+    object.__setattr__(task, "prompt", lambda example, hint=False, fewshot=True: 42)
+    guarded = registry.guarded("tasks", "arithmetic", task)
+    with pytest.raises(PluginError, match=r"^task 'arithmetic' \(plugin 'arithmetic', distribution 'star-kit'\): "
+                                          r"prompt\(\) returned 42 \(int\), not a string"):
+        guarded.prompt(example)
+    assert guarded.hint(example) == task.hint(example)  # what is right passes through
 
 
 @pytest.mark.parametrize("reply, said", [
