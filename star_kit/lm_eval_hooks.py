@@ -61,7 +61,15 @@ class IsCorrect:
         return TaskMetric(task)(references, predictions)
 
 
-_ARITHMETIC, _CQA, _GSM8K = _TaskHooks("arithmetic"), _TaskHooks("commonsense_qa"), _TaskHooks("gsm8k")
-extract_arithmetic, is_correct_arithmetic = Extract(_ARITHMETIC), IsCorrect(_ARITHMETIC)
-extract_commonsense_qa, is_correct_commonsense_qa = Extract(_CQA), IsCorrect(_CQA)
-extract_gsm8k, is_correct_gsm8k = Extract(_GSM8K), IsCorrect(_GSM8K)
+def standalone(task: str) -> tuple[Extract, IsCorrect]:
+    """The filter function and the metric of a registered task (default options) for its standalone lm-eval YAML.
+    A plugin's own task gets them the way the built-ins do: in one of its modules
+    ``extract_mytask, is_correct_mytask = standalone("mytask")``, then in the YAML ``filter_fn: !function
+    mypackage.module.extract_mytask`` and ``metric: !function mypackage.module.is_correct_mytask``."""
+    hooks = _TaskHooks(task)
+    return Extract(hooks), IsCorrect(hooks)
+
+
+extract_arithmetic, is_correct_arithmetic = standalone("arithmetic")
+extract_commonsense_qa, is_correct_commonsense_qa = standalone("commonsense_qa")
+extract_gsm8k, is_correct_gsm8k = standalone("gsm8k")

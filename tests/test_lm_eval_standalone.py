@@ -39,6 +39,25 @@ def test_the_standalone_configs_load_in_lm_eval_with_star_kits_extractor_and_is_
     assert metric["metric"]([gold], [answer]) == float(right)
 
 
+def test_a_plugins_own_standalone_config_grades_with_its_task(monkeypatch):
+    """A third-party task ships a standalone config the built-ins' way (``star_kit.lm_eval_hooks.standalone``): the
+    example plugin's loads in lm-eval with its extractor and ``is_correct``."""
+    import star_kit.registry as registry
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "star-kit-multiply"
+    monkeypatch.syspath_prepend(str(example))
+    monkeypatch.setenv("STAR_KIT_PLUGINS", "star_kit_multiply.plugin")
+    monkeypatch.setattr(registry, "_DEFAULT", None)  # the process-wide registry, built anew with the plugin
+    config = load_yaml(example / "star_kit_multiply" / "lm_eval_standalone.yaml")
+    assert config["task"] == "star_kit_multiply_standalone"
+    extract = config["filter_list"][0]["filter"][0]["filter_fn"]
+    metric = config["metric_list"][0]["metric"]
+    [[right], [none]] = extract([[" 12 * 3 = 36. The answer is 36."], ["no idea"]], [{}, {}])
+    assert (right, none) == ("36", "[no answer]")
+    assert metric(["36"], [right]) == 1.0 and metric(["36"], [none]) == 0.0
+
+
 def test_python_m_star_kit_tasks_prints_the_include_path():
     out = subprocess.run([sys.executable, "-m", "star_kit_tasks"], capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == TASKS_DIR
