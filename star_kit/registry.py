@@ -116,6 +116,16 @@ class Registry:
                        f"star-kit hook{did_you_mean(attr, known)}; it is never called")
         return out
 
+    def _register_callback(self, kind: str, plugin: str, dist: str, calls: list[str]) -> Callable[..., None]:
+        """The ``register(name, obj)`` a ``register_*`` hook receives: exactly those two arguments (a third is a
+        TypeError naming the signature, which the hook's caller reports naming the plugin)."""
+        def register(name: str, obj: Any) -> None:
+            calls.append(name)
+            self._register(kind, name, obj, plugin, dist)
+
+        register.__qualname__ = "register"  # as a TypeError names it
+        return register
+
     def collect(self) -> None:
         """Call every plugin's ``register_*`` hooks, one plugin at a time, so errors name the plugin."""
         for kind, hook_name in KINDS.items():
@@ -125,10 +135,7 @@ class Registry:
                 dist = self._dist.get(plugin, "?")
 
                 calls: list[str] = []
-
-                def register(name: str, obj: Any, _kind=kind, _plugin=plugin, _dist=dist, _calls=calls) -> None:
-                    _calls.append(name)
-                    self._register(_kind, name, obj, _plugin, _dist)
+                register = self._register_callback(kind, plugin, dist, calls)
 
                 try:
                     returned = impl.function(register=register)

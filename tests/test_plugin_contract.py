@@ -352,6 +352,14 @@ def test_print_config_and_plugins_json_say_what_failed_to_load(tmp_path, monkeyp
     assert reply["error"].startswith("--plugin 'broken_import' failed to import: ModuleNotFoundError")
 
 
+def test_register_takes_a_name_and_an_object_only():
+    registry = Registry()
+    registry.add_plugin(_module("three", register_tasks=lambda register: register("a", "b", "c")), "three", "d3")
+    registry.collect()
+    assert registry.problems == ["plugin 'three' (distribution 'd3') raised in register_tasks: TypeError: register() "
+                                 "takes 2 positional arguments but 3 were given"]
+
+
 def test_misspelt_hooks_are_reported():
     registry = Registry()
     registry.add_plugin(_module("typo", register_task=lambda register: None,
