@@ -172,7 +172,7 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
     for spec in specs:
         if spec.kind == "star-kit":
             core = {"data_dir": data_dir, "skip_bad_rows": spec.name == skip_bad_rows}
-            task = registry.create("tasks", spec.name, core=core,
+            task = registry.create("tasks", spec.name, _core=core,
                                    **options_for(spec.name, task_options))
             spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
             spec.examples = checked_examples(registry.where("tasks", spec.name), "eval",

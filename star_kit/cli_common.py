@@ -8,7 +8,7 @@ import re
 import warnings
 from typing import Any
 
-from .config import is_all, parse_scalar, reserved_option_problem
+from .config import is_all, parse_scalar
 from .errors import did_you_mean
 
 
@@ -53,10 +53,7 @@ def key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key = key.replace("-", "_")
-    if (problem := reserved_option_problem(key)) is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return key, parse_scalar(value)
+    return key.replace("-", "_"), parse_scalar(value)
 
 
 def optional_int(text: str) -> int | None:

@@ -6,7 +6,6 @@ import dataclasses
 import enum
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 
 from .errors import StarKitError, did_you_mean
 from .store import YAML12_FLOAT
-from .typecheck import kind_of, type_name, type_ok
+from .typecheck import kind_of, type_name, type_ok, union_members
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -181,11 +180,6 @@ class RunConfig:
                                f"gives {self.samples} identical rationales)", 2)
         check_eval_samples(self.eval_samples, self.eval_temperature, name("eval_samples"), name("eval_temperature"))
         check_eval_prompt(self.eval_prompt, name("eval_prompt"))
-        for key, flag in OPTION_FLAGS.items():
-            for option in getattr(self, key):
-                if (problem := reserved_option_problem(option)) is not None:
-                    where = name(key) if getattr(self, "origin", {}).get(key) else flag
-                    raise StarKitError(f"{where} {option}: {problem}", 2)
         if self.step_schedule not in ("exponential", "linear"):
             raise StarKitError(f"{name('step_schedule')} must be exponential or linear, got {self.step_schedule!r}", 2)
         for key in ("train_size", "eval_size"):
@@ -203,6 +197,12 @@ def predated(saved: dict[str, Any]) -> dict[str, Any]:
     if "eval_prompt" not in saved and saved.get("task") == "commonsense_qa":
         options = saved.get("task_options") if isinstance(saved.get("task_options"), dict) else {}
         out["task_options"] = {"answer_format": "choice", **options}
+    options = out.get("task_options")
+    if isinstance(options, dict) and any(k in RESERVED_OPTIONS for k in options):  # an older release took them
+        out["task_options"] = {k: v for k, v in options.items() if k not in RESERVED_OPTIONS}
+        for key in RESERVED_OPTIONS:
+            if key in options and out.get(key) in (None, False):
+                out[key] = options[key]
     return out
 
 
@@ -358,7 +358,7 @@ def option_type_problem(key: str, value: Any, hint: Any) -> str | None:
     choices = _string_choices(hint)
     suggestion = did_you_mean(value, choices, n=2) if isinstance(value, str) and value else ""
     if len(choices) > LONGEST_LISTED:  # e.g. transformers' optimizers: a count, not forty names
-        named = " or ".join(type_name(a) for a in _union_args(hint) if not _string_choices(a))
+        named = " or ".join(type_name(a) for a in union_members(hint) if not _string_choices(a))
         return (f"option {key}={value!r} is not one of the {len(choices)} values of {_choices_name(hint)}"
                 + (f" (or {named})" if named else "") + suggestion)
     return f"option {key}={value!r} is not {type_name(hint)}{suggestion}"
@@ -367,14 +367,10 @@ def option_type_problem(key: str, value: Any, hint: Any) -> str | None:
 LONGEST_LISTED = 12  # allowed values an error lists in full; more are counted
 
 
-def _union_args(hint: Any) -> tuple:
-    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-
-
 def _string_choices(hint: Any) -> list[str]:
     """The string values an Enum or Literal annotation (or a union holding them) allows."""
     out: list[str] = []
-    for a in _union_args(hint):
+    for a in union_members(hint):
         if isinstance(a, type) and issubclass(a, enum.Enum):
             out += [m.value for m in a if isinstance(m.value, str)]
         elif typing.get_origin(a) is typing.Literal:
@@ -383,7 +379,7 @@ def _string_choices(hint: Any) -> list[str]:
 
 
 def _choices_name(hint: Any) -> str:
-    names = [a.__name__ for a in _union_args(hint) if isinstance(a, type) and issubclass(a, enum.Enum)]
+    names = [a.__name__ for a in union_members(hint) if isinstance(a, type) and issubclass(a, enum.Enum)]
     return " and ".join(names) or "its choices"
 
 
@@ -524,18 +520,15 @@ def drop_redacted(obj: Any) -> Any:
 # -- code a run directory names: never run from the saved file alone -------------------------------------------
 OPTION_FLAGS = {"task_options": "--task-opt", "sampler_options": "--sampler-opt", "trainer_options": "--trainer-opt"}
 
-#: names no plugin option may have: star-kit's own settings, each given by its flag and offered to a task factory
-#: that declares it (``--task-opt data_dir=...`` would skip the checks of ``--data-dir``), and the name they are
-#: offered through
-RESERVED_OPTIONS = {"data_dir": "--data-dir", "skip_bad_rows": "--skip-bad-rows", "core": None}
+#: star-kit's own settings that a task factory is offered (when it declares them), each given by its flag: never a
+#: task option (``--task-opt data_dir=...`` would skip the checks of ``--data-dir``)
+RESERVED_OPTIONS = {"data_dir": "--data-dir", "skip_bad_rows": "--skip-bad-rows"}
 
 
 def reserved_option_problem(key: str) -> str | None:
-    """Why ``key`` cannot be a plugin option (:data:`RESERVED_OPTIONS`), or None."""
-    if key not in RESERVED_OPTIONS:
-        return None
-    flag = RESERVED_OPTIONS[key]
-    return f"{key} is star-kit's own setting, not a plugin option" + (f": give {flag}" if flag else "")
+    """Why ``key`` cannot be a task option (:data:`RESERVED_OPTIONS`), or None."""
+    return f"star-kit's own setting, not a task option: give {RESERVED_OPTIONS[key]}" if key in RESERVED_OPTIONS \
+        else None
 
 
 # Options that decide what runs, or where star-kit connects and sends data, other than a ``*_command``:

@@ -42,7 +42,7 @@ from .errors import StarKitError
 from .protocols import Advance, Sampler, Task
 from .records import PROMPT_NAMES, Example, GenerationParams
 from .store import write_json, write_jsonl
-from .task import DEFAULT_MAX_GEN_TOKS, extract_filter
+from .task import extract_filter, generation_settings
 
 NO_ANSWER = "[no answer]"
 _ACTIVE_REGISTRY = None  # the registry whose extractors the lm-eval filter uses
@@ -156,12 +156,10 @@ def request_key(kwargs: dict[str, Any] | None) -> tuple[tuple[str, ...], int, fl
     """(stop strings, max new tokens, temperature, top_p) of an lm-eval ``generate_until`` request's generation
     kwargs: requests with the same key reach the sampler in one ``generate`` call."""
     kwargs = kwargs or {}
-    until = kwargs.get("until") or []
-    until = (until,) if isinstance(until, str) else tuple(until)
+    until, budget = generation_settings({"generation_kwargs": kwargs})
     do_sample = bool(kwargs.get("do_sample", False))
     temperature = float(kwargs.get("temperature", 0.0)) if do_sample else 0.0
-    return (until, int(kwargs.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS)), temperature,
-            float(kwargs.get("top_p", 1.0)))
+    return until, budget, temperature, float(kwargs.get("top_p", 1.0))
 
 
 def greedy_params(task: Task, seed: int = 0) -> GenerationParams:

@@ -46,8 +46,10 @@ def register_tasks(register: Register) -> None:
     the factory's own default applies).
     The task may also define the optional methods ``answer_label`` and ``augment`` (documented on
     :class:`star_kit.protocols.Task`); star-kit uses them where they exist.
-    Checked at creation: the Task protocol, and the task's ``lm_eval_config`` (its required keys and the
-    ``star_kit_extract`` filter naming a registered extractor); a problem is one line naming the plugin.
+    Checked at creation: the Task protocol, and the task's ``lm_eval_config`` (its required keys, the
+    ``star_kit_extract`` filter naming a registered extractor, and ``generation_kwargs``' ``until`` and
+    ``max_gen_toks`` equal to the task's ``stop`` and ``max_new_tokens``); a problem is one line naming the plugin.
+    ``data_dir`` and ``skip_bad_rows`` are never task options of the user's.
     Return: nothing.
     """
 

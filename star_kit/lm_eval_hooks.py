@@ -31,7 +31,7 @@ class _TaskHooks:
             from .registry import default_registry
 
             registry = default_registry()
-            task = registry.create("tasks", self.name, core={})
+            task = registry.create("tasks", self.name, _core={})
             self._built = task, registry.extractor(task.extractor)
         return self._built
 

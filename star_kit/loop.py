@@ -298,14 +298,16 @@ def checked_examples(where: str, split: str, examples: Any, asked: int | None, l
 
 def check_splits_apart(where: str, train_set: Sequence[Example], eval_set: Sequence[Example], log: Log) -> None:
     """The held-out questions are not training questions (``Task.examples``: the splits never share a problem):
-    an id in both splits is one line naming the task's plugin (the accuracy would count what was trained on);
-    the same question text under other ids (a dataset's own duplicates) is a note with the count."""
-    train_ids = {ex.id for ex in train_set}
-    shared = [ex.id for ex in eval_set if ex.id in train_ids]
+    an example in both splits (the same id and question) is one line naming the task's plugin (the accuracy would
+    count what was trained on); the same question text under other ids (a dataset's own duplicates) is a note with
+    the count."""
+    train = {(ex.id, ex.question) for ex in train_set}
+    shared = [ex.id for ex in eval_set if (ex.id, ex.question) in train]
     if shared:
-        raise PluginError(f"{where}: examples('eval', ...) returned {len(shared)} of the training examples' ids "
-                          f"(first {shared[0]!r}): the held-out split must not share a problem with 'train'")
-    train_questions = {ex.question for ex in train_set}
+        raise PluginError(f"{where}: examples('eval', ...) returned {len(shared)} of the training examples (first "
+                          f"{shared[0]!r}, same id and question): the held-out split must not share a problem with "
+                          f"'train'")
+    train_questions = {question for _, question in train}
     same = sum(1 for ex in eval_set if ex.question in train_questions)
     if same:
         log(f"note: {where}: {same} of {len(eval_set)} held-out questions are also training questions (same text, "
@@ -584,7 +586,7 @@ class StarRun:
         it declares them) and every later call into it attributed to its plugin."""
         config, registry = self.config, self.registry
         core = {"data_dir": config.data_dir, "skip_bad_rows": config.skip_bad_rows}
-        created = registry.create("tasks", config.task, core=core, **config.task_options)
+        created = registry.create("tasks", config.task, _core=core, **config.task_options)
         for key, flag in (("data_dir", "--data-dir"), ("skip_bad_rows", "--skip-bad-rows")):
             if core[key] and not registry.accepts("tasks", config.task, key):
                 self.log(f"warning: {flag} is not used: task {config.task!r} reads no data files")

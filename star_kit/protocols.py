@@ -69,7 +69,10 @@ class Task(Protocol):
     name: str
     extractor: str  # name of the registered answer extractor
     verifier: str | None  # name of the registered rationale verifier, or None
-    stop: tuple[str, ...]  # generation stops at the first of these
+    # generation stops at the first of these; sampling and the evaluation decode alike, so both must equal the lm-eval
+    # config's generation_kwargs ``until`` and ``max_gen_toks`` (lm-eval's "\n\n" and 256 where it has none; checked
+    # when the task is created)
+    stop: tuple[str, ...]
     max_new_tokens: int
     #: the lm-eval task config (the YAML under tasks/); it must hold ``task``, ``dataset_path: json``,
     #: ``test_split``, ``output_type: generate_until``, ``doc_to_text: "{{prompt}}"``,

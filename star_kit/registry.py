@@ -15,8 +15,6 @@ import inspect
 import math
 import os
 import sys
-import types
-import typing
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -262,20 +260,27 @@ class Registry:
                 own_check(self, *args, **declared)
         return declared
 
-    def create(self, kind: str, name: str, /, *args: Any, core: dict[str, Any] | None = None,
+    def create(self, kind: str, name: str, /, *args: Any, _core: dict[str, Any] | None = None,
                **options: Any) -> Any:
         """Build a task, sampler or trainer through its factory; a failure names the plugin.
 
-        ``core`` holds star-kit's own settings (``data_dir``, ``skip_bad_rows``) offered to a factory: each is
-        passed only when it is set (not None or False) and the factory declares it. The options are checked first
-        (:meth:`check_options`), the result after (:meth:`check_created`: its protocol, and a task's lm-eval config)."""
-        for key, value in (core or {}).items():
-            if value not in (None, False) and key not in options and self.accepts(kind, name, key):
+        ``_core`` holds star-kit's own settings (``data_dir``, ``skip_bad_rows``) offered to a task factory: each is
+        passed only when it is set (not None or False) and the factory declares it; a user's option of that name
+        is refused (``--task-opt data_dir=X`` would skip the checks of ``--data-dir``). The options are checked
+        first (:meth:`check_options`), the factory gets them as declared (:func:`as_instances`: an Enum member, a
+        Path), and the result is checked after (:meth:`check_created`: its protocol, and a task's lm-eval
+        config)."""
+        from .config import reserved_option_problem
+
+        for key, value in (_core or {}).items():
+            if key in options and (problem := reserved_option_problem(key)) is not None:
+                raise PluginError(f"--{SINGULAR[kind]}-opt {key}: {problem}", 2)
+            if value not in (None, False) and self.accepts(kind, name, key):
                 options[key] = value
         options = self.check_options(kind, name, *args, **options)
         entry = self.get(kind, name)
         with self.guard(kind, name):
-            obj = entry.obj(*args, **options)
+            obj = entry.obj(*args, **as_instances(options, _annotations(entry.obj)))
         self.check_created(kind, name, obj)
         return _CheckedSampler(self, kind, name, obj, options) if kind == "samplers" else obj
 
@@ -470,55 +475,63 @@ class _Guarded:
 
 def _generation_mismatch(task: Any) -> list[str]:
     """Where a task samples with other stop strings or another token budget than its lm-eval config gives the
-    evaluation's requests (:func:`star_kit.evaluation.request_key`): STaR would keep rationales cut otherwise than
-    the ones it scores."""
-    from .evaluation import request_key
+    evaluation's requests (:func:`star_kit.task.generation_settings`): STaR would keep rationales cut otherwise
+    than the ones it scores."""
+    from .task import generation_settings
 
     try:
-        until, budget, _, _ = request_key(task.lm_eval_config.get("generation_kwargs"))
-    except (TypeError, ValueError, AttributeError) as exc:
-        return [f"generation_kwargs unreadable ({one_line(exc, whole=True)})"]
+        until, budget = generation_settings(task.lm_eval_config)
+    except ValueError as exc:
+        return [str(exc)]
     problems = []
     if tuple(task.stop) != until:
-        problems.append(f"its stop {tuple(task.stop)!r} is not generation_kwargs.until {until!r} (sampling and "
-                        f"evaluation would stop differently)")
+        problems.append(f"its stop {tuple(task.stop)!r} is not generation_kwargs.until {until!r}: sampling and "
+                        f"evaluation would stop differently (set both)")
     if task.max_new_tokens != budget:
-        problems.append(f"its max_new_tokens {task.max_new_tokens!r} is not generation_kwargs.max_gen_toks {budget} "
-                        f"(sampling and evaluation would have different budgets)")
+        problems.append(f"its max_new_tokens {task.max_new_tokens!r} is not generation_kwargs.max_gen_toks {budget}: "
+                        f"sampling and evaluation would have different budgets (set lm_eval_config"
+                        f"['generation_kwargs']['max_gen_toks'] too)")
     return problems
 
 
 def as_declared(options: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
-    """``options`` as their annotations declare them, from the values the command line and YAML give:
+    """``options`` as their annotations declare them, in values config.yaml can hold (the run records these):
 
     * an integer for an option declared as a string (not a number) is passed as its text: ``--task-opt digits=3``
       reads 3 as a number, as every option value is read, and ``digits: str`` gets "3" (an integer's text is what
       was typed: ``0123`` is read as text). A decimal number is not turned back into text (``1.10`` would become
       "1.1"): it stays refused for a string option;
     * ``null`` or ``none`` (any case) for an option that may be None and takes no string is None
-      (``--task-opt limit=none`` for ``limit: int | None``);
-    * an Enum member's value is the member (``mode=fast`` for ``mode: Mode``), a text for a ``Path`` is a Path."""
+      (``--task-opt limit=none`` for ``limit: int | None``).
+
+    What the factory itself gets goes one step further (:func:`as_instances`)."""
     from .config import option_type_problem
 
     out = dict(options)
     for key, value in options.items():
         hint = hints.get(key)
-        if hint is None:
+        if hint is None or option_type_problem(key, value, hint) is None:
             continue
-        if type(value) is int and option_type_problem(key, value, hint) \
-                and option_type_problem(key, str(value), hint) is None:
+        if type(value) is int and option_type_problem(key, str(value), hint) is None:
             out[key] = str(value)
-        elif isinstance(value, str) and value.lower() in ("null", "none") and option_type_problem(key, value, hint) \
-                and option_type_problem(key, None, hint) is None:
+        elif isinstance(value, str) and value.lower() in ("null", "none") and option_type_problem(key, None, hint) \
+                is None:
             out[key] = None
-        else:
-            out[key] = _declared_instance(value, hint)
     return out
+
+
+def as_instances(options: dict[str, Any], hints: dict[str, Any]) -> dict[str, Any]:
+    """Declared options (:func:`as_declared`) as the factory is called with them: an Enum member's value is the
+    member (``mode=fast`` for ``mode: Mode``), a text for a ``Path`` is a Path. Only the call sees these;
+    config.yaml, eval.json and the errors keep the value as given."""
+    return {key: _declared_instance(value, hints[key]) if key in hints else value for key, value in options.items()}
 
 
 def _declared_instance(value: Any, hint: Any) -> Any:
     """``value`` as the Enum member or Path its annotation names (alone or in a union), else unchanged."""
-    for option in typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,):
+    from .typecheck import union_members
+
+    for option in union_members(hint):
         if isinstance(option, type) and issubclass(option, enum.Enum) and not isinstance(value, option):
             for member in option:
                 if type(member.value) is type(value) and member.value == value:

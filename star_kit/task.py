@@ -67,18 +67,22 @@ def load_lm_eval_yaml(path: Path) -> dict[str, Any]:
             raise StarKitError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})", 2) from None
 
 
-#: lm-eval's own defaults for a ``generate_until`` request's ``generation_kwargs`` without them: the stop string a
-#: task samples with and the token budget (HFLM's ``max_gen_toks``); :meth:`FewShotTask.__init__` writes them into
-#: the config, so sampling and evaluation read the same values
+#: what lm-eval uses where a ``generate_until`` config's ``generation_kwargs`` lack them: the stop string (its
+#: ``fewshot_delimiter``, "\n\n" unless the config sets another) and the token budget (HFLM's ``max_gen_toks``);
+#: :meth:`FewShotTask.__init__` writes both into the config, so sampling and evaluation read the same values
 DEFAULT_UNTIL = ("\n\n",)
 DEFAULT_MAX_GEN_TOKS = 256
 
 
 def generation_settings(config: dict[str, Any]) -> tuple[tuple[str, ...], int]:
-    """(stop strings, token budget) of an lm-eval config's ``generation_kwargs`` as the evaluation reads them: a
-    string ``until`` is one stop string (as lm-eval takes it); raises ValueError naming a bad value."""
+    """(stop strings, token budget) of an lm-eval config's ``generation_kwargs`` (or of a request's, given as
+    ``{"generation_kwargs": ...}``) as the evaluation reads them, lm-eval's defaults where absent: a string
+    ``until`` is one stop string (as lm-eval takes it). The one reading of them (sampling, the evaluation's
+    requests, the check of a task's own ``stop``/``max_new_tokens``); raises ValueError naming a bad value."""
     gen = config.get("generation_kwargs") or {}
-    until = gen.get("until", DEFAULT_UNTIL)
+    if not isinstance(gen, dict):
+        raise ValueError(f"generation_kwargs is {gen!r}, not a mapping")
+    until = gen.get("until", (config.get("fewshot_delimiter") or DEFAULT_UNTIL[0],))
     until = (until,) if isinstance(until, str) else until
     if not isinstance(until, (list, tuple)) or not all(isinstance(u, str) for u in until):
         raise ValueError(f"generation_kwargs.until is {until!r}, not a string or a list of strings")
@@ -166,8 +170,9 @@ class FewShotTask:
         except ValueError as exc:
             raise StarKitError(f"{self.lm_eval_yaml}: {exc}", 2) from None
         # written back, so that lm-eval's requests (evaluation) carry what sampling uses
-        gen = self.lm_eval_config.setdefault("generation_kwargs", {})
-        gen.update(until=list(self.stop), max_gen_toks=self.max_new_tokens)
+        gen = self.lm_eval_config.get("generation_kwargs") or {}
+        self.lm_eval_config["generation_kwargs"] = {**gen, "until": list(self.stop),
+                                                    "max_gen_toks": self.max_new_tokens}
         self.extractor: str = self._extractor_from_yaml()
         self._fewshot = load_exemplars(self.fewshot_file)
         self.rationales = bool(rationales)

@@ -11,6 +11,11 @@ from pathlib import PurePath
 from typing import Any
 
 
+def union_members(hint: Any) -> tuple:
+    """The members of a union annotation (``int | None``, ``Optional[Path]``), or ``(hint,)``."""
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
 def type_ok(value: Any, hint: Any) -> bool:
     """Whether ``value`` (as YAML or JSON gives it) fits the annotation ``hint``: a bool is no int, an int is a
     float, an Enum or Literal takes its values, containers are checked entry by entry (a dict's keys and values,
@@ -33,10 +38,12 @@ def type_ok(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if origin is dict:
-        return isinstance(value, dict) and all(type_ok(k, args[0]) and type_ok(v, args[1])
-                                               for k, v in value.items())
+        return isinstance(value, dict) and (len(args) != 2 or all(type_ok(k, args[0]) and type_ok(v, args[1])
+                                                                  for k, v in value.items()))
     if origin is list:
-        return isinstance(value, list) and all(type_ok(v, args[0]) for v in value)
+        return isinstance(value, list) and (not args or all(type_ok(v, args[0]) for v in value))
+    if origin is tuple:  # YAML and the command line give lists
+        return isinstance(value, (list, tuple))
     if origin is typing.Literal:
         return any(same(value, a) for a in args)
     if origin is not None:  # Sequence[str], tuple[int, ...], Callable ...: the container's type only
@@ -63,6 +70,8 @@ def type_name(hint: Any) -> str:
         return "a mapping of names to values"
     if origin is list:
         return "a list of strings" if args == (str,) else f"a list of ({type_name(args[0])})" if args else "a list"
+    if origin is tuple:
+        return "a list"
     if origin is typing.Literal:
         return " or ".join(repr(a) for a in args)
     if origin is not None:

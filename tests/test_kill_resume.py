@@ -20,7 +20,7 @@ def _cmd(tiny_model, out, resume=False):
     if resume:
         return [sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress"]
     return [sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out", str(out),
-            "--task", "lenient-arithmetic", "--iterations", "1", "--seed", "7", "--no-progress",
+            "--task", "lenient-arithmetic", "--iterations", "1", "--seed", "7", "--no-progress", "--no-merge-passes",
             "--train-size", "24", "--eval-size", "16", "--base-steps", "25", "--chunk-size", "2",
             "--sampler-opt", "batch_size=2", "--trainer-opt", "per_device_train_batch_size=2"]
 

@@ -94,7 +94,7 @@ def test_a_multiple_choice_vote_counts_choices_and_an_answer_naming_none_abstain
     from star_kit.evaluation import VoteKey
     from star_kit.registry import default_registry
 
-    task = default_registry().create("tasks", "commonsense_qa", core={}, answer_format="text")
+    task = default_registry().create("tasks", "commonsense_qa", _core={}, answer_format="text")
     example = Example("q1", "Q: Where would you put a letter?\nAnswer Choices:\n- drawer\n- mailbox\n- bookshelf\n"
                       "- desk\n- forest", "(b) mailbox",
                       {"choices": [("a", "drawer"), ("b", "mailbox"), ("c", "bookshelf"), ("d", "desk"), ("e", "forest")]})
@@ -147,7 +147,7 @@ def arithmetic_eval(smollm2):
     from star_kit.registry import default_registry
 
     registry = default_registry()
-    task = registry.create("tasks", "arithmetic", core={}, digits="1-2")
+    task = registry.create("tasks", "arithmetic", _core={}, digits="1-2")
     sampler = registry.create("samplers", "hf", smollm2)
     yield registry, task, task.examples("eval", 4, 0), sampler
     sampler.close()
