@@ -24,7 +24,8 @@ import time
 
 FAMILIES = (
     "1 = ", "24 = ", "answer: spaces", "answer is spaces", "1 ", "digits", "parens", "unicode", "1+1=2",
-    "9^9", "1e9", "1,000", "1,", "-1.", "answers", "long left", "long right", "12 + 34 steps",
+    "9^9", "1e9", "1,000", "1,", "-1.", "answers", "long left", "long right", "12 + 34 steps", "answer is 1!",
+    "answer is 1 1!",
 )
 
 
@@ -58,6 +59,9 @@ def families(size: int = 100_000) -> dict[str, str]:
         "long left": _fill("1 + ", size, "", "1 = 2"),
         "long right": _fill("1 + ", size, "2 + 2 = ", "1"),
         "12 + 34 steps": _fill("46 = ", size, "12 + 34 = "),
+        # digits (or digits and spaces) that a pattern like (\d+\s*)+\. fails to end: nested repetition backtracks
+        "answer is 1!": _fill("1", size, "The answer is ", "!"),
+        "answer is 1 1!": _fill("1 ", size, "The answer is ", "!"),
     }
 
 

@@ -15,6 +15,8 @@ import inspect
 import math
 import os
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -360,8 +362,9 @@ class Registry:
         fn = self.get("extractors", name).obj
 
         def safe(text: str) -> str | None:
+            text = text if isinstance(text, str) else ""
             try:
-                answer = fn(text if isinstance(text, str) else "")
+                answer = _watched(self, "extractors", name, fn, text)
             except Exception as exc:
                 self._warn_once("extractors", name, f"raised {one_line(exc, whole=True)}; its outputs count as "
                                                     f"no answer")
@@ -382,8 +385,9 @@ class Registry:
         fn = self.get("verifiers", name).obj
 
         def safe(example: Any, rationale: str) -> str | None:
+            rationale = rationale if isinstance(rationale, str) else ""
             try:
-                reason = fn(example, rationale if isinstance(rationale, str) else "")
+                reason = _watched(self, "verifiers", name, fn, example, rationale)
             except Exception as exc:
                 self._warn_once("verifiers", name, f"raised {one_line(exc, whole=True)}; the rationales it raises "
                                                    f"on count as rejected")
@@ -436,6 +440,40 @@ class Registry:
         }
         out["events"] = self.events()
         return out
+
+
+#: an extractor or verifier call running this long on one text is said (a regular expression that backtracks
+#: hangs a run in one call, where nothing else would say why); the watch looks every WATCH_POLL_S seconds
+WATCH_AFTER_S = 10.0
+WATCH_POLL_S = 1.0
+_BUSY: list[Any] = [None]  # (registry, kind, name, characters, started) of the call running now, else None
+_WATCH: list[threading.Thread | None] = [None]
+
+
+def _watched(registry: "Registry", kind: str, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` (the text last), watched by one daemon thread (started on first use) that warns once per
+    plugin when the call runs past :data:`WATCH_AFTER_S`; the call itself is not stopped."""
+    if _WATCH[0] is None:
+        _WATCH[0] = threading.Thread(target=_watch, name="star-kit-watch", daemon=True)
+        _WATCH[0].start()
+    _BUSY[0] = (registry, kind, name, len(args[-1]), time.monotonic())
+    try:
+        return fn(*args)
+    finally:
+        _BUSY[0] = None
+
+
+def _watch() -> None:
+    while True:
+        time.sleep(WATCH_POLL_S)
+        busy = _BUSY[0]
+        if busy is not None and time.monotonic() - busy[4] >= WATCH_AFTER_S:
+            registry, kind, name, size, _ = busy
+            warning = (f"{registry.where(kind, name)} has run for {WATCH_AFTER_S:g}s on one text of {size} characters "
+                       f"(a regular expression that backtracks?); the run waits for it. benchmarks/redos.py --plugin "
+                       f"MODULE times extractors and verifiers on hostile text")
+            if warn_once((kind, name, "slow"), warning, registry._warned):
+                registry.problems.append(warning)
 
 
 #: what a plugin's methods must return, checked as they return (a prompt of 42 would reach the sampler, which would

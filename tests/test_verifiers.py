@@ -186,6 +186,32 @@ def test_a_verifier_returning_an_empty_reason_is_said_once_and_counts_as_a_rejec
                        "reason), not None (accepted) or a reason to reject; such results count as rejected")
 
 
+def test_an_extractor_that_runs_on_and_on_is_said_while_it_runs(capsys, monkeypatch):
+    """A backtracking regular expression hangs a run inside one call: the watch says which plugin, once, while the
+    call is still running (the call itself goes on)."""
+    import time
+
+    import star_kit.registry as registry_module
+
+    monkeypatch.setattr(registry_module, "WATCH_AFTER_S", 0.2)
+    monkeypatch.setattr(registry_module, "WATCH_POLL_S", 0.05)
+    registry = Registry()
+
+    def slow(text):
+        time.sleep(1.5)
+        return "1"
+
+    plugin = types.ModuleType("slowish")
+    plugin.register_extractors = star_kit.hookimpl(lambda register: register("slowish", slow))
+    registry.add_plugin(plugin, "slowish", "dist-s")
+    registry.collect()
+    assert registry.extractor("slowish")("The answer is 1111!") == "1"
+    [warning] = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: extractor 'slowish' (plugin 'slowish', distribution 'dist-s') has run for "
+                              "0.2s on one text of 19 characters (a regular expression that backtracks?)")
+    assert registry.problems == [warning[len("warning: "):]]
+
+
 def test_unknown_verifier_exits_2(tiny_model, tmp_path, capsys):
     assert main(["run", "--model", tiny_model, "--out", str(tmp_path / "r"), "--verifier", "nope",
                  "--no-progress"]) == 2
