@@ -205,10 +205,13 @@ class Registry:
 
         entry = self.get(kind, name)
         try:
-            params = inspect.signature(entry.obj).parameters
+            params = _passed_on_parameters(entry.obj)
         except (TypeError, ValueError):
             return {}
-        hints = _annotations(entry.obj)
+        hints = {}
+        for cls in reversed(entry.obj.__mro__[:-1] if inspect.isclass(entry.obj) else ()):
+            hints.update(_annotations(cls))  # a subclass's annotation of a name wins
+        hints.update(_annotations(entry.obj))
         return {n: p.default for n, p in params.items()
                 if n not in exclude and not is_command_key(n)  # a command is never taken from a run directory
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
@@ -647,6 +650,27 @@ def _round_trips(value: Any) -> bool:
     if type(value) is float:
         return math.isfinite(value)
     return False
+
+
+def _passed_on_parameters(factory: Any) -> dict[str, inspect.Parameter]:
+    """A factory's parameters, and for a class whose ``__init__`` takes ``**options`` those of the base classes'
+    ``__init__`` it passes them on to, up the MRO while each takes ``**options`` too (a wrapper of ``trl-sft`` that
+    adds one option records trl-sft's defaults: learning rate, batch, schedule). The factory's own win."""
+    params = dict(inspect.signature(factory).parameters)
+    if not inspect.isclass(factory):
+        return params
+    open_ = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for base in factory.__mro__[1:]:
+        if not open_ or base is object:
+            break
+        init = vars(base).get("__init__")
+        if init is None:
+            continue
+        theirs = list(inspect.signature(init).parameters.values())[1:]  # without self
+        for p in theirs:
+            params.setdefault(p.name, p)
+        open_ = any(p.kind is p.VAR_KEYWORD for p in theirs)
+    return params
 
 
 def _annotations(factory: Any) -> dict[str, Any]:

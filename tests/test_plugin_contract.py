@@ -299,6 +299,37 @@ def test_options_arrive_as_their_annotations_declare_them(tmp_path, monkeypatch,
     assert "option limit='lots' is not an integer or null" in capsys.readouterr().err
 
 
+_WRAPPED_TRAINER = """
+import star_kit
+from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+
+class Frozen(TRLSFTTrainer):
+    def __init__(self, freeze_embeddings: bool = False, **options):
+        self.freeze_embeddings = freeze_embeddings
+        super().__init__(**options)
+
+
+@star_kit.hookimpl
+def register_trainers(register):
+    register("trl-sft-frozen", Frozen)
+"""
+
+
+def test_a_wrapped_trainer_records_the_defaults_it_passes_on(tmp_path, monkeypatch, capsys):
+    """A trainer that adds one option to trl-sft and passes the rest on (``**options``) records trl-sft's defaults in
+    config.yaml too (learning rate, batch, schedule), as trl-sft itself does; its own option first."""
+    import yaml
+
+    (tmp_path / "wrapped_trainer.py").write_text(_WRAPPED_TRAINER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["run", "--print-config", "--plugin", "wrapped_trainer", "--trainer", "trl-sft-frozen"]) == 0
+    wrapped = yaml.safe_load(capsys.readouterr().out)["trainer_options"]
+    assert main(["run", "--print-config"]) == 0
+    plain = yaml.safe_load(capsys.readouterr().out)["trainer_options"]
+    assert wrapped == {"freeze_embeddings": False, **plain} and plain["learning_rate"] == 5e-5
+
+
 def _yaml_task(tmp_path, generation: str):
     """A FewShotTask whose lm-eval YAML has the given generation_kwargs lines (arithmetic's otherwise)."""
     from star_kit_plugins.arithmetic import ArithmeticTask
