@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import RunConfig, steps_for
+from .config import RESERVED_OPTIONS, RunConfig, steps_for
 from .data import data_root
 from .errors import PluginError, StarKitError
 from .evaluation import RideAlong, evaluate, greedy_params, prompt_name, same_generation
@@ -587,7 +587,7 @@ class StarRun:
         config, registry = self.config, self.registry
         core = {"data_dir": config.data_dir, "skip_bad_rows": config.skip_bad_rows}
         created = registry.create("tasks", config.task, _core=core, **config.task_options)
-        for key, flag in (("data_dir", "--data-dir"), ("skip_bad_rows", "--skip-bad-rows")):
+        for key, flag in RESERVED_OPTIONS.items():
             if core[key] and not registry.accepts("tasks", config.task, key):
                 self.log(f"warning: {flag} is not used: task {config.task!r} reads no data files")
         if config.data_dir and registry.accepts("tasks", config.task, "data_dir") and \

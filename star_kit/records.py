@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from types import UnionType
-from typing import Any, Callable, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Sequence, get_args, get_origin, get_type_hints
 
 from . import arith
-from .typecheck import type_name, type_ok
+from .typecheck import type_name, type_ok, union_members
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,7 @@ def _as_type(value: Any, hint: Any) -> Any:
     phase's seconds, a label's count) keeps its well-typed entries and drops the others, so one bad entry does not
     cost the rest."""
     if isinstance(value, dict):
-        for option in get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,):
+        for option in union_members(hint):
             if get_origin(option) is dict:
                 key_type, value_type = get_args(option) or (Any, Any)
                 return {k: v for k, v in value.items() if type_ok(k, key_type) and type_ok(v, value_type)}

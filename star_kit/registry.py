@@ -209,9 +209,8 @@ class Registry:
         except (TypeError, ValueError):
             return {}
         hints = {}
-        for cls in reversed(entry.obj.__mro__[:-1] if inspect.isclass(entry.obj) else ()):
+        for cls in reversed(entry.obj.__mro__[:-1]) if inspect.isclass(entry.obj) else (entry.obj,):
             hints.update(_annotations(cls))  # a subclass's annotation of a name wins
-        hints.update(_annotations(entry.obj))
         return {n: p.default for n, p in params.items()
                 if n not in exclude and not is_command_key(n)  # a command is never taken from a run directory
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
