@@ -10,7 +10,7 @@ from typing import Literal, Sequence
 
 import star_kit
 from star_kit.errors import StarKitError, one_line
-from star_kit.protocols import Advance
+from star_kit.protocols import Advance, placement_options
 from star_kit.records import GenerationParams, cut_at_stop
 
 
@@ -33,6 +33,8 @@ class HFSampler:
     on a GPU ``engine=prefix`` is refused and auto is ``generate``."""
 
     _leading_tokens: list[int] = []  # set by load(): see leading_special_tokens
+    # where and how the decoding runs, not what it decodes: a resumed run may change them (dtype counts)
+    outcome_options = placement_options("device", "batch_size", "engine", "prefix_cache", "static_cache")
 
     def __init__(
         self, model: str, dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto", device: str = "auto",

@@ -39,7 +39,7 @@ from typing import Sequence
 import star_kit
 from star_kit.config import redact_text
 from star_kit.errors import StarKitError
-from star_kit.protocols import Advance
+from star_kit.protocols import Advance, placement_options
 from star_kit.records import GenerationParams, cut_at_stop
 
 _PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command
@@ -57,6 +57,11 @@ class OpenAISampler:
     seconds, default 4 and 0.5), ``reload_command`` (see the module docstring), ``reload_timeout`` (default 600),
     ``check_models`` (check that ``GET /models`` lists the model at start and each new checkpoint after,
     default true)."""
+
+    # how requests are sent, not what they ask: a resumed run may change them (the address and the restart
+    # command are the user's environment, never compared)
+    outcome_options = placement_options("batch_size", "concurrency", "timeout", "max_retries", "backoff",
+                                        "reload_timeout", "check_models")
 
     def __init__(
         self,

@@ -206,6 +206,17 @@ class RaySampler:
               file=sys.stderr, flush=True)
 
     @staticmethod
+    def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """What a resumed run must keep: the backend and what its own ``outcome_options`` keep of its options; the
+        actors' count, resources, chunking and restarts only place the work (a run may resume on a smaller
+        cluster)."""
+        own = ("workers", "cpus_per_worker", "gpus_per_worker", "chunk_size", "max_restarts", "start_timeout")
+        backend = options.get("backend", "hf")
+        theirs = {k: v for k, v in options.items() if k not in (*own, "backend", "address")}
+        kept = registry.outcome("samplers", backend, theirs) if backend in registry.names("samplers") else theirs
+        return {"backend": backend, **kept}
+
+    @staticmethod
     def check_options(registry: Any, model: str, workers: int = 2, backend: str = "hf", address: str | None = None,
                       cpus_per_worker: float = 1, gpus_per_worker: float | None = None, chunk_size: int = 64,
                       max_restarts: int = 2, start_timeout: float = 900, **backend_options: Any) -> None:

@@ -44,6 +44,13 @@ from star_kit_plugins.sft_attention import use_packed_attention
 from star_kit_plugins.sft_lm_head import use_compact_lm_head
 
 LAUNCHERS = ("inprocess", "accelerate")
+# options that decide where training runs, not what it computes (a resumed run may change them: outcome_options)
+PLACEMENT_OPTIONS = ("launcher", "num_processes", "main_process_port")
+GLOBAL_BATCH = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
+# settings of an accelerate config file that say where the processes run
+ACCELERATE_PLACEMENT = ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
+                        "gpu_ids", "same_network", "rdzv_backend", "deepspeed_hostfile",
+                        "deepspeed_multinode_launcher", "compute_environment")
 WORKER_MODULE = "star_kit_plugins.trl_worker"
 SECRETS_ENV = "STAR_KIT_TRAINER_SECRETS"  # credential options reach the workers by environment, not spec.json
 
@@ -176,6 +183,29 @@ class TRLSFTTrainer:
             if problem:
                 raise StarKitError(f"trainer 'trl-sft': launch_args {' '.join(self.launch_args)!r}: {problem}", 2)
         self._check_config()
+
+    @staticmethod
+    def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """What a resumed run must keep (see ``Registry.outcome``): every option but the launcher, the process
+        count and the port, with the per-device batch and the accumulation replaced by the global batch they make
+        with the process count, where that count is known (in process: 1; else ``launch_args``' --num_processes,
+        ``num_processes``, or the ``accelerate_config`` file's): a run killed on 8 GPUs resumes on 4 with
+        ``num_processes=4 gradient_accumulation_steps=2``. An ``accelerate_config`` counts by its settings, not its
+        path, less the ones that say where the processes run (machines, addresses, ports)."""
+        out = {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
+        if options.get("launch_args"):  # less their process count (a placement, counted in the global batch)
+            out["launch_args"] = _launch_args(options["launch_args"])[0]
+        if options.get("accelerate_config"):
+            out["accelerate_config"] = _accelerate_settings(options["accelerate_config"])
+        processes = _processes(options)
+        batch = [options.get(k, SFT_DEFAULTS[k])
+                 for k in ("per_device_train_batch_size", "gradient_accumulation_steps")]
+        if processes is None or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch):
+            return {**options, **out}  # the process count is accelerate's default configuration's: all of them count
+        out.pop("per_device_train_batch_size", None)
+        out.pop("gradient_accumulation_steps", None)
+        out[GLOBAL_BATCH] = batch[0] * batch[1] * processes
+        return out
 
     def uses_bf16(self, cuda: bool) -> bool:
         """bf16 mixed precision: as given, else (auto) where the device has it, unless fp16 was asked for."""
@@ -573,6 +603,59 @@ def _count_lines(path: Path) -> int:
             return fh.read().count(b"\n")
     except OSError:
         return 0
+
+
+def _processes(options: dict[str, Any]) -> int | None:
+    """How many training processes ``options`` launch: 1 in process; with accelerate the last --num_processes of
+    ``launch_args`` (they follow the option's on the command line), else ``num_processes``, else the
+    ``accelerate_config`` file's; None where accelerate's own default configuration decides."""
+    if options.get("launcher", "inprocess") != "accelerate":
+        return 1
+    found = _launch_args(options.get("launch_args") or [])[1]
+    if found is not None:
+        return int(found) if found.isdigit() and int(found) >= 1 else None
+    if isinstance(options.get("num_processes"), int):
+        return options["num_processes"]
+    data = _accelerate_file(options["accelerate_config"]) if options.get("accelerate_config") else None
+    count = data.get("num_processes") if data else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+
+
+def _launch_args(args: Sequence[str] | str) -> tuple[list[str], str | None]:
+    """``launch_args`` without their --num_processes, and its last value (None when not given)."""
+    args = args.split() if isinstance(args, str) else [str(a) for a in args]
+    rest, found, skip = [], None, False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        flag, eq, value = arg.partition("=")
+        if flag in ("--num_processes", "--num-processes"):
+            found, skip = (value, False) if eq else (args[i + 1] if i + 1 < len(args) else "", True)
+        else:
+            rest.append(arg)
+    return rest, found
+
+
+def _accelerate_file(path: str) -> dict | None:
+    """An accelerate config file's settings (YAML or JSON), or None where it cannot be read."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f.read(1 << 20))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _accelerate_settings(path: str) -> Any:
+    """What an accelerate config file decides about training (its settings less where the processes run); its
+    path where it cannot be read (a run directory made on another machine: then the path counts)."""
+    data = _accelerate_file(path)
+    if data is None:
+        return path
+    return {k: v for k, v in data.items() if k not in ACCELERATE_PLACEMENT}
 
 
 def launch_args_problem(args: list[str]) -> str | None:

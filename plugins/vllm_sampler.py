@@ -49,7 +49,7 @@ from typing import Sequence
 
 import star_kit
 from star_kit.errors import StarKitError, one_line
-from star_kit.protocols import Advance
+from star_kit.protocols import Advance, placement_options
 from star_kit.records import GenerationParams, cut_at_stop
 
 from .hf_sampler import leading_special_tokens
@@ -304,6 +304,10 @@ class VLLMSampler:
     engine, default 1), ``data_parallel_size`` (engines, each in a Ray actor on its own GPUs, sharing every batch;
     default 1), ``reload`` (inplace | restart: how ``load`` gives the engine a new checkpoint;
     default inplace, which falls back to a restart, with a line saying why, when the weights cannot go in place)."""
+
+    # where and how the engine runs, not what it generates: a resumed run may change them
+    outcome_options = placement_options("gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
+                                        "chunk_size", "tensor_parallel_size", "data_parallel_size", "reload")
 
     def __init__(
         self,

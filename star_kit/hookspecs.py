@@ -75,7 +75,10 @@ def register_samplers(register: Register) -> None:
     :class:`star_kit.protocols.Sampler` with ``model`` (a local folder or hub id) loaded. ``options`` are
     ``--sampler-opt KEY=VALUE`` as keyword arguments, checked against the factory's annotations before any
     model loads (a factory taking ``**options`` to pass on may check them in its own
-    ``check_options(registry, model, **options)``, which ``--print-config`` runs too).
+    ``check_options(registry, model, **options)``, which ``--print-config`` runs too). Options that only decide
+    where or how fast it runs (a batch size, a device) may be declared with
+    ``outcome_options = star_kit.protocols.placement_options("batch_size", ...)`` on the factory: a resumed run
+    may change them; every other option is refused if it differs from the run's config.yaml.
     Return: nothing.
     """
 
@@ -88,7 +91,9 @@ def register_trainers(register: Register) -> None:
     Arguments: ``register(name, factory)``; ``factory(**options)`` returns an object satisfying
     :class:`star_kit.protocols.Trainer` (its docstring says what ``train`` gets and must leave). ``options``
     are ``--trainer-opt KEY=VALUE`` as keyword arguments; the trainer is built before the run directory is
-    written, so a bad option fails before anything is.
+    written, so a bad option fails before anything is. Once an iteration has trained, a resumed run must keep
+    the options, except those the factory's ``outcome_options(registry, options) -> dict`` leaves out (``trl-sft``:
+    the process count, with the global batch kept; see :func:`star_kit.protocols.placement_options`).
     Return: nothing.
     """
 

@@ -317,6 +317,11 @@ def check_splits_apart(where: str, train_set: Sequence[Example], eval_set: Seque
 _MISSING = object()
 
 
+def _shown_value(value: Any) -> str:
+    """An option's value in a resume's message: its repr, 'unset' where config.yaml or the command has none."""
+    return "unset" if value is _MISSING else repr(value)
+
+
 # The plugin options config.yaml records with their factory's defaults (one that a later release changes does not
 # change what a run does on resume or in bench --run): config key -> (plugin kind, the config key naming the plugin,
 # the factory's parameters star-kit passes itself). Not the sampler's: ``--sampler auto`` may pick another sampler
@@ -334,6 +339,11 @@ def with_option_defaults(registry: Registry, config: RunConfig) -> dict[str, dic
         recorded[key] = registry.option_defaults(kind, getattr(config, plugin), exclude=exclude)
         setattr(config, key, {**recorded[key], **getattr(config, key)})
     return recorded
+
+
+# The options of each plugin a run names: config key -> (plugin kind, the config key naming the plugin).
+PLUGIN_OPTIONS = {"task_options": ("tasks", "task"), "trainer_options": ("trainers", "trainer"),
+                  "sampler_options": ("samplers", "sampler")}
 
 
 # -- the run -------------------------------------------------------------------------------------------------
@@ -423,13 +433,29 @@ class StarRun:
                 self.log(f"note: {key} differs from config.yaml's; no iteration has been trained yet, so the "
                          f"new value is used (and recorded)")
                 continue
+            if old != new and key in PLUGIN_OPTIONS and isinstance(old, dict) and isinstance(new, dict):
+                # options that only place the work (a batch size, a device, a process count) may change
+                kind, name = PLUGIN_OPTIONS[key][0], self.plugin_name(key)
+                kept, now_kept = (self.registry.outcome(kind, name, d) for d in (old, new))
+                moved = [k for k in dict.fromkeys([*old, *new]) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+                shown = ", ".join(f"{k} {_shown_value(old.get(k, _MISSING))} -> {_shown_value(new.get(k, _MISSING))}"
+                                  for k in moved)
+                if kept == now_kept:
+                    self.log(f"note: --resume {store.root}: {key} changed ({shown}); {self.registry.where(kind, name)}"
+                             f" says they decide how the work runs, not what it computes: going on with them")
+                    continue
+                derived = next(k for k in [*kept, *now_kept] if kept.get(k, _MISSING) != now_kept.get(k, _MISSING))
+                if derived not in old and derived not in new:  # not an option: what the plugin makes of several
+                    raise StarKitError(f"--resume {store.root}: {key} {shown} changes {derived}: "
+                                       f"{_shown_value(kept.get(derived, _MISSING))} in config.yaml, "
+                                       f"{_shown_value(now_kept.get(derived, _MISSING))} now", 2)
+                old, new = kept, now_kept
             if old != new:
                 name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
                 if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
                     sub = next(k for k in [*old, *new] if old.get(k, _MISSING) != new.get(k, _MISSING))
                     name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
-                was_text, now_text = ("unset" if v is _MISSING else repr(v) for v in (was, now))
-                raise changed_key(store.root, name, was_text, now_text)
+                raise changed_key(store.root, name, _shown_value(was), _shown_value(now))
 
     def run(self, resume: bool = False) -> list[IterationResult]:
         """The run; the run directory's lock (taken in ``prepare``) is held until it ends, however it ends."""
@@ -473,12 +499,15 @@ class StarRun:
         """``data``'s ``*_options`` as the task, trainer and sampler get them (:meth:`Registry.declared_options`:
         an integer given for an option declared as a string is its text)."""
         out = dict(data)
-        for key, kind, name in (("task_options", "tasks", self.config.task),
-                                ("trainer_options", "trainers", self.config.trainer),
-                                ("sampler_options", "samplers", self.sampler_name)):
+        for key, (kind, _) in PLUGIN_OPTIONS.items():
             if isinstance(out.get(key), dict):
-                out[key] = self.registry.declared_options(kind, name, out[key])
+                out[key] = self.registry.declared_options(kind, self.plugin_name(key), out[key])
         return out
+
+    def plugin_name(self, key: str) -> str:
+        """The name of the plugin whose options config key ``key`` holds (the sampler as resolved here)."""
+        plugin = PLUGIN_OPTIONS[key][1]
+        return self.sampler_name if plugin == "sampler" else getattr(self.config, plugin)
 
     @contextmanager
     def options_source(self, key: str):

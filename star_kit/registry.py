@@ -264,6 +264,23 @@ class Registry:
                 own_check(self, *args, **declared)
         return declared
 
+    def outcome(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """The part of ``options`` that decides what the plugin computes: what a resumed run must keep. A factory
+        may define ``outcome_options(registry, options) -> dict`` to leave out the options that only decide where
+        or how fast the work runs (a batch size, a device, a process count; a trainer may replace the ones that
+        make up its global batch by that batch), so that a run killed on one machine resumes on another with
+        them changed; without it every option counts. An unknown name: ``options`` unchanged."""
+        entry = self.items[kind].get(name)
+        own = getattr(entry.obj, "outcome_options", None) if entry is not None else None
+        if not callable(own):
+            return dict(options)
+        with self.guard(kind, name):
+            result = own(self, dict(options))
+        if not isinstance(result, dict):
+            raise PluginError(f"{self.where(kind, name)}: outcome_options returned {type(result).__name__}, not a "
+                              f"dict of options")
+        return result
+
     def create(self, kind: str, name: str, /, *args: Any, _core: dict[str, Any] | None = None,
                **options: Any) -> Any:
         """Build a task, sampler or trainer through its factory; a failure names the plugin.

@@ -70,8 +70,14 @@ def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_pl
     ckpt_mtime = (out / "iter_02" / "checkpoint" / "config.json").stat().st_mtime_ns
     (out / "iter_02" / "eval.json").unlink()
     (out / "metrics.jsonl").write_text("".join(before.splitlines(keepends=True)[:2]))
-    assert main(["run", "--resume", str(out), "--no-progress", "--iterations", "2"]) == 0
+    # on another machine, with a smaller sampler batch: it only places the work, so the resume takes it
+    assert main(["run", "--resume", str(out), "--no-progress", "--iterations", "2", "--sampler-opt",
+                 "batch_size=2"]) == 0
     said = " ".join(capsys.readouterr().err.split())
+    assert "sampler_options changed (batch_size 4 -> 2)" in said, said
+    import yaml
+
+    assert yaml.safe_load((out / "config.yaml").read_text())["sampler_options"]["batch_size"] == 2
     assert "iterations 0, 1 finished (read back); iteration 2: kept samples.jsonl" in said
     assert "train.jsonl, checkpoint; the rest runs again" in said
     rows2 = read_jsonl(out / "metrics.jsonl")
@@ -357,9 +363,39 @@ def test_print_config_on_resume_refuses_what_the_resume_refuses(tmp_path, capsys
     assert main(["run", "--resume", str(run), "--print-config"]) == 0
     assert main(["run", "--resume", str(run), "--trainer-opt", "per_device_train_batch_size=8", "--print-config"]) == 2
     err = capsys.readouterr().err
-    assert "config key 'trainer_options.per_device_train_batch_size' differs (4 in config.yaml, 8 now)" in err
+    assert ("trainer_options per_device_train_batch_size 4 -> 8 changes the global batch "
+            "(per_device_train_batch_size x gradient_accumulation_steps x processes): 4 in config.yaml, 8 now") \
+        in " ".join(err.split())
     assert (run / "config.yaml").read_text() == before and sorted(p.name for p in run.iterdir()) == [
         "config.yaml", "metrics.jsonl"]
+
+
+def test_resume_elsewhere_may_change_what_only_places_the_work(tmp_path, capsys):
+    """A run killed on 8 GPUs resumes on 4: the trainer's process count may change with the global batch kept
+    (gradient accumulation), the sampler's batch size and device too (a note says so); a global batch changed,
+    or an option that changes what is computed (the dtype), is refused by what it is."""
+    run = tmp_path / "run"
+    assert main(["run", "--out", str(run), "--trainer-opt", "launcher=accelerate", "--trainer-opt", "num_processes=8",
+                 "--sampler-opt", "batch_size=64", "--print-config"]) == 0
+    run.mkdir()
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    (run / "metrics.jsonl").write_text('{"iteration": 1, "steps": 40, "accuracy": 0.5}\n')  # it has trained
+    four = ["--trainer-opt", "num_processes=4", "--trainer-opt", "gradient_accumulation_steps=2"]
+    assert main(["run", "--resume", str(run), *four, "--sampler-opt", "batch_size=16", "--sampler-opt", "device=cpu",
+                 "--print-config"]) == 0
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert "trainer_options changed (num_processes 8 -> 4, gradient_accumulation_steps 1 -> 2)" in err, err
+    assert "sampler_options changed (batch_size 64 -> 16, device unset -> 'cpu')" in err, err
+    assert "decide how the work runs, not what it computes" in err
+    assert "num_processes: 4" in captured.out and "gradient_accumulation_steps: 2" in captured.out
+    assert main(["run", "--resume", str(run), "--trainer-opt", "num_processes=4", "--print-config"]) == 2
+    assert ("trainer_options num_processes 8 -> 4 changes the global batch (per_device_train_batch_size x "
+            "gradient_accumulation_steps x processes): 64 in config.yaml, 32 now") in \
+        " ".join(capsys.readouterr().err.split())
+    assert main(["run", "--resume", str(run), "--sampler-opt", "dtype=float32", "--print-config"]) == 2
+    assert "config key 'sampler_options.dtype' differs (unset in config.yaml, 'float32' now)" in \
+        " ".join(capsys.readouterr().err.split())
 
 
 def test_a_credential_not_given_again_on_resume_is_a_note(tmp_path, capsys):

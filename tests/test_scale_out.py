@@ -496,3 +496,62 @@ def test_print_config_checks_the_ray_samplers_own_options_and_its_backends(capsy
         assert captured.out == "" and message in captured.err, (opt, captured.err)
     assert main(["run", "--sampler", "ray", "--sampler-opt", "workers=2", "--sampler-opt", "batch_size=4",
                  "--print-config"]) == 0
+
+
+def test_what_a_resume_on_another_cluster_may_change(tmp_path):
+    """Registry.outcome: the options that only place the work drop out (a batch size, a device, workers, the
+    process count, the port), the trainer's batch layout counts as the global batch it makes, an accelerate config
+    by its settings (not its path, not where its processes run); what changes results still counts."""
+    from star_kit.protocols import placement_options
+    from star_kit.registry import load_registry
+
+    registry = load_registry()
+    outcome = registry.outcome
+    batch = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
+    eight = {"launcher": "accelerate", "num_processes": 8, "per_device_train_batch_size": 8, "learning_rate": 5e-5}
+    four = {**eight, "num_processes": 4, "gradient_accumulation_steps": 2, "main_process_port": 29600}
+    assert outcome("trainers", "trl-sft", eight) == outcome("trainers", "trl-sft", four) == {
+        "learning_rate": 5e-5, batch: 64}
+    assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 4})[batch] == 4  # in process: 1
+    # launch_args' own --num_processes (the last one wins, as accelerate's parser takes it) is a placement too
+    a = outcome("trainers", "trl-sft", {"launcher": "accelerate", "launch_args": "--num_processes 2 --mixed_precision"
+                                        " bf16"})
+    b = outcome("trainers", "trl-sft", {"launcher": "accelerate", "num_processes": 9, "gradient_accumulation_steps": 2,
+                                        "launch_args": ["--mixed_precision", "bf16", "--num_processes=1"]})
+    assert a == b == {"launch_args": ["--mixed_precision", "bf16"], batch: 16}
+    # an accelerate config file: its process count and placement drop out, its settings count
+    one, other = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    one.write_text("distributed_type: MULTI_GPU\nnum_processes: 8\nnum_machines: 2\nmain_process_ip: 10.0.0.1\n"
+                   "mixed_precision: bf16\n")
+    other.write_text("distributed_type: MULTI_GPU\nnum_processes: 4\nnum_machines: 1\nmixed_precision: bf16\n")
+    on = {"launcher": "accelerate", "per_device_train_batch_size": 8}
+    a = outcome("trainers", "trl-sft", {**on, "accelerate_config": str(one)})
+    b = outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other), "gradient_accumulation_steps": 2})
+    assert a == b == {"accelerate_config": {"distributed_type": "MULTI_GPU", "mixed_precision": "bf16"}, batch: 64}
+    other.write_text("distributed_type: FSDP\nnum_processes: 8\n")
+    assert outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other)}) != a
+    # accelerate's own default configuration decides the count: nothing is assumed, every option counts
+    unknown = {"launcher": "accelerate", "per_device_train_batch_size": 8}
+    assert outcome("trainers", "trl-sft", unknown) == unknown
+    # samplers: where and how fast, not what (the dtype, the seed, vLLM's context length count)
+    assert outcome("samplers", "hf", {"batch_size": 8, "device": "cuda:1", "engine": "generate",
+                                      "dtype": "float32"}) == {"dtype": "float32"}
+    assert outcome("samplers", "vllm", {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.5, "seed": 1,
+                                        "max_model_len": 4096}) == {"seed": 1, "max_model_len": 4096}
+    assert outcome("samplers", "openai", {"concurrency": 2, "timeout": 9, "served_model": "m"}) == {
+        "served_model": "m"}
+    assert outcome("samplers", "ray", {"workers": 16, "gpus_per_worker": 1, "batch_size": 64, "dtype": "float32",
+                                       "backend": "hf"}) == {"backend": "hf", "dtype": "float32"}
+    assert outcome("tasks", "arithmetic", {"digits": "1-3"}) == {"digits": "1-3"}  # no placement: all count
+
+    # a third party's declaration, on a function factory; a wrong one is named
+    def factory(model, batch_size=1, temperature_scale=1.0):
+        raise AssertionError("not built")
+
+    factory.outcome_options = placement_options("batch_size")
+    registry._register("samplers", "placed", factory, "test", "test-dist")
+    assert outcome("samplers", "placed", {"batch_size": 3, "temperature_scale": 2.0}) == {"temperature_scale": 2.0}
+    factory.outcome_options = lambda registry, options: None
+    with pytest.raises(StarKitError, match=r"sampler 'placed' \(plugin 'test', distribution 'test-dist'\): "
+                                           r"outcome_options returned NoneType, not a dict of options"):
+        outcome("samplers", "placed", {})
