@@ -497,7 +497,13 @@ def _watch() -> None:
 
 #: what a plugin's methods must return, checked as they return (a prompt of 42 would reach the sampler, which would
 #: be blamed; a hint of None would leave the rationalization prompts without their hint)
-_RETURNS = {"tasks": {name: str for name in ("prompt", "hint", "target", "rationale_of")}}
+# What a task's methods must return (star_kit.protocols.Task), checked where they return: the test and its name.
+_NUMPY_BOOLS = (("numpy", "bool"), ("numpy", "bool_"))
+_RETURNS = {"tasks": {**{name: (lambda r: isinstance(r, str), "a string")
+                         for name in ("prompt", "hint", "target", "rationale_of")},
+                      # a truth value (numpy's bool too); None, a forgotten return, would grade every answer wrong
+                      "is_correct": (lambda r: isinstance(r, (bool, int))
+                                     or (type(r).__module__, type(r).__name__) in _NUMPY_BOOLS, "True or False")}}
 
 
 class _Guarded:
@@ -519,9 +525,9 @@ class _Guarded:
             with registry.guard(kind, name):
                 result = value(*args, **kwargs)
             expected = _RETURNS.get(kind, {}).get(attr)
-            if expected is not None and not isinstance(result, expected):
+            if expected is not None and not expected[0](result):
                 raise PluginError(f"{registry.where(kind, name)}: {attr}() returned {_shown(result)} "
-                                  f"({type(result).__name__}), not a string (see star_kit.protocols.Task)")
+                                  f"({type(result).__name__}), not {expected[1]} (see star_kit.protocols.Task)")
             return result
 
         return call

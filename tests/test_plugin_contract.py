@@ -507,6 +507,15 @@ def test_a_task_method_returning_no_string_is_named_where_it_returns(test_plugin
                                           r"prompt\(\) returned 42 \(int\), not a string"):
         guarded.prompt(example)
     assert guarded.hint(example) == task.hint(example)  # what is right passes through
+    # an is_correct without its return would grade every answer wrong, silently: named instead
+    object.__setattr__(task, "is_correct", lambda predicted, gold: None)
+    with pytest.raises(PluginError, match=r"^task 'arithmetic' .*: is_correct\(\) returned None \(NoneType\), not "
+                                          r"True or False"):
+        guarded.is_correct("4", "4")
+    import numpy
+
+    object.__setattr__(task, "is_correct", lambda predicted, gold: numpy.bool_(predicted == gold))
+    assert guarded.is_correct("4", "4") and not guarded.is_correct("5", "4")
 
 
 @pytest.mark.parametrize("reply, said", [
