@@ -555,3 +555,31 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path):
     with pytest.raises(StarKitError, match=r"sampler 'placed' \(plugin 'test', distribution 'test-dist'\): "
                                            r"outcome_options returned NoneType, not a dict of options"):
         outcome("samplers", "placed", {})
+
+
+def test_a_run_trained_on_two_processes_resumes_on_one_with_the_same_global_batch(tiny_model, tmp_path, plugin_env):
+    """The allocation shrank between a run and its resume: iteration 1 trained on 2 accelerate processes x batch 2,
+    iteration 2 trains on 1 process x batch 2 x accumulation 2 (the same global batch, a note says so); 1 process
+    without the accumulation is refused before anything runs, naming the global batch."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out", str(out), "--no-progress",
+           "--task", "lenient-arithmetic", "--iterations", "1", "--train-size", "8", "--eval-size", "4",
+           "--base-steps", "2", "--trainer-opt", "launcher=accelerate", "--trainer-opt", "num_processes=2",
+           "--trainer-opt", "per_device_train_batch_size=2", "--sampler-opt", "batch_size=4"]
+    first = subprocess.run(cmd, env=plugin_env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "effective batch 4" in first.stderr
+    resume = [sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress", "--iterations", "2",
+              "--trainer-opt", "num_processes=1"]
+    refused = subprocess.run(resume, env=plugin_env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    assert "trainer_options num_processes 2 -> 1 changes the global batch" in " ".join(refused.stderr.split())
+    assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1]  # nothing ran
+    done = subprocess.run([*resume, "--trainer-opt", "gradient_accumulation_steps=2"], env=plugin_env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = " ".join(done.stderr.split())
+    assert "trainer_options changed (num_processes 2 -> 1, gradient_accumulation_steps 1 -> 2)" in said, said
+    assert "1 training process" in said and "effective batch 4" in said, said
+    assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
+    assert (out / "iter_02" / "checkpoint" / "config.json").is_file()
