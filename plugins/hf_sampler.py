@@ -46,7 +46,16 @@ class HFSampler:
         self.torch = torch
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError:
+            raise StarKitError(f"sampler 'hf': device {device!r} is not a device (auto, cpu, cuda or cuda:N)", 2) \
+                from None
+        if self.device.type == "cuda":  # torch's own word for it is an AssertionError, later
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (self.device.index or 0) >= count:
+                raise StarKitError(f"sampler 'hf': device {device!r}: torch sees {count or 'no'} CUDA "
+                                   f"device{'' if count == 1 else 's'} on this machine", 2)
         if dtype == "auto":
             if self.device.type == "cuda":
                 dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"

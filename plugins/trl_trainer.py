@@ -45,7 +45,7 @@ from star_kit_plugins.sft_lm_head import use_compact_lm_head
 
 LAUNCHERS = ("inprocess", "accelerate")
 # options that decide where training runs, not what it computes (a resumed run may change them: outcome_options)
-PLACEMENT_OPTIONS = ("launcher", "num_processes", "main_process_port")
+PLACEMENT_OPTIONS = ("num_processes", "main_process_port")  # the launcher counts (accelerate's own configuration)
 GLOBAL_BATCH = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
 # settings of an accelerate config file that say where the processes run
 ACCELERATE_PLACEMENT = ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
@@ -186,25 +186,26 @@ class TRLSFTTrainer:
 
     @staticmethod
     def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
-        """What a resumed run must keep (see ``Registry.outcome``): every option but the launcher, the process
-        count and the port, with the per-device batch and the accumulation replaced by the global batch they make
-        with the process count, where that count is known (in process: 1; else ``launch_args``' --num_processes,
-        ``num_processes``, or the ``accelerate_config`` file's): a run killed on 8 GPUs resumes on 4 with
-        ``num_processes=4 gradient_accumulation_steps=2``. An ``accelerate_config`` counts by its settings, not its
-        path, less the ones that say where the processes run (machines, addresses, ports)."""
+        """What a resumed run must keep (see ``Registry.outcome``): every option but the process count and the
+        port, with the per-device batch and the accumulation replaced by the global batch they make with the
+        process count (in process: 1; else ``launch_args``' --num_processes, ``num_processes``, or the
+        ``accelerate_config`` file's; where accelerate's own default configuration decides, that is said instead of
+        a number): a run killed on 8 GPUs resumes on 4 with ``num_processes=4 gradient_accumulation_steps=2``. An
+        ``accelerate_config`` counts by its settings, not its path, less those that say where the processes run."""
         out = {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
         if options.get("launch_args"):  # less their process count (a placement, counted in the global batch)
             out["launch_args"] = _launch_args(options["launch_args"])[0]
         if options.get("accelerate_config"):
             out["accelerate_config"] = _accelerate_settings(options["accelerate_config"])
+        layout = ("per_device_train_batch_size", "gradient_accumulation_steps")
+        per_device, accumulation = (options.get(k, SFT_DEFAULTS[k]) for k in layout)
+        if not all(isinstance(b, int) and not isinstance(b, bool) for b in (per_device, accumulation)):
+            return out  # refused by the trainer itself
+        for k in layout:
+            out.pop(k, None)
         processes = _processes(options)
-        batch = [options.get(k, SFT_DEFAULTS[k])
-                 for k in ("per_device_train_batch_size", "gradient_accumulation_steps")]
-        if processes is None or not all(isinstance(b, int) and not isinstance(b, bool) for b in batch):
-            return {**options, **out}  # the process count is accelerate's default configuration's: all of them count
-        out.pop("per_device_train_batch_size", None)
-        out.pop("gradient_accumulation_steps", None)
-        out[GLOBAL_BATCH] = batch[0] * batch[1] * processes
+        out[GLOBAL_BATCH] = per_device * accumulation * processes if processes is not None else \
+            f"{per_device} x {accumulation} x the processes accelerate's default configuration starts"
         return out
 
     def uses_bf16(self, cuda: bool) -> bool:

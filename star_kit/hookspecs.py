@@ -78,7 +78,8 @@ def register_samplers(register: Register) -> None:
     ``check_options(registry, model, **options)``, which ``--print-config`` runs too). Options that only decide
     where or how fast it runs (a batch size, a device) may be declared with
     ``outcome_options = star_kit.protocols.placement_options("batch_size", ...)`` on the factory: a resumed run
-    may change them; every other option is refused if it differs from the run's config.yaml.
+    may change them; any other option (credentials, commands and addresses aside) is refused if it differs from
+    the run's config.yaml.
     Return: nothing.
     """
 

@@ -317,6 +317,23 @@ def check_splits_apart(where: str, train_set: Sequence[Example], eval_set: Seque
 _MISSING = object()
 
 
+def _compared(options: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's options as a resume compares them: no credential, command or address (the user's, now)."""
+    from .config import is_environment_key, without_secrets
+
+    return {k: v for k, v in without_secrets(options).items() if not is_environment_key(k)}
+
+
+def _as_recorded(outcome: Any) -> Any:
+    """``outcome`` as outcome.json holds it: redacted (a credential that a file an option names might hold is never
+    written, nor compared), in JSON's types (a tuple is a list)."""
+    import json
+
+    from .config import redact
+
+    return json.loads(json.dumps(redact(outcome), default=str))
+
+
 def _shown_value(value: Any) -> str:
     """An option's value in a resume's message: its repr, 'unset' where config.yaml or the command has none."""
     return "unset" if value is _MISSING else repr(value)
@@ -399,13 +416,21 @@ class StarRun:
                 raise StarKitError(f"--resume {store.root}: {questions_changed(changed)}; start a new run (or "
                                    f"restore the data and version it was made with)", 2)
         write_yaml(store.config_path, config.public_dict())
+        write_json(store.outcome_path, _as_recorded(self.outcomes(config.to_dict())))
+
+    def outcomes(self, data: dict[str, Any]) -> dict[str, Any]:
+        """What the options of each plugin in ``data`` (config keys) decide, as a resume compares them
+        (:meth:`Registry.outcome` of the options less credentials, commands and addresses): outcome.json records
+        it beside config.yaml, so that what a file named by an option held then (an accelerate config edited in
+        place) is compared, not what it holds now."""
+        return {key: self.registry.outcome(kind, self.plugin_name(key), _compared(data[key]))
+                for key, (kind, _) in PLUGIN_OPTIONS.items() if isinstance(data.get(key), dict)}
 
     def compare_saved_config(self) -> None:
         """On resume: the run's config.yaml against this config, key by key (a mismatch is one line naming the key;
         a redacted credential, a command or an address never counts; the trainer's options may change until an
         iteration has trained). ``prepare`` runs it, and ``--print-config --resume`` too."""
-        from .config import (changed_key, is_environment_key, load_config_file, local_paths_absolute, predated,
-                             redact, without_secrets)
+        from .config import changed_key, load_config_file, local_paths_absolute, predated, redact, without_secrets
 
         self.store.check_entries(f"--resume {self.store.root}")
 
@@ -423,39 +448,58 @@ class StarRun:
         trained = any(isinstance(r.get("steps"), int) and r["steps"] > 0 or r.get("checkpoint")
                       for r in store.metrics() if isinstance(r.get("iteration"), int) and r["iteration"] > 0) \
             or any(store.has(n, "checkpoint") or store.has(n, "eval.json") for n in store.iterations() if n > 0)
+        recorded = store.read_outcome()  # what the options decided when config.yaml was written ({}: an older run)
         for key, value in config.to_dict().items():
             if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                 continue
             old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
             if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
-                old, new = ({k: v for k, v in d.items() if not is_environment_key(k)} for d in (old, new))
-            if old != new and key == "trainer_options" and not trained:
-                self.log(f"note: {key} differs from config.yaml's; no iteration has been trained yet, so the "
-                         f"new value is used (and recorded)")
+                old, new = _compared(old), _compared(new)
+            if key in PLUGIN_OPTIONS and isinstance(old, dict) and isinstance(new, dict):
+                self._compare_options(key, old, new, recorded.get(key), saved, trained)
                 continue
-            if old != new and key in PLUGIN_OPTIONS and isinstance(old, dict) and isinstance(new, dict):
-                # options that only place the work (a batch size, a device, a process count) may change
-                kind, name = PLUGIN_OPTIONS[key][0], self.plugin_name(key)
-                kept, now_kept = (self.registry.outcome(kind, name, d) for d in (old, new))
-                moved = [k for k in dict.fromkeys([*old, *new]) if old.get(k, _MISSING) != new.get(k, _MISSING)]
-                shown = ", ".join(f"{k} {_shown_value(old.get(k, _MISSING))} -> {_shown_value(new.get(k, _MISSING))}"
-                                  for k in moved)
-                if kept == now_kept:
-                    self.log(f"note: --resume {store.root}: {key} changed ({shown}); {self.registry.where(kind, name)}"
-                             f" says they decide how the work runs, not what it computes: going on with them")
-                    continue
-                derived = next(k for k in [*kept, *now_kept] if kept.get(k, _MISSING) != now_kept.get(k, _MISSING))
-                if derived not in old and derived not in new:  # not an option: what the plugin makes of several
-                    raise StarKitError(f"--resume {store.root}: {key} {shown} changes {derived}: "
-                                       f"{_shown_value(kept.get(derived, _MISSING))} in config.yaml, "
-                                       f"{_shown_value(now_kept.get(derived, _MISSING))} now", 2)
-                old, new = kept, now_kept
             if old != new:
-                name, was, now = key, redact(saved.get(key)), config.public_dict()[key]
-                if isinstance(old, dict) and isinstance(new, dict):  # an option: name it, not the whole dict
-                    sub = next(k for k in [*old, *new] if old.get(k, _MISSING) != new.get(k, _MISSING))
-                    name, was, now = f"{key}.{sub}", was.get(sub, _MISSING), now.get(sub, _MISSING)
-                raise changed_key(store.root, name, _shown_value(was), _shown_value(now))
+                raise changed_key(store.root, key, _shown_value(redact(saved.get(key))),
+                                  _shown_value(config.public_dict()[key]))
+
+    def _compare_options(self, key: str, old: dict, new: dict, recorded: Any, saved: dict, trained: bool) -> None:
+        """A plugin's options on resume (``old``: config.yaml's, ``new``: now's, both as compared): what they
+        decide (:meth:`Registry.outcome`) must be what it was, as outcome.json recorded it where it did (what a
+        file an option names held then, not now); options that only place the work may change, with a note."""
+        from .config import changed_key, redact
+
+        store = self.store
+        kind, name = PLUGIN_OPTIONS[key][0], self.plugin_name(key)
+        then, now = (_as_recorded(self.registry.outcome(kind, name, d)) for d in (old, new))
+        if isinstance(recorded, dict):  # recorded by the run itself: it wins where it names the same thing
+            then = {k: recorded[k] if k in recorded else v for k, v in then.items()}
+        differ = [k for k in dict.fromkeys([*then, *now]) if then.get(k, _MISSING) != now.get(k, _MISSING)]
+        if old == new and not differ:
+            return
+        if key == "trainer_options" and not trained:
+            self.log(f"note: {key} differs from config.yaml's; no iteration has been trained yet, so the new value "
+                     f"is used (and recorded)")
+            return
+        moved = [k for k in dict.fromkeys([*old, *new]) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+        shown = ", ".join(f"{k} {_shown_value(redact(old.get(k, _MISSING)))} -> "
+                          f"{_shown_value(redact(new.get(k, _MISSING)))}" for k in moved)
+        if not differ:
+            self.log(f"note: --resume {store.root}: {key} changed ({shown}): for {self.registry.where(kind, name)} "
+                     f"they only place the work (what it computes is the same); going on with them")
+            return
+        given = [k for k in differ if k in moved]
+        if given:  # an option given another value: named as any config key is
+            sub = given[0]
+            raise changed_key(store.root, f"{key}.{sub}", _shown_value(redact(saved.get(key) or {}).get(sub, _MISSING)),
+                              _shown_value(self.config.public_dict()[key].get(sub, _MISSING)))
+        sub = differ[0]
+        was, is_now = (_shown_value(d.get(sub, _MISSING)) for d in (then, now))
+        if moved:  # not an option: what the plugin makes of several (the trainer's global batch)
+            raise StarKitError(f"--resume {store.root}: {key} {shown} changes {sub}: {was} when the run was made, "
+                               f"{is_now} now", 2)
+        raise StarKitError(f"--resume {store.root}: {key}: {sub} is {is_now} now, {was} when the run was made "
+                           f"(outcome.json): a file an option names was changed since; restore it, or start a new run",
+                           2)
 
     def run(self, resume: bool = False) -> list[IterationResult]:
         """The run; the run directory's lock (taken in ``prepare``) is held until it ends, however it ends."""
@@ -562,6 +606,7 @@ class StarRun:
         except BaseException:
             if fresh and not history:  # nothing was computed: the next try starts afresh, not as a resume
                 self.store.config_path.unlink(missing_ok=True)
+                self.store.outcome_path.unlink(missing_ok=True)
                 (self.store.root / "skipped_rows.json").unlink(missing_ok=True)
             raise
         try:

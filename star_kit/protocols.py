@@ -14,11 +14,13 @@ How a plugin's objects are made and called:
 * **Checked at creation.** What a factory returns is checked against the protocol below (every attribute and
   method); one line names the plugin and what is missing. A task's ``lm_eval_config`` is checked too
   (:func:`star_kit.task.lm_eval_config_problems`).
-* **Resuming elsewhere.** A run directory records every option, and ``--resume`` refuses one given another
-  value. Options that only decide where or how fast the work runs (a batch size, a device, a process count) may
-  be declared so: ``outcome_options = placement_options("batch_size", "device")`` on the factory (or any
-  ``outcome_options(registry, options) -> dict``: the options as they decide what is computed); a resumed run
-  may then change them.
+* **Resuming elsewhere.** A run directory records the options given (a task's and a trainer's defaults too), and
+  ``--resume`` refuses one given another value (credentials, commands and addresses aside). Options that only
+  decide where or how fast the work runs (a batch size, a device, a process count) may be declared so:
+  ``outcome_options = placement_options("batch_size", "device")`` on the factory (or any
+  ``outcome_options(registry, options) -> dict``: the options as they decide what is computed, recorded in the
+  run's ``outcome.json``); a resumed run may then change them. (A sampler that seeds each batch draws other
+  samples at another batch size when sampling at a temperature: the same distribution, not the same draws.)
 * **Errors.** Any exception raised inside a plugin's method is reported as one line naming the plugin and its
   distribution (``STAR_KIT_DEBUG=1`` shows the traceback); raise :class:`star_kit.errors.StarKitError` for a
   message shown as is.
@@ -32,6 +34,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from .records import Example, Exemplar, GenerationParams, TrainExample
 
+
 def placement_options(*names: str) -> staticmethod:
     """A factory's ``outcome_options`` for options ``names`` that decide where or how fast the work runs, not what
     it computes: every other option counts when a run is resumed (:meth:`star_kit.registry.Registry.outcome`)."""
@@ -39,7 +42,6 @@ def placement_options(*names: str) -> staticmethod:
     def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in options.items() if k not in names}
 
-    outcome_options.placement = names  # type: ignore[attr-defined]
     return staticmethod(outcome_options)
 
 

@@ -495,9 +495,8 @@ def _watch() -> None:
                 registry.problems.append(warning)
 
 
-#: what a plugin's methods must return, checked as they return (a prompt of 42 would reach the sampler, which would
-#: be blamed; a hint of None would leave the rationalization prompts without their hint)
-# What a task's methods must return (star_kit.protocols.Task), checked where they return: the test and its name.
+#: what a plugin's methods must return (the test and its name), checked as they return: a prompt of 42 would reach
+#: the sampler, which would be blamed; a hint of None would leave the rationalization prompts without their hint
 _NUMPY_BOOLS = (("numpy", "bool"), ("numpy", "bool_"))
 _RETURNS = {"tasks": {**{name: (lambda r: isinstance(r, str), "a string")
                          for name in ("prompt", "hint", "target", "rationale_of")},

@@ -3,6 +3,7 @@
 Layout::
 
     RUN/config.yaml
+    RUN/outcome.json
     RUN/iter_NN/{samples.jsonl, rationalized.jsonl, train.jsonl, checkpoint/, eval.json, eval_samples.jsonl}
     RUN/metrics.jsonl
 
@@ -214,6 +215,15 @@ class RunStore:
     @property
     def config_path(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def outcome_path(self) -> Path:
+        """What the plugins' options decided when config.yaml was written (a resume compares against it)."""
+        return self.root / "outcome.json"
+
+    def read_outcome(self) -> dict[str, Any]:
+        """outcome.json's record (config key -> what those options decided), {} where the run predates it."""
+        return read_json(self.outcome_path) if self.outcome_path.is_file() else {}
 
     @property
     def metrics_path(self) -> Path:

@@ -250,7 +250,19 @@ def test_prefix_engine_stop_detection_counts_bytes(tiny_model, tokenizer):
 def test_on_cuda_static_cache_is_off_by_default_and_the_prefix_engine_is_refused_in_one_line(monkeypatch):
     from star_kit_plugins.hf_sampler import HFSampler
 
+    import torch
+
     monkeypatch.setattr(HFSampler, "load", lambda self, model: None)  # no GPU needed: the options alone
+    if not torch.cuda.is_available():  # as a machine with one GPU says it
+        with pytest.raises(StarKitError, match=r"^sampler 'hf': device 'cuda': torch sees no CUDA devices on this "
+                                               r"machine$"):
+            HFSampler("m", device="cuda", dtype="float32")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(StarKitError, match=r"device 'cuda:1': torch sees 1 CUDA device on this machine$"):
+        HFSampler("m", device="cuda:1", dtype="float32")
+    with pytest.raises(StarKitError, match=r"device 'gpu' is not a device \(auto, cpu, cuda or cuda:N\)"):
+        HFSampler("m", device="gpu", dtype="float32")
     sampler = HFSampler("m", device="cuda", dtype="float32")  # generate on a GPU, measured faster uncompiled
     assert sampler.static_cache is False and sampler.prefix_cache is True
     assert HFSampler("m", device="cuda", dtype="float32", static_cache=True).static_cache is True

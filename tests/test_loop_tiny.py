@@ -35,6 +35,20 @@ def test_loop_garbage_output_is_counted_not_raised(tiny_model, tmp_path):
     assert len(samples) == 6 and all(s["predicted"] is None and s["correct"] is False for s in samples)
     assert len(read_jsonl(out / "iter_01" / "rationalized.jsonl")) == 6
     assert (out / "config.yaml").exists() and (out / "iter_01" / "eval.json").exists()
+    # what the options decided, as a resume compares it: the hf sampler's batch size only places the work
+    outcome = json.loads((out / "outcome.json").read_text())
+    assert outcome["sampler_options"] == {} and outcome["task_options"]["digits"] == 1
+    assert outcome["trainer_options"]["the global batch (per_device_train_batch_size x gradient_accumulation_steps "
+                                      "x processes)"] == 2 and outcome["trainer_options"]["launcher"] == "inprocess"
+
+
+def test_a_start_whose_sampler_fails_leaves_nothing_behind(tiny_model, tmp_path, capsys):
+    """The sampler is created after config.yaml and outcome.json are written: when it fails, both are removed,
+    so the same command (mended) starts afresh rather than as a resume."""
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--iterations", "1", "--sampler-opt", "device=cuda:0") != 0
+    assert "sampler 'hf': device 'cuda:0': torch sees no CUDA devices on this machine" in capsys.readouterr().err
+    assert not (out / "config.yaml").exists() and not (out / "outcome.json").exists()
 
 
 def test_loop_trains_evaluates_records_and_resumes(tiny_model, tmp_path, test_plugin, capsys):
@@ -364,8 +378,8 @@ def test_print_config_on_resume_refuses_what_the_resume_refuses(tmp_path, capsys
     assert main(["run", "--resume", str(run), "--trainer-opt", "per_device_train_batch_size=8", "--print-config"]) == 2
     err = capsys.readouterr().err
     assert ("trainer_options per_device_train_batch_size 4 -> 8 changes the global batch "
-            "(per_device_train_batch_size x gradient_accumulation_steps x processes): 4 in config.yaml, 8 now") \
-        in " ".join(err.split())
+            "(per_device_train_batch_size x gradient_accumulation_steps x processes): 4 when the run was made, "
+            "8 now") in " ".join(err.split())
     assert (run / "config.yaml").read_text() == before and sorted(p.name for p in run.iterdir()) == [
         "config.yaml", "metrics.jsonl"]
 
@@ -382,19 +396,50 @@ def test_resume_elsewhere_may_change_what_only_places_the_work(tmp_path, capsys)
     (run / "metrics.jsonl").write_text('{"iteration": 1, "steps": 40, "accuracy": 0.5}\n')  # it has trained
     four = ["--trainer-opt", "num_processes=4", "--trainer-opt", "gradient_accumulation_steps=2"]
     assert main(["run", "--resume", str(run), *four, "--sampler-opt", "batch_size=16", "--sampler-opt", "device=cpu",
-                 "--print-config"]) == 0
+                 "--trainer-opt", "hub_token=hf_SECRET123", "--print-config"]) == 0
     captured = capsys.readouterr()
+    assert "hf_SECRET123" not in captured.err + captured.out  # a credential is never in the note
     err = " ".join(captured.err.split())
     assert "trainer_options changed (num_processes 8 -> 4, gradient_accumulation_steps 1 -> 2)" in err, err
     assert "sampler_options changed (batch_size 64 -> 16, device unset -> 'cpu')" in err, err
-    assert "decide how the work runs, not what it computes" in err
+    assert "they only place the work (what it computes is the same); going on with them" in err
     assert "num_processes: 4" in captured.out and "gradient_accumulation_steps: 2" in captured.out
     assert main(["run", "--resume", str(run), "--trainer-opt", "num_processes=4", "--print-config"]) == 2
     assert ("trainer_options num_processes 8 -> 4 changes the global batch (per_device_train_batch_size x "
-            "gradient_accumulation_steps x processes): 64 in config.yaml, 32 now") in \
+            "gradient_accumulation_steps x processes): 64 when the run was made, 32 now") in \
         " ".join(capsys.readouterr().err.split())
     assert main(["run", "--resume", str(run), "--sampler-opt", "dtype=float32", "--print-config"]) == 2
     assert "config key 'sampler_options.dtype' differs (unset in config.yaml, 'float32' now)" in \
+        " ".join(capsys.readouterr().err.split())
+
+
+def test_an_accelerate_config_edited_in_place_since_the_run_began_is_refused(tiny_model, tmp_path, capsys):
+    """outcome.json records what the options decided when the run began: an accelerate config file (named by the
+    same path) that now starts 1 process instead of 2 halves the global batch, and is refused; the accumulation
+    doubled keeps it, and goes on; another precision in the file is refused by name."""
+    acc = tmp_path / "acc.yaml"
+    acc.write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nmixed_precision: 'no'\n")
+    out = tmp_path / "run"
+    opts = ["--trainer-opt", "launcher=accelerate", "--trainer-opt", f"accelerate_config={acc}"]
+    assert _run(tiny_model, out, "--iterations", "0", *opts) == 0
+    batch = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
+    recorded = json.loads((out / "outcome.json").read_text())["trainer_options"]
+    assert recorded[batch] == 4 and recorded["accelerate_config"] == {"distributed_type": "MULTI_CPU",
+                                                                      "mixed_precision": "no"}
+    with open(out / "metrics.jsonl", "a") as f:  # as if iteration 1 had trained with it
+        f.write('{"iteration": 1, "steps": 2, "accuracy": 0.5}\n')
+    acc.write_text("distributed_type: MULTI_CPU\nnum_processes: 1\nmixed_precision: 'no'\n")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), *opts, "--print-config"]) == 2
+    assert (f"trainer_options: {batch} is 2 now, 4 when the run was made (outcome.json): a file an option names "
+            "was changed since") in " ".join(capsys.readouterr().err.split())
+    assert main(["run", "--resume", str(out), *opts, "--trainer-opt", "gradient_accumulation_steps=2",
+                 "--print-config"]) == 0
+    assert "trainer_options changed (gradient_accumulation_steps 1 -> 2)" in " ".join(capsys.readouterr().err.split())
+    acc.write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nmixed_precision: bf16\n")
+    assert main(["run", "--resume", str(out), *opts, "--print-config"]) == 2
+    assert ("trainer_options: accelerate_config is {'distributed_type': 'MULTI_CPU', 'mixed_precision': 'bf16'} "
+            "now, {'distributed_type': 'MULTI_CPU', 'mixed_precision': 'no'} when the run was made") in \
         " ".join(capsys.readouterr().err.split())
 
 

@@ -511,14 +511,14 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path):
     eight = {"launcher": "accelerate", "num_processes": 8, "per_device_train_batch_size": 8, "learning_rate": 5e-5}
     four = {**eight, "num_processes": 4, "gradient_accumulation_steps": 2, "main_process_port": 29600}
     assert outcome("trainers", "trl-sft", eight) == outcome("trainers", "trl-sft", four) == {
-        "learning_rate": 5e-5, batch: 64}
+        "launcher": "accelerate", "learning_rate": 5e-5, batch: 64}
     assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 4})[batch] == 4  # in process: 1
     # launch_args' own --num_processes (the last one wins, as accelerate's parser takes it) is a placement too
     a = outcome("trainers", "trl-sft", {"launcher": "accelerate", "launch_args": "--num_processes 2 --mixed_precision"
                                         " bf16"})
     b = outcome("trainers", "trl-sft", {"launcher": "accelerate", "num_processes": 9, "gradient_accumulation_steps": 2,
                                         "launch_args": ["--mixed_precision", "bf16", "--num_processes=1"]})
-    assert a == b == {"launch_args": ["--mixed_precision", "bf16"], batch: 16}
+    assert a == b == {"launcher": "accelerate", "launch_args": ["--mixed_precision", "bf16"], batch: 16}
     # an accelerate config file: its process count and placement drop out, its settings count
     one, other = tmp_path / "a.yaml", tmp_path / "b.yaml"
     one.write_text("distributed_type: MULTI_GPU\nnum_processes: 8\nnum_machines: 2\nmain_process_ip: 10.0.0.1\n"
@@ -527,12 +527,19 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path):
     on = {"launcher": "accelerate", "per_device_train_batch_size": 8}
     a = outcome("trainers", "trl-sft", {**on, "accelerate_config": str(one)})
     b = outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other), "gradient_accumulation_steps": 2})
-    assert a == b == {"accelerate_config": {"distributed_type": "MULTI_GPU", "mixed_precision": "bf16"}, batch: 64}
+    assert a == b == {"launcher": "accelerate", "accelerate_config": {"distributed_type": "MULTI_GPU",
+                                                                      "mixed_precision": "bf16"}, batch: 64}
     other.write_text("distributed_type: FSDP\nnum_processes: 8\n")
     assert outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other)}) != a
-    # accelerate's own default configuration decides the count: nothing is assumed, every option counts
-    unknown = {"launcher": "accelerate", "per_device_train_batch_size": 8}
-    assert outcome("trainers", "trl-sft", unknown) == unknown
+    # accelerate's own default configuration decides the count: said, not assumed (a count given now differs)
+    unknown = outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8})
+    assert unknown == {"launcher": "accelerate", batch: "8 x 1 x the processes accelerate's default configuration "
+                                                        "starts"}
+    assert outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8,
+                                           "main_process_port": 29500}) == unknown  # the port only places it
+    # the launcher counts: accelerate may bring its own default configuration (FSDP, DeepSpeed, precision)
+    assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) != outcome(
+        "trainers", "trl-sft", {"launcher": "accelerate", "num_processes": 1})
     # samplers: where and how fast, not what (the dtype, the seed, vLLM's context length count)
     assert outcome("samplers", "hf", {"batch_size": 8, "device": "cuda:1", "engine": "generate",
                                       "dtype": "float32"}) == {"dtype": "float32"}
