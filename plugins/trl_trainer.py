@@ -183,6 +183,23 @@ class TRLSFTTrainer:
             if problem:
                 raise StarKitError(f"trainer 'trl-sft': launch_args {' '.join(self.launch_args)!r}: {problem}", 2)
         self._check_config()
+        self._check_gpus()
+
+    def _check_gpus(self) -> None:
+        """More processes than this machine's GPUs, with no accelerate config or launch_args to say otherwise
+        (several machines): accelerate would start one process on one GPU (or ranks on GPUs that do not exist),
+        after the sampling; refused now. (On CPUs the processes share the cores: any count.)"""
+        processes = self.num_processes
+        if self.launcher != "accelerate" or not processes or processes < 2 or self.accelerate_config \
+                or self.launch_args or not _has_cuda():
+            return
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if processes > gpus:
+            raise StarKitError(f"trainer 'trl-sft': num_processes={processes} but torch sees {gpus} CUDA "
+                               f"device{'' if gpus == 1 else 's'} here: one process per GPU (for several machines, "
+                               f"pass an accelerate_config)", 2)
 
     @staticmethod
     def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -309,6 +309,26 @@ def test_trainer_options_are_checked():
     assert TRLSFTTrainer(launcher="accelerate", launch_args="--mixed_precision bf16", main_process_port=29601)
 
 
+def test_more_training_processes_than_gpus_is_refused_before_anything(monkeypatch):
+    """On a CUDA machine accelerate would start 1 process for num_processes=4 on one GPU (a quarter of the batch
+    asked for), after the sampling: refused when the trainer is built. CPUs, a config file (several machines) or
+    launch_args say otherwise."""
+    import torch
+
+    from star_kit_plugins import trl_trainer
+    from star_kit_plugins.trl_trainer import TRLSFTTrainer
+
+    monkeypatch.setattr(trl_trainer, "_has_cuda", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(StarKitError, match=r"^trainer 'trl-sft': num_processes=4 but torch sees 1 CUDA device here: "
+                                           r"one process per GPU \(for several machines, pass an accelerate_config\)$"):
+        TRLSFTTrainer(launcher="accelerate", num_processes=4)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert TRLSFTTrainer(launcher="accelerate", num_processes=4).num_processes == 4
+    monkeypatch.setattr(trl_trainer, "_has_cuda", lambda: False)  # CPU processes share the cores
+    assert TRLSFTTrainer(launcher="accelerate", num_processes=8).num_processes == 8
+
+
 # torchrun's summary after `kill -9` of rank 1 (the tail of a real train_worker.log), the launcher's traceback first
 _KILLED_RANK_LOG = """\
 [rank0]:[W1127 14:20:40.1 reducer.cpp:1529] Warning: find_unused_parameters=True was specified in DDP constructor
