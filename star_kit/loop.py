@@ -458,6 +458,8 @@ class StarRun:
             if key in PLUGIN_OPTIONS and isinstance(old, dict) and isinstance(new, dict):
                 self._compare_options(key, old, new, recorded.get(key), saved, trained)
                 continue
+            if key == "sampler" and old == "auto" and new in self.registry.AUTO_SAMPLERS:
+                continue  # auto named: the sampler the run used on another machine, or the one auto picks here
             if old != new:
                 raise changed_key(store.root, key, _shown_value(redact(saved.get(key))),
                                   _shown_value(config.public_dict()[key]))
@@ -536,7 +538,14 @@ class StarRun:
             trainer = registry.guarded("trainers", config.trainer,
                                        registry.create("trainers", config.trainer, **config.trainer_options))
         with self.options_source("sampler_options"):
-            registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
+            try:
+                registry.check_options("samplers", self.sampler_name, config.model, **config.sampler_options)
+            except PluginError as exc:
+                if config.sampler != "auto" or self.sampler_name not in registry.AUTO_SAMPLERS:
+                    raise
+                other = next(n for n in registry.AUTO_SAMPLERS if n != self.sampler_name)
+                raise PluginError(f"{exc} (--sampler auto picked {self.sampler_name} on this machine; for "
+                                  f"{other}'s options, name it: --sampler {other})", exc.exit_code) from exc
         return task, trainer
 
     def declared(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -176,9 +176,12 @@ class Registry:
         except KeyError:
             raise UnknownNameError(SINGULAR[kind], name, list(self.items[kind])) from None
 
+    #: what ``--sampler auto`` picks between: a run made with it may be resumed naming one of them
+    AUTO_SAMPLERS = ("hf", "vllm")
+
     def resolve_sampler(self, name: str) -> str:
         """The sampler a name stands for: ``auto`` is ``vllm`` on a CUDA machine where vLLM is installed (the
-        fastest engine there), else ``hf``; any other name is itself."""
+        fastest engine there), else ``hf`` (:attr:`AUTO_SAMPLERS`); any other name is itself."""
         if name != "auto":
             return name
         import importlib.util

@@ -413,6 +413,29 @@ def test_resume_elsewhere_may_change_what_only_places_the_work(tmp_path, capsys)
         " ".join(capsys.readouterr().err.split())
 
 
+def test_a_run_made_with_sampler_auto_resumes_naming_the_sampler_it_used(tmp_path, capsys, monkeypatch):
+    """Made on a CPU (auto: hf, with hf's batch_size), resumed on a GPU machine with vLLM (auto: vllm, which has no
+    batch_size): the refusal says what auto picked and how to name the other; --sampler hf goes on, recorded."""
+    from star_kit.registry import Registry
+
+    run = tmp_path / "run"
+    assert main(["run", "--out", str(run), "--sampler-opt", "batch_size=64", "--print-config"]) == 0
+    run.mkdir()
+    (run / "config.yaml").write_text(capsys.readouterr().out)
+    (run / "metrics.jsonl").write_text('{"iteration": 1, "steps": 40, "accuracy": 0.5}\n')
+    real = Registry.resolve_sampler
+    monkeypatch.setattr(Registry, "resolve_sampler", lambda self, name: "vllm" if name == "auto" else real(self, name))
+    assert main(["run", "--resume", str(run), "--print-config"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "sampler 'vllm'" in err and "no option 'batch_size'" in err
+    assert "(--sampler auto picked vllm on this machine; for hf's options, name it: --sampler hf)" in err
+    assert main(["run", "--resume", str(run), "--sampler", "hf", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "sampler: hf" in out and "batch_size: 64" in out
+    assert main(["run", "--resume", str(run), "--sampler", "openai", "--print-config"]) == 2  # not what auto picks
+    assert "config key 'sampler' differs ('auto' in config.yaml, 'openai' now)" in capsys.readouterr().err
+
+
 def test_an_accelerate_config_edited_in_place_since_the_run_began_is_refused(tiny_model, tmp_path, capsys):
     """outcome.json records what the options decided when the run began: an accelerate config file (named by the
     same path) that now starts 1 process instead of 2 halves the global batch, and is refused; the accumulation
