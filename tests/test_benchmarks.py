@@ -148,3 +148,11 @@ def test_attention_speed_runs_and_agrees_with_sdpa():
     for row in data["rows"].values():
         assert row["sdpa_ms"] > 0 and row["packed_ms"] > 0
         assert row["max_abs_diff_out"] < 0.05 and max(row["max_rel_diff_grad"]) < 0.05  # bf16 rounding
+
+
+def test_prefix_attention_variants_run_and_agree(tiny_model):
+    result = _last_json([sys.executable, str(ROOT / "benchmarks" / "prefix_attention.py"), "--model", tiny_model,
+                         "--n", "8", "--rounds", "1"])
+    assert set(result["per_call"]) == {"flash", "bf16", "shift"} and result["prompts"] == 8
+    assert all(v["max_out_error"] < 0.1 for v in result["per_call"].values())
+    assert result["same_texts_as_flash"]["flash"] == 8
