@@ -120,12 +120,19 @@ def main() -> None:
             for name, fn in VARIANTS.items():
                 use(fn)
                 t0 = time.perf_counter()
-                texts[name] = sampler.generate(prompts, params)
+                out = sampler.generate(prompts, params)
                 seconds[name].append(round(time.perf_counter() - t0, 2))
+                texts.setdefault(name, out)  # the first round's; later rounds must give the same
+                assert out == texts[name], f"{name}: another round gave other texts"
             print(seconds, flush=True)
+        extract = registry.extractor(task.extractor)
+        gold = [e.answer for e in task.examples("train", args.n, 0)]
         report["generate_seconds"] = seconds
         report["mean_vs_flash"] = {n: round(sum(seconds["flash"]) / sum(s), 3) for n, s in seconds.items()}
-        report["same_texts_as_flash"] = {n: sum(a == b for a, b in zip(texts["flash"], t)) for n, t in texts.items()}
+        report["same_texts_as_flash"] = {n: sum(a == b for a, b in zip(texts["flash"], t))
+                                         for n, t in texts.items() if n != "flash"}
+        report["right_answers"] = {n: sum(bool(task.is_correct(extract(c[0]), g)) for c, g in zip(t, gold))
+                                   for n, t in texts.items()}
         report["prompts"] = len(prompts)
     print(json.dumps(report))
 

@@ -155,4 +155,5 @@ def test_prefix_attention_variants_run_and_agree(tiny_model):
                          "--n", "8", "--rounds", "1"])
     assert set(result["per_call"]) == {"flash", "bf16", "shift"} and result["prompts"] == 8
     assert all(v["max_out_error"] < 0.1 for v in result["per_call"].values())
-    assert result["same_texts_as_flash"]["flash"] == 8
+    assert set(result["same_texts_as_flash"]) == {"bf16", "shift"} and set(result["right_answers"]) == {
+        "flash", "bf16", "shift"}
