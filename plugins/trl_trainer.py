@@ -103,7 +103,8 @@ class TRLSFTTrainer:
     plain-attention model families: each packed example attends to itself as one padded batch instead of a
     block-diagonal mask over the whole row; see ``star_kit_plugins.sft_attention``), ``lora`` (False; needs
     peft), ``lora_r`` (16), ``lora_alpha`` (32), ``launcher`` (inprocess | accelerate), ``num_processes``
-    (accelerate: training processes; default: what the accelerate config says, else 1), ``accelerate_config``
+    (accelerate: training processes; default: what the accelerate config, or accelerate's default configuration
+    file, says, else one per CUDA device, else 1), ``accelerate_config``
     (accelerate: a config file from ``accelerate config``, passed through untouched: DDP, FSDP, DeepSpeed ZeRO-2/3,
     several machines), ``main_process_port`` (accelerate: default a free port), ``launch_args`` (accelerate: more
     ``accelerate launch`` arguments, a list or a string)."""
@@ -191,7 +192,7 @@ class TRLSFTTrainer:
         after the sampling; refused now. (On CPUs the processes share the cores: any count.)"""
         processes = self.num_processes
         if self.launcher != "accelerate" or not processes or processes < 2 or self.accelerate_config \
-                or self.launch_args or not _has_cuda():
+                or self.launch_args or not _has_cuda() or _default_accelerate_config():
             return
         import torch
 
@@ -205,10 +206,10 @@ class TRLSFTTrainer:
     def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
         """What a resumed run must keep (see ``Registry.outcome``): every option but the process count and the
         port, with the per-device batch and the accumulation replaced by the global batch they make with the
-        process count (in process: 1; else ``launch_args``' --num_processes, ``num_processes``, or the
-        ``accelerate_config`` file's; where accelerate's own default configuration decides, that is said instead of
-        a number): a run killed on 8 GPUs resumes on 4 with ``num_processes=4 gradient_accumulation_steps=2``. An
-        ``accelerate_config`` counts by its settings, not its path, less those that say where the processes run."""
+        process count as accelerate counts it (:func:`_processes`; on the machine where it is computed: the run
+        records it in outcome.json): a run killed on 8 GPUs resumes on 4 with ``num_processes=4
+        gradient_accumulation_steps=2``. An ``accelerate_config`` counts by its settings, not its path, and
+        ``launch_args`` by their flags, less those that say where the processes run (machines, addresses, ports)."""
         out = {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
         if options.get("launch_args"):  # less their process count (a placement, counted in the global batch)
             out["launch_args"] = _launch_args(options["launch_args"])[0]
@@ -222,7 +223,7 @@ class TRLSFTTrainer:
             out.pop(k, None)
         processes = _processes(options)
         out[GLOBAL_BATCH] = per_device * accumulation * processes if processes is not None else \
-            f"{per_device} x {accumulation} x the processes accelerate's default configuration starts"
+            f"{per_device} x {accumulation} x the processes of a configuration file that does not say how many"
         return out
 
     def uses_bf16(self, cuda: bool) -> bool:
@@ -624,9 +625,10 @@ def _count_lines(path: Path) -> int:
 
 
 def _processes(options: dict[str, Any]) -> int | None:
-    """How many training processes ``options`` launch: 1 in process; with accelerate the last --num_processes of
-    ``launch_args`` (they follow the option's on the command line), else ``num_processes``, else the
-    ``accelerate_config`` file's; None where accelerate's own default configuration decides."""
+    """How many training processes ``options`` launch, as accelerate counts them: 1 in process; with accelerate
+    the last --num_processes of ``launch_args`` (they follow the option's on the command line), else
+    ``num_processes``, else the ``accelerate_config`` file's, else accelerate's default configuration file's, else
+    this machine's CUDA devices (at least 1). None where a file says nothing readable."""
     if options.get("launcher", "inprocess") != "accelerate":
         return 1
     found = _launch_args(options.get("launch_args") or [])[1]
@@ -634,13 +636,33 @@ def _processes(options: dict[str, Any]) -> int | None:
         return int(found) if found.isdigit() and int(found) >= 1 else None
     if isinstance(options.get("num_processes"), int):
         return options["num_processes"]
-    data = _accelerate_file(options["accelerate_config"]) if options.get("accelerate_config") else None
-    count = data.get("num_processes") if data else None
-    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+    config = options.get("accelerate_config") or _default_accelerate_config()
+    if config:
+        data = _accelerate_file(config)
+        count = data.get("num_processes") if data else None
+        return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+    import torch
+
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def _default_accelerate_config() -> str | None:
+    """accelerate's default configuration file (``accelerate config`` writes it), where there is one: ``accelerate
+    launch`` without --config_file reads it."""
+    try:
+        from accelerate.commands.config.config_args import default_config_file
+    except ImportError:
+        return None
+    return default_config_file if os.path.isfile(default_config_file) else None
+
+
+# accelerate launch's flags that say where the processes run (with a value; --same_network takes none)
+_PLACEMENT_FLAGS = {f"--{name}" for name in ACCELERATE_PLACEMENT if name != "compute_environment"}
 
 
 def _launch_args(args: Sequence[str] | str) -> tuple[list[str], str | None]:
-    """``launch_args`` without their --num_processes, and its last value (None when not given)."""
+    """``launch_args`` without the flags that place the processes (their count, machines, addresses, ports), and
+    the last --num_processes value (None when not given)."""
     args = args.split() if isinstance(args, str) else [str(a) for a in args]
     rest, found, skip = [], None, False
     for i, arg in enumerate(args):
@@ -648,8 +670,11 @@ def _launch_args(args: Sequence[str] | str) -> tuple[list[str], str | None]:
             skip = False
             continue
         flag, eq, value = arg.partition("=")
-        if flag in ("--num_processes", "--num-processes"):
-            found, skip = (value, False) if eq else (args[i + 1] if i + 1 < len(args) else "", True)
+        flag = "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
+        if flag in _PLACEMENT_FLAGS:
+            skip = not eq and flag != "--same_network"
+            if flag == "--num_processes":
+                found = value if eq else (args[i + 1] if i + 1 < len(args) else "")
         else:
             rest.append(arg)
     return rest, found

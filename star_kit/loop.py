@@ -324,14 +324,19 @@ def _compared(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in without_secrets(options).items() if not is_environment_key(k)}
 
 
-def _as_recorded(outcome: Any) -> Any:
-    """``outcome`` as outcome.json holds it: redacted (a credential that a file an option names might hold is never
-    written, nor compared), in JSON's types (a tuple is a list)."""
+def _as_recorded(value: Any, where: str) -> Any:
+    """``value`` (options, or what they decide) as outcome.json holds it: in JSON's types (a tuple is a list),
+    redacted (a credential that a file an option names might hold is never written, nor compared). A value JSON
+    cannot hold is one line naming the plugin ``where``."""
     import json
 
     from .config import redact
 
-    return json.loads(json.dumps(redact(outcome), default=str))
+    try:
+        return redact(json.loads(json.dumps(value, allow_nan=True)))
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"{where}: its options or outcome_options hold a value outcome.json cannot record "
+                          f"({exc})") from exc
 
 
 def _shown_value(value: Any) -> str:
@@ -415,16 +420,25 @@ class StarRun:
             if changed:  # a refused resume writes nothing
                 raise StarKitError(f"--resume {store.root}: {questions_changed(changed)}; start a new run (or "
                                    f"restore the data and version it was made with)", 2)
+        outcome = self.outcomes(config.to_dict())  # plugin code: before anything is written
         write_yaml(store.config_path, config.public_dict())
-        write_json(store.outcome_path, _as_recorded(self.outcomes(config.to_dict())))
+        write_json(store.outcome_path, outcome)
 
     def outcomes(self, data: dict[str, Any]) -> dict[str, Any]:
-        """What the options of each plugin in ``data`` (config keys) decide, as a resume compares them
-        (:meth:`Registry.outcome` of the options less credentials, commands and addresses): outcome.json records
-        it beside config.yaml, so that what a file named by an option held then (an accelerate config edited in
-        place) is compared, not what it holds now."""
-        return {key: self.registry.outcome(kind, self.plugin_name(key), _compared(data[key]))
-                for key, (kind, _) in PLUGIN_OPTIONS.items() if isinstance(data.get(key), dict)}
+        """What outcome.json records beside config.yaml: the sampler this machine runs, and for each plugin's
+        options in ``data`` (config keys) those options as a resume compares them (less credentials, commands and
+        addresses) with what they decide (:meth:`Registry.outcome`), so that a resume with the same options
+        compares what they decided then (what a file an option names held, the GPUs accelerate counted), not what
+        they decide on its machine now."""
+        record: dict[str, Any] = {"sampler": self.sampler_name}
+        for key, (kind, _) in PLUGIN_OPTIONS.items():
+            if isinstance(data.get(key), dict):
+                options = _compared(data[key])
+                where = self.registry.where(kind, self.plugin_name(key))
+                record[key] = {"options": _as_recorded(options, where),
+                               "outcome": _as_recorded(self.registry.outcome(kind, self.plugin_name(key), options),
+                                                       where)}
+        return record
 
     def compare_saved_config(self) -> None:
         """On resume: the run's config.yaml against this config, key by key (a mismatch is one line naming the key;
@@ -463,6 +477,10 @@ class StarRun:
             if old != new:
                 raise changed_key(store.root, key, _shown_value(redact(saved.get(key))),
                                   _shown_value(config.public_dict()[key]))
+        used = recorded.get("sampler")
+        if isinstance(used, str) and used != self.sampler_name:  # auto here, or named: another engine from here on
+            self.log(f"note: --resume {store.root}: the run sampled with {used!r} (outcome.json); it goes on with "
+                     f"{self.sampler_name!r} (--sampler {config.sampler}): the same model, another engine's rounding")
 
     def _compare_options(self, key: str, old: dict, new: dict, recorded: Any, saved: dict, trained: bool) -> None:
         """A plugin's options on resume (``old``: config.yaml's, ``new``: now's, both as compared): what they
@@ -472,9 +490,13 @@ class StarRun:
 
         store = self.store
         kind, name = PLUGIN_OPTIONS[key][0], self.plugin_name(key)
-        then, now = (_as_recorded(self.registry.outcome(kind, name, d)) for d in (old, new))
-        if isinstance(recorded, dict):  # recorded by the run itself: it wins where it names the same thing
-            then = {k: recorded[k] if k in recorded else v for k, v in then.items()}
+        where = self.registry.where(kind, name)
+        then, now = (_as_recorded(self.registry.outcome(kind, name, d), where) for d in (old, new))
+        # what the run recorded it decided, where config.yaml holds the options it recorded it for (a run made
+        # before outcome.json, or one whose options were mended since: what they decide here)
+        if isinstance(recorded, dict) and isinstance(recorded.get("outcome"), dict) \
+                and recorded.get("options") == _as_recorded(old, where):
+            then = {k: recorded["outcome"][k] if k in recorded["outcome"] else v for k, v in then.items()}
         differ = [k for k in dict.fromkeys([*then, *now]) if then.get(k, _MISSING) != now.get(k, _MISSING)]
         if old == new and not differ:
             return
@@ -486,8 +508,8 @@ class StarRun:
         shown = ", ".join(f"{k} {_shown_value(redact(old.get(k, _MISSING)))} -> "
                           f"{_shown_value(redact(new.get(k, _MISSING)))}" for k in moved)
         if not differ:
-            self.log(f"note: --resume {store.root}: {key} changed ({shown}): for {self.registry.where(kind, name)} "
-                     f"they only place the work (what it computes is the same); going on with them")
+            self.log(f"note: --resume {store.root}: {key} changed ({shown}): for {where} they only place the work "
+                     f"(what it computes is the same); going on with them")
             return
         given = [k for k in differ if k in moved]
         if given:  # an option given another value: named as any config key is
@@ -499,9 +521,10 @@ class StarRun:
         if moved:  # not an option: what the plugin makes of several (the trainer's global batch)
             raise StarKitError(f"--resume {store.root}: {key} {shown} changes {sub}: {was} when the run was made, "
                                f"{is_now} now", 2)
-        raise StarKitError(f"--resume {store.root}: {key}: {sub} is {is_now} now, {was} when the run was made "
-                           f"(outcome.json): a file an option names was changed since; restore it, or start a new run",
-                           2)
+        raise StarKitError(f"--resume {store.root}: {key}: {sub} is {is_now} here, {was} when the run was made "
+                           f"with the same options (outcome.json): a file an option names has changed since, or "
+                           f"this machine decides it otherwise (the GPUs accelerate counts by default); give the "
+                           f"option that keeps it (e.g. num_processes), or start a new run", 2)
 
     def run(self, resume: bool = False) -> list[IterationResult]:
         """The run; the run directory's lock (taken in ``prepare``) is held until it ends, however it ends."""
@@ -614,8 +637,8 @@ class StarRun:
             sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
         except BaseException:
             if fresh and not history:  # nothing was computed: the next try starts afresh, not as a resume
-                self.store.config_path.unlink(missing_ok=True)
                 self.store.outcome_path.unlink(missing_ok=True)
+                self.store.config_path.unlink(missing_ok=True)
                 (self.store.root / "skipped_rows.json").unlink(missing_ok=True)
             raise
         try:

@@ -500,12 +500,10 @@ def _watch() -> None:
 
 #: what a plugin's methods must return (the test and its name), checked as they return: a prompt of 42 would reach
 #: the sampler, which would be blamed; a hint of None would leave the rationalization prompts without their hint
-_NUMPY_BOOLS = (("numpy", "bool"), ("numpy", "bool_"))
 _RETURNS = {"tasks": {**{name: (lambda r: isinstance(r, str), "a string")
                          for name in ("prompt", "hint", "target", "rationale_of")},
-                      # a truth value (numpy's bool too); None, a forgotten return, would grade every answer wrong
-                      "is_correct": (lambda r: isinstance(r, (bool, int))
-                                     or (type(r).__module__, type(r).__name__) in _NUMPY_BOOLS, "True or False")}}
+                      # None, a forgotten return, would grade every answer wrong (any truth value passes: numpy's)
+                      "is_correct": (lambda r: r is not None, "True or False")}}
 
 
 class _Guarded:

@@ -36,10 +36,13 @@ def test_loop_garbage_output_is_counted_not_raised(tiny_model, tmp_path):
     assert len(read_jsonl(out / "iter_01" / "rationalized.jsonl")) == 6
     assert (out / "config.yaml").exists() and (out / "iter_01" / "eval.json").exists()
     # what the options decided, as a resume compares it: the hf sampler's batch size only places the work
-    outcome = json.loads((out / "outcome.json").read_text())
-    assert outcome["sampler_options"] == {} and outcome["task_options"]["digits"] == 1
-    assert outcome["trainer_options"]["the global batch (per_device_train_batch_size x gradient_accumulation_steps "
-                                      "x processes)"] == 2 and outcome["trainer_options"]["launcher"] == "inprocess"
+    record = json.loads((out / "outcome.json").read_text())
+    assert record["sampler"] == "hf" and record["sampler_options"] == {"options": {"batch_size": 4}, "outcome": {}}
+    assert record["task_options"]["outcome"]["digits"] == 1
+    trained = record["trainer_options"]["outcome"]
+    assert trained["the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"] == 2
+    assert trained["launcher"] == "inprocess"
+    assert record["trainer_options"]["options"]["per_device_train_batch_size"] == 2
 
 
 def test_a_start_whose_sampler_fails_leaves_nothing_behind(tiny_model, tmp_path, capsys):
@@ -432,6 +435,10 @@ def test_a_run_made_with_sampler_auto_resumes_naming_the_sampler_it_used(tmp_pat
     assert main(["run", "--resume", str(run), "--sampler", "hf", "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "sampler: hf" in out and "batch_size: 64" in out
+    (run / "outcome.json").write_text('{"sampler": "vllm"}')  # had it sampled with vLLM: said, not hidden
+    assert main(["run", "--resume", str(run), "--sampler", "hf", "--print-config"]) == 0
+    assert "the run sampled with 'vllm' (outcome.json); it goes on with 'hf' (--sampler hf)" in " ".join(
+        capsys.readouterr().err.split())
     assert main(["run", "--resume", str(run), "--sampler", "openai", "--print-config"]) == 2  # not what auto picks
     assert "config key 'sampler' differs ('auto' in config.yaml, 'openai' now)" in capsys.readouterr().err
 
@@ -446,7 +453,7 @@ def test_an_accelerate_config_edited_in_place_since_the_run_began_is_refused(tin
     opts = ["--trainer-opt", "launcher=accelerate", "--trainer-opt", f"accelerate_config={acc}"]
     assert _run(tiny_model, out, "--iterations", "0", *opts) == 0
     batch = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
-    recorded = json.loads((out / "outcome.json").read_text())["trainer_options"]
+    recorded = json.loads((out / "outcome.json").read_text())["trainer_options"]["outcome"]
     assert recorded[batch] == 4 and recorded["accelerate_config"] == {"distributed_type": "MULTI_CPU",
                                                                       "mixed_precision": "no"}
     with open(out / "metrics.jsonl", "a") as f:  # as if iteration 1 had trained with it
@@ -454,15 +461,22 @@ def test_an_accelerate_config_edited_in_place_since_the_run_began_is_refused(tin
     acc.write_text("distributed_type: MULTI_CPU\nnum_processes: 1\nmixed_precision: 'no'\n")
     capsys.readouterr()
     assert main(["run", "--resume", str(out), *opts, "--print-config"]) == 2
-    assert (f"trainer_options: {batch} is 2 now, 4 when the run was made (outcome.json): a file an option names "
-            "was changed since") in " ".join(capsys.readouterr().err.split())
+    assert (f"trainer_options: {batch} is 2 here, 4 when the run was made with the same options (outcome.json): a "
+            "file an option names has changed since") in " ".join(capsys.readouterr().err.split())
     assert main(["run", "--resume", str(out), *opts, "--trainer-opt", "gradient_accumulation_steps=2",
                  "--print-config"]) == 0
     assert "trainer_options changed (gradient_accumulation_steps 1 -> 2)" in " ".join(capsys.readouterr().err.split())
+    # config.yaml's options no longer those outcome.json recorded (an older release mended them on a resume before
+    # anything trained): the record is not theirs, so it is not held against them
+    config = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(config.replace("learning_rate: 5.0e-05", "learning_rate: 0.0001"))
+    assert "learning_rate: 0.0001" in (out / "config.yaml").read_text()
+    assert main(["run", "--resume", str(out), *opts, "--print-config"]) == 0, capsys.readouterr().err
+    (out / "config.yaml").write_text(config)
     acc.write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nmixed_precision: bf16\n")
     assert main(["run", "--resume", str(out), *opts, "--print-config"]) == 2
     assert ("trainer_options: accelerate_config is {'distributed_type': 'MULTI_CPU', 'mixed_precision': 'bf16'} "
-            "now, {'distributed_type': 'MULTI_CPU', 'mixed_precision': 'no'} when the run was made") in \
+            "here, {'distributed_type': 'MULTI_CPU', 'mixed_precision': 'no'} when the run was made") in \
         " ".join(capsys.readouterr().err.split())
 
 

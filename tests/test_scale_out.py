@@ -518,7 +518,7 @@ def test_print_config_checks_the_ray_samplers_own_options_and_its_backends(capsy
                  "--print-config"]) == 0
 
 
-def test_what_a_resume_on_another_cluster_may_change(tmp_path):
+def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     """Registry.outcome: the options that only place the work drop out (a batch size, a device, workers, the
     process count, the port), the trainer's batch layout counts as the global batch it makes, an accelerate config
     by its settings (not its path, not where its processes run); what changes results still counts."""
@@ -551,12 +551,21 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path):
                                                                       "mixed_precision": "bf16"}, batch: 64}
     other.write_text("distributed_type: FSDP\nnum_processes: 8\n")
     assert outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other)}) != a
-    # accelerate's own default configuration decides the count: said, not assumed (a count given now differs)
-    unknown = outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8})
-    assert unknown == {"launcher": "accelerate", batch: "8 x 1 x the processes accelerate's default configuration "
-                                                        "starts"}
+    # no count given: as accelerate counts it here (no default configuration file, no GPU: 1), recorded by the run
+    import torch
+
+    from star_kit_plugins import trl_trainer
+
+    monkeypatch.setattr(trl_trainer, "_default_accelerate_config", lambda: None)  # as on a machine without one
+    here = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    counted = outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8})
+    assert counted == {"launcher": "accelerate", batch: 8 * here}
     assert outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8,
-                                           "main_process_port": 29500}) == unknown  # the port only places it
+                                           "main_process_port": 29500}) == counted  # the port only places it
+    # launch_args' placement flags (machines, addresses, ports) drop out as the config file's do
+    assert outcome("trainers", "trl-sft", {"launcher": "accelerate", "launch_args": "--main_process_ip 10.0.0.1 "
+                                           "--num-machines=2 --same_network --machine_rank 1 --mixed_precision bf16 "
+                                           "--num_processes 4"})["launch_args"] == ["--mixed_precision", "bf16"]
     # the launcher counts: accelerate may bring its own default configuration (FSDP, DeepSpeed, precision)
     assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) != outcome(
         "trainers", "trl-sft", {"launcher": "accelerate", "num_processes": 1})
