@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "continues.", argument_default=S)
     run.add_argument("--config", help="YAML file with any of the run keys; flags override it")
     run.add_argument("--print-config", action="store_true", help="print the merged config and exit")
-    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its first unfinished step")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its first unfinished step (a key "
+                     "that changes results is refused; options that only place the work may change: a sampler's "
+                     "batch size or device, the trainer's process count with the same global batch)")
     add_config_flags(run)
     run.add_argument("--task-opt", dest="task_options", type=key_value, action="append", metavar="KEY=VALUE",
                      help="task option, e.g. digits=1-3 (repeatable)")
