@@ -641,9 +641,11 @@ def _processes(options: dict[str, Any]) -> int | None:
         data = _accelerate_file(config)
         count = data.get("num_processes") if data else None
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+    if not _has_cuda():
+        return 1
     import torch
 
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    return max(1, torch.cuda.device_count())
 
 
 def _default_accelerate_config() -> str | None:
@@ -681,15 +683,14 @@ def _launch_args(args: Sequence[str] | str) -> tuple[list[str], str | None]:
 
 
 def _accelerate_file(path: str) -> dict | None:
-    """An accelerate config file's settings (YAML or JSON), or None where it cannot be read."""
-    import yaml
+    """An accelerate config file's settings (YAML or JSON, read as star-kit reads its own config files, with their
+    size limits), or None where it cannot be read."""
+    from star_kit.config import load_config_file
 
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f.read(1 << 20))
-    except (OSError, ValueError, yaml.YAMLError):
+        return load_config_file(path)
+    except StarKitError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def _accelerate_settings(path: str) -> Any:

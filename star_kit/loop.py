@@ -466,14 +466,13 @@ class StarRun:
         for key, value in config.to_dict().items():
             if key in RunConfig.RESUMABLE or key not in saved:  # a key newer than the run: nothing to compare
                 continue
-            old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
-            if isinstance(old, dict) and isinstance(new, dict):  # commands and addresses: the user's, now
-                old, new = _compared(old), _compared(new)
-            if key in PLUGIN_OPTIONS and isinstance(old, dict) and isinstance(new, dict):
-                self._compare_options(key, old, new, recorded.get(key), saved, trained)
+            if key in PLUGIN_OPTIONS and isinstance(saved[key], dict) and isinstance(value, dict):
+                self._compare_options(key, _compared(saved[key]), _compared(value), recorded.get(key), saved,
+                                      trained)
                 continue
-            if key == "sampler" and old == "auto" and new in self.registry.AUTO_SAMPLERS:
-                continue  # auto named: the sampler the run used on another machine, or the one auto picks here
+            old, new = without_secrets(saved[key]), without_secrets(value)  # a redacted credential never counts
+            if key == "sampler" and self.registry.auto_named(old, new):
+                continue
             if old != new:
                 raise changed_key(store.root, key, _shown_value(redact(saved.get(key))),
                                   _shown_value(config.public_dict()[key]))

@@ -179,6 +179,13 @@ class Registry:
     #: what ``--sampler auto`` picks between: a run made with it may be resumed naming one of them
     AUTO_SAMPLERS = ("hf", "vllm")
 
+    @classmethod
+    def auto_named(cls, was: Any, now: Any) -> bool:
+        """Whether a resume's ``--sampler now`` of a run made with ``--sampler was`` names what auto picks between:
+        the sampler it used on another machine, whose options config.yaml holds, where auto would pick the other
+        here (not a change of sampler the resume refuses)."""
+        return was == "auto" and now in cls.AUTO_SAMPLERS
+
     def resolve_sampler(self, name: str) -> str:
         """The sampler a name stands for: ``auto`` is ``vllm`` on a CUDA machine where vLLM is installed (the
         fastest engine there), else ``hf`` (:attr:`AUTO_SAMPLERS`); any other name is itself."""

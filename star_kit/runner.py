@@ -19,6 +19,7 @@ from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, code_from_s
 from .console import console, err_console, plain
 from .errors import StarKitError
 from .labels import format_counts
+from .registry import Registry
 from .report.data import prompt_cell, sampled_ahead_cell
 
 
@@ -56,7 +57,8 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
                                f"names another (drop --out)", 2)
         saved = code_from_saved(saved, given, f"--resume {args.resume}")
         for key in ("task", "sampler", "trainer"):  # before the old plugin's options are merged into the new one's
-            if key in given and saved.get(key) not in (None, given[key]) and not _names_auto(key, saved, given):
+            if key in given and saved.get(key) not in (None, given[key]) \
+                    and not (key == "sampler" and Registry.auto_named(saved[key], given[key])):
                 raise changed_key(args.resume, key, repr(saved[key]), repr(given[key]))
     data = dict(saved)
     for key, value in given.items():
@@ -78,14 +80,6 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
     for key in flags:
         config.origin.pop(key, None)
     return config
-
-
-def _names_auto(key: str, saved: dict[str, Any], given: dict[str, Any]) -> bool:
-    """A run made with ``--sampler auto`` resumed with the sampler auto picks between named (``hf``, ``vllm``): the
-    one it used on another machine, whose options config.yaml holds, where auto would pick the other here."""
-    from .registry import Registry
-
-    return key == "sampler" and saved.get(key) == "auto" and given.get(key) in Registry.AUTO_SAMPLERS
 
 
 def execute(config: RunConfig, resume: bool = False, progress: bool = True) -> list:
