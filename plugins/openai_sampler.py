@@ -10,10 +10,15 @@ string (client-side too, so a server that keeps the stop string, or caps how man
 1. it switches the model name sent in requests: ``served_model`` is a template, default ``{model}`` — the path
    itself, which is what ``vllm serve PATH`` serves under; a fixed name (``served_model=star``) stays fixed;
 2. when the option ``reload_command`` is given, it runs it through the shell with ``{model}`` and
-   ``{served_model}`` replaced (shell-quoted) — e.g. a script that restarts ``vllm serve {model}`` in the
-   background, or a ``curl`` to a hot-load endpoint — and then polls ``GET {base_url}/models`` until the served
-   name is listed (``reload_timeout`` seconds). The command must return (start a server with ``nohup ... &``), and
-   the server must be able to read the checkpoint path (same machine or a shared file system).
+   ``{served_model}`` replaced (shell-quoted) and polls ``GET {base_url}/models`` until the served name is listed
+   (``reload_timeout`` seconds). The command may be the server itself (``vllm serve {model} --port 8000``): while
+   it runs, star-kit owns it -- it is stopped (SIGTERM to its process group, SIGKILL after ``stop_timeout``
+   seconds) before the next checkpoint's command runs and when the sampler closes, and its exit ends the wait at
+   once, with the last lines it printed. Or the command may return: a script that restarts a server in the
+   background (``nohup ... &``) or a ``curl`` to a hot-load endpoint; a non-zero exit ends the wait the same way.
+   The command's output is not written anywhere (it may print the server's arguments, keys included); the last
+   lines are kept in memory for the error message: redirect it in the command to keep a log. The server must be
+   able to read the checkpoint path (same machine or a shared file system).
 
 Without ``reload_command`` the server is expected to serve the model already (``GET /models`` is checked at
 construction and at each new checkpoint unless ``check_models=false``), so a run with more than the baseline needs
@@ -22,13 +27,16 @@ one; it can be added on ``--resume``.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +54,7 @@ _PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MODELS_TIMEOUT = 30.0  # seconds for GET /models: a listing, answered at once by a live server
+OUTPUT_KEPT = 8192  # bytes of a reload_command's latest output kept in memory, for its error message
 
 
 class OpenAISampler:
@@ -55,13 +64,13 @@ class OpenAISampler:
     ``concurrency`` (requests in flight, default 8), ``timeout`` (seconds per request, default 300),
     ``max_retries`` (on connection errors, timeouts, 429 and 5xx, with exponential backoff from ``backoff``
     seconds, default 4 and 0.5), ``reload_command`` (see the module docstring), ``reload_timeout`` (default 600),
-    ``check_models`` (check that ``GET /models`` lists the model at start and each new checkpoint after,
+    ``stop_timeout`` (seconds a server run by ``reload_command`` gets to exit on SIGTERM, default 30), ``check_models`` (check that ``GET /models`` lists the model at start and each new checkpoint after,
     default true)."""
 
     # how requests are sent, not what they ask: a resumed run may change them (the address and the restart
     # command are the user's environment, never compared)
     outcome_options = placement_options("batch_size", "concurrency", "timeout", "max_retries", "backoff",
-                                        "reload_timeout", "check_models")
+                                        "reload_timeout", "stop_timeout", "check_models")
 
     def __init__(
         self,
@@ -76,6 +85,7 @@ class OpenAISampler:
         backoff: float = 0.5,
         reload_command: str | None = None,
         reload_timeout: float = 600.0,
+        stop_timeout: float = 30.0,
         check_models: bool = True,
     ) -> None:
         for key, value in (("served_model", served_model), ("reload_command", reload_command)):
@@ -99,10 +109,13 @@ class OpenAISampler:
         self.backoff = float(backoff)
         self.reload_command = reload_command or None
         self.reload_timeout = float(reload_timeout)
+        self.stop_timeout = max(0.0, float(stop_timeout))
         self.check_models = bool(check_models)  # a bool: the registry checks it
         self.model = ""
         self.served_model = ""
         self._started = False
+        self._server: _Command | None = None  # a reload_command still running once its model is served
+        self._atexit = False
         self.load(model)
         self._started = True
 
@@ -150,6 +163,7 @@ class OpenAISampler:
             if attempt >= retries:
                 raise StarKitError(
                     f"sampler 'openai': {method} {shown} failed after {attempt + 1} attempt(s): {why}"
+                    + self._server_gone()
                 )
             if say_retries:
                 print(f"sampler 'openai': {method} {shown}: {why}; retrying in {delay:g}s (attempt {attempt + 2} of "
@@ -178,18 +192,14 @@ class OpenAISampler:
         elif self.reload_command:
             values = {"model": model, "served_model": served}  # one pass: a substituted text is never read again
             cmd = _PLACEHOLDER.sub(lambda m: shlex.quote(values[m[1]]), self.reload_command)
+            self._stop_server()  # the last checkpoint's server, where star-kit runs it, frees its port first
             print(f"sampler 'openai': reload_command for {model}; waiting up to {self.reload_timeout:g}s for "
                   f"{self.shown_url} to serve it", file=sys.stderr, flush=True)
             t0 = time.monotonic()
-            try:
-                done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, timeout=self.reload_timeout)
-            except subprocess.TimeoutExpired:
-                raise StarKitError(f"sampler 'openai': reload_command ran over {self.reload_timeout:g}s: {cmd}")
-            if done.returncode != 0:
-                raise StarKitError(f"sampler 'openai': reload_command exited with {done.returncode}: {cmd}")
-            self._wait_for(served, self.reload_timeout)
-            print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s",
-                  file=sys.stderr, flush=True)
+            self._run_until_served(cmd, served)
+            print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s"
+                  + (" (reload_command runs it: stopped at the next checkpoint and at the end)" if self._server
+                     else ""), file=sys.stderr, flush=True)
         elif self.check_models and self._started and served == self.served_model:
             raise StarKitError(
                 f"sampler 'openai': served_model {served!r} stays the same for the new checkpoint {model!r} and "
@@ -216,23 +226,56 @@ class OpenAISampler:
         except StarKitError:
             return False
 
-    def _wait_for(self, served: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _run_until_served(self, cmd: str, served: str) -> None:
+        """Run ``cmd`` and poll ``GET /models`` until it lists ``served``: an exit other than 0 (at any time) or
+        ``reload_timeout`` seconds end it with one line; a command still running once the name is listed is the
+        server, kept as ``self._server``."""
+        command = _Command(cmd)
+        deadline = time.monotonic() + self.reload_timeout
         last = "no answer yet"
-        while time.monotonic() < deadline:
-            try:
-                listed = self.served_models(retries=0)
-                if served in listed:
-                    return
-                last = f"serves {listed}"
-            except StarKitError as exc:
-                last = str(exc)
-            time.sleep(1.0)
-        raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within {timeout:g}s "
-                           f"({last})")
+        try:
+            while True:
+                code = command.poll()
+                if code not in (None, 0):
+                    raise StarKitError(f"sampler 'openai': reload_command exited with {code}{command.said()}: "
+                                       f"{redact_text(cmd)}")
+                try:
+                    listed = self.served_models(retries=0)
+                    if served in listed:
+                        break
+                    last = f"serves {listed}"
+                except StarKitError as exc:
+                    last = str(exc)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    running = ("; reload_command was still running: stopped" if command.poll() is None else "")
+                    raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within "
+                                       f"{self.reload_timeout:g}s ({last}){running}{command.said()}")
+                command.wait(min(1.0, left))
+        except BaseException:  # an error, Ctrl-C or SIGTERM: a server half started is not left behind
+            command.stop(self.stop_timeout)
+            raise
+        if command.poll() is None:
+            self._server = command
+            if not self._atexit:  # the loop closes its sampler; this is for a caller that forgets to
+                atexit.register(self._stop_server)
+                self._atexit = True
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(self.stop_timeout)
+
+    def _server_gone(self) -> str:
+        """', and the server reload_command runs exited with N (its last lines)' once it has; else ''."""
+        server = self._server
+        code = server.poll() if server is not None else None
+        return "" if code is None else f", and the server reload_command runs exited with {code}{server.said()}"
 
     def close(self) -> None:
-        """Nothing to free on this side; a server started by ``reload_command`` is the command's to manage."""
+        """Stop the server ``reload_command`` runs, if it is still running (a server it started in the background
+        is the command's to manage)."""
+        self._stop_server()
 
     def generate(
         self, prompts: Sequence[str], params: GenerationParams, advance: Advance | None = None
@@ -287,6 +330,64 @@ class OpenAISampler:
         choices = sorted(choices, key=lambda c: c.get("index", 0))
         texts = [cut_at_stop(str(c.get("text") or ""), params.stop) for c in choices]
         return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
+
+
+class _Command:
+    """A ``reload_command`` running through the shell in its own process group, its output read into memory
+    (the last ``OUTPUT_KEPT`` bytes; nothing is written to disk)."""
+
+    def __init__(self, cmd: str) -> None:
+        self.proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self._out = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        pipe = self.proc.stdout
+        while chunk := pipe.read1(65536):
+            self._out = (self._out + chunk)[-OUTPUT_KEPT:]
+        pipe.close()
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def wait(self, seconds: float) -> None:
+        try:
+            self.proc.wait(timeout=max(0.0, seconds))
+        except subprocess.TimeoutExpired:
+            pass
+
+    def said(self) -> str:
+        """' (its last lines: "..." / "...")' from what the command printed, credentials redacted; else ''."""
+        self._reader.join(timeout=1.0)  # an exited command's last output is read before it is shown
+        lines = [" ".join(ln.split()) for ln in self._out.decode("utf-8", "replace").splitlines()]
+        lines = [redact_text(ln[-300:]) for ln in lines if ln.strip()][-2:]
+        return f" (its last lines: {' / '.join(repr(ln) for ln in lines)})" if lines else ""
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM to the command's process group (a server's own workers included), SIGKILL after ``grace``
+        seconds; waits for the shell."""
+        for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and _group_alive(self.proc.pid):
+                self.proc.poll()  # reap the shell, so its group is seen to empty
+                time.sleep(0.1)
+            if not _group_alive(self.proc.pid):
+                break
+        self.proc.poll()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _excerpt(raw: bytes, limit: int = 200) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -26,6 +28,7 @@ import pytest
 from star_kit.errors import StarKitError
 from star_kit.records import GenerationParams
 from star_kit.registry import load_registry
+from star_kit_plugins.openai_sampler import _group_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
@@ -255,6 +258,94 @@ def test_a_model_path_cannot_break_out_of_reload_commands_quotes(fake_server, tm
     assert argv.read_text().splitlines() == [hostile, hostile]
 
 
+SERVER_SCRIPT = """
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, model = int(sys.argv[1]), sys.argv[2]
+print(f"starting on {port} with {model}", flush=True)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        raw = json.dumps({"object": "list", "data": [{"id": model, "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+@pytest.fixture()
+def serve_command(tmp_path):
+    """A reload_command that is the server itself (in the foreground, as `vllm serve {model}` is): a process
+    listing {model} on /v1/models. Returns (command, base_url)."""
+    script = tmp_path / "serve.py"
+    script.write_text(SERVER_SCRIPT)
+    port = _free_port()
+    return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {port} {{model}}", f"http://127.0.0.1:{port}/v1"
+
+
+def test_reload_command_may_be_the_server_itself(serve_command, capsys):
+    """A command still running once its model is listed is the server: star-kit stops its process group before
+    the next checkpoint's command (which needs the port) and when the sampler closes."""
+    cmd, url = serve_command
+    sampler = _openai(model="base", base_url=url, reload_command=cmd, reload_timeout=30, stop_timeout=5)
+    first = sampler._server
+    assert first is not None and first.poll() is None and sampler.served_models() == ["base"]
+    assert "(reload_command runs it: stopped at the next checkpoint and at the end)" in capsys.readouterr().err
+    sampler.load("/runs/iter_01/checkpoint")
+    assert not _group_alive(first.proc.pid)  # stopped before the second one bound the same port
+    second = sampler._server
+    assert second is not first and second.poll() is None
+    assert sampler.served_models() == ["/runs/iter_01/checkpoint"] == [sampler.served_model]
+    sampler.close()
+    assert sampler._server is None and not _group_alive(second.proc.pid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/models", timeout=2)
+    sampler.close()  # twice: nothing left to stop
+
+
+def test_a_reload_command_that_fails_ends_the_wait_at_once_with_its_last_lines(fake_server):
+    """vLLM that cannot start (too little memory, a bad flag) exits: that is one line with its last output, not a
+    wait of reload_timeout for a server that is not coming; a credential it prints is redacted."""
+    cmd = "echo 'loading weights'; echo 'ValueError: api_key=sk-secret123 too little free memory' >&2; exit 1"
+    t0 = time.monotonic()
+    with pytest.raises(StarKitError) as err:
+        _openai(model="x", base_url=fake_server.url, reload_command=cmd, reload_timeout=120)
+    assert time.monotonic() - t0 < 20
+    msg = str(err.value)
+    assert "reload_command exited with 1 (its last lines: 'loading weights' / 'ValueError: api_key=" in msg
+    assert "too little free memory')" in msg and "sk-secret123" not in msg and "\n" not in msg
+
+
+def test_a_reload_command_that_never_serves_is_stopped_at_reload_timeout(fake_server, tmp_path):
+    pid_file = tmp_path / "pid"
+    cmd = f"echo $$ > {pid_file}; echo waiting for nothing; sleep 60"
+    with pytest.raises(StarKitError, match=r"did not list 'x' within 1s \(serves \['m'\]\); reload_command was "
+                                           r"still running: stopped \(its last lines: 'waiting for nothing'\)"):
+        _openai(model="x", base_url=fake_server.url, reload_command=cmd, reload_timeout=1, stop_timeout=5)
+    assert not _group_alive(int(pid_file.read_text()))
+
+
+def test_a_server_the_command_runs_that_dies_is_named_when_requests_fail(serve_command):
+    cmd, url = serve_command
+    sampler = _openai(model="base", base_url=url, reload_command=cmd, reload_timeout=30, max_retries=0)
+    os.killpg(sampler._server.proc.pid, signal.SIGKILL)
+    sampler._server.proc.wait(timeout=10)
+    with pytest.raises(StarKitError, match=r"failed after 1 attempt\(s\): .*, and the server reload_command runs "
+                                           r"exited with -?\d+ \(its last lines: 'starting on \d+ with base'\)"):
+        sampler.generate(["q"], PARAMS)
+    sampler.close()
+
+
 # -- the real thing (vLLM in .venv-vllm) ----------------------------------------------------------------------
 def _arithmetic_prompts(n: int):
     registry = load_registry()
@@ -270,9 +361,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+VLLM_ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
 def _vllm_env() -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", VLLM_LOGGING_LEVEL="WARNING")
+    env = dict(os.environ, **VLLM_ENV)
     env.pop("PYTHONPATH", None)
     return env
 
@@ -288,45 +382,6 @@ def _die_with_parent() -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tmp_path_factory):
-    _require_vllm_venv()
-    from star_kit.models import resolve_model
-
-    model = resolve_model("smollm2-135m")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
-             "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "2048", "--seed", "0"],
-            stdout=fh, stderr=subprocess.STDOUT, env=_vllm_env(), preexec_fn=_die_with_parent)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if model in r.read().decode():
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not up in 300 s: {log.read_text()[-2000:]}")
-            time.sleep(1)
-        yield url, model
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        _kill_group(proc.pid)  # vLLM's engine-core/worker processes may outlive the server
-        proc.wait(timeout=30)
-
-
 def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -336,19 +391,40 @@ def _kill_group(pgid: int) -> None:
 
 @pytest.mark.slow
 @needs_vllm_venv
-def test_openai_sampler_on_a_real_vllm_server(vllm_server):
-    url, model = vllm_server
+def test_openai_sampler_runs_a_real_vllm_server_as_its_reload_command():
+    """The README's form: reload_command is the vLLM server itself, in the foreground. star-kit starts it, waits
+    until it lists the model, samples from it, and at close stops its whole process group (the engine's own
+    processes too)."""
+    from star_kit.models import resolve_model
+
+    model = resolve_model("smollm2-135m")
+    port = _free_port()
+    env = " ".join(f"{k}={v}" for k, v in VLLM_ENV.items())
+    cmd = (f"exec env -u PYTHONPATH {env} {shlex.quote(str(VLLM_PY))} -m vllm.entrypoints.openai.api_server "
+           f"--model {{model}} --host 127.0.0.1 --port {port} --dtype bfloat16 --max-model-len 2048 --seed 0")
+    url = f"http://127.0.0.1:{port}/v1"
     task, extract, examples, prompts, params = _arithmetic_prompts(8)
-    sampler = _openai(model=model, base_url=url, batch_size=4, concurrency=2, timeout=120)
-    out = sampler.generate(prompts, params)
-    assert len(out) == len(prompts) and all(len(c) == 1 for c in out)
-    assert all(task.stop[0] not in c[0] for c in out)
-    answered = [extract(c[0]) for c in out]
-    assert sum(a is not None for a in answered) >= 6, out  # the model writes "The answer is N." mostly
-    assert sum(task.is_correct(a, e.answer) for a, e in zip(answered, examples)) >= 3, out
-    several = sampler.generate(prompts[:2], GenerationParams(max_new_tokens=16, temperature=1.0, n=3, seed=1,
-                                                             stop=task.stop))
-    assert [len(c) for c in several] == [3, 3]
+    sampler = _openai(model=model, base_url=url, batch_size=4, concurrency=2, timeout=120, reload_command=cmd,
+                      reload_timeout=300)
+    server = sampler._server
+    try:
+        assert server is not None and server.poll() is None
+        out = sampler.generate(prompts, params)
+        assert len(out) == len(prompts) and all(len(c) == 1 for c in out)
+        assert all(task.stop[0] not in c[0] for c in out)
+        answered = [extract(c[0]) for c in out]
+        assert sum(a is not None for a in answered) >= 6, out  # the model writes "The answer is N." mostly
+        assert sum(task.is_correct(a, e.answer) for a, e in zip(answered, examples)) >= 3, out
+        several = sampler.generate(prompts[:2], GenerationParams(max_new_tokens=16, temperature=1.0, n=3, seed=1,
+                                                                 stop=task.stop))
+        assert [len(c) for c in several] == [3, 3]
+    finally:
+        sampler.close()
+        if server is not None:
+            _kill_group(server.proc.pid)  # were close() to fail, no engine process outlives the test
+    assert not _group_alive(server.proc.pid)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/models", timeout=2)
 
 
 VLLM_SCRIPT = """
