@@ -434,27 +434,36 @@ def redact(obj: Any) -> Any:
 _AUTHORITY = re.compile(r"[^/\s]*+")
 # 'NAME=VALUE' / 'NAME: VALUE' inside a text (a URL's query 'api_key=...', a header in a command 'X-Api-Key: ...'):
 # a name starts where no name character precedes it, so each character begins at most one name (linear); only a
-# credential's name has its value read (and skipped), so another name's value is searched for names in turn
-_NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]*+)\s*+[=:]\s*+")
-_VALUE = re.compile(r"(?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++")
+# credential's name has its value read (and skipped), so another name's value is searched for names in turn. A
+# name may be a command-line flag ('--api-key=sk-1', and '--api-key sk-1' with a space) or a quoted key
+# ("'api_key': 'sk-1'", a dict or JSON a server prints)
+_NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.-])(--?)?([A-Za-z][A-Za-z0-9_.-]*+)"
+                       r"(?:['\"]?+\s*+[=:]\s*+|(?(1)[ \t]++(?=[^\s-])|(?!)))")
+# the value (group 2), after an opening bracket or quote (group 1) that is kept
+_VALUE = re.compile(r"((?:\[\s*+)?+['\"]?+)((?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++)")
 
 
 def redact_text(text: str) -> str:
     """``text`` with the credentials written inside it redacted: a URL's user:password (:func:`_without_userinfo`)
     and the value of each credential-named ``NAME=VALUE`` or ``NAME: VALUE`` ('?api_key=sk-1', 'X-Api-Key: sk-1',
-    'Authorization: Bearer sk-1', scheme included). Nothing else: a value's ordinary words ('a basic sum') are
-    kept, since a resumed run reads its options back from config.yaml. Linear in the text."""
+    'Authorization: Bearer sk-1', scheme included), flag (``--api-key sk-1``, ``--hf-token=hf_1``) or quoted key
+    (``{'api_key': ['sk-1']}``). Nothing else: a value's ordinary words ('a basic sum') are kept, since a resumed
+    run reads its options back from config.yaml. Linear in the text."""
     if "@" in text:
         text = _without_userinfo(text)
-    if "=" in text or ":" in text:
+    if "=" in text or ":" in text or "-" in text:
         out, pos = [], 0
         for m in _NAME_SEP.finditer(text):
-            if m.start() < pos or not is_secret_key(m[1]):
+            if m.start() < pos or not is_secret_key(m[2]):
                 continue
             value = _VALUE.match(text, m.end())
             if value:
-                out.append(text[pos:m.end()] + REDACTED)
+                out.append(text[pos:value.start(2)] + REDACTED)
                 pos = value.end()
+                quote = value[1][-1:]
+                if quote in ("'", '"'):  # a quoted value ends at its quote, spaces and all (looked for nearby)
+                    close = text.find(quote, pos, pos + 1000)
+                    pos = close if close >= 0 else pos
         text = "".join(out) + text[pos:]
     return text
 

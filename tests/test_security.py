@@ -452,6 +452,13 @@ def test_report_and_resume_of_an_edited_metrics_file_show_what_they_can(tmp_path
     ("curl -H 'Authorization: Bearer CS' http://x", f"curl -H 'Authorization: {REDACTED}' http://x"),
     ("curl -H 'X-Api-Key: sk-1' -H 'authorization: basic dXNlcjpw'",
      f"curl -H 'X-Api-Key: {REDACTED}' -H 'authorization: {REDACTED}'"),
+    # a command's flags (a reload_command starting a server with its key) and a dict or JSON a server prints
+    ("vllm serve {model} --api-key sk-1 --port 8000", f"vllm serve {{model}} --api-key {REDACTED} --port 8000"),
+    ("vllm serve m --hf-token=hf_2 -v", f"vllm serve m --hf-token={REDACTED} -v"),
+    ("serve --api-key 'sk 3' --port 1", f"serve --api-key '{REDACTED}' --port 1"),
+    ("args: {'api_key': ['sk-4'], 'port': 8000}", f"args: {{'api_key': ['{REDACTED}'], 'port': 8000}}"),
+    ('{"hf_token": "hf_5", "seed": 0}', f'{{"hf_token": "{REDACTED}", "seed": 0}}'),
+    ("serve --api-key --port 1 --token-budget 9 --max-tokens 5", None),  # a flag without a value; not secrets
     ("Solve this basic sum; Bearer of news: none", None),  # ordinary words: a resume reads options back
     ("vllm serve m --max-num-batched-tokens=4096 --port 8000", None),  # nothing secret: unchanged
     ("max_tokens=5, eos_token_id: 3, sort_key=x", None),
@@ -469,7 +476,8 @@ def test_credentials_written_inside_a_value_are_redacted(text, expected):
     for name in ("openai_key", "hf_key", "github_pat", "pwd", "sentry_dsn"):
         assert is_secret_key(name), name
     t0 = time.perf_counter()
-    redact_text("a=b:c=d" * 30_000 + "x: " * 30_000 + "a." * 100_000)
+    redact_text("a=b:c=d" * 30_000 + "x: " * 30_000 + "a." * 100_000 + "--a " * 30_000 + "-" * 100_000
+                + "--api-key '" * 30_000 + "'x': " * 30_000)
     assert time.perf_counter() - t0 < 2.0
 
 
