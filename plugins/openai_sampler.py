@@ -9,26 +9,32 @@ string (client-side too, so a server that keeps the stop string, or caps how man
 
 1. it switches the model name sent in requests: ``served_model`` is a template, default ``{model}`` — the path
    itself, which is what ``vllm serve PATH`` serves under; a fixed name (``served_model=star``) stays fixed;
-2. when the option ``reload_command`` is given, it runs it through the shell with ``{model}`` and
-   ``{served_model}`` replaced (shell-quoted) and polls ``GET {base_url}/models`` until the served name is listed
-   (``reload_timeout`` seconds). The command may be the server itself (``vllm serve {model} --port 8000``): while
-   it runs, star-kit owns it -- it is stopped (SIGTERM to its process group, SIGKILL after ``stop_timeout``
-   seconds) before the next checkpoint's command runs and when the sampler closes, and its exit ends the wait at
-   once, with the last lines it printed. Or the command may return: a script that restarts a server in the
-   background (``nohup ... &``) or a ``curl`` to a hot-load endpoint; a non-zero exit ends the wait the same way.
-   The command's output is not written anywhere (it may print the server's arguments, keys included); the last
-   lines are kept in memory for the error message: redirect it in the command to keep a log. The server must be
-   able to read the checkpoint path (same machine or a shared file system).
+2. it makes the server serve it, in one of two ways, then polls ``GET {base_url}/models`` until the served name
+   is listed (``reload_timeout`` seconds):
 
-Without ``reload_command`` the server is expected to serve the model already (``GET /models`` is checked at
-construction and at each new checkpoint unless ``check_models=false``), so a run with more than the baseline needs
-one; it can be added on ``--resume``.
+   - ``serve_command``: the server itself, e.g. ``vllm serve {model} --port 8000``. star-kit runs it (split like a
+     shell line, ``{model}`` and ``{served_model}`` replaced in its words, no shell) and owns it: it is stopped
+     (SIGTERM to its process group, so the engine's own processes too; SIGKILL after ``stop_timeout`` seconds)
+     before the next checkpoint's server starts and when the sampler closes, and it gets SIGTERM if star-kit dies
+     (Linux). If it exits before serving, the wait ends at once with its last lines of output; a request that fails
+     after it died says so. Its output is kept in memory only (the last lines, credentials redacted): a server may
+     print its arguments, keys included.
+   - ``reload_command``: a shell command that returns, with ``{model}`` and ``{served_model}`` shell-quoted -- a
+     script that restarts a server in the background (``nohup ... &``) or a ``curl`` to a hot-load endpoint. Its
+     output goes to star-kit's terminal; a non-zero exit is one line; a background server is the script's to stop.
+
+   The server must be able to read the checkpoint path (same machine or a shared file system).
+
+Without either the server is expected to serve the model already (``GET /models`` is checked at construction and
+at each new checkpoint unless ``check_models=false``), so a run with more than the baseline needs one; it can be
+added on ``--resume``.
 """
 
 from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import json
 import os
 import re
@@ -50,7 +56,7 @@ from star_kit.errors import StarKitError
 from star_kit.protocols import Advance, placement_options
 from star_kit.records import GenerationParams, cut_at_stop
 
-_PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command
+_PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command and serve_command
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MODELS_TIMEOUT = 30.0  # seconds for GET /models: a listing, answered at once by a live server
@@ -63,9 +69,10 @@ class OpenAISampler:
     replaced by the loaded model; default ``{model}``), ``batch_size`` (prompts per request, default 16),
     ``concurrency`` (requests in flight, default 8), ``timeout`` (seconds per request, default 300),
     ``max_retries`` (on connection errors, timeouts, 429 and 5xx, with exponential backoff from ``backoff``
-    seconds, default 4 and 0.5), ``reload_command`` (see the module docstring), ``reload_timeout`` (default 600),
-    ``stop_timeout`` (seconds a server run by ``reload_command`` gets to exit on SIGTERM, default 30), ``check_models`` (check that ``GET /models`` lists the model at start and each new checkpoint after,
-    default true)."""
+    seconds, default 4 and 0.5), ``serve_command`` or ``reload_command`` (see the module docstring),
+    ``reload_timeout`` (seconds to wait for the server to list a model, default 600), ``stop_timeout`` (seconds the
+    server ``serve_command`` runs gets to exit on SIGTERM, default 30), ``check_models`` (check that
+    ``GET /models`` lists the model at start and each new checkpoint after, default true)."""
 
     # how requests are sent, not what they ask: a resumed run may change them (the address and the restart
     # command are the user's environment, never compared)
@@ -84,11 +91,13 @@ class OpenAISampler:
         max_retries: int = 4,
         backoff: float = 0.5,
         reload_command: str | None = None,
+        serve_command: str | None = None,
         reload_timeout: float = 600.0,
         stop_timeout: float = 30.0,
         check_models: bool = True,
     ) -> None:
-        for key, value in (("served_model", served_model), ("reload_command", reload_command)):
+        for key, value in (("served_model", served_model), ("reload_command", reload_command),
+                           ("serve_command", serve_command)):
             if value is not None and not isinstance(value, str):  # in a YAML config file {model} is a mapping
                 raise StarKitError(f"sampler 'openai': {key} must be a string, got {value!r} (in a config file, "
                                    f"quote it: {key}: '...{{model}}...')", 2)
@@ -108,14 +117,26 @@ class OpenAISampler:
         self.max_retries = max(0, int(max_retries))
         self.backoff = float(backoff)
         self.reload_command = reload_command or None
+        self.serve_command = serve_command or None
+        if self.reload_command and self.serve_command:
+            raise StarKitError("sampler 'openai': serve_command and reload_command are two ways of serving each "
+                               "checkpoint: give one (serve_command runs the server itself; reload_command a "
+                               "script that restarts one and returns)", 2)
+        if self.serve_command:
+            try:
+                self._serve_words = shlex.split(self.serve_command)
+            except ValueError as exc:
+                raise StarKitError(f"sampler 'openai': serve_command is not a command line ({exc}): "
+                                   f"{redact_text(self.serve_command)}", 2) from None
+            if not self._serve_words:
+                raise StarKitError("sampler 'openai': serve_command is empty", 2)
         self.reload_timeout = float(reload_timeout)
         self.stop_timeout = max(0.0, float(stop_timeout))
         self.check_models = bool(check_models)  # a bool: the registry checks it
         self.model = ""
         self.served_model = ""
         self._started = False
-        self._server: _Command | None = None  # a reload_command still running once its model is served
-        self._atexit = False
+        self._server: _Server | None = None  # what serve_command runs
         self.load(model)
         self._started = True
 
@@ -181,44 +202,54 @@ class OpenAISampler:
 
     # -- the Sampler protocol ----------------------------------------------------------------------------
     def load(self, model: str) -> None:
-        """Point requests at ``model``; with ``reload_command``, (re)start the server on it and wait."""
+        """Point requests at ``model``; with ``serve_command`` or ``reload_command``, (re)start the server on it
+        and wait until it lists it."""
         if os.path.exists(model):  # a checkpoint under a relative --out: the server may run from elsewhere
             model = os.path.abspath(model)
         served = self.served_template.replace("{model}", model)
         if self._started and model == self.model:
             return
-        if self.reload_command and not self._started and self._lists(served):
+        values = {"model": model, "served_model": served}  # one pass: a substituted text is never read again
+        if self.serve_command:
+            self._serve(served, [_PLACEHOLDER.sub(lambda m: values[m[1]], w) for w in self._serve_words])
+        elif self.reload_command and not self._started and self._lists(served):
             pass  # the server already serves the starting model: no restart
         elif self.reload_command:
-            values = {"model": model, "served_model": served}  # one pass: a substituted text is never read again
             cmd = _PLACEHOLDER.sub(lambda m: shlex.quote(values[m[1]]), self.reload_command)
-            self._stop_server()  # the last checkpoint's server, where star-kit runs it, frees its port first
             print(f"sampler 'openai': reload_command for {model}; waiting up to {self.reload_timeout:g}s for "
                   f"{self.shown_url} to serve it", file=sys.stderr, flush=True)
             t0 = time.monotonic()
-            self._run_until_served(cmd, served)
-            print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s"
-                  + (" (reload_command runs it: stopped at the next checkpoint and at the end)" if self._server
-                     else ""), file=sys.stderr, flush=True)
+            try:
+                done = subprocess.run(cmd, shell=True, stdin=subprocess.DEVNULL, timeout=self.reload_timeout)
+            except subprocess.TimeoutExpired:
+                raise StarKitError(f"sampler 'openai': reload_command ran over {self.reload_timeout:g}s: "
+                                   f"{redact_text(cmd)}")
+            if done.returncode != 0:
+                raise StarKitError(f"sampler 'openai': reload_command exited with {done.returncode}: "
+                                   f"{redact_text(cmd)}")
+            self._wait_for(served, self.reload_timeout)
+            print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s",
+                  file=sys.stderr, flush=True)
         elif self.check_models and self._started and served == self.served_model:
             raise StarKitError(
                 f"sampler 'openai': served_model {served!r} stays the same for the new checkpoint {model!r} and "
-                f"there is no reload_command: nothing makes {self.shown_url} serve it ({self._go_on}; "
+                f"there is no serve_command or reload_command: nothing makes {self.shown_url} serve it "
+                f"({self._go_on}; "
                 "check_models=false if the server reloads it by other means)")
         elif self.check_models:
             listed = self.served_models()
             if served not in listed:
                 raise StarKitError(
                     f"sampler 'openai': {self.shown_url} serves {listed}, not "
-                    + (f"the new checkpoint {served!r}: a run past its baseline needs reload_command to serve each "
-                       f"checkpoint ({self._go_on})" if self._started else
-                       f"{served!r} (set served_model, or reload_command to start the server on it)"))
+                    + (f"the new checkpoint {served!r}: a run past its baseline needs serve_command or "
+                       f"reload_command to serve each checkpoint ({self._go_on})" if self._started else
+                       f"{served!r} (set served_model, or serve_command to start the server on it)"))
         self.model, self.served_model = model, served
 
     @property
     def _go_on(self) -> str:
         return (f"what is done is kept: --resume DIR --sampler-opt base_url={self.shown_url} "
-                "--sampler-opt reload_command=... goes on from here")
+                "--sampler-opt serve_command=... goes on from here")
 
     def _lists(self, served: str) -> bool:
         try:
@@ -226,19 +257,46 @@ class OpenAISampler:
         except StarKitError:
             return False
 
-    def _run_until_served(self, cmd: str, served: str) -> None:
-        """Run ``cmd`` and poll ``GET /models`` until it lists ``served``: an exit other than 0 (at any time) or
-        ``reload_timeout`` seconds end it with one line; a command still running once the name is listed is the
-        server, kept as ``self._server``."""
-        command = _Command(cmd)
-        deadline = time.monotonic() + self.reload_timeout
+    def _wait_for(self, served: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            try:
+                listed = self.served_models(retries=0)
+                if served in listed:
+                    return
+                last = f"serves {listed}"
+            except StarKitError as exc:
+                last = str(exc)
+            time.sleep(1.0)
+        raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within {timeout:g}s "
+                           f"({last})")
+
+    def _serve(self, served: str, argv: list[str]) -> None:
+        """Stop the server serve_command runs, start it on the new model, wait until ``served`` is listed: its
+        exit or ``reload_timeout`` seconds end the wait with one line (and the new server stopped)."""
+        self._stop_server()
+        try:  # the address must be free: a server star-kit does not run would answer in its place
+            listed = self.served_models(retries=0)
+        except StarKitError:
+            pass
+        else:
+            raise StarKitError(f"sampler 'openai': serve_command: {self.shown_url} already answers (serves "
+                               f"{listed}), from a server star-kit does not run: stop it, or leave serve_command "
+                               "out to use that server as it is")
+        print(f"sampler 'openai': serve_command for {served}; waiting up to {self.reload_timeout:g}s for "
+              f"{self.shown_url} to serve it", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        server = _Server(argv)  # a missing program is one line
+        self._server = server  # from here close(), atexit and the next load stop it, even mid-wait
+        deadline = t0 + self.reload_timeout
         last = "no answer yet"
         try:
             while True:
-                code = command.poll()
-                if code not in (None, 0):
-                    raise StarKitError(f"sampler 'openai': reload_command exited with {code}{command.said()}: "
-                                       f"{redact_text(cmd)}")
+                code = server.poll()
+                if code is not None:
+                    raise StarKitError(f"sampler 'openai': serve_command exited with {code} before {self.shown_url} "
+                                       f"listed {served!r}{server.said()}")
                 try:
                     listed = self.served_models(retries=0)
                     if served in listed:
@@ -248,33 +306,30 @@ class OpenAISampler:
                     last = str(exc)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    running = ("; reload_command was still running: stopped" if command.poll() is None else "")
                     raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within "
-                                       f"{self.reload_timeout:g}s ({last}){running}{command.said()}")
-                command.wait(min(1.0, left))
+                                       f"{self.reload_timeout:g}s ({last}); serve_command stopped{server.said()}")
+                server.wait(min(1.0, left))
         except BaseException:  # an error, Ctrl-C or SIGTERM: a server half started is not left behind
-            command.stop(self.stop_timeout)
+            self._stop_server()
             raise
-        if command.poll() is None:
-            self._server = command
-            if not self._atexit:  # the loop closes its sampler; this is for a caller that forgets to
-                atexit.register(self._stop_server)
-                self._atexit = True
+        atexit.register(self._stop_server)  # the loop closes its sampler; this is for a caller that does not
+        print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s (stopped "
+              "at the next checkpoint and at the end)", file=sys.stderr, flush=True)
 
     def _stop_server(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            atexit.unregister(self._stop_server)
             server.stop(self.stop_timeout)
 
     def _server_gone(self) -> str:
-        """', and the server reload_command runs exited with N (its last lines)' once it has; else ''."""
+        """', and the server serve_command runs exited with N (its last lines)' once it has; else ''."""
         server = self._server
         code = server.poll() if server is not None else None
-        return "" if code is None else f", and the server reload_command runs exited with {code}{server.said()}"
+        return "" if code is None else f", and the server serve_command runs exited with {code}{server.said()}"
 
     def close(self) -> None:
-        """Stop the server ``reload_command`` runs, if it is still running (a server it started in the background
-        is the command's to manage)."""
+        """Stop the server ``serve_command`` runs (a server a ``reload_command`` started is the command's)."""
         self._stop_server()
 
     def generate(
@@ -332,21 +387,28 @@ class OpenAISampler:
         return [texts[k * params.n : (k + 1) * params.n] for k in range(len(prompts))]
 
 
-class _Command:
-    """A ``reload_command`` running through the shell in its own process group, its output read into memory
-    (the last ``OUTPUT_KEPT`` bytes; nothing is written to disk)."""
+class _Server:
+    """The process ``serve_command`` runs (no shell), in its own session and process group, with SIGTERM when
+    star-kit dies (Linux); its output read into memory (the last ``OUTPUT_KEPT`` bytes; nothing on disk)."""
 
-    def __init__(self, cmd: str) -> None:
-        self.proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+    def __init__(self, argv: list[str]) -> None:
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        except OSError as exc:  # no such program, not executable
+            raise StarKitError(f"sampler 'openai': serve_command cannot start {argv[0]!r}: "
+                               f"{exc.strerror or exc}") from None
         self._out = b""
+        self._cut = False  # whether the first line kept is only the end of a line
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         pipe = self.proc.stdout
         while chunk := pipe.read1(65536):
-            self._out = (self._out + chunk)[-OUTPUT_KEPT:]
+            out = self._out + chunk
+            self._out, self._cut = (out[-OUTPUT_KEPT:], True) if len(out) > OUTPUT_KEPT else (out, self._cut)
         pipe.close()
 
     def poll(self) -> int | None:
@@ -359,27 +421,55 @@ class _Command:
             pass
 
     def said(self) -> str:
-        """' (its last lines: "..." / "...")' from what the command printed, credentials redacted; else ''."""
-        self._reader.join(timeout=1.0)  # an exited command's last output is read before it is shown
-        lines = [" ".join(ln.split()) for ln in self._out.decode("utf-8", "replace").splitlines()]
-        lines = [redact_text(ln[-300:]) for ln in lines if ln.strip()][-2:]
+        """' (its last lines: "..." / "...")' from what the server printed, each line redacted whole, then cut to
+        its last 300 characters; '' when it printed nothing."""
+        if self.proc.poll() is not None:
+            self._reader.join(timeout=1.0)  # its last output is read before it is shown
+        lines = self._out.decode("utf-8", "replace").splitlines()
+        if self._cut and lines:
+            lines = lines[1:]  # the start of that line is gone: what it said cannot be redacted whole
+        lines = [redact_text(" ".join(ln.split()))[-300:] for ln in lines if ln.strip()][-2:]
         return f" (its last lines: {' / '.join(repr(ln) for ln in lines)})" if lines else ""
 
     def stop(self, grace: float) -> None:
-        """SIGTERM to the command's process group (a server's own workers included), SIGKILL after ``grace``
-        seconds; waits for the shell."""
-        for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and _group_alive(self.proc.pid):
-                self.proc.poll()  # reap the shell, so its group is seen to empty
-                time.sleep(0.1)
-            if not _group_alive(self.proc.pid):
-                break
-        self.proc.poll()
+        """SIGTERM to the server's process group (its engine's processes included), SIGKILL after ``grace``
+        seconds, or at once when this is interrupted (a second Ctrl-C)."""
+        if self.proc.poll() is not None and not _group_alive(self.proc.pid):
+            return  # it exited and its group is empty: the group id may belong to another process by now
+        try:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            self._wait_group(grace)
+        finally:
+            if _group_alive(self.proc.pid):
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self._wait_group(30.0)
+
+    def _wait_group(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.proc.poll() is not None:
+                _reap(self.proc.pid)  # where star-kit is PID 1 or a subreaper, the group's orphans are its own
+                if not _group_alive(self.proc.pid):
+                    return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+
+
+def _die_with_parent() -> None:
+    """In the server's process before it runs: SIGTERM when star-kit's process dies (Linux's PR_SET_PDEATHSIG;
+    elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -388,6 +478,17 @@ def _group_alive(pgid: int) -> bool:
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _reap(pgid: int) -> None:
+    """Reap the exited members of process group ``pgid`` that are this process's children."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _excerpt(raw: bytes, limit: int = 200) -> str:

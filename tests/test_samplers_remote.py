@@ -204,22 +204,23 @@ def test_wrong_model_names_what_is_served(fake_server):
     assert _openai(model="other", base_url=fake_server.url, served_model="m").served_model == "m"
 
 
-def test_a_new_checkpoint_the_server_does_not_serve_says_reload_command(fake_server, tmp_path, monkeypatch):
-    """Without reload_command nothing serves the next checkpoint: one line at load (not the server's 404 at the
+def test_a_new_checkpoint_the_server_does_not_serve_says_serve_command(fake_server, tmp_path, monkeypatch):
+    """Without serve_command or reload_command nothing serves the next checkpoint: one line at load (not the server's 404 at the
     first request), saying how to go on; a checkpoint under a relative --out is sent as an absolute path."""
     sampler = _openai(model="m", base_url=fake_server.url)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run" / "iter_01" / "checkpoint").mkdir(parents=True)
     with pytest.raises(StarKitError, match=r"serves \['m'\], not the new checkpoint '" + str(tmp_path) +
-                       r"/run/iter_01/checkpoint': a run past its baseline needs reload_command .* --resume DIR "
-                       r"--sampler-opt base_url=http://127.0.0.1:\d+/v1 --sampler-opt reload_command=\.\.\. goes on"):
+                       r"/run/iter_01/checkpoint': a run past its baseline needs serve_command or reload_command .* "
+                       r"--resume DIR --sampler-opt base_url=http://127.0.0.1:\d+/v1 --sampler-opt serve_command=\.\.\. "
+                       r"goes on"):
         sampler.load("run/iter_01/checkpoint")
     fake_server.models = ["m", str(tmp_path / "run" / "iter_01" / "checkpoint")]  # a server that serves it
     sampler.load("run/iter_01/checkpoint")
     assert sampler.served_model == str(tmp_path / "run" / "iter_01" / "checkpoint")
     fixed = _openai(model="m", base_url=fake_server.url, served_model="m")  # a name that never changes
     with pytest.raises(StarKitError, match="served_model 'm' stays the same for the new checkpoint .* there is no "
-                                           "reload_command: nothing makes .* serve it"):
+                                           "serve_command or reload_command: nothing makes .* serve it"):
         fixed.load("run/iter_01/checkpoint")
     _openai(model="m", base_url=fake_server.url, served_model="m", check_models=False).load("elsewhere")
 
@@ -285,27 +286,27 @@ ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 @pytest.fixture()
 def serve_command(tmp_path):
-    """A reload_command that is the server itself (in the foreground, as `vllm serve {model}` is): a process
-    listing {model} on /v1/models. Returns (command, base_url)."""
+    """A serve_command: a process serving /v1/models with {model} listed, in the foreground as `vllm serve
+    {model}` is. Returns (command, base_url)."""
     script = tmp_path / "serve.py"
     script.write_text(SERVER_SCRIPT)
     port = _free_port()
     return f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {port} {{model}}", f"http://127.0.0.1:{port}/v1"
 
 
-def test_reload_command_may_be_the_server_itself(serve_command, capsys):
-    """A command still running once its model is listed is the server: star-kit stops its process group before
-    the next checkpoint's command (which needs the port) and when the sampler closes."""
+def test_serve_command_runs_the_server_and_owns_it(serve_command, capsys):
+    """star-kit starts the server, waits until it lists the model, stops its process group before the next
+    checkpoint's server (which needs the port) and when the sampler closes."""
     cmd, url = serve_command
-    sampler = _openai(model="base", base_url=url, reload_command=cmd, reload_timeout=30, stop_timeout=5)
+    sampler = _openai(model="base", base_url=url, serve_command=cmd, reload_timeout=30, stop_timeout=5)
     first = sampler._server
     assert first is not None and first.poll() is None and sampler.served_models() == ["base"]
-    assert "(reload_command runs it: stopped at the next checkpoint and at the end)" in capsys.readouterr().err
-    sampler.load("/runs/iter_01/checkpoint")
-    assert not _group_alive(first.proc.pid)  # stopped before the second one bound the same port
+    assert "serves base after" in capsys.readouterr().err
+    sampler.load("/runs/iter 01/checkpoint")  # one word for the server, spaces and all: no shell
+    assert not _group_alive(first.proc.pid)
     second = sampler._server
     assert second is not first and second.poll() is None
-    assert sampler.served_models() == ["/runs/iter_01/checkpoint"] == [sampler.served_model]
+    assert sampler.served_models() == ["/runs/iter 01/checkpoint"] == [sampler.served_model]
     sampler.close()
     assert sampler._server is None and not _group_alive(second.proc.pid)
     with pytest.raises(OSError):
@@ -313,37 +314,93 @@ def test_reload_command_may_be_the_server_itself(serve_command, capsys):
     sampler.close()  # twice: nothing left to stop
 
 
-def test_a_reload_command_that_fails_ends_the_wait_at_once_with_its_last_lines(fake_server):
-    """vLLM that cannot start (too little memory, a bad flag) exits: that is one line with its last output, not a
-    wait of reload_timeout for a server that is not coming; a credential it prints is redacted."""
-    cmd = "echo 'loading weights'; echo 'ValueError: api_key=sk-secret123 too little free memory' >&2; exit 1"
+def test_a_serve_command_that_exits_ends_the_wait_at_once_with_its_last_lines(tmp_path):
+    """vLLM that cannot start (too little memory, a bad flag) exits: one line with its last output, at once, not
+    a wait of reload_timeout for a server that is not coming; a credential it printed is redacted."""
+    script = tmp_path / "fail.py"
+    script.write_text("import sys\nprint('loading weights')\nprint(\"non-default args: {'api_key': ['sk-secret1']}\")\n"
+                      "sys.exit('ValueError: too little free memory')\n")
     t0 = time.monotonic()
     with pytest.raises(StarKitError) as err:
-        _openai(model="x", base_url=fake_server.url, reload_command=cmd, reload_timeout=120)
+        _openai(model="x", base_url=f"http://127.0.0.1:{_free_port()}/v1", reload_timeout=120,
+                serve_command=f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} {{model}}")
     assert time.monotonic() - t0 < 20
     msg = str(err.value)
-    assert "reload_command exited with 1 (its last lines: 'loading weights' / 'ValueError: api_key=" in msg
-    assert "too little free memory')" in msg and "sk-secret123" not in msg and "\n" not in msg
+    assert msg.startswith("sampler 'openai': serve_command exited with 1 before http://127.0.0.1:")
+    assert msg.endswith("listed 'x' (its last lines: \"non-default args: {'api_key': ['<redacted>']}\" / "
+                        "'ValueError: too little free memory')")
+    assert "sk-secret1" not in msg
 
 
-def test_a_reload_command_that_never_serves_is_stopped_at_reload_timeout(fake_server, tmp_path):
-    pid_file = tmp_path / "pid"
-    cmd = f"echo $$ > {pid_file}; echo waiting for nothing; sleep 60"
-    with pytest.raises(StarKitError, match=r"did not list 'x' within 1s \(serves \['m'\]\); reload_command was "
-                                           r"still running: stopped \(its last lines: 'waiting for nothing'\)"):
-        _openai(model="x", base_url=fake_server.url, reload_command=cmd, reload_timeout=1, stop_timeout=5)
-    assert not _group_alive(int(pid_file.read_text()))
+def test_a_serve_command_that_never_serves_is_stopped_at_reload_timeout(tmp_path):
+    cmd = f"{shlex.quote(sys.executable)} -c \"print('waiting for nothing', flush=True); import time; time.sleep(60)\""
+    with pytest.raises(StarKitError, match=r"did not list 'x' within 1s \(.*\); serve_command stopped \(its last "
+                                           r"lines: 'waiting for nothing'\)"):
+        _openai(model="x", base_url=f"http://127.0.0.1:{_free_port()}/v1", serve_command=cmd, reload_timeout=1,
+                stop_timeout=5)
+    assert not [p for p in _processes() if "waiting for nothing" in p]
 
 
-def test_a_server_the_command_runs_that_dies_is_named_when_requests_fail(serve_command):
+def _processes() -> list[str]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            out.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return out
+
+
+def test_a_server_that_dies_is_named_when_requests_fail(serve_command):
     cmd, url = serve_command
-    sampler = _openai(model="base", base_url=url, reload_command=cmd, reload_timeout=30, max_retries=0)
+    sampler = _openai(model="base", base_url=url, serve_command=cmd, reload_timeout=30, max_retries=0)
     os.killpg(sampler._server.proc.pid, signal.SIGKILL)
     sampler._server.proc.wait(timeout=10)
-    with pytest.raises(StarKitError, match=r"failed after 1 attempt\(s\): .*, and the server reload_command runs "
-                                           r"exited with -?\d+ \(its last lines: 'starting on \d+ with base'\)"):
+    with pytest.raises(StarKitError, match=r"failed after 1 attempt\(s\): .*, and the server serve_command runs "
+                                           r"exited with -9 \(its last lines: 'starting on \d+ with base'\)"):
         sampler.generate(["q"], PARAMS)
     sampler.close()
+
+
+def test_serve_command_is_refused_where_another_server_answers_and_with_reload_command(fake_server):
+    """A server star-kit does not run at the address would answer in place of the one it starts (and hold its
+    port): refused before anything starts. serve_command and reload_command are two ways: one is given."""
+    with pytest.raises(StarKitError, match=r"serve_command: http://127.0.0.1:\d+/v1 already answers \(serves "
+                                           r"\['m'\]\), from a server star-kit does not run: stop it"):
+        _openai(model="m", base_url=fake_server.url, serve_command="vllm serve {model}")
+    with pytest.raises(StarKitError, match="serve_command and reload_command are two ways"):
+        _openai(model="m", base_url=fake_server.url, serve_command="a", reload_command="b")
+    with pytest.raises(StarKitError, match=r"serve_command is not a command line \(No closing quotation\)"):
+        _openai(model="m", base_url=fake_server.url, serve_command="vllm serve '{model}")
+    with pytest.raises(StarKitError, match=r"serve_command cannot start 'no-such-server-program': No such file"):
+        _openai(model="m", base_url=f"http://127.0.0.1:{_free_port()}/v1", serve_command="no-such-server-program")
+
+
+def test_the_server_gets_sigterm_when_star_kit_dies(serve_command, tmp_path):
+    """A star-kit killed outright (SIGKILL, the OOM killer) runs no clean-up: the server it ran is told by the
+    kernel (PR_SET_PDEATHSIG), and frees the port and the GPU."""
+    cmd, url = serve_command
+    driver = tmp_path / "driver.py"
+    driver.write_text(f"""
+from star_kit.registry import load_registry
+s = load_registry().create("samplers", "openai", "base", base_url={url!r}, serve_command={cmd!r}, reload_timeout=30)
+print("SERVING", s._server.proc.pid, flush=True)
+import time
+time.sleep(120)
+""")
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("SERVING"), line
+        server_pid = int(line.split()[1])
+        assert _group_alive(server_pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 20
+    while _group_alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(server_pid)
 
 
 # -- the real thing (vLLM in .venv-vllm) ----------------------------------------------------------------------
@@ -391,8 +448,8 @@ def _kill_group(pgid: int) -> None:
 
 @pytest.mark.slow
 @needs_vllm_venv
-def test_openai_sampler_runs_a_real_vllm_server_as_its_reload_command():
-    """The README's form: reload_command is the vLLM server itself, in the foreground. star-kit starts it, waits
+def test_openai_sampler_runs_a_real_vllm_server_as_its_serve_command():
+    """The README's form: serve_command is the vLLM server itself, in the foreground. star-kit starts it, waits
     until it lists the model, samples from it, and at close stops its whole process group (the engine's own
     processes too)."""
     from star_kit.models import resolve_model
@@ -400,11 +457,11 @@ def test_openai_sampler_runs_a_real_vllm_server_as_its_reload_command():
     model = resolve_model("smollm2-135m")
     port = _free_port()
     env = " ".join(f"{k}={v}" for k, v in VLLM_ENV.items())
-    cmd = (f"exec env -u PYTHONPATH {env} {shlex.quote(str(VLLM_PY))} -m vllm.entrypoints.openai.api_server "
+    cmd = (f"env -u PYTHONPATH {env} {shlex.quote(str(VLLM_PY))} -m vllm.entrypoints.openai.api_server "
            f"--model {{model}} --host 127.0.0.1 --port {port} --dtype bfloat16 --max-model-len 2048 --seed 0")
     url = f"http://127.0.0.1:{port}/v1"
     task, extract, examples, prompts, params = _arithmetic_prompts(8)
-    sampler = _openai(model=model, base_url=url, batch_size=4, concurrency=2, timeout=120, reload_command=cmd,
+    sampler = _openai(model=model, base_url=url, batch_size=4, concurrency=2, timeout=120, serve_command=cmd,
                       reload_timeout=300)
     server = sampler._server
     try:

@@ -323,11 +323,9 @@ def test_reload_command_gets_the_model_path_as_data(tmp_path, monkeypatch):
     from star_kit_plugins.openai_sampler import OpenAISampler
 
     monkeypatch.chdir(tmp_path)
-    got = tmp_path / "got"
     monkeypatch.setattr(OpenAISampler, "_lists", lambda self, served: False)
-    # "serves" what the command last wrote
-    monkeypatch.setattr(OpenAISampler, "served_models",
-                        lambda self, retries=None: got.read_text().split("|")[1:] if got.exists() else [])
+    monkeypatch.setattr(OpenAISampler, "_wait_for", lambda self, served, timeout: None)
+    got = tmp_path / "got"
     sampler = OpenAISampler("base", base_url="http://127.0.0.1:9/v1",
                             reload_command=f"printf '%s|%s' {{model}} {{served_model}} > {got}")
     for model in ("m$(touch PWNED)", "m`touch PWNED`; touch PWNED", "m' ; touch PWNED; '"):
