@@ -257,10 +257,16 @@ class OpenAISampler:
         except StarKitError:
             return False
 
-    def _wait_for(self, served: str, timeout: float) -> None:
+    def _wait_for(self, served: str, timeout: float, server: _Server | None = None) -> None:
+        """Poll ``GET /models`` until it lists ``served``; ``timeout`` seconds, or the exit of the ``server``
+        star-kit runs, end the wait with one line."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
-        while time.monotonic() < deadline:
+        while True:
+            code = server.poll() if server is not None else None
+            if code is not None:
+                raise StarKitError(f"sampler 'openai': serve_command exited with {code} before {self.shown_url} "
+                                   f"listed {served!r}{server.said()}")
             try:
                 listed = self.served_models(retries=0)
                 if served in listed:
@@ -268,9 +274,15 @@ class OpenAISampler:
                 last = f"serves {listed}"
             except StarKitError as exc:
                 last = str(exc)
-            time.sleep(1.0)
-        raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within {timeout:g}s "
-                           f"({last})")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stopped = f"; serve_command stopped{server.said()}" if server is not None else ""
+                raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within "
+                                   f"{timeout:g}s ({last}){stopped}")
+            if server is not None:
+                server.wait(min(1.0, left))  # returns at once when it exits
+            else:
+                time.sleep(min(1.0, left))
 
     def _serve(self, served: str, argv: list[str]) -> None:
         """Stop the server serve_command runs, start it on the new model, wait until ``served`` is listed: its
@@ -287,28 +299,9 @@ class OpenAISampler:
         print(f"sampler 'openai': serve_command for {served}; waiting up to {self.reload_timeout:g}s for "
               f"{self.shown_url} to serve it", file=sys.stderr, flush=True)
         t0 = time.monotonic()
-        server = _Server(argv)  # a missing program is one line
-        self._server = server  # from here close(), atexit and the next load stop it, even mid-wait
-        deadline = t0 + self.reload_timeout
-        last = "no answer yet"
+        self._server = _Server(argv)  # from here close(), atexit and the next load stop it, even mid-wait
         try:
-            while True:
-                code = server.poll()
-                if code is not None:
-                    raise StarKitError(f"sampler 'openai': serve_command exited with {code} before {self.shown_url} "
-                                       f"listed {served!r}{server.said()}")
-                try:
-                    listed = self.served_models(retries=0)
-                    if served in listed:
-                        break
-                    last = f"serves {listed}"
-                except StarKitError as exc:
-                    last = str(exc)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise StarKitError(f"sampler 'openai': {self.shown_url} did not list {served!r} within "
-                                       f"{self.reload_timeout:g}s ({last}); serve_command stopped{server.said()}")
-                server.wait(min(1.0, left))
+            self._wait_for(served, self.reload_timeout, self._server)
         except BaseException:  # an error, Ctrl-C or SIGTERM: a server half started is not left behind
             self._stop_server()
             raise
