@@ -40,14 +40,17 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from urllib.parse import unquote
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Sequence
 
 import star_kit
@@ -124,7 +127,8 @@ class OpenAISampler:
                                "script that restarts one and returns)", 2)
         if self.serve_command:
             try:
-                self._serve_words = shlex.split(self.serve_command)
+                # a backslash at a line's end joins lines, as a shell does ('--model {model} \\' pasted from a doc)
+                self._serve_words = shlex.split(self.serve_command.replace("\\\n", " "))
             except ValueError as exc:
                 raise StarKitError(f"sampler 'openai': serve_command is not a command line ({exc}): "
                                    f"{redact_text(self.serve_command)}", 2) from None
@@ -288,14 +292,14 @@ class OpenAISampler:
         """Stop the server serve_command runs, start it on the new model, wait until ``served`` is listed: its
         exit or ``reload_timeout`` seconds end the wait with one line (and the new server stopped)."""
         self._stop_server()
-        try:  # the address must be free: a server star-kit does not run would answer in its place
-            listed = self.served_models(retries=0)
-        except StarKitError:
-            pass
-        else:
-            raise StarKitError(f"sampler 'openai': serve_command: {self.shown_url} already answers (serves "
-                               f"{listed}), from a server star-kit does not run: stop it, or leave serve_command "
-                               "out to use that server as it is")
+        if self._address_taken():  # a server star-kit does not run would answer in place of the one it starts
+            try:
+                what = f"serves {self.served_models(retries=0)}"
+            except StarKitError as exc:
+                what = str(exc).removeprefix("sampler 'openai': ")
+            raise StarKitError(f"sampler 'openai': serve_command: {self.shown_url} already answers ({what}), from a "
+                               "server star-kit does not run: stop it, or leave serve_command out to use that "
+                               "server as it is")
         print(f"sampler 'openai': serve_command for {served}; waiting up to {self.reload_timeout:g}s for "
               f"{self.shown_url} to serve it", file=sys.stderr, flush=True)
         t0 = time.monotonic()
@@ -308,6 +312,16 @@ class OpenAISampler:
         atexit.register(self._stop_server)  # the loop closes its sampler; this is for a caller that does not
         print(f"sampler 'openai': {self.shown_url} serves {served} after {time.monotonic() - t0:.0f}s (stopped "
               "at the next checkpoint and at the end)", file=sys.stderr, flush=True)
+
+    def _address_taken(self) -> bool:
+        """Whether something accepts connections at base_url's host and port."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=2):
+                return True
+        except (OSError, ValueError):
+            return False
 
     def _stop_server(self) -> None:
         server, self._server = self._server, None
@@ -388,20 +402,20 @@ class _Server:
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
-        except OSError as exc:  # no such program, not executable
+                                         preexec_fn=_death_signal())
+        except (OSError, subprocess.SubprocessError) as exc:  # no such program, not executable
             raise StarKitError(f"sampler 'openai': serve_command cannot start {argv[0]!r}: "
-                               f"{exc.strerror or exc}") from None
-        self._out = b""
-        self._cut = False  # whether the first line kept is only the end of a line
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        self._out = (b"", False)  # the last bytes, and whether its first line is only the end of a line
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         pipe = self.proc.stdout
         while chunk := pipe.read1(65536):
-            out = self._out + chunk
-            self._out, self._cut = (out[-OUTPUT_KEPT:], True) if len(out) > OUTPUT_KEPT else (out, self._cut)
+            kept, cut = self._out
+            out = kept + chunk
+            self._out = (out[-OUTPUT_KEPT:], True) if len(out) > OUTPUT_KEPT else (out, cut)  # one assignment
         pipe.close()
 
     def poll(self) -> int | None:
@@ -418,8 +432,9 @@ class _Server:
         its last 300 characters; '' when it printed nothing."""
         if self.proc.poll() is not None:
             self._reader.join(timeout=1.0)  # its last output is read before it is shown
-        lines = self._out.decode("utf-8", "replace").splitlines()
-        if self._cut and lines:
+        kept, cut = self._out
+        lines = kept.decode("utf-8", "replace").splitlines()
+        if cut and lines:
             lines = lines[1:]  # the start of that line is gone: what it said cannot be redacted whole
         lines = [redact_text(" ".join(ln.split()))[-300:] for ln in lines if ln.strip()][-2:]
         return f" (its last lines: {' / '.join(repr(ln) for ln in lines)})" if lines else ""
@@ -449,13 +464,25 @@ class _Server:
             time.sleep(0.05)
 
 
-def _die_with_parent() -> None:
-    """In the server's process before it runs: SIGTERM when star-kit's process dies (Linux's PR_SET_PDEATHSIG;
-    elsewhere nothing)."""
+def _death_signal():
+    """The ``preexec_fn`` that gives the server SIGTERM when star-kit's process dies (Linux's PR_SET_PDEATHSIG), or
+    None. Looked up here, in the parent: the child between fork and exec calls only ``prctl`` and ``getppid`` (it
+    exits if star-kit died before). Only from the main thread: the signal comes when the *thread* that started the
+    server ends, and a worker thread's end is not star-kit's (its atexit stops the server then)."""
+    if threading.current_thread() is not threading.main_thread() or not sys.platform.startswith("linux"):
+        return None
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # star-kit died before the line above
+            os._exit(1)
+
+    return in_child
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -466,6 +493,21 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a member that is not a zombie (a zombie is dead; its reaping is its
+    parent's, which may never come). On Linux by ``/proc``; elsewhere any member counts."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()  # after 'pid (name) ': state, ppid, pgrp, ...
+            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+                return True
+        return False
     try:
         os.killpg(pgid, 0)
         return True

@@ -438,16 +438,17 @@ _AUTHORITY = re.compile(r"[^/\s]*+")
 # name may be a command-line flag ('--api-key=sk-1', and '--api-key sk-1' with a space) or a quoted key
 # ("'api_key': 'sk-1'", a dict or JSON a server prints)
 _NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.-])(--?)?([A-Za-z][A-Za-z0-9_.-]*+)"
-                       r"(?:['\"]?+\s*+[=:]\s*+|(?(1)[ \t]++(?=[^\s-])|(?!)))")
+                       r"(?:['\"]?+\s*+[=:]\s*+|(?(1)(?:[ \t]|\\\r?\n)++(?=[^\s-])|(?!)))")
 # the value (group 2), after an opening bracket or quote (group 1) that is kept
-_VALUE = re.compile(r"((?:\[\s*+)?+['\"]?+)((?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++)")
+_VALUE = re.compile(r"((?:[\[(]\s*+)?+['\"]?+)((?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++)")
+_CLOSING = {"'": "'", '"': '"', "[": "]", "(": ")"}
 
 
 def redact_text(text: str) -> str:
     """``text`` with the credentials written inside it redacted: a URL's user:password (:func:`_without_userinfo`)
     and the value of each credential-named ``NAME=VALUE`` or ``NAME: VALUE`` ('?api_key=sk-1', 'X-Api-Key: sk-1',
     'Authorization: Bearer sk-1', scheme included), flag (``--api-key sk-1``, ``--hf-token=hf_1``) or quoted key
-    (``{'api_key': ['sk-1']}``). Nothing else: a value's ordinary words ('a basic sum') are kept, since a resumed
+    (``{'api_key': ['sk-1', 'sk-2']}``). Nothing else: a value's ordinary words ('a basic sum') are kept, since a resumed
     run reads its options back from config.yaml. Linear in the text."""
     if "@" in text:
         text = _without_userinfo(text)
@@ -456,14 +457,15 @@ def redact_text(text: str) -> str:
         for m in _NAME_SEP.finditer(text):
             if m.start() < pos or not is_secret_key(m[2]):
                 continue
-            value = _VALUE.match(text, m.end())
+            value, start = _VALUE.match(text, m.end()), pos
             if value:
-                out.append(text[pos:value.start(2)] + REDACTED)
                 pos = value.end()
-                quote = value[1][-1:]
-                if quote in ("'", '"'):  # a quoted value ends at its quote, spaces and all (looked for nearby)
-                    close = text.find(quote, pos, pos + 1000)
-                    pos = close if close >= 0 else pos
+                opened, close = value[1][:1], -1
+                if opened in _CLOSING:  # a quoted value, or a list of them, ends at its closing mark (looked for
+                    close = text.find(_CLOSING[opened], value.start(2), value.start(2) + 1000)  # nearby): spaces,
+                    pos = close if close >= 0 else pos  # commas and all
+                quote = value[1][-1:] if close >= 0 and opened in "[(" and value[1][-1:] in ("'", '"') else ""
+                out.append(text[start:value.start(2)] + REDACTED + quote)  # ['sk-1', 'sk-2'] -> ['<redacted>']
         text = "".join(out) + text[pos:]
     return text
 

@@ -376,6 +376,42 @@ def test_serve_command_is_refused_where_another_server_answers_and_with_reload_c
         _openai(model="m", base_url=f"http://127.0.0.1:{_free_port()}/v1", serve_command="no-such-server-program")
 
 
+def test_serve_command_lines_joined_by_a_backslash_and_a_worker_thread(serve_command):
+    """A command pasted over two lines ('... \\' newline) is one command line, as in a shell; a server started
+    from a worker thread outlives the thread (the kernel's death signal follows the thread that forked, so it is
+    asked for only from the main thread) and is stopped at close."""
+    cmd, url = serve_command
+    words = cmd.split(" ")
+    got = {}
+
+    def start():
+        got["sampler"] = _openai(model="base", base_url=url, reload_timeout=30,
+                                 serve_command=" ".join(words[:2]) + " \\\n  " + " ".join(words[2:]))
+
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join()
+    sampler = got["sampler"]
+    time.sleep(1.0)
+    server = sampler._server
+    assert server.poll() is None and sampler.served_models() == ["base"]
+    sampler.close()
+    assert not _group_alive(server.proc.pid)
+
+
+def test_serve_command_is_refused_where_anything_listens(tmp_path):
+    """Something at the address that is not an OpenAI server (or one that asks for a key): refused the same way,
+    before the server star-kit would start fails to bind."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(StarKitError, match=rf"serve_command: http://127.0.0.1:{port}/v1 already answers \("
+                                               r".*\), from a server star-kit does not run"):
+            _openai(model="m", base_url=f"http://127.0.0.1:{port}/v1", serve_command="vllm serve {model}",
+                    timeout=2)
+
+
 def test_the_server_gets_sigterm_when_star_kit_dies(serve_command, tmp_path):
     """A star-kit killed outright (SIGKILL, the OOM killer) runs no clean-up: the server it ran is told by the
     kernel (PR_SET_PDEATHSIG), and frees the port and the GPU."""

@@ -455,6 +455,9 @@ def test_report_and_resume_of_an_edited_metrics_file_show_what_they_can(tmp_path
     ("vllm serve m --hf-token=hf_2 -v", f"vllm serve m --hf-token={REDACTED} -v"),
     ("serve --api-key 'sk 3' --port 1", f"serve --api-key '{REDACTED}' --port 1"),
     ("args: {'api_key': ['sk-4'], 'port': 8000}", f"args: {{'api_key': ['{REDACTED}'], 'port': 8000}}"),
+    ("args: {'api_key': ['sk-4', 'sk-6'], 'x': ('a',)}", f"args: {{'api_key': ['{REDACTED}'], 'x': ('a',)}}"),
+    ("{'hf_token': ('hf_7',)}", f"{{'hf_token': ('{REDACTED}')}}"),
+    ("serve m --api-key \\\n  sk-8 --port 1", f"serve m --api-key \\\n  {REDACTED} --port 1"),
     ('{"hf_token": "hf_5", "seed": 0}', f'{{"hf_token": "{REDACTED}", "seed": 0}}'),
     ("serve --api-key --port 1 --token-budget 9 --max-tokens 5", None),  # a flag without a value; not secrets
     ("Solve this basic sum; Bearer of news: none", None),  # ordinary words: a resume reads options back
@@ -475,7 +478,7 @@ def test_credentials_written_inside_a_value_are_redacted(text, expected):
         assert is_secret_key(name), name
     t0 = time.perf_counter()
     redact_text("a=b:c=d" * 30_000 + "x: " * 30_000 + "a." * 100_000 + "--a " * 30_000 + "-" * 100_000
-                + "--api-key '" * 30_000 + "'x': " * 30_000)
+                + "--api-key '" * 30_000 + "'x': " * 30_000 + "--api-key [" * 30_000 + "api_key=('" * 30_000)
     assert time.perf_counter() - t0 < 2.0
 
 
