@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from rich.markup import escape
 
@@ -69,6 +69,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="evaluate the first N examples of each task's eval split after a seeded shuffle "
                         "(default: all; with --run: the run's eval size)")
     p.add_argument("--data-dir", help="local data folder (else $STAR_KIT_DATA_DIR, else the hub)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="drop (and count) malformed data rows instead of stopping at the first (as a run made with "
+                        "--skip-bad-rows does; bench --run of such a run does it anyway)")
     p.add_argument("--json", metavar="FILE", help="write the results as a JSON list of objects")
     p.add_argument("--out", metavar="DIR", help="keep each evaluation's prompts and samples under DIR/<model>/<task>")
     p.add_argument("--sampler", help="sampler (model backend) for star-kit tasks; default auto (vllm on a GPU where "
@@ -149,10 +152,10 @@ def with_run_task_options(given: dict[str, Any], run_task: str, saved: dict[str,
 
 
 def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, seed,
-                  skip_bad_rows: str | None = None) -> list[TaskSpec]:
+                  skip_bad_rows: Collection[str] = ()) -> list[TaskSpec]:
     """Check every name first (an unknown one exits 2 before any work), then build the star-kit tasks and load
-    their examples (data errors surface before any model loads; the task named ``skip_bad_rows`` drops its bad rows,
-    as the --run it belongs to did with --skip-bad-rows)."""
+    their examples (data errors surface before any model loads; the tasks named in ``skip_bad_rows`` drop their bad
+    rows: --skip-bad-rows, or the --run they belong to made with it)."""
     from .loop import checked_examples  # the check a run makes of a task's examples
 
     specs: list[TaskSpec] = []
@@ -171,7 +174,7 @@ def resolve_tasks(names: list[str], registry, data_dir, task_options, limit, see
         specs.append(TaskSpec(name, "lm-eval", lm_eval_name=lm_name, manager=manager))
     for spec in specs:
         if spec.kind == "star-kit":
-            core = {"data_dir": data_dir, "skip_bad_rows": spec.name == skip_bad_rows}
+            core = {"data_dir": data_dir, "skip_bad_rows": spec.name in skip_bad_rows}
             task = registry.create("tasks", spec.name, _core=core,
                                    **options_for(spec.name, task_options))
             spec.task = registry.guarded("tasks", spec.name, task)  # every call into it names its plugin
@@ -343,7 +346,8 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .console import console, err_console
     from .models import resolve_model
     from .progress import Phases
-    from .store import check_writable, write_json
+    from .data import rows_count
+    from .store import check_folder_writable, check_writable, write_json
 
     targets = [Target(m, m) for m in args.models]
     run_config: dict[str, Any] = {}
@@ -436,13 +440,14 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "
                           f"not for lm-eval's own", highlight=False)
     # a run made with --skip-bad-rows drew its questions without the bad rows: bench --run draws them so
-    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed,
-                          skip_bad_rows=run_task if run_config.get("skip_bad_rows") else None)
+    skip = set(task_names) if args.skip_bad_rows else {run_task} if run_config.get("skip_bad_rows") else set()
+    specs = resolve_tasks(task_names, registry, data_dir, task_options, limit, draw_seed, skip_bad_rows=skip)
     for spec in specs:
         skipped = getattr(spec.task, "skipped_rows", None) if spec.task is not None else None
         if skipped:
-            err_console.print("[yellow]note:[/] " + escape(f"task {spec.name!r}: {len(skipped)} malformed data rows "
-                                                           f"skipped, as the run did; first: {skipped[0]}"),
+            why = "--skip-bad-rows" if args.skip_bad_rows else "as the run did"
+            err_console.print("[yellow]note:[/] " + escape(f"task {spec.name!r}: {rows_count(len(skipped))} "
+                                                           f"skipped ({why}); first: {skipped[0]}"),
                               highlight=False)
     # The run's own task, drawn as the run drew it (no --seed, --task-opt or other --data-dir asked for others):
     # the questions it recorded, or none at all (the same ids holding other questions would join wrong rows).
@@ -461,6 +466,8 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         registry.check_options("samplers", sampler_name, targets[0].name, **sampler_options)
     if args.json:  # a path that cannot be written fails now, in one line, not after the whole bench has run
         check_writable(Path(args.json), "--json")
+    if args.out:  # likewise a folder for the samples
+        check_folder_writable(Path(args.out), "--out")
     for t in targets:
         t.path = resolve_model(t.name)
 

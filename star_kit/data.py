@@ -69,6 +69,11 @@ class HubSource:
         return f"{self.path}" + (f" ({self.name})" if self.name else "") + f", split {self.split}"
 
 
+def rows_count(n: int) -> str:
+    """'1 malformed data row', '3 malformed data rows'."""
+    return f"{n} malformed data row" + ("" if n == 1 else "s")
+
+
 def data_root(data_dir: str | os.PathLike | None) -> Path | None:
     """The local data folder: ``data_dir``, else ``$STAR_KIT_DATA_DIR``, else None (use the hub)."""
     chosen, source = (data_dir, "--data-dir") if data_dir else (os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")
@@ -110,7 +115,8 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
                 try:
                     data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise DataError(f"{where}: invalid JSON ({exc.msg.removesuffix(' at')} at column "
+                                    f"{exc.colno})") from None
                 except (ValueError, RecursionError) as exc:
                     raise DataError(f"{where}: {json_limit(exc)}") from None
                 if not isinstance(data, dict):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import RESERVED_OPTIONS, RunConfig, steps_for
-from .data import data_root
+from .data import data_root, rows_count
 from .errors import PluginError, StarKitError
 from .evaluation import RideAlong, evaluate, greedy_params, prompt_name, same_generation
 from .labels import eval_label_counts, format_counts, label_counts
@@ -391,30 +391,16 @@ class StarRun:
         """Lock the run directory (one run at a time), then write ``config.yaml`` with credentials redacted, or on
         resume check that it matches (a mismatch names the key; a redacted credential never counts) and that
         ``recorded()`` finds no recorded question changed (:func:`recorded_questions_problem`) before writing it."""
-        from .config import nothing_to_resume
-
         config, store = self.config, self.store
-        if store.root.exists() and not store.root.is_dir():
-            raise StarKitError(f"--out {store.root} is a file, not a directory", 2)
-        if resume and not store.config_path.is_file():
-            raise nothing_to_resume(store.root)
+        self.check_out(resume)
         self.created_root = not store.root.exists()
         try:
             store.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StarKitError(f"cannot create run directory {store.root}: {exc.strerror or exc}", 2) from exc
         self.lock = RunLock(store.root).acquire()
-        if not resume and not store.config_path.exists():
-            # a fresh run reads back what its directory holds (iter_NN/, metrics.jsonl): in one that another run or
-            # the user filled, it would report their numbers as its own, or write over their files
-            found = sorted(p.name for p in store.root.iterdir() if not p.name.startswith("."))  # .lock, .gitkeep
-            if found:
-                shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-                raise StarKitError(f"--out {store.root} is not empty ({shown}) and holds no star-kit run (no "
-                                   f"config.yaml): choose a new or empty directory", 2)
+        self.check_out(resume)  # again, under the lock: another start may have filled it meanwhile
         if store.config_path.exists():
-            if not resume:
-                raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
             self.compare_saved_config()
             changed = recorded() if recorded is not None else None
             if changed:  # a refused resume writes nothing
@@ -423,6 +409,41 @@ class StarRun:
         outcome = self.outcomes(config.to_dict())  # plugin code: before anything is written
         write_yaml(store.config_path, config.public_dict())
         write_json(store.outcome_path, outcome)
+
+    def check_out(self, resume: bool) -> None:
+        """That ``--out`` can hold this run, without writing anything (``prepare`` and ``--print-config``): a
+        folder or nothing yet; with ``--resume`` one holding config.yaml; else one holding no run and nothing else
+        (a fresh run reads back what its directory holds, iter_NN/ and metrics.jsonl: in one that another run or the
+        user filled, it would report their numbers as its own, or write over their files)."""
+        from .config import nothing_to_resume
+
+        store = self.store
+        if store.root.exists() and not store.root.is_dir():
+            raise StarKitError(f"--out {store.root} is a file, not a directory", 2)
+        if resume and not store.config_path.is_file():
+            raise nothing_to_resume(store.root)
+        if store.config_path.exists() and not resume:
+            raise StarKitError(f"{store.root} already holds a run: pass --resume {store.root} or another --out", 2)
+        if not resume and store.root.is_dir():
+            found = sorted(p.name for p in store.root.iterdir() if not p.name.startswith("."))  # .lock, .gitkeep
+            if found:
+                shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+                raise StarKitError(f"--out {store.root} is not empty ({shown}) and holds no star-kit run (no "
+                                   f"config.yaml): choose a new or empty directory", 2)
+
+    def draw(self, task: Task) -> tuple[list[Example], list[Example]]:
+        """The training and held-out questions, checked (ids, sizes, the two splits apart): one line on a bad
+        one, before any model loads."""
+        config = self.config
+        where = self.registry.where("tasks", config.task)
+        train_set = checked_examples(where, "train", task.examples("train", config.train_size, config.seed),
+                                     config.train_size, self.log)
+        eval_set = checked_examples(where, "eval", task.examples("eval", config.eval_size, config.eval_draw_seed),
+                                    config.eval_size, self.log)
+        if not train_set or not eval_set:
+            raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
+        check_splits_apart(where, train_set, eval_set, self.log)
+        return train_set, eval_set
 
     def outcomes(self, data: dict[str, Any]) -> dict[str, Any]:
         """What outcome.json records beside config.yaml: the sampler this machine runs, and for each plugin's
@@ -604,14 +625,10 @@ class StarRun:
         ``config.yaml`` behind, so the same command can simply be run again."""
         config, registry = self.config, self.registry
         task, trainer = self.check()
-        where = registry.where("tasks", config.task)
-        train_set = checked_examples(where, "train", task.examples("train", config.train_size, config.seed),
-                                     config.train_size, self.log)
-        eval_set = checked_examples(where, "eval", task.examples("eval", config.eval_size, config.eval_draw_seed),
-                                    config.eval_size, self.log)
-        if not train_set or not eval_set:
-            raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
-        check_splits_apart(where, train_set, eval_set, self.log)
+        if not resume and not config.data_dir and self.reads_data and data_root(None) is not None:
+            config.data_dir = str(data_root(None).resolve())  # config.yaml records $STAR_KIT_DATA_DIR: a resume
+            # in another shell reads the same files
+        train_set, eval_set = self.draw(task)
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()
         self.prepare(resume, lambda: recorded_questions_problem(self.store.root, task, train_set, eval_set))
@@ -623,7 +640,7 @@ class StarRun:
         self.skipped_rows = list(getattr(task, "skipped_rows", None) or [])
         if self.skipped_rows:
             write_json(self.store.root / "skipped_rows.json", self.skipped_rows)
-            self.log(f"skipped {len(self.skipped_rows)} malformed data rows (listed in skipped_rows.json); "
+            self.log(f"skipped {rows_count(len(self.skipped_rows))} (listed in skipped_rows.json); "
                      f"first: {self.skipped_rows[0]}")
         history = self.history()
         if not fresh:
@@ -695,8 +712,9 @@ class StarRun:
         for key, flag in RESERVED_OPTIONS.items():
             if core[key] and not registry.accepts("tasks", config.task, key):
                 self.log(f"warning: {flag} is not used: task {config.task!r} reads no data files")
-        if config.data_dir and registry.accepts("tasks", config.task, "data_dir") and \
-                not getattr(created, "uses_data_dir", hasattr(created, "local_files")):
+        self.reads_data = registry.accepts("tasks", config.task, "data_dir") and \
+            getattr(created, "uses_data_dir", hasattr(created, "local_files"))
+        if config.data_dir and registry.accepts("tasks", config.task, "data_dir") and not self.reads_data:
             self.log(f"warning: --data-dir {config.data_dir} is not used: task {config.task!r} makes its own "
                      f"questions")
         self.task = registry.guarded("tasks", config.task, created)

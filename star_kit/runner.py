@@ -17,6 +17,7 @@ from .cli_common import loaded_registry, quiet_libraries
 from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
                      local_paths_absolute, nothing_to_resume, predated)
 from .console import console, err_console, plain
+from .data import rows_count
 from .errors import StarKitError
 from .labels import format_counts
 from .registry import Registry
@@ -97,7 +98,7 @@ def execute(config: RunConfig, resume: bool = False, progress: bool = True) -> l
         history = star.run(resume=resume)
     console.print(results_table(history))
     if star.skipped_rows:
-        err_console.print(f"[yellow]skipped {len(star.skipped_rows)} malformed data rows[/] "
+        err_console.print(f"[yellow]skipped {rows_count(len(star.skipped_rows))}[/] "
                           f"(see {escape(str(config.out))}/skipped_rows.json)", highlight=False)
     console.print(f"run directory: {config.out} (metrics.jsonl, iter_NN/)", highlight=False, markup=False)
     report.after_run(config.out)  # report.html + accuracy.png; a failure only prints a warning

@@ -71,6 +71,18 @@ def check_writable(path: Path, flag: str) -> None:
         raise StarKitError(f"{flag} {path}: cannot write there ({exc.strerror or exc})", 2) from None
 
 
+def check_folder_writable(path: Path, flag: str) -> None:
+    """That files can be written under the folder ``path`` later (it exists as a folder, or its nearest existing
+    parent is a folder that can be written), without making anything; else one line naming ``flag``, exit 2."""
+    if path.exists() and not path.is_dir():
+        raise StarKitError(f"{flag} {path}: a file, not a folder", 2)
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise StarKitError(f"{flag} {path}: {existing} is a file, not a folder", 2)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StarKitError(f"{flag} {path}: cannot write in {existing}", 2)
+
+
 def write_json(path: Path, obj: Any) -> None:
     _atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from star_kit.cli import main
 from star_kit.store import read_jsonl
@@ -299,6 +300,28 @@ def test_a_moved_run_directory_resumes_from_its_own_checkpoints(tiny_model, tmp_
     rows = read_jsonl(moved / "metrics.jsonl")
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     assert [r["checkpoint"] for r in rows[1:]] == [str(moved / f"iter_{n:02d}" / "checkpoint") for n in (1, 2)]
+
+
+def test_a_data_folder_from_the_environment_is_recorded(tiny_model, tmp_path, monkeypatch, capsys):
+    """$STAR_KIT_DATA_DIR, like --data-dir, is recorded in config.yaml (absolute): a resume in a shell without the
+    variable reads the same files. A task that reads no data records none (and warns about nothing)."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "data", data)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STAR_KIT_DATA_DIR", "data")
+    out = tmp_path / "run"
+    assert _run(tiny_model, out, "--task", "gsm8k", "--iterations", "0") == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["data_dir"] == str(data)
+    monkeypatch.delenv("STAR_KIT_DATA_DIR")
+    assert main(["run", "--resume", str(out), "--iterations", "1", "--no-progress"]) == 0
+    assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1]
+    monkeypatch.setenv("STAR_KIT_DATA_DIR", "data")
+    capsys.readouterr()
+    assert _run(tiny_model, tmp_path / "arith", "--iterations", "0", "--task-opt", "digits=1") == 0
+    assert yaml.safe_load((tmp_path / "arith" / "config.yaml").read_text())["data_dir"] is None
+    assert "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task, split_file, edit", [

@@ -155,3 +155,41 @@ def test_run_with_skip_bad_rows_reports_at_the_end(bad_data, tiny_model, tmp_pat
     assert main(["bench", "--run", str(out), "--no-progress"]) == 0
     assert main(["run", "--task", "gsm8k", "--data-dir", str(root), "--model", tiny_model,
                  "--out", str(tmp_path / "run2"), "--iterations", "0", "--no-progress"]) == 2
+
+
+def test_bench_skips_bad_rows_when_asked(bad_data, tiny_model, tmp_path, capsys):
+    """bench stops at a bad row, naming it, before a model loads; --skip-bad-rows counts and drops it. --out that
+    cannot be a folder is refused before a model loads too."""
+    root, _ = bad_data
+    test = root / "gsm8k" / "test.jsonl"
+    test.write_text(test.read_text() + "{not json\n")
+    bench = ["bench", "--model", tiny_model, "--tasks", "gsm8k", "--data-dir", str(root), "--no-progress"]
+    assert main(bench) == 2
+    assert "gsm8k/test.jsonl:" in capsys.readouterr().err
+    assert main([*bench, "--skip-bad-rows"]) == 0
+    assert "task 'gsm8k': 1 malformed data row skipped (--skip-bad-rows); first: " in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main([*bench, "--skip-bad-rows", "--out", str(tmp_path / "a-file")]) == 2
+    assert f"--out {tmp_path / 'a-file'}: a file, not a folder" in capsys.readouterr().err
+    assert main([*bench, "--skip-bad-rows", "--out", str(tmp_path / "a-file" / "sub")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_print_config_refuses_what_the_run_refuses_before_a_model_loads(bad_data, tmp_path, capsys):
+    """--print-config reads the data's rows and looks at --out as the run would, writing nothing."""
+    root, n_good = bad_data
+    out = tmp_path / "out"
+    run = ["run", "--task", "gsm8k", "--data-dir", str(root), "--out", str(out), "--print-config"]
+    assert main(run) == 2
+    assert f"gsm8k/train.jsonl:{n_good + 1}: invalid JSON" in capsys.readouterr().err
+    assert main([*run, "--skip-bad-rows"]) == 0
+    assert not out.exists()
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    assert main([*run, "--skip-bad-rows"]) == 2
+    assert f"--out {out} is not empty (notes.txt) and holds no star-kit run" in capsys.readouterr().err
+    (out / "config.yaml").write_text("task: gsm8k\n")
+    assert main([*run, "--skip-bad-rows"]) == 2
+    assert f"{out} already holds a run: pass --resume {out}" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine\n" and sorted(p.name for p in out.iterdir()) == ["config.yaml",
+                                                                                                   "notes.txt"]

@@ -184,6 +184,7 @@ GOOD_GSM = json.dumps({"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 
 
 @pytest.mark.parametrize("bad_line, message", [
     ('{"question": "What is 1 + 1?", "answer": ', "invalid JSON (Expecting value at column 42)"),  # column on line 3
+    ('{"question": "What is 1 + 1?', "invalid JSON (Unterminated string starting at column 14)"),  # not 'at at'
     ('["a list"]', "expected a JSON object"),
     (json.dumps({"answer": "#### 3"}), "missing field 'question'"),
     (json.dumps({"question": "Why?"}), "missing field 'answer'"),
