@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
@@ -763,7 +763,8 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
             error = PluginError(f"{source} {spec!r} failed to import: {one_line(exc, whole=True)}")
             if isinstance(exc, ModuleNotFoundError) and exc.name and \
                     (module_name == exc.name or module_name.startswith(exc.name + ".")):
-                error.exit_code = 2  # no such module (or package): bad input; a module that raises stays 1
+                error = PluginError(f"{error}{_module_hint(module_name, source)}", 2)  # no such module: bad input (a
+                # module that raises stays exit code 1)
             raise error from exc
         if attr and not hasattr(module, attr):
             raise PluginError(f"{source} {spec!r}: module {module_name!r} has no attribute {attr!r}", 2)
@@ -771,6 +772,21 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
         registry.add_plugin(plugin, spec, "(--plugin)")
     registry.collect()
     return registry
+
+
+def _module_hint(module_name: str, source: str) -> str:
+    """Why a --plugin module was not found, where it can be told: a file path given for a module name, or a module
+    in a folder that is not on Python's path."""
+    path = Path(module_name)
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = ".".join(path.with_suffix("").parts) if module_name.endswith(".py") else module_name
+        return (f" ({source} takes a module name, not a file: e.g. PYTHONPATH={path.parent} star-kit ... "
+                f"--plugin {path.stem}; here {dotted!r} is not a module)")
+    where = Path.cwd() / Path(*module_name.split("."))
+    if where.with_suffix(".py").is_file() or (where / "__init__.py").is_file():
+        return (f" (it is in the current folder, which is not on Python's path: PYTHONPATH=. star-kit ... "
+                f"--plugin {module_name})")
+    return ""
 
 
 _DEFAULT: Registry | None = None

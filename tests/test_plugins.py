@@ -165,6 +165,22 @@ def test_a_plugin_that_is_not_there_is_bad_input_naming_where_it_was_asked_for(m
     assert "error: STAR_KIT_PLUGINS 'no_such_module_here' failed to import" in capsys.readouterr().err
 
 
+def test_a_plugin_given_as_a_file_or_outside_pythons_path_says_how_to_name_it(monkeypatch, tmp_path, capsys):
+    """--plugin takes a module name: a file path, or a module in the current folder (not on sys.path when run as
+    the star-kit command), is a ModuleNotFoundError that the error explains."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "plugin.py").write_text("X = 1\n")
+    (tmp_path / "local_plugin_xyz.py").write_text("X = 1\n")
+    assert main(["plugins", "--plugin", "mine/plugin.py"]) == 2
+    assert ("(--plugin takes a module name, not a file: e.g. PYTHONPATH=mine star-kit ... --plugin plugin; here "
+            "'mine.plugin' is not a module)") in capsys.readouterr().err
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", ".", str(tmp_path))])
+    assert main(["plugins", "--plugin", "local_plugin_xyz"]) == 2
+    assert ("(it is in the current folder, which is not on Python's path: PYTHONPATH=. star-kit ... --plugin "
+            "local_plugin_xyz)") in capsys.readouterr().err
+
+
 def test_a_load_filter_naming_nothing_installed_is_a_warning(monkeypatch, capsys):
     monkeypatch.setenv("STAR_KIT_LOAD_PLUGINS", "star-kit-subtrct")
     registry = load_registry()
