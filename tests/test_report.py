@@ -144,7 +144,8 @@ def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path, capsys)
     run = make_run(tmp_path / "run")
     (run / "config.yaml").unlink()
     with open(run / "metrics.jsonl", "a") as fh:
-        fh.write('{"iteration": 3, "accuracy": NaN, "seconds": {"evaluate": 1}}\n["not", "a", "row"]\n{"iterat')
+        fh.write('{"iteration": 3, "accuracy": NaN, "seconds": {"evaluate": 1}}\n["not", "a", "row"]\n'
+                 '{"iteration": "x", "accuracy": 0.9}\n{"iterat')
     with open(run / "iter_02" / "samples.jsonl", "a") as fh:
         fh.write('{"example_id": "train-9", "completion": 5, "predicted": 7}\n{"exam')
     html_path, _ = write_report(run)
@@ -154,7 +155,8 @@ def test_report_tolerates_a_torn_line_nan_and_a_missing_config(tmp_path, capsys)
     assert any(e["id"] == "train-9" and e["a"][0][0] == "5" for e in data["samples"]["train"]["2"])
     warnings = capsys.readouterr().err  # each line left out is said, with its file and line
     assert "metrics.jsonl:5: a JSON list, not an object; left out" in warnings
-    assert "metrics.jsonl:6: cut short; left out" in warnings
+    assert "metrics.jsonl:7: cut short; left out" in warnings
+    assert "metrics.jsonl: a row whose iteration is 'x', not an integer, is left out" in warnings
 
 
 def test_the_report_of_a_moved_run_shows_where_it_is(tmp_path):

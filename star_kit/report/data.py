@@ -40,10 +40,15 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     def warn(message: str) -> None:
         print(f"warning: {store.metrics_path}: {message}", file=sys.stderr)
 
-    # each row as the record reads it: a value of the wrong type (an edited file) left out, with a warning
-    metrics = sorted((IterationResult.from_row(r, warn).to_dict() for r in _rows(store.metrics_path)
-                      if isinstance(r.get("iteration"), int) and not isinstance(r.get("iteration"), bool)),
-                     key=lambda r: r["iteration"])
+    # each row as the record reads it: a value of the wrong type (an edited file) left out, with a warning; a row
+    # without an integer iteration is left out whole, with one
+    rows = []
+    for r in _rows(store.metrics_path):
+        if isinstance(r.get("iteration"), int) and not isinstance(r.get("iteration"), bool):
+            rows.append(r)
+        else:
+            warn(f"a row whose iteration is {_shown(r.get('iteration'))}, not an integer, is left out")
+    metrics = sorted((IterationResult.from_row(r, warn).to_dict() for r in rows), key=lambda r: r["iteration"])
     recorded = {r["iteration"] for r in metrics}
     for r in metrics:  # a row written before ``eval_prompt`` was recorded: eval.json's ``prompt``, when it has one
         if r.get("eval_prompt") is None:
@@ -201,6 +206,12 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return read_jsonl(path, skip_bad=True)  # the report shows what it can read of a damaged run
+
+
+def _shown(value: Any) -> str:
+    """A value from an edited file, shown short (repr, at most 40 characters)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _text(value: Any) -> str:
