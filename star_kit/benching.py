@@ -41,6 +41,12 @@ class Target:
     path: str = ""
     iteration: int | None = None
     fewshot: bool = True  # prompted with the task's few-shot prompt, else with the question alone
+    trained_task: str | None = None  # a run's checkpoint: the task it was fine-tuned on (``fewshot`` applies to it)
+
+    def fewshot_on(self, task: str) -> bool:
+        """Few-shot on ``task``: as ``fewshot`` says, but always on a task other than the one a run's checkpoint
+        was fine-tuned on (it never learned to answer that task's questions alone)."""
+        return self.fewshot or (self.trained_task is not None and task != self.trained_task)
 
 
 @dataclass
@@ -374,7 +380,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         check_eval_prompt(run.eval_prompt, f"--run {args.run}: config.yaml: eval_prompt")
         run_config = run.to_dict()
         for t in run_models:  # as the run evaluated it: M0 few-shot, M(n) as it was fine-tuned (--eval-prompt)
-            t.fewshot = run.eval_fewshot(t.iteration or 0)
+            t.fewshot, t.trained_task = run.eval_fewshot(t.iteration or 0), run.task
     if not targets:
         raise StarKitError("bench: pass at least one --model (or --run DIR)", 2)
     if args.eval_prompt in (None, "trained"):  # a run's checkpoint given as --model: prompted as its run did
@@ -389,15 +395,16 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 run = saved_run(load_config_file(run_dir / "config.yaml"), f"{run_dir / 'config.yaml'}")
             except StarKitError:
                 continue  # not readable as a run's config: benched as any model (few-shot)
-            t.fewshot = run.eval_fewshot(n)
+            t.fewshot, t.trained_task = run.eval_fewshot(n), run.task
             if not t.fewshot:
                 err_console.print("[yellow]note:[/] " + escape(
-                    f"--model {t.name} is iteration {n} of the run in {run_dir}: prompted with the question alone, "
-                    f"as that run evaluated it (--eval-prompt fewshot prompts it few-shot; the run's task options "
-                    f"apply with --run {run_dir})"), highlight=False)
+                    f"--model {t.name} is iteration {n} of the run in {run_dir}: prompted on {run.task} with the "
+                    f"question alone, as that run evaluated it, and few-shot on other tasks (--eval-prompt fewshot "
+                    f"prompts it few-shot everywhere; the run's task options apply with --run {run_dir})"),
+                    highlight=False)
     if args.eval_prompt not in (None, "trained"):
         for t in targets:
-            t.fewshot = args.eval_prompt == "fewshot"
+            t.fewshot, t.trained_task = args.eval_prompt == "fewshot", None
     task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     if not task_names and run_config.get("task"):
         task_names = [str(run_config["task"])]
@@ -489,7 +496,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 sampler.load(t.path)
                         out_dir = root / folders[t.label] / _slug(spec.name)
                         row = bench_star_kit(spec, sampler, sampler_name, out_dir, registry, phases, t.label,
-                                             maj_k, maj_temperature, seed, t.fewshot)
+                                             maj_k, maj_temperature, seed, t.fewshot_on(spec.name))
                     else:
                         row = bench_lm_eval(spec, t.path, limit, seed, phases, t.label)
                     result = {"model": t.label, "model_path": t.path, "task": spec.name, "source": spec.kind, **row}

@@ -202,10 +202,14 @@ def test_bench_of_a_runs_checkpoint_given_as_model_prompts_it_as_the_run_did(tin
     assert main(["bench", "--model", ckpt, "--model", tiny_model, *common]) == 0
     said = capsys.readouterr()
     assert [r["prompt"] for r in json.loads(out.read_text())] == ["question", "fewshot"]  # the run's M(1); a model
-    assert f"--model {ckpt} is iteration 1 of the run in {run.resolve()}: prompted with the question alone" in \
-        " ".join(said.err.split())
+    assert f"--model {ckpt} is iteration 1 of the run in {run.resolve()}: prompted on lenient-arithmetic with the " \
+           f"question alone, as that run evaluated it, and few-shot on other tasks" in " ".join(said.err.split())
     table = " ".join(said.out.split())
     assert "question alone" in table and "few-shot" in table  # each cell names its prompt
+    # on a task it was not fine-tuned on, the run's checkpoint is prompted few-shot
+    assert main(["bench", "--model", ckpt, *common, "--tasks", "lenient-arithmetic,arithmetic"]) == 0
+    assert [(r["task"], r["prompt"]) for r in json.loads(out.read_text())] == [("lenient-arithmetic", "question"),
+                                                                                ("arithmetic", "fewshot")]
     assert main(["bench", "--model", ckpt, *common, "--eval-prompt", "fewshot"]) == 0  # asked for: few-shot
     assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
