@@ -366,6 +366,13 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         run_config, run_models = run_targets(
             Path(args.run), note=lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", highlight=False))
+        from .store import RunLock
+
+        going = RunLock.busy(Path(args.run))
+        if going:
+            err_console.print("[yellow]note:[/] " + escape(
+                f"--run {args.run} is still going ({going}): the iterations it has finished are benched"),
+                highlight=False)
         targets = run_models + targets
         # The run directory is data: its redacted credentials come from the flags or the environment again, and
         # its plugins and *_command options are used only when the command line names them again.

@@ -367,6 +367,27 @@ class RunLock:
         self.fd = fd
         return self
 
+    @classmethod
+    def busy(cls, root: Path) -> str | None:
+        """Who holds ``root``'s lock, when a live run holds it (:meth:`holder`); else None. Takes nothing and
+        writes nothing (``bench --run`` of a run that is still going)."""
+        lock = cls(root)
+        try:
+            fd = os.open(lock.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return lock.holder()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def holder(self) -> str:
         """Who holds the lock, as written in the lock file."""
         try:

@@ -190,6 +190,20 @@ def test_bench_of_an_old_commonsense_qa_run_keeps_its_lettered_format(tiny_model
     assert prompts and all("\n(a) " in p and "\n- " not in p for p in prompts)
 
 
+def test_bench_of_a_run_that_is_still_going_says_so(tiny_model, tmp_path, capsys):
+    from star_kit.store import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": "arithmetic", "model": tiny_model, "eval_size": 2,
+                                                     "task_options": {"digits": "1"}}))
+    with RunLock(run):  # what a live run holds
+        assert main(["bench", "--run", str(run), "--no-progress", *FAST]) == 0
+        assert f"--run {run} is still going (pid " in " ".join(capsys.readouterr().err.split())
+    assert main(["bench", "--run", str(run), "--no-progress", *FAST]) == 0
+    assert "still going" not in capsys.readouterr().err and not (run / ".lock").exists()
+
+
 def test_bench_of_a_runs_checkpoint_given_as_model_prompts_it_as_the_run_did(tiny_model, tmp_path, task, capsys):
     run = tmp_path / "run"
     (run / "iter_01").mkdir(parents=True)
