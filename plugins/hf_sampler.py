@@ -10,6 +10,7 @@ from typing import Literal, Sequence
 
 import star_kit
 from star_kit.errors import StarKitError, one_line
+from star_kit.models import check_model_folder
 from star_kit.protocols import Advance, placement_options
 from star_kit.records import GenerationParams, cut_at_stop
 
@@ -95,6 +96,7 @@ class HFSampler:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         self.close()
+        check_model_folder(model, "sampler 'hf'")
         try:
             tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=False)
             net = AutoModelForCausalLM.from_pretrained(model, dtype=self.dtype, trust_remote_code=False)

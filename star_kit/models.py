@@ -72,8 +72,6 @@ def resolve_model(name: str, convert: bool = True) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         if (path / "config.json").is_file():
-            if convert:  # about to be loaded: what transformers would report as a missing package or file
-                _check_model_folder(path)
             return str(path.resolve())
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
@@ -110,15 +108,19 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "spiece.model")
 
 
-def _check_model_folder(path: Path) -> None:
-    """A Hugging Face model folder holds weights and a tokenizer beside config.json; without them transformers
-    fails with a message about sentencepiece or tiktoken, or a missing pytorch_model.bin: one line instead."""
+def check_model_folder(model: str, who: str) -> None:
+    """Before ``who`` (a sampler) loads a local model folder: it holds weights and a tokenizer beside config.json;
+    without them transformers fails with a message about sentencepiece or tiktoken, or a missing pytorch_model.bin:
+    one line instead. A hub id, or a folder without config.json, is left to the loader."""
+    path = Path(model)
+    if not (path / "config.json").is_file():
+        return
     missing = [what for what, found in (
         ("no weights (*.safetensors or pytorch_model*.bin)", any(any(path.glob(g)) for g in WEIGHT_FILES)),
         ("no tokenizer (tokenizer.json, tokenizer.model or tokenizer_config.json)",
          any((path / f).is_file() for f in TOKENIZER_FILES))) if not found]
     if missing:
-        raise StarKitError(f"model folder {path}: {' and '.join(missing)} beside its config.json", 2)
+        raise StarKitError(f"{who}: model folder {path}: {' and '.join(missing)} beside its config.json", 2)
 
 
 def _package_file(name: str, embedded: EmbeddedModel, package: str, file: str) -> Path:

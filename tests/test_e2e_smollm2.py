@@ -55,21 +55,23 @@ def test_model_resolver(smollm2, tmp_path):
         resolve_model(str(tmp_path))  # a folder with no model in it
     with pytest.raises(UnknownNameError):
         resolve_model("not-an-org/not-a-model-xyz")
-    # config.json alone (a copy that lost its files): one line, not transformers' word about sentencepiece
+    # config.json alone (a copy that lost its files): one line from the sampler, not transformers' word about
+    # sentencepiece
     import shutil
 
     from star_kit.errors import StarKitError
+    from star_kit.registry import load_registry
 
     half = tmp_path / "half"
     half.mkdir()
     shutil.copy(Path(smollm2) / "config.json", half / "config.json")
-    with pytest.raises(StarKitError, match=r"model folder .*half: no weights \(\*\.safetensors or "
+    assert resolve_model(str(half)) == str(half.resolve())  # a folder with config.json: the loader decides
+    with pytest.raises(StarKitError, match=r"sampler 'hf': model folder .*half: no weights \(\*\.safetensors or "
                                            r"pytorch_model\*\.bin\) and no tokenizer \(tokenizer\.json, "
                                            r"tokenizer\.model or tokenizer_config\.json\) beside its config\.json"):
-        resolve_model(str(half))
+        load_registry().create("samplers", "hf", str(half))
     for f in Path(smollm2).iterdir():
         if f.name.startswith("tokenizer"):
             shutil.copy(f, half / f.name)
     with pytest.raises(StarKitError, match=r"half: no weights \(.*\) beside its config\.json$"):
-        resolve_model(str(half))
-    assert resolve_model(str(half), convert=False) == str(half.resolve())  # --print-config reads nothing
+        load_registry().create("samplers", "hf", str(half))

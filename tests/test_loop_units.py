@@ -158,3 +158,32 @@ def test_a_metrics_row_keeps_what_fits_its_fields_and_names_the_rest():
     assert result.eval_prompt == "fewshot"
     assert said == ["iteration 2: kept holds True, not an integer; left out",
                     "iteration 2: steps holds 'many', not an integer; left out"]
+
+
+def test_progress_where_stderr_is_not_a_terminal_is_plain_lines(monkeypatch):
+    """A batch job's log (stderr to a file) cannot show a redrawn bar: each phase is a line at its start, one
+    every LOG_EVERY seconds, and one at its end, with done/total, rate, elapsed time and ETA."""
+    import io
+
+    from rich.console import Console
+
+    import star_kit.progress as progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    out = io.StringIO()
+    phases = progress.Phases(Console(file=out, force_terminal=False, width=60))
+    with phases:
+        with phases.phase("sample · iteration 1 · /a/very/long/model/path", 4, "q") as advance:
+            advance(2)
+            advance(2)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "sample · iteration 1 · /a/very/long/model/path: 0/4 (0%), elapsed 0:00:00"
+    assert lines[1].startswith("sample · iteration 1 · /a/very/long/model/path: 2/4 (50%), ") and "eta 0:00:" in lines[1]
+    assert lines[-1].startswith("sample · iteration 1 · /a/very/long/model/path: 4/4 (100%), ") and \
+        lines[-1].endswith(" q/s, done in 0:00:00")
+    assert "\x1b" not in out.getvalue() and "━" not in out.getvalue()  # no bar, no escape codes
+    quiet = io.StringIO()
+    phases = progress.Phases(Console(file=quiet, force_terminal=False), enabled=False)  # --no-progress
+    with phases, phases.phase("x", 1) as advance:
+        advance()
+    assert quiet.getvalue() == ""
