@@ -420,6 +420,7 @@ def test_a_checkpoint_with_custom_code_is_never_run(tmp_path, smollm2, monkeypat
         "AutoConfig": "configuration_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilModel"}}))
     (folder / "configuration_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (folder / "model.safetensors").write_bytes(b"")  # weights are there to be read: the config is refused first
     with pytest.raises(Exception, match="custom code"):
         HFSampler(str(folder), device="cpu")
     assert not marker.exists() and not asked
