@@ -57,7 +57,8 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
     ``tasks``: a task name or a list of them (``--tasks``); ``run``: a run directory whose iterations to bench
     (``--run``). ``options`` are the command's other flags by their names: ``limit`` (an int, or ``None``/``"all"``
     for every question), ``seed``, ``data_dir``, ``json``, ``out``, ``sampler``, ``sampler_options`` and
-    ``task_options`` (dicts), ``eval_samples``, ``eval_temperature``, ``eval_prompt``, ``plugins``.
+    ``task_options`` (dicts), ``eval_samples``, ``eval_temperature``, ``eval_prompt``, ``plugins``,
+    ``skip_bad_rows`` (a bool).
     ``progress=False`` hides the progress bars; the table is printed as the command prints it. Bad input raises
     :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads."""
     from .benching import add_parser, run_bench
@@ -96,6 +97,9 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
                 value = None
             elif value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise StarKitError(f"star_kit.bench: limit must be an int, None or 'all', got {value!r}", 2)
+        elif isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise StarKitError(f"star_kit.bench: {key} must be a bool, got {value!r}", 2)
         elif value is not None:
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)

@@ -96,8 +96,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="sampling temperature of the maj@K rationales (default 0.7; with --run: the run's)")
     p.add_argument("--eval-prompt", choices=("trained", *PROMPT_NAMES),
                    help="star-kit tasks: trained = as `star-kit run` evaluates (the base model few-shot, a run's "
-                        "M(n) as that run evaluated it, also when its iter_NN/checkpoint is given as --model; the "
-                        "default), fewshot = every model with the task's few-shot prompt, question = every model "
+                        "M(n) as that run evaluated it on the run's task and few-shot on others, also when its "
+                        "iter_NN/checkpoint is given as --model; the default), fewshot = every model with the task's few-shot prompt, question = every model "
                         "with the question alone (as `star-kit run` fine-tunes)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")

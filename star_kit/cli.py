@@ -114,9 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         star = StarRun(config, loaded_registry(config.plugins), phases=None,
                        log=lambda m: err_console.print(m, markup=False, highlight=False))
         task, _ = star.check()
-        star.draw(task)  # the data's rows and the task's questions, as a run draws them
         resume = bool(getattr(args, "resume", None))
         star.check_out(resume)  # the run directory: what the run would refuse, refused here (nothing is written)
+        star.data_from_environment(resume)
+        star.draw(task)  # the data's rows and the task's questions, as a run draws them
         if resume:
             star.compare_saved_config()
         resolve_model(config.model, convert=False)  # the model's name, as a run checks it (nothing converted)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from .errors import DataError, StarKitError, one_line
-from .store import json_limit
+from .store import json_error, json_limit
 
 ENV_VAR = "STAR_KIT_DATA_DIR"
 
@@ -115,8 +115,7 @@ def read_jsonl_rows(path: Path, skipped: list[str] | None = None) -> list[Row]:
                 try:
                     data = json.loads(line.rstrip("\r\n"))  # the column of an error on this line
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: invalid JSON ({exc.msg.removesuffix(' at')} at column "
-                                    f"{exc.colno})") from None
+                    raise DataError(f"{where}: invalid JSON ({json_error(exc, line=False)})") from None
                 except (ValueError, RecursionError) as exc:
                     raise DataError(f"{where}: {json_limit(exc)}") from None
                 if not isinstance(data, dict):

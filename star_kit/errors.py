@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from typing import Hashable
+from typing import Any, Hashable
 
 #: the keys :func:`warn_once` has warned about in this process
 WARNED: set = set()
@@ -87,3 +87,13 @@ class DataError(StarKitError):
     """Bad input data: the message names the file and line."""
 
     exit_code = 2
+
+
+def shown_value(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters for a warning; never raises (a repr can: an int of more than
+    4300 digits, a plugin's own ``__repr__``)."""
+    try:
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit - 3] + "..."
+    except Exception:
+        return "an unprintable value"

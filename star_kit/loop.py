@@ -392,14 +392,13 @@ class StarRun:
         resume check that it matches (a mismatch names the key; a redacted credential never counts) and that
         ``recorded()`` finds no recorded question changed (:func:`recorded_questions_problem`) before writing it."""
         config, store = self.config, self.store
-        self.check_out(resume)
         self.created_root = not store.root.exists()
         try:
             store.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StarKitError(f"cannot create run directory {store.root}: {exc.strerror or exc}", 2) from exc
         self.lock = RunLock(store.root).acquire()
-        self.check_out(resume)  # again, under the lock: another start may have filled it meanwhile
+        self.check_out(resume, locked=True)  # again, under the lock: another start may have filled it meanwhile
         if store.config_path.exists():
             self.compare_saved_config()
             changed = recorded() if recorded is not None else None
@@ -410,16 +409,21 @@ class StarRun:
         write_yaml(store.config_path, config.public_dict())
         write_json(store.outcome_path, outcome)
 
-    def check_out(self, resume: bool) -> None:
-        """That ``--out`` can hold this run, without writing anything (``prepare`` and ``--print-config``): a
-        folder or nothing yet; with ``--resume`` one holding config.yaml; else one holding no run and nothing else
-        (a fresh run reads back what its directory holds, iter_NN/ and metrics.jsonl: in one that another run or the
-        user filled, it would report their numbers as its own, or write over their files)."""
+    def check_out(self, resume: bool, locked: bool = False) -> None:
+        """That ``--out`` can hold this run, without writing anything (the run, before it reads data and again
+        under its lock, and ``--print-config``): a folder that can be written, or nothing yet; not in use by a live
+        run (unless ``locked``: this one holds it); with ``--resume`` one holding config.yaml; else one holding no
+        run and nothing else (a fresh run reads back what its directory holds, iter_NN/ and metrics.jsonl: in one
+        that another run or the user filled, it would report their numbers as its own, or write over their
+        files)."""
         from .config import nothing_to_resume
+        from .store import check_folder_writable
 
         store = self.store
-        if store.root.exists() and not store.root.is_dir():
-            raise StarKitError(f"--out {store.root} is a file, not a directory", 2)
+        check_folder_writable(store.root, "--out")
+        holder = None if locked else RunLock.busy(store.root)
+        if holder:
+            raise StarKitError(RunLock.in_use(store.root, holder), 2)
         if resume and not store.config_path.is_file():
             raise nothing_to_resume(store.root)
         if store.config_path.exists() and not resume:
@@ -430,6 +434,14 @@ class StarRun:
                 shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
                 raise StarKitError(f"--out {store.root} is not empty ({shown}) and holds no star-kit run (no "
                                    f"config.yaml): choose a new or empty directory", 2)
+
+    def data_from_environment(self, resume: bool) -> None:
+        """A fresh run of a task that reads data, given its folder by ``$STAR_KIT_DATA_DIR``: config.yaml records
+        the folder (absolute) as ``--data-dir`` would, so that a resume in a shell without the variable reads the
+        same files (``--print-config`` prints it so too). A resumed run keeps what it recorded."""
+        config = self.config
+        if not resume and not config.data_dir and self.reads_data and data_root(None) is not None:
+            config.data_dir = str(data_root(None).resolve())
 
     def draw(self, task: Task) -> tuple[list[Example], list[Example]]:
         """The training and held-out questions, checked (ids, sizes, the two splits apart): one line on a bad
@@ -625,9 +637,8 @@ class StarRun:
         ``config.yaml`` behind, so the same command can simply be run again."""
         config, registry = self.config, self.registry
         task, trainer = self.check()
-        if not resume and not config.data_dir and self.reads_data and data_root(None) is not None:
-            config.data_dir = str(data_root(None).resolve())  # config.yaml records $STAR_KIT_DATA_DIR: a resume
-            # in another shell reads the same files
+        self.check_out(resume)  # before any data is read (a hub download): a bad --out is refused at once
+        self.data_from_environment(resume)
         train_set, eval_set = self.draw(task)
         base_model = resolve_model(config.model)
         fresh = not self.store.config_path.exists()

@@ -103,9 +103,10 @@ def resolve_model(name: str, convert: bool = True) -> str:
                            hint=f"{tried}, a hub id (not in the local hub cache, and the hub did not serve its config)")
 
 
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "vocab.txt",
-                   "spiece.model")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")  # transformers' names (a checkpoint's training_args.bin
+# is not weights)
+TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("spiece.model",), ("vocab.txt",),
+                   ("vocab.json", "merges.txt"))  # what a tokenizer loads from (tokenizer_config.json alone does not)
 
 
 def check_model_folder(model: str, who: str) -> None:
@@ -117,8 +118,8 @@ def check_model_folder(model: str, who: str) -> None:
         return
     missing = [what for what, found in (
         ("no weights (*.safetensors or pytorch_model*.bin)", any(any(path.glob(g)) for g in WEIGHT_FILES)),
-        ("no tokenizer (tokenizer.json, tokenizer.model or tokenizer_config.json)",
-         any((path / f).is_file() for f in TOKENIZER_FILES))) if not found]
+        ("no tokenizer (tokenizer.json, tokenizer.model, or vocab.json with merges.txt)",
+         any(all((path / f).is_file() for f in files) for files in TOKENIZER_FILES))) if not found]
     if missing:
         raise StarKitError(f"{who}: model folder {path}: {' and '.join(missing)} beside its config.json", 2)
 

@@ -36,7 +36,8 @@ class Phases:
 
     def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
         self.console = console or Console(stderr=True)
-        self.lines = enabled and not self.console.is_terminal  # plain lines instead of a bar that cannot redraw
+        # plain lines instead of a bar that cannot redraw (a notebook redraws it, though not a terminal)
+        self.lines = enabled and not self.console.is_terminal and not self.console.is_jupyter
         self.progress = Progress(
             TextColumn("[bold]{task.description:<24}"),
             BarColumn(),
@@ -73,15 +74,15 @@ class Phases:
             self.progress.start_task(task_id)  # a disabled Progress still keeps each task's count and clock
         said = [time.monotonic()]
 
-        def line(end: bool = False) -> None:
+        def line(end: str = "") -> None:
             task = self.progress.tasks[task_id]
             elapsed = task.elapsed or 0.0
-            done = f"{task.completed:g}/{task.total:g}" + (f" ({task.completed / task.total:.0%})" if task.total else "")
-            rate = f", {task.completed / elapsed:.2f} {unit}/s" if task.completed and elapsed else ""
+            done = f"{task.completed:g}/{task.total:g} ({task.completed / task.total:.0%}), " if task.total else ""
+            rate = f"{task.completed / elapsed:.2f} {unit}/s, " if task.completed and elapsed else ""
             eta = "" if end or not task.completed or not task.total else \
                 f", eta {_clock(elapsed * (task.total - task.completed) / task.completed)}"
-            when = f"done in {_clock(elapsed)}" if end else f"elapsed {_clock(elapsed)}{eta}"
-            self.console.print(f"{description}: {done}{rate}, {when}", markup=False, highlight=False,
+            when = f"{end} {_clock(elapsed)}" if end else f"elapsed {_clock(elapsed)}{eta}"
+            self.console.print(f"{description}: {done}{rate}{when}", markup=False, highlight=False,
                                soft_wrap=True)
 
         def advance(k: int = 1) -> None:
@@ -95,13 +96,15 @@ class Phases:
 
         if self.lines:
             line()
+        finished = False
         try:
             yield advance
+            finished = True
         finally:
             task = self.progress.tasks[task_id]
             elapsed = task.elapsed or 0.0
             if task.completed and elapsed:
                 self.progress.update(task_id, rate=f"{task.completed / elapsed:.2f} {unit}/s")
             if self.lines:
-                line(end=True)
+                line(end="done in" if finished else "stopped after")
             self.progress.stop_task(task_id)

@@ -26,6 +26,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean, one_line, warn_once
+from .errors import shown_value as _shown
 
 BUILTIN_DISTRIBUTION = "star-kit"
 
@@ -658,14 +659,6 @@ def checked_completions(where: str, n_prompts: int, params: Any, result: Any) ->
     return out
 
 
-def _shown(value: Any, limit: int = 40) -> str:
-    """``repr(value)`` cut to ``limit`` characters for a warning; never raises (a repr can: an int of more than
-    4300 digits, a plugin's own ``__repr__``)."""
-    try:
-        text = repr(value)
-        return text if len(text) <= limit else text[:limit - 3] + "..."
-    except Exception:
-        return "an unprintable value"
 
 
 def _round_trips(value: Any) -> bool:
@@ -779,9 +772,8 @@ def _module_hint(module_name: str, source: str) -> str:
     in a folder that is not on Python's path."""
     path = Path(module_name)
     if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
-        dotted = ".".join(path.with_suffix("").parts) if module_name.endswith(".py") else module_name
         return (f" ({source} takes a module name, not a file: e.g. PYTHONPATH={path.parent} star-kit ... "
-                f"--plugin {path.stem}; here {dotted!r} is not a module)")
+                f"--plugin {path.stem})")
     where = Path.cwd() / Path(*module_name.split("."))
     if where.with_suffix(".py").is_file() or (where / "__init__.py").is_file():
         return (f" (it is in the current folder, which is not on Python's path: PYTHONPATH=. star-kit ... "

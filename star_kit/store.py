@@ -71,6 +71,26 @@ def check_writable(path: Path, flag: str) -> None:
         raise StarKitError(f"{flag} {path}: cannot write there ({exc.strerror or exc})", 2) from None
 
 
+def json_error(exc: json.JSONDecodeError, line: bool = True) -> str:
+    """Where JSON went wrong: 'Expecting value at line 3 column 7' (json's own message ends in ' at' for some
+    errors, 'Unterminated string starting at': not said twice); ``line=False`` for one line of a JSONL file."""
+    where = f"line {exc.lineno} column {exc.colno}" if line else f"column {exc.colno}"
+    return f"{exc.msg.removesuffix(' at')} at {where}"
+
+
+def _flock_within(fd: int, kind: int, seconds: float) -> bool:
+    """``flock(fd, kind)`` without blocking, tried again for up to ``seconds``; whether it was taken."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
 def check_folder_writable(path: Path, flag: str) -> None:
     """That files can be written under the folder ``path`` later (it exists as a folder, or its nearest existing
     parent is a folder that can be written), without making anything; else one line naming ``flag``, exit 2."""
@@ -140,8 +160,7 @@ def read_jsonl(path: Path, partial: bool = False, skip_bad: bool = False) -> lis
                     row = json.loads(line)
                     problem = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
                 except json.JSONDecodeError as exc:
-                    where = f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
-                    problem = f"not JSON ({where})" if line.endswith("\n") else "cut short"
+                    problem = f"not JSON ({json_error(exc, line=False)})" if line.endswith("\n") else "cut short"
                 except (ValueError, RecursionError) as exc:
                     problem = json_limit(exc)
             if problem and skip_bad:
@@ -170,7 +189,7 @@ def read_json(path: Path, keys: Iterable[str] = ()) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 (byte {exc.start + 1})"
     except json.JSONDecodeError as exc:
-        problem = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        problem = f"not JSON ({json_error(exc)})"
     except (ValueError, RecursionError) as exc:
         problem = json_limit(exc)
     except OSError as exc:
@@ -341,13 +360,10 @@ class RunLock:
                 os.close(fd)
                 raise StarKitError(f"cannot lock run directory {self.root}: {self.path} is not a regular file "
                                    f"(star-kit writes this file itself: remove it)", 2)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            if not _flock_within(fd, fcntl.LOCK_EX, 0.25):  # a moment's wait: a bench looking at it (busy)
                 holder = self.holder()
                 os.close(fd)
-                raise StarKitError(f"{self.root} is in use by another star-kit run ({holder}); wait for it to "
-                                   f"finish or stop it", 2) from None
+                raise StarKitError(self.in_use(self.root, holder), 2) from None
             try:  # the file we locked may have been removed (and re-created) by a run that just released it
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -367,10 +383,15 @@ class RunLock:
         self.fd = fd
         return self
 
+    @staticmethod
+    def in_use(root: Path, holder: str) -> str:
+        return f"{root} is in use by another star-kit run ({holder}); wait for it to finish or stop it"
+
     @classmethod
     def busy(cls, root: Path) -> str | None:
-        """Who holds ``root``'s lock, when a live run holds it (:meth:`holder`); else None. Takes nothing and
-        writes nothing (``bench --run`` of a run that is still going)."""
+        """Who holds ``root``'s lock, when a live run holds it (:meth:`holder`); else None. Creates and writes
+        nothing; it holds a shared lock for an instant (a run starting then waits that instant, see ``acquire``).
+        ``bench --run`` of a run that is still going; ``--print-config`` of a run directory in use."""
         lock = cls(root)
         try:
             fd = os.open(lock.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

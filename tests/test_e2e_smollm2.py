@@ -68,7 +68,8 @@ def test_model_resolver(smollm2, tmp_path):
     assert resolve_model(str(half)) == str(half.resolve())  # a folder with config.json: the loader decides
     with pytest.raises(StarKitError, match=r"sampler 'hf': model folder .*half: no weights \(\*\.safetensors or "
                                            r"pytorch_model\*\.bin\) and no tokenizer \(tokenizer\.json, "
-                                           r"tokenizer\.model or tokenizer_config\.json\) beside its config\.json"):
+                                           r"tokenizer\.model, or vocab\.json with merges\.txt\) beside its "
+                                           r"config\.json"):
         load_registry().create("samplers", "hf", str(half))
     for f in Path(smollm2).iterdir():
         if f.name.startswith("tokenizer"):

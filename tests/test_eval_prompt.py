@@ -149,6 +149,12 @@ def test_bench_prompts_a_run_as_it_was_evaluated_and_eval_prompt_overrides(tiny_
     assert main(["bench", "--run", str(run), "--json", str(out), "--eval-prompt", "trained", "--no-progress",
                  *plugin, *FAST]) == 0
     assert [r["prompt"] for r in json.loads(out.read_text())] == ["fewshot", "question"]
+    # on another task than the run's, its M(n) is prompted few-shot (it learned the question alone on its own)
+    assert main(["bench", "--run", str(run), "--tasks", "lenient-arithmetic,arithmetic", "--json", str(out),
+                 "--limit", "2", "--no-progress", *plugin, *FAST]) == 0
+    assert [(r["iteration"], r["task"], r["prompt"]) for r in json.loads(out.read_text())] == [
+        (0, "lenient-arithmetic", "fewshot"), (0, "arithmetic", "fewshot"),
+        (1, "lenient-arithmetic", "question"), (1, "arithmetic", "fewshot")]
 
 
 def test_resuming_a_run_that_predates_the_key_with_another_eval_prompt_is_refused(tiny_model, tmp_path, task, capsys):

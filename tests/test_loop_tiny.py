@@ -312,6 +312,9 @@ def test_a_data_folder_from_the_environment_is_recorded(tiny_model, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("STAR_KIT_DATA_DIR", "data")
     out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["run", "--task", "gsm8k", "--model", tiny_model, "--print-config"]) == 0  # as config.yaml will say
+    assert yaml.safe_load(capsys.readouterr().out)["data_dir"] == str(data)
     assert _run(tiny_model, out, "--task", "gsm8k", "--iterations", "0") == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["data_dir"] == str(data)
     monkeypatch.delenv("STAR_KIT_DATA_DIR")

@@ -182,8 +182,35 @@ def test_progress_where_stderr_is_not_a_terminal_is_plain_lines(monkeypatch):
     assert lines[-1].startswith("sample · iteration 1 · /a/very/long/model/path: 4/4 (100%), ") and \
         lines[-1].endswith(" q/s, done in 0:00:00")
     assert "\x1b" not in out.getvalue() and "━" not in out.getvalue()  # no bar, no escape codes
+    out.seek(0)
+    out.truncate()
+    with phases, pytest.raises(KeyboardInterrupt), phases.phase("lm-eval", 0) as advance:  # no count to show
+        raise KeyboardInterrupt
+    assert out.getvalue().splitlines() == ["lm-eval: elapsed 0:00:00", "lm-eval: stopped after 0:00:00"]
     quiet = io.StringIO()
     phases = progress.Phases(Console(file=quiet, force_terminal=False), enabled=False)  # --no-progress
     with phases, phases.phase("x", 1) as advance:
         advance()
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("files, missing", [
+    (["model.safetensors", "tokenizer.json"], None),
+    (["pytorch_model-00001-of-00002.bin", "vocab.json", "merges.txt"], None),
+    (["training_args.bin", "tokenizer.json"], "no weights"),  # a trainer's arguments are not weights
+    (["model.safetensors", "tokenizer_config.json"], "no tokenizer"),  # its config alone loads nothing
+    (["model.safetensors", "vocab.json"], "no tokenizer"),  # a BPE vocabulary needs its merges
+])
+def test_a_model_folders_weights_and_tokenizer_are_checked_before_loading(tmp_path, files, missing):
+    from star_kit.errors import StarKitError
+    from star_kit.models import check_model_folder
+
+    (tmp_path / "config.json").write_text("{}")
+    for name in files:
+        (tmp_path / name).write_text("")
+    if missing is None:
+        check_model_folder(str(tmp_path), "sampler 'hf'")
+    else:
+        with pytest.raises(StarKitError, match=f"^sampler 'hf': model folder {tmp_path}: {missing} "):
+            check_model_folder(str(tmp_path), "sampler 'hf'")
+    check_model_folder("HuggingFaceTB/SmolLM2-135M", "sampler 'hf'")  # a hub id: the loader's to find

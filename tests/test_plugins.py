@@ -173,8 +173,8 @@ def test_a_plugin_given_as_a_file_or_outside_pythons_path_says_how_to_name_it(mo
     (tmp_path / "mine" / "plugin.py").write_text("X = 1\n")
     (tmp_path / "local_plugin_xyz.py").write_text("X = 1\n")
     assert main(["plugins", "--plugin", "mine/plugin.py"]) == 2
-    assert ("(--plugin takes a module name, not a file: e.g. PYTHONPATH=mine star-kit ... --plugin plugin; here "
-            "'mine.plugin' is not a module)") in capsys.readouterr().err
+    assert "(--plugin takes a module name, not a file: e.g. PYTHONPATH=mine star-kit ... --plugin plugin)" in \
+        capsys.readouterr().err
     monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", ".", str(tmp_path))])
     assert main(["plugins", "--plugin", "local_plugin_xyz"]) == 2
     assert ("(it is in the current folder, which is not on Python's path: PYTHONPATH=. star-kit ... --plugin "

@@ -77,6 +77,27 @@ def test_a_stale_lock_file_is_taken_over(tmp_path, fake_model):
     assert not (run / ".lock").exists()
 
 
+def test_busy_reads_a_lock_without_taking_or_writing_it(tmp_path):
+    """bench --run and --print-config ask whether a live run holds a directory: a stale lock file (its process
+    gone) is not busy, a live holder is named, and nothing is created or changed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    assert RunLock.busy(run) is None and not (run / ".lock").exists()
+    stale = json.dumps({"pid": 999999, "host": "elsewhere", "since": "yesterday"})
+    (run / ".lock").write_text(stale)
+    assert RunLock.busy(run) is None and (run / ".lock").read_text() == stale
+    holder = _hold_lock(run)
+    try:
+        assert RunLock.busy(run).startswith(f"pid {holder.pid} on {socket.gethostname()}, since ")
+        assert main(["run", "--out", str(run), "--print-config"]) == 2  # as the run would refuse it
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    (run / ".lock").unlink(missing_ok=True)
+    os.mkfifo(run / ".lock")  # not a regular file: not opened for reading (it would block), not busy
+    assert RunLock.busy(run) is None
+
+
 def test_the_lock_is_held_while_the_run_works(tmp_path, fake_model, monkeypatch):
     """While a run samples, evaluates or trains, a second taker of its directory is refused."""
     import test_security
@@ -100,9 +121,9 @@ def test_out_naming_a_file_is_one_line(tmp_path, fake_model, capsys):
     out = tmp_path / "a-file"
     out.write_text("not a directory")
     assert _run(out, fake_model) == 2
-    assert f"--out {out} is a file, not a directory" in _one_line(capsys)
+    assert f"--out {out}: a file, not a folder" in _one_line(capsys)
     assert _run(out / "below", fake_model) == 2  # a file where a parent folder should be
-    assert f"cannot create run directory {out / 'below'}: Not a directory" in _one_line(capsys)
+    assert f"--out {out / 'below'}: {out} is a file, not a folder" in _one_line(capsys)
 
 
 def test_a_fresh_run_refuses_a_directory_that_holds_files_but_no_run(tmp_path, fake_model, capsys):

@@ -173,6 +173,12 @@ def test_bench_skips_bad_rows_when_asked(bad_data, tiny_model, tmp_path, capsys)
     assert f"--out {tmp_path / 'a-file'}: a file, not a folder" in capsys.readouterr().err
     assert main([*bench, "--skip-bad-rows", "--out", str(tmp_path / "a-file" / "sub")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    import star_kit
+
+    rows = star_kit.bench(tiny_model, "gsm8k", data_dir=str(root), skip_bad_rows=True, progress=False)  # the API
+    assert [r["task"] for r in rows] == ["gsm8k"]
+    with pytest.raises(star_kit.errors.StarKitError, match="skip_bad_rows must be a bool, got 'yes'"):
+        star_kit.bench(tiny_model, "gsm8k", data_dir=str(root), skip_bad_rows="yes")
 
 
 def test_print_config_refuses_what_the_run_refuses_before_a_model_loads(bad_data, tmp_path, capsys):

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import StarKitError
+from ..errors import StarKitError, shown_value
 from ..records import PHASES, PROMPT_NAMES, IterationResult, Sample
 from ..store import RunStore, read_json, read_jsonl
 
@@ -47,7 +47,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         if isinstance(r.get("iteration"), int) and not isinstance(r.get("iteration"), bool):
             rows.append(r)
         else:
-            warn(f"a row whose iteration is {_shown(r.get('iteration'))}, not an integer, is left out")
+            warn(f"a row whose iteration is {shown_value(r.get('iteration'))}, not an integer, is left out")
     metrics = sorted((IterationResult.from_row(r, warn).to_dict() for r in rows), key=lambda r: r["iteration"])
     recorded = {r["iteration"] for r in metrics}
     for r in metrics:  # a row written before ``eval_prompt`` was recorded: eval.json's ``prompt``, when it has one
@@ -206,12 +206,6 @@ def _rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return read_jsonl(path, skip_bad=True)  # the report shows what it can read of a damaged run
-
-
-def _shown(value: Any) -> str:
-    """A value from an edited file, shown short (repr, at most 40 characters)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _text(value: Any) -> str:
