@@ -382,6 +382,7 @@ class StarRun:
     lock: RunLock | None = field(default=None, init=False)  # held from prepare() to the end of run()
     created_root: bool = field(default=False, init=False)  # prepare() made the run directory (removed if left empty)
     option_defaults: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)  # with_option_defaults's
+    reads_data: bool = field(default=False, init=False)  # the task reads a data folder (build_task says)
 
     def __post_init__(self) -> None:
         self.store = RunStore(Path(self.config.out))
