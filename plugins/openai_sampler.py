@@ -63,7 +63,7 @@ _PLACEHOLDER = re.compile(r"\{(model|served_model)\}")  # in reload_command and 
 
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MODELS_TIMEOUT = 30.0  # seconds for GET /models: a listing, answered at once by a live server
-OUTPUT_KEPT = 8192  # bytes of a reload_command's latest output kept in memory, for its error message
+OUTPUT_KEPT = 8192  # bytes of the serve_command server's latest output kept in memory, for its error messages
 
 
 class OpenAISampler:

@@ -97,8 +97,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--eval-prompt", choices=("trained", *PROMPT_NAMES),
                    help="star-kit tasks: trained = as `star-kit run` evaluates (the base model few-shot, a run's "
                         "M(n) as that run evaluated it on the run's task and few-shot on others, also when its "
-                        "iter_NN/checkpoint is given as --model; the default), fewshot = every model with the task's few-shot prompt, question = every model "
-                        "with the question alone (as `star-kit run` fine-tunes)")
+                        "iter_NN/checkpoint is given as --model; the default), fewshot = every model with the "
+                        "task's few-shot prompt, question = every model with the question alone (as `star-kit run` "
+                        "fine-tunes)")
     p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                    help="load a plugin without installing it (repeatable)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -353,7 +354,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     from .models import resolve_model
     from .progress import Phases
     from .data import rows_count
-    from .store import check_folder_writable, check_writable, write_json
+    from .store import RunLock, check_folder_writable, check_writable, write_json
 
     targets = [Target(m, m) for m in args.models]
     run_config: dict[str, Any] = {}
@@ -366,8 +367,6 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         run_config, run_models = run_targets(
             Path(args.run), note=lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", highlight=False))
-        from .store import RunLock
-
         going = RunLock.busy(Path(args.run))
         if going:
             err_console.print("[yellow]note:[/] " + escape(

@@ -448,8 +448,8 @@ def redact_text(text: str) -> str:
     """``text`` with the credentials written inside it redacted: a URL's user:password (:func:`_without_userinfo`)
     and the value of each credential-named ``NAME=VALUE`` or ``NAME: VALUE`` ('?api_key=sk-1', 'X-Api-Key: sk-1',
     'Authorization: Bearer sk-1', scheme included), flag (``--api-key sk-1``, ``--hf-token=hf_1``) or quoted key
-    (``{'api_key': ['sk-1', 'sk-2']}``). Nothing else: a value's ordinary words ('a basic sum') are kept, since a resumed
-    run reads its options back from config.yaml. Linear in the text."""
+    (``{'api_key': ['sk-1', 'sk-2']}``). Nothing else: a value's ordinary words ('a basic sum') are kept, since a
+    resumed run reads its options back from config.yaml. Linear in the text."""
     if "@" in text:
         text = _without_userinfo(text)
     if "=" in text or ":" in text or "-" in text:

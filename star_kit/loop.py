@@ -724,9 +724,9 @@ class StarRun:
         for key, flag in RESERVED_OPTIONS.items():
             if core[key] and not registry.accepts("tasks", config.task, key):
                 self.log(f"warning: {flag} is not used: task {config.task!r} reads no data files")
-        self.reads_data = registry.accepts("tasks", config.task, "data_dir") and \
-            getattr(created, "uses_data_dir", hasattr(created, "local_files"))
-        if config.data_dir and registry.accepts("tasks", config.task, "data_dir") and not self.reads_data:
+        offered = registry.accepts("tasks", config.task, "data_dir")
+        self.reads_data = offered and getattr(created, "uses_data_dir", hasattr(created, "local_files"))
+        if config.data_dir and offered and not self.reads_data:
             self.log(f"warning: --data-dir {config.data_dir} is not used: task {config.task!r} makes its own "
                      f"questions")
         self.task = registry.guarded("tasks", config.task, created)

@@ -659,8 +659,6 @@ def checked_completions(where: str, n_prompts: int, params: Any, result: Any) ->
     return out
 
 
-
-
 def _round_trips(value: Any) -> bool:
     """Whether config.yaml writes ``value`` and reads back the same value of the same type: None, a bool, int,
     finite float, a string (one that reads as a number is written quoted), or a list of those; exact types (an
