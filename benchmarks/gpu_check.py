@@ -6,8 +6,8 @@ Steps, each in its own process, in this order (most important first), each given
 
 1. ``env``        torch, CUDA device, transformers/TRL/lm-eval versions, the bf16/fp32 matmul peak of the GPU.
 2. ``agreement``  the ``hf`` sampler on the same 128 arithmetic prompts, greedy: ``generate`` in float32 and
-                  bfloat16, with the static (compiled) KV cache against without it, and (on a CPU only, where it
-                  runs) star-kit's ``prefix`` engine against ``generate``: identical texts, accuracy, seconds.
+                  bfloat16, with the static (compiled) KV cache against without it, and star-kit's ``prefix``
+                  engine against ``generate``: identical texts, accuracy, seconds.
 3. ``throughput`` useful tokens/s on ``--n`` prompts (``benchmarks/backend_throughput.py``): the default,
                   ``generate`` + static cache, and the naive fp32 loop; fraction of the bf16 peak.
 4. ``default_job`` ``star-kit run`` with every default (``benchmarks/default_job.py``), then with
@@ -140,16 +140,12 @@ def step_agreement(model_name: str, n: int) -> dict:
         return round(sum(task.is_correct(extract(c), e.answer) for c, e in zip(out, examples)) / len(out), 4)
 
     result: dict = {"prompts": n}
-    import torch
-
     runs = {
         "generate_fp32": dict(engine="generate", dtype="float32", static_cache=False),
         "generate_bf16": dict(engine="generate", dtype="bfloat16", static_cache=False),
         "generate_static_bf16": dict(engine="generate", dtype="bfloat16", static_cache=True),
     }
-    if not torch.cuda.is_available():  # the prefix engine runs on CPU only
-        runs.update(prefix_fp32=dict(engine="prefix", dtype="float32"), prefix_bf16=dict(engine="prefix",
-                                                                                          dtype="bfloat16"))
+    runs.update(prefix_fp32=dict(engine="prefix", dtype="float32"), prefix_bf16=dict(engine="prefix", dtype="bfloat16"))
     got = {}
     for name, options in runs.items():
         try:

@@ -23,15 +23,16 @@ class HFSampler:
     ``device`` (auto | cpu | cuda[:N]), ``engine`` (auto | prefix | generate: ``prefix`` is star-kit's decoding
     engine for Llama-family models (``hf_engine``: the few-shot prefix's KV cache computed once and shared by every
     row, a static per-row cache, continuous batching); ``generate`` is transformers' ``model.generate``; auto =
-    ``prefix`` on CPU where the architecture is supported, else ``generate``), ``batch_size`` (sequences decoded at
-    once; auto = 256 on a GPU, 32 with generate on CPU, and with the prefix engine as many as a 1 GiB cache holds
-    (16 to 256); whatever it is, an out-of-memory error halves it and the smaller size is kept for later calls),
+    ``prefix`` where the architecture is supported, else ``generate``; measured on the STaR workload, 2 CPU cores:
+    3.7x generate's tokens/s, an H200: 3.8x, ``docs/results/sampling_speed.md``), ``batch_size`` (sequences decoded
+    at once; auto = with the prefix engine as many as a 1 GiB cache holds on CPU (16 to 256) or a 4 GiB one on a
+    GPU (16 to 1024), with generate 32 on CPU and 256 on a GPU; whatever it is, an out-of-memory error halves it
+    and the smaller size is kept for later calls),
     ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true), ``static_cache`` (auto |
     true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; it replaces the
     prefix cache; auto = off: on an H200 it made ``generate`` slower on the STaR workload, 1,967 vs 3,732
     tokens/s on 512 arithmetic prompts after a 50 s compile, and the default job 148 s vs 88 s,
-    ``benchmarks/gpu_check.py``). The prefix engine runs on CPU only (its attention is torch's CPU kernel);
-    on a GPU ``engine=prefix`` is refused and auto is ``generate``."""
+    ``benchmarks/gpu_check.py``)."""
 
     _leading_tokens: list[int] = []  # set by load(): see leading_special_tokens
     # where and how the decoding runs, not what it decodes: a resumed run may change them (dtype counts)
@@ -77,9 +78,6 @@ class HFSampler:
             self.batch_size = 0
         if self.batch_size < 1:
             raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}", 2)
-        if engine == "prefix" and self.device.type != "cpu":
-            raise StarKitError(f"sampler 'hf': engine=prefix runs on CPU only, not on {device!r} (use "
-                               f"engine=generate, the default there)", 2)
         if static_cache == "auto":  # measured slower on a GPU (see above); nothing is compiled on CPU
             static_cache = False
         if not isinstance(static_cache, bool):
@@ -120,8 +118,7 @@ class HFSampler:
         """The prefix engine for this model, or None (``model.generate``)."""
         from star_kit_plugins.hf_engine import DecodeEngine, unsupported_reason
 
-        if self.engine_option == "generate" or (self.engine_option == "auto" and
-                                                (self.device.type != "cpu" or self.static_cache)):
+        if self.engine_option == "generate" or (self.engine_option == "auto" and self.static_cache):
             return None
         reason = unsupported_reason(net)
         if reason is not None:

@@ -112,6 +112,19 @@ def test_gpu_check_quick_runs_its_steps_and_keeps_each_result(tiny_model, tmp_pa
     assert all(r["result"]["tokens_per_s"] > 0 for r in rows[2:])
 
 
+def test_gpu_sampler_quick_compares_the_two_engines(tiny_model, tmp_path):
+    # On CPU: the plumbing, and the prefix engine's greedy float32 texts equal generate's (on a GPU, the same check
+    # covers its CUDA attention).
+    data = _last_json([sys.executable, "benchmarks/gpu_sampler.py", "--quick", "--model", tiny_model,
+                       "--out", str(tmp_path / "r.json")])
+    assert json.loads((tmp_path / "r.json").read_text()) == data
+    assert data["agreement"]["float32"]["identical"] == "4/4"
+    rows = data["throughput"]
+    assert set(rows) == {"generate", "prefix_auto", "prefix_4"} and rows["prefix_4"]["slots"] == 4
+    assert all(r["tokens_per_s"] > 0 and 0 < r["fraction_of_bf16_peak"] < 1 for r in rows.values())
+    assert rows["generate"]["vs_generate"] == 1.0
+
+
 def test_seed_sweep_runs_every_variant_and_seed(tiny_model, tmp_path):
     common = f"--model {tiny_model} --iterations 1 --train-size 4 --eval-size 2 --base-steps 1 --patience 0"
     data = _last_json([sys.executable, "benchmarks/seed_sweep.py", "--seeds", "0,1", "--jobs", "2",
