@@ -171,7 +171,8 @@ def _cuda():
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("model_type,config", [("llama", dict(tie_word_embeddings=False)),
-                                               ("qwen2", dict(head_dim=12))], ids=["llama-gqa-untied", "qwen2-bias-headdim"])
+                                               ("qwen2", dict(head_dim=12))],
+                         ids=["llama-gqa-untied", "qwen2-bias-headdim"])
 def test_prefix_engine_on_cuda_matches_generate(tmp_path, tokenizer, prompts_and_params, model_type, config, dtype):
     """On a GPU the prefix attention is torch's memory-efficient CUDA kernel (its log-sum-exp padded), or matmuls
     where it has no kernel for the shapes (on an H200, torch 2.11: bfloat16 with a head_dim of 8 or 12). Greedy
