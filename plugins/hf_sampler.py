@@ -246,6 +246,8 @@ class HFSampler:
                 print(f"sampler 'hf': out of memory; batch size halved to {self.batch_size}", file=sys.stderr)
                 left[:] = [params.n] * len(rows)
                 gc.collect()
+        if self.device.type == "cuda":  # the rows' caches (up to 8 GiB) go back to the device, not to torch's
+            self.torch.cuda.empty_cache()  # pool: a trainer in another process (accelerate) may need them
         texts = [cut_at_stop(tok.decode(t, skip_special_tokens=True), params.stop) for t in new]
         return [texts[k * params.n : (k + 1) * params.n] for k in range(len(rows))]
 
