@@ -24,10 +24,10 @@ class HFSampler:
     engine for Llama-family models (``hf_engine``: the few-shot prefix's KV cache computed once and shared by every
     row, a static per-row cache, continuous batching); ``generate`` is transformers' ``model.generate``; auto =
     ``prefix`` where the architecture is supported, else ``generate``; measured on the STaR workload, 2 CPU cores:
-    3.7x generate's tokens/s, an H200: 3.8x, ``docs/results/sampling_speed.md``), ``batch_size`` (sequences decoded
-    at once; auto = with the prefix engine as many as a 1 GiB cache holds on CPU (16 to 256) or a 4 GiB one on a
-    GPU (16 to 1024), with generate 32 on CPU and 256 on a GPU; whatever it is, an out-of-memory error halves it
-    and the smaller size is kept for later calls),
+    3.7x generate's tokens/s, an H200: 3.8-5.9x, ``docs/results/sampling_speed.md``), ``batch_size`` (sequences
+    decoded at once; auto = with the prefix engine as many as a 1 GiB cache holds on CPU (16 to 256), or a cache of
+    a quarter of the GPU's free memory up to 8 GiB (16 to 2048); with generate 32 on CPU and 256 on a GPU; whatever
+    it is, an out-of-memory error halves it and the smaller size is kept for later calls),
     ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true), ``static_cache`` (auto |
     true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; it replaces the
     prefix cache; auto = off: on an H200 it made ``generate`` slower on the STaR workload, 1,967 vs 3,732
