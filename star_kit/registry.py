@@ -353,7 +353,31 @@ class Registry:
         except StarKitError:
             raise
         except Exception as exc:
-            raise PluginError(f"{self.where(kind, name)} failed: {one_line(exc, whole=True)}") from exc
+            raise PluginError(f"{self.where(kind, name)} failed: {one_line(exc, whole=True)}"
+                              f"{self.raised_at(kind, name, exc)}") from exc
+
+    def raised_at(self, kind: str, name: str, exc: BaseException) -> str:
+        """' (in SubtractTask.examples() at star_kit_subtract/plugin.py:57)': the deepest line of ``exc``'s
+        traceback in the code of the plugin that registered ``name`` (the top-level package or module its object
+        comes from, shown from there), or '' where the traceback never passes through it."""
+        entry = self.items[kind].get(name)
+        obj = entry.obj if entry is not None else None
+        module = getattr(obj, "__module__", None) or type(obj).__module__
+        path = getattr(sys.modules.get(str(module).split(".")[0]), "__file__", None)
+        if not path:
+            return ""
+        root = os.path.dirname(path) if os.path.basename(path) == "__init__.py" else path
+        found, tb = None, exc.__traceback__
+        while tb is not None:
+            file = tb.tb_frame.f_code.co_filename
+            if file == root or file.startswith(root + os.sep):
+                found = tb
+            tb = tb.tb_next
+        if found is None:
+            return ""
+        code = found.tb_frame.f_code
+        shown = os.path.relpath(code.co_filename, os.path.dirname(root))
+        return f" (in {getattr(code, 'co_qualname', code.co_name)}() at {shown}:{found.tb_lineno})"
 
     def provenance(self, kind: str, name: str) -> str:
         """'star-kit 0.1.0 (plugin 'hf')': the distribution (and its version) that provides ``name``, as eval.json
@@ -396,8 +420,9 @@ class Registry:
             try:
                 answer = _watched(self, "extractors", name, fn, text)
             except Exception as exc:
-                self._warn_once("extractors", name, f"raised {one_line(exc, whole=True)}; its outputs count as "
-                                                    f"no answer")
+                self._warn_once("extractors", name, f"raised {one_line(exc, whole=True)}"
+                                                    f"{self.raised_at('extractors', name, exc)}; its outputs count "
+                                                    f"as no answer")
                 return None
             if answer is not None and not isinstance(answer, str):
                 self._warn_once("extractors", name, f"returned {_shown(answer)} ({type(answer).__name__}), not a "
@@ -419,8 +444,9 @@ class Registry:
             try:
                 reason = _watched(self, "verifiers", name, fn, example, rationale)
             except Exception as exc:
-                self._warn_once("verifiers", name, f"raised {one_line(exc, whole=True)}; the rationales it raises "
-                                                   f"on count as rejected")
+                self._warn_once("verifiers", name, f"raised {one_line(exc, whole=True)}"
+                                                   f"{self.raised_at('verifiers', name, exc)}; the rationales it "
+                                                   f"raises on count as rejected")
                 return f"verifier {name!r} raised {one_line(exc, whole=True)}"
             if reason is None:
                 return None
@@ -428,6 +454,7 @@ class Registry:
                 self._warn_once("verifiers", name, f"returned {_shown(reason)} ({type(reason).__name__}), not None "
                                                    f"(accepted) or a string (the reason to reject); such results "
                                                    f"count as rejected")
+                return f"verifier {name!r} returned {_shown(reason)} ({type(reason).__name__}), not None or a reason"
             elif reason == "":
                 self._warn_once("verifiers", name, "returned '' (an empty reason), not None (accepted) or a "
                                                    "reason to reject; such results count as rejected")

@@ -3,6 +3,7 @@ start-up order (nothing written before everything is checked), the lm-eval confi
 loggers' fields, and one notion of "right" (Task.is_correct) from filtering to evaluation."""
 
 import dataclasses
+import inspect
 import json
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def test_a_task_that_raises_is_named_in_run_and_bench(test_plugin, tmp_path, bas
     assert _run(tmp_path, base_model, "--task", "raising-task") == 1
     err = capsys.readouterr().err.strip()
     assert "task 'raising-task' (plugin 'plugins_for_tests', distribution '(--plugin)') failed: KeyError" in err
+    # where in the plugin's code: its method, file and line (the plugin is a module here: shown by its file name)
+    import plugins_for_tests
+    line = inspect.getsourcelines(plugins_for_tests.RaisingTask.examples)[1] + 1
+    assert err.endswith(f"(in RaisingTask.examples() at plugins_for_tests.py:{line})")
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "config.yaml").exists()
     assert main(["bench", "--model", base_model, "--tasks", "raising-task", "--sampler", "scripted",

@@ -1,6 +1,7 @@
 """Plugin discovery: built-ins come through the same entry-point group a third party uses."""
 
 import importlib.metadata as md
+import inspect
 import json
 import types
 
@@ -147,8 +148,10 @@ def test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did(capsys
     assert registry.extractor("bad")("anything") is None and registry.extractor("bad")("again") is None
     assert registry.extractor("int")("anything") is None and registry.extractor("int")("again") is None
     err = capsys.readouterr().err.splitlines()
+    line = inspect.getsourcelines(register)[1] + 1  # the lambda's line in this file, where the plugin's code is
     assert err == ["warning: extractor 'bad' (plugin 'x', distribution 'd') raised ZeroDivisionError: division by "
-                   "zero; its outputs count as no answer",
+                   "zero (in test_extractor_wrapper_never_raises_and_says_once_what_the_plugin_did.<locals>.register."
+                   f"<locals>.<lambda>() at test_plugins.py:{line}); its outputs count as no answer",
                    "warning: extractor 'int' (plugin 'x', distribution 'd') returned 7 (int), not a string or "
                    "None; such outputs count as no answer"]
     assert registry.problems == [line.removeprefix("warning: ") for line in err]

@@ -1,5 +1,6 @@
 """Rationale verifiers: the fifth plugin kind. Safe arithmetic, the built-in verifiers, and the loop using them."""
 
+import inspect
 import json
 import random
 import types
@@ -155,9 +156,12 @@ def test_verifiers_are_listed_and_a_raising_one_is_a_rejection(test_plugin, caps
     safe = load_registry().verifier("raising")
     assert safe(Example("x", "q", "1"), "text") == "verifier 'raising' raised ValueError: verifier bug"
     assert safe(Example("y", "q", "1"), "text") == "verifier 'raising' raised ValueError: verifier bug"
-    [warning] = capsys.readouterr().err.splitlines()  # said once, naming the plugin
+    [warning] = capsys.readouterr().err.splitlines()  # said once, naming the plugin and the line that raised
+    import plugins_for_tests
+    line = inspect.getsourcelines(plugins_for_tests.raising_verifier)[1] + 1
     assert warning.startswith("warning: verifier 'raising' (plugin ") and warning.endswith(
-        "raised ValueError: verifier bug; the rationales it raises on count as rejected")
+        f"raised ValueError: verifier bug (in raising_verifier() at plugins_for_tests.py:{line}); the rationales it "
+        "raises on count as rejected")
 
 
 def test_a_verifier_returning_a_bool_is_said_once_and_counts_as_a_rejection(capsys):
@@ -167,7 +171,8 @@ def test_a_verifier_returning_a_bool_is_said_once_and_counts_as_a_rejection(caps
     registry.add_plugin(plugin, "boolish", "dist-b")
     registry.collect()
     safe = registry.verifier("boolish")
-    assert safe(Example("x", "q", "1"), "text") == "True" == safe(Example("y", "q", "1"), "text")
+    reason = "verifier 'boolish' returned True (bool), not None or a reason"  # what the record says, not "True"
+    assert safe(Example("x", "q", "1"), "text") == reason == safe(Example("y", "q", "1"), "text")
     [warning] = capsys.readouterr().err.splitlines()
     assert warning.startswith("warning: verifier 'boolish' (plugin 'boolish', distribution 'dist-b') returned True "
                               "(bool), not None (accepted) or a string")
