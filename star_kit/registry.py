@@ -8,6 +8,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import difflib
 import enum
 import importlib
 import importlib.metadata as md
@@ -742,6 +743,16 @@ def _selected(filter_value: str | None) -> set[str] | None:
     return {part.strip() for part in filter_value.split(",") if part.strip()}
 
 
+def _misspelt_groups(groups: Iterable[str]) -> list[str]:
+    """Entry-point groups that look like star-kit's but are not (``star-kit``, ``starkit``, ``star_kits``,
+    ``star_kit.plugins``, ...)."""
+    def bare(group: str) -> str:
+        return "".join(c for c in group.lower() if c.isalnum())
+
+    return sorted(g for g in groups if g != GROUP and (bare(g).startswith(bare(GROUP)) and len(bare(g)) <= 16
+                                                        or difflib.SequenceMatcher(None, g, GROUP).ratio() >= 0.8))
+
+
 def _dist_name(ep: md.EntryPoint) -> str:
     return ep.dist.name if ep.dist else "?"
 
@@ -751,8 +762,14 @@ def load_registry(extra_plugins: Iterable[str] = ()) -> Registry:
     registry = Registry()
     only = _selected(os.environ.get("STAR_KIT_LOAD_PLUGINS"))
     # star-kit's own plugins load first, so a third party can never silently take a built-in name.
-    eps = sorted(md.entry_points(group=GROUP),
+    installed = md.entry_points()
+    eps = sorted(installed.select(group=GROUP),
                  key=lambda e: (e.dist is None or e.dist.name != "star-kit", e.dist.name if e.dist else "", e.name))
+    for group in _misspelt_groups(installed.groups):  # a typo in the group's name would hide a plugin silently
+        names = sorted({f"{e.name} ({_dist_name(e)})" for e in installed.select(group=group)})
+        registry.problems.append(
+            f"entry point{'s' if len(names) > 1 else ''} {', '.join(names)} in group {group!r}, which star-kit does "
+            f"not read: plugins go in group {GROUP!r} ([project.entry-points.{GROUP}] in pyproject.toml)")
     if only is not None:  # a name in the filter that nothing installed has (a typo) would hide its plugin silently
         third_party = {n for e in eps if _dist_name(e) != BUILTIN_DISTRIBUTION for n in (e.name, _dist_name(e))}
         for name in sorted(only - third_party):

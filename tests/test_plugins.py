@@ -294,3 +294,17 @@ def test_a_plugin_exception_of_several_lines_is_one_warning_line(capsys):
     assert len(err) == 3 and all(line.startswith("warning: ") for line in err), err
     assert all("RuntimeError: first line; second line" in line for line in err)
     assert warnings == [err[2].removeprefix("warning: ")]
+
+
+def test_an_entry_point_group_misspelt_is_said(monkeypatch):
+    """`[project.entry-points.starkit]` instead of `star_kit`: pip installs it, nothing loads it; the registry says
+    so (a plugin that silently never appears costs its author the most time)."""
+    real = md.entry_points()
+    typo = md.EntryPoint("subtract", "star_kit_subtract.plugin", "starkit")
+    other = md.EntryPoint("x", "x:main", "console_scripts")
+    both = md.EntryPoints([*real.select(group="star_kit"), typo, other])
+    monkeypatch.setattr(md, "entry_points", lambda: both)
+    registry = load_registry()
+    assert "arithmetic" in registry.names("tasks")  # the real group still loads
+    assert registry.problems == ["entry point subtract (?) in group 'starkit', which star-kit does not read: plugins "
+                                 "go in group 'star_kit' ([project.entry-points.star_kit] in pyproject.toml)"]
