@@ -19,13 +19,14 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     as flags override a config file (``train_size=256``, ``task_options={"digits": "1-3"}``). ``resume``: a run
     directory to continue, as ``--resume DIR`` (its ``config.yaml`` first, then ``config``, then ``options``).
     ``progress=False`` hides the progress bars. The merge, the checks and their one-line errors are the
-    command's: bad input raises :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads."""
-    from .errors import StarKitError
+    command's: bad input raises :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads (a
+    keyword ``run`` does not take: :class:`star_kit.errors.ArgumentError`, also a ``TypeError``)."""
+    from .errors import ArgumentError, StarKitError
     from .runner import execute, merged_config
 
     reserved = sorted(set(options) & {"config", "resume", "progress", "command", "print_config"})
     if reserved:
-        raise TypeError(f"star_kit.run: {reserved[0]!r} is not a config key (config is the first argument, "
+        raise ArgumentError(f"star_kit.run: {reserved[0]!r} is not a config key (config is the first argument, "
                         f"passed by position)")
     args = argparse.Namespace(command="run", print_config=False, progress=progress,
                               resume=None if resume is None else os.fspath(resume))
@@ -37,7 +38,7 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     elif isinstance(config, dict):
         options = {**config, **options}
     elif config is not None:
-        raise TypeError(f"star_kit.run: config must be a path, a dict or a RunConfig, not {type(config).__name__}")
+        raise ArgumentError(f"star_kit.run: config must be a path, a dict or a RunConfig, not {type(config).__name__}")
     for key, value in options.items():
         if isinstance(value, os.PathLike):  # out=Path(...), data_dir=..., model=...
             value = os.fspath(value)
@@ -60,9 +61,10 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
     ``task_options`` (dicts), ``eval_samples``, ``eval_temperature``, ``eval_prompt``, ``plugins``,
     ``skip_bad_rows`` (a bool).
     ``progress=False`` hides the progress bars; the table is printed as the command prints it. Bad input raises
-    :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads."""
+    :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads (an option bench does not take:
+    :class:`star_kit.errors.ArgumentError`, also a ``TypeError``)."""
     from .benching import add_parser, run_bench
-    from .errors import StarKitError, did_you_mean
+    from .errors import ArgumentError, StarKitError, did_you_mean
 
     parser = argparse.ArgumentParser(prog="star_kit.bench")
     command = add_parser(parser.add_subparsers())
@@ -71,7 +73,7 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
     unknown = sorted(set(options) - set(actions))
     if unknown:
         close = did_you_mean(unknown[0], actions)
-        raise TypeError(f"star_kit.bench: {unknown[0]!r} is not an option of bench"
+        raise ArgumentError(f"star_kit.bench: {unknown[0]!r} is not an option of bench"
                         + (close or f"; options: {', '.join(sorted(actions))}"))
 
     def paths(value, what: str) -> list[str]:

@@ -328,7 +328,8 @@ def results_table(results: list[dict[str, Any]], targets: list[Target], tasks: l
                 maj_err = f" ± {100 * r['maj_stderr']:.1f}" if r.get("maj_stderr") is not None else ""
                 maj = f"\nmaj@{r['maj_k']} {100 * r['maj_accuracy']:.1f}{maj_err}%"
             prompt = {"question": " · question alone", "fewshot": " · few-shot"}.get(r.get("prompt"), "")
-            cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']}{prompt} · {r['seconds']:.0f} s")
+            missing = f" · no answer {r['no_answer']}" if r.get("no_answer") else ""
+            cells.append(f"{100 * r['accuracy']:.1f}{err}%{maj}\nn={r['n']}{missing}{prompt} · {r['seconds']:.0f} s")
         table.add_row(Text(t.label), *cells)
     return table
 

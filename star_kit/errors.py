@@ -45,6 +45,14 @@ class StarKitError(Exception):
             self.exit_code = exit_code
 
 
+class ArgumentError(StarKitError, TypeError):
+    """A wrong argument to :func:`star_kit.run` or :func:`star_kit.bench` (a keyword they do not take, a config of
+    another type): a StarKitError (``exit_code`` 2) like every other bad input, and a TypeError, as Python raises
+    for an unexpected keyword."""
+
+    exit_code = 2
+
+
 def did_you_mean(value: str, choices, n: int = 1, quote: bool = True) -> str:
     """' (did you mean 'x'?)' for the nearest of ``choices`` to a mistyped ``value``, else '': the same name in
     another case ('GSM8K' -> 'gsm8k'), then the names it begins (three letters at least: 'adamw' -> 'adamw_torch'),

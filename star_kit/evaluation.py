@@ -400,6 +400,7 @@ def evaluate(
     if ride_along is not None and ride_along.publish is not None:
         ride_along.publish()
     gold = {e.id: e.answer for e in examples}
+    questions = {e.id: e.question for e in examples}
     rows = []
     logged = [s for s in results["samples"][task_name] if s.get("filter", flt) == flt]  # the star_kit pipeline's
     for s in sorted(logged, key=lambda s: s["doc_id"]):
@@ -408,6 +409,7 @@ def evaluate(
         answer = gold.get(s["doc"]["id"], s["target"])
         rows.append({
             "example_id": s["doc"]["id"],
+            "question": questions.get(s["doc"]["id"], s["doc"].get("question")),  # readable without eval_docs
             "completion": s["resps"][0][0],
             "predicted": predicted,
             "gold": answer,
@@ -415,6 +417,8 @@ def evaluate(
         })
     accuracy, stderr = mean_and_stderr([r["correct"] for r in rows])
     no_answer = sum(1 for r in rows if r["predicted"] is None)
+    if registry is not None and len(rows) >= 8 and no_answer == len(rows):  # a broken extractor reads as 0% here
+        registry.note_no_answers(task.extractor, len(rows), out_dir / "eval_samples.jsonl")
     model = sampler.model  # a local folder by its absolute path (a relative --out is relative to where it ran)
     model = str(Path(model).resolve()) if isinstance(model, str) and Path(model).exists() else model
     dtype = getattr(sampler, "dtype", None)  # what moves a number besides the model: the weights' dtype, the options

@@ -434,6 +434,13 @@ class Registry:
         safe.__name__ = f"extractor_{name}"
         return safe
 
+    def note_no_answers(self, name: str, n: int, where: Any) -> None:
+        """A warning (once per extractor) that it found no answer in any of ``n`` completions, recorded in
+        ``where``: a bug in an extractor makes an accuracy of 0 that says nothing about the model."""
+        self._warn_once("extractors", name, f"found no answer in any of {n} completions (see {where}): if they "
+                                            f"hold answers, the extractor misses them and the accuracy of 0 says "
+                                            f"nothing about the model")
+
     def verifier(self, name: str) -> Callable[[Any, str], str | None]:
         """The named rationale verifier, wrapped so that it never raises (a raise is a rejection, with the
         exception as its reason; the first of each verifier is also a warning on stderr naming the plugin) and

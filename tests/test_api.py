@@ -51,6 +51,9 @@ def test_bad_input_raises_the_commands_one_line_error_before_any_model_loads(tmp
         star_kit.run(task_options="digits=1-2", out=tmp_path / "d")
     with pytest.raises(TypeError, match="'config' is not a config key"):
         star_kit.run(config=RunConfig(), out=tmp_path / "e")
+    with pytest.raises(StarKitError, match="'print_config' is not a config key") as info:  # both kinds of error
+        star_kit.run(print_config=True, out=tmp_path / "e")
+    assert isinstance(info.value, TypeError) and info.value.exit_code == 2
     with pytest.raises(StarKitError, match="unknown task 'nope'"):  # a Path is taken where a path is meant
         star_kit.run(task="nope", out=tmp_path / "f", data_dir=tmp_path)
     assert not any((tmp_path / d).exists() for d in "abcdef")  # nothing was started
@@ -81,6 +84,8 @@ def test_bench_from_python_returns_the_rows_the_command_writes(tiny_model, tmp_p
 
 def test_bench_from_python_bad_input_is_the_commands_error(tiny_model, tmp_path):
     with pytest.raises(TypeError, match="'limt' is not an option of bench \\(did you mean 'limit'\\?\\)"):
+        star_kit.bench(tiny_model, "arithmetic", limt=2)
+    with pytest.raises(StarKitError, match="'limt' is not an option of bench"):  # an ArgumentError is both
         star_kit.bench(tiny_model, "arithmetic", limt=2)
     with pytest.raises(StarKitError, match="bench: pass --tasks"):
         star_kit.bench(tiny_model)
