@@ -91,10 +91,32 @@ class Registry:
             self.pm.register(plugin, name=name)
         except Exception as exc:  # pluggy validation errors (bad hook signatures): its lines, as one
             self.problems.append(f"plugin {name!r} from distribution {distribution!r} is invalid: "
-                                 f"{one_line(exc, whole=True, typed=False)}")
+                                 f"{self._bad_arguments(plugin) or one_line(exc, whole=True, typed=False)}")
             return
         self._dist[name] = distribution
         self.problems.extend(self._unknown_hooks(plugin, name, distribution))
+
+    def _bad_arguments(self, plugin: object) -> str | None:
+        """Why pluggy refuses ``plugin``, where it is the usual reason (a hook function with an argument its
+        hookspec does not pass, e.g. ``results`` for ``result``): said with the arguments it does pass."""
+        for attr in dir(plugin):
+            try:
+                if self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                    continue
+                spec = getattr(getattr(self.pm.hook, attr, None), "spec", None)
+                params = inspect.signature(getattr(plugin, attr)).parameters.values()
+            except Exception:  # an attribute that cannot be read or has no signature: pluggy's own words
+                continue
+            if spec is None:
+                continue
+            required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
+                                                                                        p.POSITIONAL_OR_KEYWORD)]
+            extra = [a for a in required if a not in spec.argnames]
+            if extra:
+                return (f"hook {attr}() takes {', '.join(map(repr, extra))}, which its hookspec does not pass"
+                        f"{did_you_mean(extra[0], spec.argnames)}; it passes {', '.join(spec.argnames)} (a hook may "
+                        f"take any of them, by name)")
+        return None
 
     def _unknown_hooks(self, plugin: object, name: str, distribution: str) -> list[str]:
         """What pluggy's ``check_pending()`` finds (a ``@hookimpl`` that matches no hookspec, e.g. a misspelt
