@@ -55,18 +55,28 @@ def raising_extractor(text):
     raise ValueError("extractor bug")
 
 
+class NeverAnsweringTask(ArithmeticTask):
+    """Arithmetic whose extractor finds no answer in any text (a plugin bug that reads as 0%)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.extractor = "never"
+
+
 @star_kit.hookimpl
 def register_tasks(register):
     register("lenient-arithmetic", LenientArithmetic)
     register("raising-task", RaisingTask)
     register("no-task-key", NoTaskKeyTask)
     register("raising-extractor-task", RaisingExtractorTask)
+    register("never-answering-task", NeverAnsweringTask)
 
 
 @star_kit.hookimpl
 def register_extractors(register):
     register("first-word", first_word)
     register("raising-extractor", raising_extractor)
+    register("never", lambda text: None)
 
 
 def even_examples(example, rationale):

@@ -138,6 +138,17 @@ def test_a_raising_extractor_warns_once_and_no_answer_is_recorded(test_plugin, t
     assert history[1].no_answer == 4
 
 
+def test_an_extractor_that_never_finds_an_answer_is_said_once(test_plugin, tmp_path, base_model, capsys):
+    """No answer in any of 8 or more completions: a warning naming the extractor and the file, once; the accuracy
+    of 0 stands (the completions may truly hold none)."""
+    star, history, _, _ = scripted_run(test_plugin, tmp_path, base_model, task="never-answering-task",
+                                       iterations=1, train_size=4, eval_size=8)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "'never'" in line]
+    assert len(warnings) == 1 and "found no answer in any of 8 completions (see " in warnings[0]
+    assert "iter_00" in warnings[0] and "eval_samples.jsonl" in warnings[0]
+    assert history[0].accuracy == 0 and history[0].eval_no_answer == 8
+
+
 # 6. everything that can fail is checked before config.yaml is written and before a model loads --------------------
 @pytest.mark.parametrize("flags,message", [
     (["--trainer-opt", "nope=1"], "trainer 'recording' (plugin 'plugins_for_tests', distribution '(--plugin)') "
