@@ -174,10 +174,26 @@ class FewShotTask:
         self.lm_eval_config["generation_kwargs"] = {**gen, "until": list(self.stop),
                                                     "max_gen_toks": self.max_new_tokens}
         self.extractor: str = self._extractor_from_yaml()
+        self._check_class_settings()
         self._fewshot = load_exemplars(self.fewshot_file)
         self.rationales = bool(rationales)
         if not self.rationales:
             self._fewshot = [Exemplar(ex.question, "", ex.answer) for ex in self._fewshot]
+
+    def _check_class_settings(self) -> None:
+        """A subclass that sets ``stop``, ``max_new_tokens`` or ``extractor`` as a class attribute, to another value
+        than its lm-eval YAML: refused in one line (the YAML's would silently win, in sampling and evaluation)."""
+        yaml_keys = {"stop": "generation_kwargs.until", "max_new_tokens": "generation_kwargs.max_gen_toks",
+                     "extractor": "the star_kit_extract filter's extractor"}
+        for attr, where in yaml_keys.items():
+            declared = getattr(type(self), attr, None)
+            value = getattr(self, attr)
+            if declared is None or isinstance(declared, property):
+                continue
+            if (tuple(declared) if attr == "stop" and isinstance(declared, (list, tuple)) else declared) != value:
+                raise StarKitError(f"task class {type(self).__name__}: {attr} = {declared!r}, but its lm-eval YAML "
+                                   f"{self.lm_eval_yaml} has {where} {list(value) if attr == 'stop' else value!r}, "
+                                   f"which FewShotTask uses: set it in the YAML (and drop the class attribute)", 2)
 
     def _extractor_from_yaml(self) -> str:
         found = extract_filter(self.lm_eval_config)

@@ -631,3 +631,22 @@ def test_bench_reads_a_run_config_through_runconfig(tmp_path, capsys):
     assert main(["bench", "--run", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "config.yaml: key 'seed' is 'two' (a string); expected an integer" in err and len(err.splitlines()) == 1
+
+
+def test_a_task_class_attribute_the_yaml_overrides_is_refused_in_one_line():
+    """`max_new_tokens = 64` on a FewShotTask subclass whose YAML says 161: the YAML's would silently win."""
+    from star_kit.errors import StarKitError
+    from star_kit_plugins.arithmetic import ArithmeticTask
+
+    class Short(ArithmeticTask):
+        max_new_tokens = 64
+
+    with pytest.raises(StarKitError, match=r"^task class Short: max_new_tokens = 64, but its lm-eval YAML .*"
+                                           r"arithmetic.yaml has generation_kwargs.max_gen_toks \d+, which "
+                                           r"FewShotTask uses: set it in the YAML \(and drop the class attribute\)$"):
+        Short()
+
+    class Same(ArithmeticTask):  # the YAML's own value: nothing to say
+        extractor = "arithmetic"
+
+    assert Same().extractor == "arithmetic"
