@@ -200,7 +200,8 @@ def main() -> None:
         if "throughput" in steps:
             cmd = [py, str(HERE / "backend_throughput.py"), "--sampler", sampler, "--model", args.model, "--n", n]
             # 90 s each on the GPU; --quick runs on a CPU, maybe a busy one, where a process start alone takes 10 s
-            r.sub("throughput", name, cmd + [a for o in options for a in ("--sampler-opt", o)], 240 if args.quick else 90)
+            limit = 240 if args.quick else 90
+            r.sub("throughput", name, cmd + [a for o in options for a in ("--sampler-opt", o)], limit)
     job = ["--model", args.model] + (["--train-size", "8", "--eval-size", "4", "--iterations", "1",
                                      "--base-steps", "1"] if args.quick else [])
     if "default_job" in steps:
