@@ -14,6 +14,8 @@ Made for a CUDA GPU (it runs on CPU too, slowly: the test suite runs it with ``-
    (tokens/s x FLOPs per token / peak, FLOPs per token = 2 x parameters + attention over the mean context).
 
 Each step's result is printed as it finishes; the last line is one JSON object (also written to ``--out``).
+Every contender holds its own copy of the model at once (one per slot count, plus ``generate``): fine for a small
+model; for a large one time fewer ``--slots``.
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ with the projections). Anything else (sliding windows, q/k norms, soft-capping, 
 
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 ARCHITECTURES = ("llama", "mistral", "qwen2")
+DEVICES = ("cpu", "cuda")  # where the engine's attention kernels are
 
 
 def unsupported_reason(model) -> str | None:
@@ -72,7 +74,7 @@ class DecodeEngine:
     ``slots``: rows decoded at once; None = as many as a per-row cache of ``cache_bytes`` in all holds for the
     call's longest row, between 16 and ``max_slots`` (on CPU 1 GiB and 256: arithmetic on SmolLM2 gets 256 slots;
     measured on 2 cores, 256 prompts: 645 tokens/s at 256 slots, 609 at 128, 521 at 64; on a GPU, where a step's
-    time is launches more than arithmetic, a quarter of its free memory up to 8 GiB, and 2048: on an H200, 2048
+    time is launches more than arithmetic, an eighth of its free memory up to 8 GiB, and 2048: on an H200, 2048
     arithmetic prompts, 24.1k tokens/s at 2048 slots, 19.6k at 1024; 1024 prompts, 15.9k at 1024, 9.3k at 512,
     8.2k at 256)."""
 
@@ -95,9 +97,12 @@ class DecodeEngine:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.slots = slots
+        if self.device.type not in DEVICES:
+            raise ValueError(f"the prefix engine runs on {' or '.join(DEVICES)}, not {self.device.type}")
         cpu = self.device.type == "cpu"
-        if cache_bytes is None and not cpu:  # a quarter of the GPU's free memory, up to 8 GiB
-            cache_bytes = min(8 << 30, torch.cuda.mem_get_info(self.device)[0] // 4)
+        # an eighth of the GPU's free memory, up to 8 GiB: the cache is grown by copying (old and new at once)
+        if cache_bytes is None and not cpu:
+            cache_bytes = min(8 << 30, torch.cuda.mem_get_info(self.device)[0] // 8)
         self.cache_bytes = cache_bytes or 1 << 30
         self.max_slots = max_slots or (256 if cpu else 2048)
         self.last_slots = 0  # the slots the last call used
@@ -107,15 +112,13 @@ class DecodeEngine:
         with torch.no_grad():
             self.fused = [(_fuse([l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj]),
                            _fuse([l.mlp.gate_proj, l.mlp.up_proj])) for l in self.layers]
-        # the attention kernel behind torch's scaled_dot_product_attention, which also returns each query's
-        # log-sum-exp: the decode step attends to the prefix and to the row's own keys separately, then merges.
-        # On CPU torch's flash kernel; on CUDA its memory-efficient kernel (any dtype; its log-sum-exp is padded).
-        if self.device.type == "cpu":
-            self.flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-        else:
-            self.flash = self._efficient_attention
+        # how the decode step attends to the shared prefix (:meth:`_prefix_attention`): a kernel behind torch's
+        # scaled_dot_product_attention that also returns each query's log-sum-exp (the step attends to the prefix
+        # and to the row's own keys separately, then merges): on CPU its flash kernel, on CUDA its
+        # memory-efficient kernel; "math" where that has no kernel for the shapes
+        self.prefix_kernel = "cpu" if cpu else "efficient"
         # prefill passes of about this many padded suffix tokens: on CPU the attention's float32 scores stay
-        # cache-sized; a GPU takes larger passes (fewer launches)
+        # cache-sized; a GPU takes larger passes (fewer launches), bounded by their scores' size (_prefill)
         self.prefill_tokens = 1024 if cpu else 16384
 
     # -- the model, layer by layer ---------------------------------------------------------------------------
@@ -187,7 +190,7 @@ class DecodeEngine:
         keys[:, rows, lengths] = rot[heads:]
         values[:, rows, lengths] = qkv[:, (heads + kv) * d :].view(b, kv, d).transpose(0, 1)
         # softmax over [prefix | own keys] in two parts, merged by their log-sum-exps: the prefix's keys are
-        # shared by every row (one [kv, g·B, P] product, torch's fused CPU attention kernel), the row's own are
+        # shared by every row (one [kv, g·B, P] product, torch's fused attention kernel), the row's own are
         # per row (~50 positions each: batched matmuls and a float32 softmax; 3x faster than that kernel on a CPU
         # without AMX, where its per-(row, head) blocks dominate; docs/results/sampling_speed.md)
         out, lse = self._own_attention(q.permute(0, 2, 1, 3), keys, values, mask)  # [kv, B, g, d], [kv, B, g]
@@ -196,7 +199,7 @@ class DecodeEngine:
         if prefix_kv is None:
             attn.copy_(out)
         else:
-            shared, shared_lse = self.flash(q.view(1, kv, g * b, d), *prefix_kv, scale=self.scaling)
+            shared, shared_lse = self._prefix_attention(q.view(1, kv, g * b, d), *prefix_kv, self.scaling)
             # the prefix's share of the softmax, from float32 log-sum-exps; lerp takes it in the model's dtype
             weight = torch.sigmoid(shared_lse.view(kv, g, b).permute(2, 0, 1) - lse)[..., None].to(out.dtype)
             torch.lerp(out, shared.view(kv, g, b, d).permute(2, 0, 1, 3), weight, out=attn)
@@ -209,19 +212,26 @@ class DecodeEngine:
         x += F.linear(act, down.weight, down.bias)
         return x
 
-    def _efficient_attention(self, q, k, v, scale):
-        """(output, log-sum-exp [.., L]) of torch's memory-efficient attention kernel (CUDA). Where it has no
-        kernel for the shapes (seen in bfloat16 with a head_dim of 8 or 12), this and later calls use
-        :meth:`_math_attention`."""
+    def _prefix_attention(self, q, k, v, scale):
+        """(output [1, kv, L, d], log-sum-exp [1, kv, L]) of q [1, kv, L, d] over the prefix's k, v [1, kv, P, d]:
+        torch's fused kernel for the device (:attr:`prefix_kernel`). Where CUDA's has no kernel for the shapes
+        (seen on an H200 in bfloat16 with a head_dim of 8 or 12: "cutlassF: no kernel found to launch!"), this and
+        later calls use :meth:`_math_attention`, said once on stderr."""
         torch = self.torch
-        try:
-            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=scale)[:2]
-        except torch.OutOfMemoryError:
-            raise
-        except RuntimeError:  # "cutlassF: no kernel found to launch!"
-            self.flash = self._math_attention
-            return self._math_attention(q, k, v, scale)
-        return out, lse[..., : q.shape[2]]
+        if self.prefix_kernel == "cpu":
+            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+        if self.prefix_kernel == "efficient":
+            try:
+                out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True,
+                                                                                  scale=scale)[:2]
+                return out, lse[..., : q.shape[2]]  # its log-sum-exp is padded to a multiple of 32 queries
+            except (NotImplementedError, RuntimeError) as exc:
+                if not isinstance(exc, NotImplementedError) and "no kernel found" not in str(exc):
+                    raise  # out of memory, a launch failure: not a missing kernel
+                self.prefix_kernel = "math"
+                print(f"sampler 'hf': torch's memory-efficient attention has no kernel here ({q.dtype}, head_dim "
+                      f"{q.shape[-1]}): the prefix engine attends with matmuls", file=sys.stderr)
+        return self._math_attention(q, k, v, scale)
 
     def _math_attention(self, q, k, v, scale):
         """What the fused kernels compute, as matmuls with float32 scores: (output [.., L, d], log-sum-exp)."""
@@ -385,11 +395,14 @@ class DecodeEngine:
         padded tokens per pass: the attention's float32 scores stay cache-sized; measured on 2 cores, 256
         arithmetic rows at once took 6.8 s, in passes of 64 rows 3.7 s); returns their first new tokens."""
         torch = self.torch
+        tokens = self.prefill_tokens
+        if self.device.type != "cpu":  # a pass's float32 scores, heads x tokens x (prefix + suffix), within 512 MiB
+            tokens = min(tokens, max(256, (512 << 20) // (4 * self.heads * (p + max(map(len, suffixes))))))
         firsts, start = [], 0
         while start < len(suffixes):
             end, longest = start, 0
             while end < len(suffixes) and (end == start or max(longest, len(suffixes[end])) * (end + 1 - start)
-                                           <= self.prefill_tokens):
+                                           <= tokens):
                 longest = max(longest, len(suffixes[end]))
                 end += 1
             firsts.append(self._prefill_rows(suffixes[start:end], slot_ids[start:end], prefix, p, keys, values,

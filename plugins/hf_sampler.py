@@ -23,11 +23,12 @@ class HFSampler:
     ``device`` (auto | cpu | cuda[:N]), ``engine`` (auto | prefix | generate: ``prefix`` is star-kit's decoding
     engine for Llama-family models (``hf_engine``: the few-shot prefix's KV cache computed once and shared by every
     row, a static per-row cache, continuous batching); ``generate`` is transformers' ``model.generate``; auto =
-    ``prefix`` where the architecture is supported, else ``generate``; measured on the STaR workload, 2 CPU cores:
-    3.7x generate's tokens/s, an H200: 3.8-5.9x, ``docs/results/sampling_speed.md``), ``batch_size`` (sequences
-    decoded at once; auto = with the prefix engine as many as a 1 GiB cache holds on CPU (16 to 256), or a cache of
-    a quarter of the GPU's free memory up to 8 GiB (16 to 2048); with generate 32 on CPU and 256 on a GPU; whatever
-    it is, an out-of-memory error halves it and the smaller size is kept for later calls),
+    ``prefix`` on CPU or a CUDA GPU where the architecture is supported, else ``generate``; measured on the STaR
+    workload, 256 prompts on 2 CPU cores: 3.7x generate's tokens/s; an H200, 1024-2048 prompts a call: 3.8-5.9x,
+    less for fewer prompts, ``docs/results/sampling_speed.md``), ``batch_size`` (sequences decoded at once; auto =
+    with the prefix engine as many as a 1 GiB cache holds on CPU (16 to 256), or a cache of an eighth of the GPU's
+    free memory up to 8 GiB (16 to 2048); with generate 32 on CPU and 256 on a GPU; whatever it is, an
+    out-of-memory error halves it and the smaller size is kept for later calls),
     ``prefix_cache`` (reuse the KV cache of the prompts' shared prefix, default true), ``static_cache`` (auto |
     true | false: a static KV cache, which transformers compiles with ``torch.compile`` on a GPU; it replaces the
     prefix cache; auto = off: on an H200 it made ``generate`` slower on the STaR workload, 1,967 vs 3,732
@@ -59,8 +60,12 @@ class HFSampler:
                 raise StarKitError(f"sampler 'hf': device {device!r}: torch sees {count or 'no'} CUDA "
                                    f"device{'' if count == 1 else 's'} on this machine", 2)
         if dtype == "auto":
-            if self.device.type == "cuda":
-                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            if self.device.type == "cuda":  # bf16 where the GPU has it natively (not emulated: a T4, a V100)
+                try:
+                    native = torch.cuda.is_bf16_supported(including_emulation=False)
+                except TypeError:  # an older torch
+                    native = torch.cuda.is_bf16_supported()
+                dtype = "bfloat16" if native else "float16"
             else:
                 dtype = "bfloat16"  # measured faster than fp32 for decoding on CPU
         if dtype not in ("bfloat16", "float16", "float32"):
@@ -116,9 +121,14 @@ class HFSampler:
 
     def _make_engine(self, net):
         """The prefix engine for this model, or None (``model.generate``)."""
-        from star_kit_plugins.hf_engine import DecodeEngine, unsupported_reason
+        from star_kit_plugins.hf_engine import DEVICES, DecodeEngine, unsupported_reason
 
         if self.engine_option == "generate" or (self.engine_option == "auto" and self.static_cache):
+            return None
+        if self.device.type not in DEVICES:  # e.g. mps: its attention kernels are CPU's and CUDA's
+            if self.engine_option == "prefix":
+                raise StarKitError(f"sampler 'hf': engine=prefix runs on {' or '.join(DEVICES)}, not on "
+                                   f"{self.device.type!r} (use engine=generate, the default there)", 2)
             return None
         reason = unsupported_reason(net)
         if reason is not None:
@@ -246,6 +256,8 @@ class HFSampler:
                 print(f"sampler 'hf': out of memory; batch size halved to {self.batch_size}", file=sys.stderr)
                 left[:] = [params.n] * len(rows)
                 gc.collect()
+                if self.device.type == "cuda":
+                    self.torch.cuda.empty_cache()
         if self.device.type == "cuda":  # the rows' caches (up to 8 GiB) go back to the device, not to torch's
             self.torch.cuda.empty_cache()  # pool: a trainer in another process (accelerate) may need them
         texts = [cut_at_stop(tok.decode(t, skip_special_tokens=True), params.stop) for t in new]

@@ -21,13 +21,17 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     ``progress=False`` hides the progress bars. The merge, the checks and their one-line errors are the
     command's: bad input raises :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads (a
     keyword ``run`` does not take: :class:`star_kit.errors.ArgumentError`, also a ``TypeError``)."""
-    from .errors import ArgumentError, StarKitError
+    from .errors import ArgumentError, StarKitError, did_you_mean
     from .runner import execute, merged_config
 
     reserved = sorted(set(options) & {"config", "resume", "progress", "command", "print_config"})
     if reserved:
         raise ArgumentError(f"star_kit.run: {reserved[0]!r} is not a config key (config is the first argument, "
-                        f"passed by position)")
+                            f"passed by position)")
+    unknown = sorted(set(options) - set(RunConfig.keys()))
+    if unknown:  # a keyword run does not take (a key of a config dict or file is the config's error)
+        raise ArgumentError(f"star_kit.run: {unknown[0]!r} is not a config key"
+                            f"{did_you_mean(unknown[0], RunConfig.keys()) or ' (see star_kit.config.RunConfig)'}")
     args = argparse.Namespace(command="run", print_config=False, progress=progress,
                               resume=None if resume is None else os.fspath(resume))
     if isinstance(config, (str, os.PathLike)):

@@ -343,7 +343,7 @@ class Registry:
         """What a factory returned, against its protocol (:mod:`star_kit.protocols`): one line naming the plugin
         and what is missing; a task's lm-eval config too (:func:`star_kit.task.lm_eval_config_problems`)."""
         from . import protocols
-        from .task import lm_eval_config_problems
+        from .task import lm_eval_config_problems, yaml_overrides
 
         protocol = {"tasks": protocols.Task, "samplers": protocols.Sampler, "trainers": protocols.Trainer}.get(kind)
         if protocol is None:
@@ -358,7 +358,7 @@ class Registry:
                 problems = [f"its extractor {getattr(obj, 'extractor', None)!r} is not registered (available: "
                             f"{', '.join(self.names('extractors'))})"]
             if not problems:
-                problems = _generation_mismatch(obj)
+                problems = yaml_overrides(obj) or _generation_mismatch(obj)
             if problems:
                 source = getattr(obj, "lm_eval_yaml", None)
                 raise PluginError(f"{self.where(kind, name)}: lm-eval config"

@@ -15,6 +15,8 @@ The task's lm-eval YAML (under ``tasks/``) is the single source of its generatio
 
 from __future__ import annotations
 
+import inspect
+
 import random
 import zlib
 from pathlib import Path
@@ -145,6 +147,34 @@ def load_exemplars(path: Path) -> list[Exemplar]:
     return exemplars
 
 
+def yaml_overrides(task: Any) -> list[str]:
+    """Where a :class:`FewShotTask` subclass declares ``stop``, ``max_new_tokens`` or ``extractor`` as a class
+    attribute and its lm-eval YAML's value replaced it (``FewShotTask.__init__`` sets them from the YAML): the YAML
+    would silently win, in sampling and evaluation. A value set on the instance after ``super().__init__()`` is the
+    subclass's own choice and passes."""
+    given = getattr(task, "from_yaml", None)
+    if not isinstance(given, dict):
+        return []
+    where = {"stop": "generation_kwargs.until", "max_new_tokens": "generation_kwargs.max_gen_toks",
+             "extractor": "its star_kit_extract filter's extractor"}
+    problems = []
+    for attr, key in where.items():
+        declared = inspect.getattr_static(type(task), attr, None)
+        if declared is None or hasattr(declared, "__get__") or attr not in given:
+            continue  # not a plain class attribute (a property or other descriptor computes its own)
+        value = getattr(task, attr, None)
+        if attr == "stop":
+            declared = (declared,) if isinstance(declared, str) else tuple(declared) \
+                if isinstance(declared, (list, tuple)) else declared
+            value = tuple(value) if isinstance(value, (list, tuple)) else value
+        if value == (tuple(given[attr]) if attr == "stop" else given[attr]) and declared != value:
+            shown = list(value) if attr == "stop" else value
+            problems.append(f"class attribute {attr} = {declared!r} of {type(task).__name__} is replaced by {key} "
+                            f"{shown!r} (FewShotTask sets it from the YAML): set it in the YAML, or on the instance "
+                            f"after super().__init__()")
+    return problems
+
+
 class FewShotTask:
     """Shared prompt/target/hint logic; subclasses provide ``name``, data and the YAML/exemplar files."""
 
@@ -174,26 +204,12 @@ class FewShotTask:
         self.lm_eval_config["generation_kwargs"] = {**gen, "until": list(self.stop),
                                                     "max_gen_toks": self.max_new_tokens}
         self.extractor: str = self._extractor_from_yaml()
-        self._check_class_settings()
+        #: what the YAML set (a subclass's class attribute of these is overridden: yaml_overrides says so)
+        self.from_yaml = {"stop": self.stop, "max_new_tokens": self.max_new_tokens, "extractor": self.extractor}
         self._fewshot = load_exemplars(self.fewshot_file)
         self.rationales = bool(rationales)
         if not self.rationales:
             self._fewshot = [Exemplar(ex.question, "", ex.answer) for ex in self._fewshot]
-
-    def _check_class_settings(self) -> None:
-        """A subclass that sets ``stop``, ``max_new_tokens`` or ``extractor`` as a class attribute, to another value
-        than its lm-eval YAML: refused in one line (the YAML's would silently win, in sampling and evaluation)."""
-        yaml_keys = {"stop": "generation_kwargs.until", "max_new_tokens": "generation_kwargs.max_gen_toks",
-                     "extractor": "the star_kit_extract filter's extractor"}
-        for attr, where in yaml_keys.items():
-            declared = getattr(type(self), attr, None)
-            value = getattr(self, attr)
-            if declared is None or isinstance(declared, property):
-                continue
-            if (tuple(declared) if attr == "stop" and isinstance(declared, (list, tuple)) else declared) != value:
-                raise StarKitError(f"task class {type(self).__name__}: {attr} = {declared!r}, but its lm-eval YAML "
-                                   f"{self.lm_eval_yaml} has {where} {list(value) if attr == 'stop' else value!r}, "
-                                   f"which FewShotTask uses: set it in the YAML (and drop the class attribute)", 2)
 
     def _extractor_from_yaml(self) -> str:
         found = extract_filter(self.lm_eval_config)

@@ -51,6 +51,9 @@ def test_bad_input_raises_the_commands_one_line_error_before_any_model_loads(tmp
         star_kit.run(task_options="digits=1-2", out=tmp_path / "d")
     with pytest.raises(TypeError, match="'config' is not a config key"):
         star_kit.run(config=RunConfig(), out=tmp_path / "e")
+    with pytest.raises(TypeError, match="star_kit.run: 'trian_size' is not a config key \\(did you mean "
+                                        "'train_size'\\?\\)"):
+        star_kit.run(trian_size=5, out=tmp_path / "e")
     with pytest.raises(StarKitError, match="'print_config' is not a config key") as info:  # both kinds of error
         star_kit.run(print_config=True, out=tmp_path / "e")
     assert isinstance(info.value, TypeError) and info.value.exit_code == 2

@@ -191,7 +191,8 @@ def test_prefix_engine_on_cuda_matches_generate(tmp_path, tokenizer, prompts_and
         assert len(got) == len(prompts) and all(len(c) == 1 and c[0] for c in got)
 
 
-def test_prefix_engine_attention_without_a_fused_kernel_falls_back_to_matmuls(tmp_path, tokenizer, prompts_and_params):
+def test_prefix_engine_attention_without_a_fused_kernel_falls_back_to_matmuls(tmp_path, tokenizer, prompts_and_params,
+                                                                              capsys):
     """Where the GPU's fused kernel has none for the shapes ("cutlassF: no kernel found to launch!", seen in
     bfloat16 with a head_dim of 8 or 12), the engine attends to the prefix with matmuls and a float32 softmax: the
     same texts. Here on CPU, where the CUDA kernel has no implementation at all (also a RuntimeError)."""
@@ -209,9 +210,13 @@ def test_prefix_engine_attention_without_a_fused_kernel_falls_back_to_matmuls(tm
         want, want_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=0.3)
         got, got_lse = engine._math_attention(q, k, v, 0.3)
         assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got_lse, want_lse, atol=1e-5)
-        engine.flash = engine._efficient_attention
+        engine.prefix_kernel = "efficient"  # CUDA's kernel, which has no CPU implementation
         assert sampler.generate(prompts, params) == plain
-        assert engine.flash == engine._math_attention  # decided once, kept for later calls
+        assert engine.prefix_kernel == "math"  # decided once, kept for later calls, said once
+        assert sampler.generate(prompts, params) == plain
+        said = [line for line in capsys.readouterr().err.splitlines() if "memory-efficient attention" in line]
+        assert said == ["sampler 'hf': torch's memory-efficient attention has no kernel here (torch.float32, "
+                        "head_dim 12): the prefix engine attends with matmuls"]
     finally:
         sampler.close()
 
@@ -321,6 +326,11 @@ def test_on_cuda_static_cache_is_off_by_default_and_the_prefix_engine_is_offered
     assert sampler.static_cache is False and sampler.prefix_cache is True
     assert HFSampler("m", device="cuda", dtype="float32", static_cache=True).static_cache is True
     assert HFSampler("m", device="cuda", dtype="float32", engine="prefix").engine_option == "prefix"
+    # another accelerator (Apple's mps): generate, as before; the engine's kernels are CPU's and CUDA's
+    assert HFSampler("m", device="mps", dtype="float32")._make_engine(None) is None
+    with pytest.raises(StarKitError, match=r"^sampler 'hf': engine=prefix runs on cpu or cuda, not on 'mps' \(use "
+                                           r"engine=generate, the default there\)$"):
+        HFSampler("m", device="mps", dtype="float32", engine="prefix")._make_engine(None)
 
 
 def test_prefix_engine_out_of_memory_halves_the_slots_and_counts_each_prompt_once(tiny_model, prompts_and_params,

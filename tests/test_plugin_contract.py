@@ -634,19 +634,28 @@ def test_bench_reads_a_run_config_through_runconfig(tmp_path, capsys):
 
 
 def test_a_task_class_attribute_the_yaml_overrides_is_refused_in_one_line():
-    """`max_new_tokens = 64` on a FewShotTask subclass whose YAML says 161: the YAML's would silently win."""
-    from star_kit.errors import StarKitError
+    """`max_new_tokens = 64` on a FewShotTask subclass whose YAML says otherwise: the YAML's would silently win."""
     from star_kit_plugins.arithmetic import ArithmeticTask
 
     class Short(ArithmeticTask):
         max_new_tokens = 64
 
-    with pytest.raises(StarKitError, match=r"^task class Short: max_new_tokens = 64, but its lm-eval YAML .*"
-                                           r"arithmetic.yaml has generation_kwargs.max_gen_toks \d+, which "
-                                           r"FewShotTask uses: set it in the YAML \(and drop the class attribute\)$"):
-        Short()
+    class Mine(ArithmeticTask):  # a class default the instance then sets itself: the subclass's own choice
+        extractor = "first-word"
 
-    class Same(ArithmeticTask):  # the YAML's own value: nothing to say
-        extractor = "arithmetic"
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.extractor = "first-word"
 
-    assert Same().extractor == "arithmetic"
+    class Same(ArithmeticTask):  # the YAML's own values (a string stop is one stop string)
+        extractor, stop = "arithmetic", ("\n\n", "\nQ:")
+
+    registry = load_registry()
+    with pytest.raises(PluginError, match=r"^task 'short' \(unregistered\): lm-eval config .*arithmetic.yaml: class "
+                                          r"attribute max_new_tokens = 64 of Short is replaced by generation_kwargs."
+                                          r"max_gen_toks \d+ \(FewShotTask sets it from the YAML\): set it in the "
+                                          r"YAML, or on the instance after super\(\).__init__\(\)$"):
+        registry.check_created("tasks", "short", Short())
+    registry.items["extractors"]["first-word"] = registry.items["extractors"]["arithmetic"]
+    registry.check_created("tasks", "mine", Mine())
+    registry.check_created("tasks", "same", Same())
