@@ -8,8 +8,8 @@ Environment variables:
 
 from __future__ import annotations
 
-import difflib
 import enum
+import functools
 import importlib
 import importlib.metadata as md
 import inspect
@@ -385,18 +385,28 @@ class Registry:
         comes from, shown from there), or '' where the traceback never passes through it."""
         entry = self.items[kind].get(name)
         obj = entry.obj if entry is not None else None
-        module = getattr(obj, "__module__", None) or type(obj).__module__
-        path = getattr(sys.modules.get(str(module).split(".")[0]), "__file__", None)
-        if not path:
+        while isinstance(obj, functools.partial):
+            obj = obj.func
+        try:
+            obj = inspect.unwrap(obj) if callable(obj) else obj
+        except ValueError:  # a cycle of __wrapped__
+            pass
+        top = str(getattr(obj, "__module__", None) or type(obj).__module__).split(".")[0]
+        if top in sys.stdlib_module_names or top == "builtins":
             return ""
-        root = os.path.dirname(path) if os.path.basename(path) == "__init__.py" else path
-        found, tb = None, exc.__traceback__
+        package = sys.modules.get(top)
+        path = getattr(package, "__file__", None)
+        # a package's folder(s) (a namespace package has several, and no __file__), or a module's file
+        roots = [str(p) for p in getattr(package, "__path__", None) or []] or ([path] if path else [])
+        found = root = None
+        tb = exc.__traceback__
         while tb is not None:
             file = tb.tb_frame.f_code.co_filename
-            if file == root or file.startswith(root + os.sep):
-                found = tb
+            for r in roots:
+                if file == r or file.startswith(r + os.sep):
+                    found, root = tb, r
             tb = tb.tb_next
-        if found is None:
+        if found is None or root is None:
             return ""
         code = found.tb_frame.f_code
         shown = os.path.relpath(code.co_filename, os.path.dirname(root))
@@ -773,13 +783,11 @@ def _selected(filter_value: str | None) -> set[str] | None:
 
 
 def _misspelt_groups(groups: Iterable[str]) -> list[str]:
-    """Entry-point groups that look like star-kit's but are not (``star-kit``, ``starkit``, ``star_kits``,
-    ``star_kit.plugins``, ...)."""
-    def bare(group: str) -> str:
-        return "".join(c for c in group.lower() if c.isalnum())
-
-    return sorted(g for g in groups if g != GROUP and (bare(g).startswith(bare(GROUP)) and len(bare(g)) <= 16
-                                                        or difflib.SequenceMatcher(None, g, GROUP).ratio() >= 0.8))
+    """Entry-point groups that are star-kit's written another way (``star-kit``, ``starkit``, ``StarKit``,
+    ``star_kits``, ``star_kit.plugins``, ``star_kit_plugins``, and a few letter slips): a near name only, so that no
+    other package's group is ever flagged."""
+    near = {"starkit", "starkits", "starkitplugin", "starkitplugins", "startkit", "starkti", "sarkit"}
+    return sorted(g for g in groups if g != GROUP and "".join(c for c in g.lower() if c.isalnum()) in near)
 
 
 def _dist_name(ep: md.EntryPoint) -> str:

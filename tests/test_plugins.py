@@ -10,7 +10,7 @@ import pytest
 import star_kit
 from star_kit.cli import main
 from star_kit.errors import UnknownNameError
-from star_kit.registry import Registry, load_registry
+from star_kit.registry import Registered, Registry, load_registry
 
 
 def test_builtins_are_registered_through_entry_points():
@@ -315,3 +315,30 @@ def test_an_entry_point_group_misspelt_is_said(monkeypatch):
     assert registry.problems == ["entry point subtract (?) in group 'starkit', which star-kit does not read: plugins "
                                  "go in group 'star_kit' ([project.entry-points.star_kit] in pyproject.toml)"]
 
+
+
+def test_where_a_plugin_raised_is_found_through_partials_and_namespace_packages(tmp_path, monkeypatch, capsys):
+    """The error names the line in the plugin's own code: also for a functools.partial it registered, and for a
+    plugin in a namespace package (no __init__.py, so no __file__ on the package); never a line of the stdlib."""
+    import functools
+
+    (tmp_path / "nsacme").mkdir()
+    (tmp_path / "nsacme" / "plug.py").write_text("def extract(text, sep):\n    raise KeyError(sep)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import nsacme.plug
+
+    registry = Registry()
+
+    def register(register):
+        register("partial", functools.partial(nsacme.plug.extract, sep="|"))
+
+    registry.add_plugin(_module("acme", register_extractors=register), "acme", "dist-acme")
+    registry.collect()
+    assert registry.extractor("partial")("x") is None
+    err = capsys.readouterr().err
+    assert "raised KeyError: '|' (in extract() at nsacme/plug.py:2); its outputs count as no answer" in err
+    try:
+        json.loads("{")
+    except ValueError as exc:  # a stdlib function as the registered object: no line is claimed for it
+        registry.items["extractors"]["json"] = Registered("json", json.loads, "acme", "dist-acme")
+        assert registry.raised_at("extractors", "json", exc) == ""
