@@ -79,7 +79,7 @@ def main() -> None:
 
     def use(fn):
         for e in engines:
-            e.flash = (lambda q, k, v, scale, fn=fn: fn(q, k, v, scale))
+            e._prefix_attention = (lambda q, k, v, scale, fn=fn: fn(q, k, v, scale))  # the engine's own, replaced
 
     # -- 1. per call, on one full decode step's tensors --------------------------------------------------------
     captured = []
