@@ -16,7 +16,6 @@ The task's lm-eval YAML (under ``tasks/``) is the single source of its generatio
 from __future__ import annotations
 
 import inspect
-
 import random
 import zlib
 from pathlib import Path
