@@ -50,7 +50,10 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
             raise StarKitError(f"star_kit.run: {key} must be a dict of option names and values, got "
                                f"{type(value).__name__}", 2)
         setattr(args, key, value)
-    return execute(merged_config(args), resume=resume is not None, progress=progress)
+    config = merged_config(args)
+    # a range error names a keyword by its key here, not by the command's flag ("--train-size")
+    config.origin.update({key: "star_kit.run" for key in options if key not in config.origin})
+    return execute(config, resume=resume is not None, progress=progress)
 
 
 def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tuple | None = None, *,

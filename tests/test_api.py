@@ -51,6 +51,8 @@ def test_bad_input_raises_the_commands_one_line_error_before_any_model_loads(tmp
         star_kit.run(task_options="digits=1-2", out=tmp_path / "d")
     with pytest.raises(TypeError, match="'config' is not a config key"):
         star_kit.run(config=RunConfig(), out=tmp_path / "e")
+    with pytest.raises(StarKitError, match="^star_kit.run: key 'train_size' must be positive, got -3$"):
+        star_kit.run(train_size=-3, out=tmp_path / "e")  # named as it was given, not as the command's --train-size
     with pytest.raises(TypeError, match="star_kit.run: 'trian_size' is not a config key \\(did you mean "
                                         "'train_size'\\?\\)"):
         star_kit.run(trian_size=5, out=tmp_path / "e")
