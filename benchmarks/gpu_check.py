@@ -113,7 +113,19 @@ def step_env() -> dict:
     return info
 
 
-def step_agreement(model_name: str, n: int) -> dict:
+AGREEMENT_RUNS = {
+    "generate_fp32": dict(engine="generate", dtype="float32", static_cache=False),
+    "generate_bf16": dict(engine="generate", dtype="bfloat16", static_cache=False),
+    "generate_static_bf16": dict(engine="generate", dtype="bfloat16", static_cache=True),
+    "prefix_fp32": dict(engine="prefix", dtype="float32"),
+    "prefix_bf16": dict(engine="prefix", dtype="bfloat16"),
+}
+
+
+def step_agreement(model_name: str, n: int, runs=tuple(AGREEMENT_RUNS)) -> dict:
+    """The ``hf`` sampler on the same ``n`` held-out arithmetic prompts, greedy, with each of ``runs`` (names in
+    ``AGREEMENT_RUNS``): accuracy and seconds of each, and how many texts are identical between pairs that differ
+    in one setting (the prefix engine vs ``generate``, the static cache vs none)."""
     from star_kit.models import resolve_model
     from star_kit.records import GenerationParams
     from star_kit.registry import load_registry
@@ -140,16 +152,10 @@ def step_agreement(model_name: str, n: int) -> dict:
         return round(sum(task.is_correct(extract(c), e.answer) for c, e in zip(out, examples)) / len(out), 4)
 
     result: dict = {"prompts": n}
-    runs = {
-        "generate_fp32": dict(engine="generate", dtype="float32", static_cache=False),
-        "generate_bf16": dict(engine="generate", dtype="bfloat16", static_cache=False),
-        "generate_static_bf16": dict(engine="generate", dtype="bfloat16", static_cache=True),
-    }
-    runs.update(prefix_fp32=dict(engine="prefix", dtype="float32"), prefix_bf16=dict(engine="prefix", dtype="bfloat16"))
     got = {}
-    for name, options in runs.items():
+    for name in runs:
         try:
-            got[name], seconds = texts(**options)
+            got[name], seconds = texts(**AGREEMENT_RUNS[name])
             result[name] = {"accuracy": accuracy(got[name]), "seconds": round(seconds, 2)}
         except Exception as exc:
             result[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}

@@ -6,12 +6,13 @@
 
 Made for a CUDA GPU (it runs on CPU too, slowly: the test suite runs it with ``--quick``). Steps:
 
-1. ``agreement``: the same ``--agree`` prompts through both engines in float32 and in the default dtype:
-   identical texts, and the accuracy of each.
+1. ``agreement``: the same ``--agree`` held-out prompts through both engines in float32 and in bfloat16
+   (``gpu_check.step_agreement``): identical texts, and the accuracy of each.
 2. ``throughput``: ``--n`` prompts through ``generate`` (its default batch) and through the prefix engine at each
    of ``--slots`` (and auto), alternated for ``--rounds`` rounds after a warm-up: useful tokens per second
    (completions cut at the stop string, re-tokenized), seconds, and the fraction of the device's bf16 matmul peak
-   (tokens/s x FLOPs per token / peak, FLOPs per token = 2 x parameters + attention over the mean context).
+   (tokens/s x FLOPs per token / peak, FLOPs per token by ``sampling_speed.model_costs``: 2 x parameters +
+   attention over the mean context).
 
 Each step's result is printed as it finishes; the last line is one JSON object (also written to ``--out``).
 Every contender holds its own copy of the model at once (one per slot count, plus ``generate``): fine for a small
@@ -47,7 +48,9 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from gpu_check import step_agreement
     from peak import matmul_peak
+    from sampling_speed import model_costs
     from star_kit.models import resolve_model
     from star_kit.records import GenerationParams
     from star_kit.registry import load_registry
@@ -55,9 +58,7 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     registry = load_registry()
     task = registry.create("tasks", "arithmetic")
-    extract = registry.extractor(task.extractor)
-    examples = task.examples("train", max(args.n, args.agree), 0)
-    prompts = [task.prompt(e) for e in examples]
+    prompts = [task.prompt(e) for e in task.examples("train", args.n, 0)]
     params = GenerationParams(max_new_tokens=task.max_new_tokens, stop=task.stop)
     model = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(model)
@@ -73,35 +74,13 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    def accuracy(texts, exs) -> float:
-        return round(sum(task.is_correct(extract(t), e.answer) for t, e in zip(texts, exs)) / len(texts), 4)
-
     # 1. agreement
-    agree = {}
-    for dtype in ("float32", "auto"):
-        got = {}
-        for engine in ("generate", "prefix"):
-            sampler = registry.create("samplers", "hf", model, engine=engine, dtype=dtype)
-            try:
-                got[engine] = [c[0] for c in sampler.generate(prompts[: args.agree], params)]
-            finally:
-                sampler.close()
-        same = sum(a == b for a, b in zip(got["generate"], got["prefix"]))
-        row = {"identical": f"{same}/{args.agree}", "accuracy_generate": accuracy(got["generate"], examples),
-               "accuracy_prefix": accuracy(got["prefix"], examples)}
-        diff = next((i for i, (a, b) in enumerate(zip(got["generate"], got["prefix"])) if a != b), None)
-        if diff is not None:
-            row["first_difference"] = [got["generate"][diff][:120], got["prefix"][diff][:120]]
-        agree[dtype] = row
-    result["agreement"] = agree
+    result["agreement"] = step_agreement(model, args.agree, ("generate_fp32", "prefix_fp32", "generate_bf16",
+                                                             "prefix_bf16"))
     show()
 
     # 2. throughput
     peak = matmul_peak("bfloat16", n=8192 if cuda else 1024)
-    cfg = json.loads((Path(model) / "config.json").read_text())
-    prompt_tokens = sum(len(tok(t)["input_ids"]) for t in prompts[: args.n]) / args.n
-    heads = cfg["num_attention_heads"]
-    q_width = heads * (cfg.get("head_dim") or cfg["hidden_size"] // heads)  # attention's q·k and p·v per token
     contenders = {"generate": dict(engine="generate")}
     contenders["prefix_auto"] = dict(engine="prefix")
     for s in [int(x) for x in args.slots.split(",") if x]:
@@ -109,7 +88,7 @@ def main() -> None:
     samplers = {name: registry.create("samplers", "hf", model, **opts) for name, opts in contenders.items()}
     timings: dict = {name: [] for name in samplers}
     tokens: dict = {}
-    n_params = sum(t.numel() for t in samplers["generate"]._model.parameters())
+    slots: dict = {}
     try:
         for sampler in samplers.values():
             sampler.generate(prompts[:16], params)  # warm-up
@@ -117,30 +96,26 @@ def main() -> None:
             for name, sampler in samplers.items():
                 sync()
                 t0 = time.perf_counter()
-                out = sampler.generate(prompts[: args.n], params)
+                out = sampler.generate(prompts, params)
                 sync()
                 timings[name].append(time.perf_counter() - t0)
                 if name not in tokens:
                     tokens[name] = sum(len(tok(c[0], add_special_tokens=False)["input_ids"]) for c in out)
-                    slots = getattr(sampler._engine, "last_slots", None)
-                    timings[name + "_slots"] = slots if sampler._engine is not None else sampler.batch_size
+                    slots[name] = sampler._engine.last_slots if sampler._engine is not None else sampler.batch_size
     finally:
         for sampler in samplers.values():
             sampler.close()
+    costs = model_costs(model, args.n, split="train", new_tokens=tokens["generate"] / args.n)
     rows = {}
     for name in samplers:
-        best = min(timings[name])
-        mean_new = tokens[name] / args.n
-        context = prompt_tokens + mean_new / 2
-        flops_per_token = 2 * n_params + 4 * cfg["num_hidden_layers"] * q_width * context
-        tps = tokens[name] / best
+        tps = tokens[name] / min(timings[name])
         rows[name] = {"tokens": tokens[name], "seconds": [round(t, 3) for t in timings[name]],
-                      "tokens_per_s": round(tps, 1), "slots": timings[name + "_slots"],
-                      "fraction_of_bf16_peak": round(tps * flops_per_token / (peak * 1e9), 5)}
+                      "tokens_per_s": round(tps, 1), "slots": slots[name],
+                      "fraction_of_bf16_peak": round(tps * costs["flops_per_token"] / (peak * 1e9), 5)}
     base = rows["generate"]["tokens_per_s"]
     for row in rows.values():
         row["vs_generate"] = round(row["tokens_per_s"] / base, 2)
-    result.update(bf16_peak_gflops=round(peak, 1), mean_prompt_tokens=round(prompt_tokens, 1), throughput=rows)
+    result.update(bf16_peak_gflops=round(peak, 1), mean_context=costs["mean_context"], throughput=rows)
     show()
 
 

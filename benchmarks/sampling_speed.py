@@ -44,8 +44,9 @@ def memory_bandwidth_gbs(mb: int = 512) -> float:
     return best / 1e9
 
 
-def model_costs(model: str, n: int) -> dict:
-    """Parameters, weight bytes (bf16) and FLOPs per generated token on the workload's mean context."""
+def model_costs(model: str, n: int, split: str = "eval", new_tokens: float = 60.0) -> dict:
+    """Parameters, weight bytes (bf16) and FLOPs per generated token on the workload's mean context: the mean of
+    ``n`` arithmetic prompts of ``split`` plus half of ``new_tokens`` (a completion's mean length)."""
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
@@ -54,8 +55,8 @@ def model_costs(model: str, n: int) -> dict:
     cfg = AutoConfig.from_pretrained(model)
     tok = AutoTokenizer.from_pretrained(model)
     task = load_registry().create("tasks", "arithmetic")
-    prompts = [task.prompt(e) for e in task.examples("eval", n, 0)]
-    context = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts) + 30  # + half a completion
+    prompts = [task.prompt(e) for e in task.examples(split, n, 0)]
+    context = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts) + new_tokens / 2
     with torch.device("meta"):
         from transformers import AutoModelForCausalLM
 

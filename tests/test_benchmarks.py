@@ -118,7 +118,8 @@ def test_gpu_sampler_quick_compares_the_two_engines(tiny_model, tmp_path):
     data = _last_json([sys.executable, "benchmarks/gpu_sampler.py", "--quick", "--model", tiny_model,
                        "--out", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text()) == data
-    assert data["agreement"]["float32"]["identical"] == "4/4"
+    assert data["agreement"]["identical_prefix_fp32_vs_generate_fp32"] == "4/4"
+    assert all("error" not in data["agreement"][k] for k in ("generate_bf16", "prefix_bf16"))
     rows = data["throughput"]
     assert set(rows) == {"generate", "prefix_auto", "prefix_4"} and rows["prefix_4"]["slots"] == 4
     assert all(r["tokens_per_s"] > 0 and 0 < r["fraction_of_bf16_peak"] < 1 for r in rows.values())
