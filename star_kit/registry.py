@@ -351,7 +351,7 @@ class Registry:
         missing = protocols.missing_members(obj, protocol)
         if missing:
             raise PluginError(f"{self.where(kind, name)} returned an object of type {type(obj).__name__} that lacks "
-                              f"{', '.join(missing)} (see star_kit.protocols.{protocol.__name__})", 2)
+                              f"{', '.join(missing)} (see star_kit.protocols.{protocol.__name__})")
         if kind == "tasks":
             problems = lm_eval_config_problems(getattr(obj, "lm_eval_config", None))
             if not problems and getattr(obj, "extractor", None) not in self.items["extractors"]:

@@ -508,8 +508,9 @@ def test_a_factory_result_is_checked_against_its_protocol():
                         "half", "dist-half")
     registry.collect()
     with pytest.raises(PluginError, match=r"sampler 'half' \(plugin 'half', distribution 'dist-half'\) returned an "
-                                          r"object of type HalfSampler that lacks method close\(\), method generate\(\)"):
+                                          r"object of type HalfSampler that lacks method close\(\), method generate\(\)") as err:
         registry.create("samplers", "half", "m")
+    assert err.value.exit_code == 1  # a plugin that breaks its contract: as one whose method returns the wrong thing
 
 
 def test_a_task_method_returning_no_string_is_named_where_it_returns(test_plugin):
@@ -520,8 +521,9 @@ def test_a_task_method_returning_no_string_is_named_where_it_returns(test_plugin
     object.__setattr__(task, "prompt", lambda example, hint=False, fewshot=True: 42)
     guarded = registry.guarded("tasks", "arithmetic", task)
     with pytest.raises(PluginError, match=r"^task 'arithmetic' \(plugin 'arithmetic', distribution 'star-kit'\): "
-                                          r"prompt\(\) returned 42 \(int\), not a string"):
+                                          r"prompt\(\) returned 42 \(int\), not a string") as err:
         guarded.prompt(example)
+    assert err.value.exit_code == 1
     assert guarded.hint(example) == task.hint(example)  # what is right passes through
     # an is_correct without its return would grade every answer wrong, silently: named instead
     object.__setattr__(task, "is_correct", lambda predicted, gold: None)
