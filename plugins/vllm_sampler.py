@@ -49,6 +49,7 @@ from typing import Sequence
 
 import star_kit
 from star_kit.errors import StarKitError, one_line
+from star_kit.models import check_model_folder
 from star_kit.protocols import Advance, placement_options
 from star_kit.records import GenerationParams, cut_at_stop
 
@@ -216,6 +217,7 @@ class _Engine:
 
     def load(self, model: str) -> str:
         """Give the engine ``model``'s weights; returns "inplace" or "restart"."""
+        check_model_folder(model, "sampler 'vllm'")
         if self._llm is None:
             self.start(model)
             self.last_load = "start"

@@ -378,7 +378,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         # its plugins and *_command options are used only when the command line names them again.
         run_config = drop_redacted({k: v for k, v in run_config.items() if k != "trainer_options"})
         run_task = str(run_config.get("task") or "")
-        given = {"plugins": args.plugins, "sampler_options": dict(args.sampler_options),
+        given = {"plugins": args.plugins, "sampler": args.sampler, "sampler_options": dict(args.sampler_options),
                  "task_options": options_for(run_task, dict(args.task_options))}
         run_config = code_from_saved(run_config, given, f"--run {args.run}")
         from .config import check_eval_prompt
@@ -413,7 +413,8 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         for t in targets:
             t.fewshot, t.trained_task = args.eval_prompt == "fewshot", None
     task_names = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
-    if not task_names and run_config.get("task"):
+    tasks_of_run = not task_names and bool(run_config.get("task"))
+    if tasks_of_run:
         task_names = [str(run_config["task"])]
     if not task_names:
         raise StarKitError("bench: pass --tasks NAME[,NAME...] (see `star-kit plugins`)", 2)
@@ -449,6 +450,10 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.run and not args.sampler and run_config.get("sampler") not in (None, "auto"):
         err_console.print("[yellow]note:[/] " + escape(f"sampler {run_config['sampler']!r} as --run {args.run} "
                           "used it (for every model of this bench; --sampler chooses another)"), highlight=False)
+    if tasks_of_run and task_names[0] not in registry.names("tasks"):  # not an lm-eval task (and its hub data)
+        raise StarKitError(f"--run {args.run}: config.yaml names task {task_names[0]!r}, which is none of "
+                           f"star-kit's ({', '.join(registry.names('tasks'))}); a run's task is one of them: name "
+                           f"what to bench with --tasks", 2)
     sampler_name = registry.resolve_sampler(sampler_name)
     if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "

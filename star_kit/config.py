@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import os
 import re
+import stat
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,12 +299,28 @@ def _size_problem(data: Any) -> str | None:
     return None
 
 
+#: the largest config file read, in bytes (a run's config.yaml is a few kB)
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's keys (YAML or JSON): a regular file of at most :data:`MAX_CONFIG_BYTES`, safe YAML tags only,
+    within :func:`_size_problem`'s limits; anything else refused in one line naming the file (and its line). A
+    path a run directory names (an accelerate config on --resume) may be a FIFO or ``/dev/zero``: never waited on,
+    never read whole."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise StarKitError(f"cannot read config file {path}: not a regular file", 2)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise StarKitError(f"cannot read config file {path}: {exc.strerror}", 2) from exc
+        raise StarKitError(f"cannot read config file {path}: {exc.strerror or exc}", 2) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise StarKitError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: refused (a config is a few keys and "
+                           f"values)", 2)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = exc.object[:exc.start].count(b"\n") + 1
         raise StarKitError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})", 2) from exc
@@ -395,8 +412,10 @@ _SERVICES = {"openai", "hf", "huggingface", "wandb", "github", "gh", "gitlab", "
 _SECRET_PAIRS |= {(service, "key") for service in _SERVICES}
 # ... but a tokenizer's tokens are not credentials: pad_token, eos_token_id, max_tokens, token_count ...
 _NOT_SECRET_BEFORE_TOKEN = {"pad", "bos", "eos", "unk", "sep", "cls", "mask", "special", "stop", "max", "min",
-                            "new", "num", "start", "end"}
-_NOT_SECRET_AFTER_TOKEN = {"id", "ids", "count", "counts", "length", "len", "limit", "budget", "type", "types"}
+                            "new", "num", "start", "end", "decode", "prefill", "input", "output", "prompt",
+                            "completion", "first", "last", "next"}
+_NOT_SECRET_AFTER_TOKEN = {"id", "ids", "count", "counts", "length", "len", "limit", "budget", "type", "types",
+                           "threshold", "healing", "level", "logprob", "logprobs"}
 
 
 def _name_parts(name: str) -> list[str]:
@@ -404,20 +423,38 @@ def _name_parts(name: str) -> list[str]:
     return [p for p in re.split(r"[^a-z0-9]+", spaced.lower()) if p]
 
 
+# words that name a credential wherever they stand in a name, its separators dropped ('clientsecret', 'password1',
+# 'X-Amz-Signature'); 'token' and 'key' are judged with their neighbours (below)
+_SECRET_INFIXES = ("password", "passwd", "passphrase", "passcode", "secret", "credential", "authorization",
+                   "apikey", "bearer", "cookie", "signature")
+# a name that is one of these words (with a service's name or a qualifier before it, or alone): a credential
+_SECRET_WHOLE = {"key", "sig", "pass", "pw", "pwd", "cred", "creds", "jwt", "sessionid", "sk"}
+_KEY_QUALIFIERS = {"api", "access", "private", "secret", "session", "subscription", "client", "master", "signing",
+                   "encryption", "license", "account", "storage", "hmac", "app", "auth", "ssh", "service"}
+
+
 def is_secret_key(name: str) -> bool:
-    """Whether an option named ``name`` holds a credential (``api_key``, ``hf_token``, ``password``,
-    ``client_secret``, ``Authorization`` ...)."""
-    parts = _name_parts(name)
+    """Whether an option named ``name`` holds a credential (``api_key``, ``hf_token``, ``authtoken``,
+    ``password1``, ``clientsecret``, ``OpenAIKey``, ``subscription_key``, ``X-Amz-Signature``, ``key``, ``pw`` ...)
+    and not a tokenizer's or a budget's token (``pad_token``, ``max_new_tokens``, ``eos_token_id``)."""
+    parts = [p[:-1] if p == "keys" else p for p in _name_parts(name)]  # 'tokens' are a tokenizer's (suppress_tokens)
+    compact = "".join(parts)
+    if any(word in compact for word in _SECRET_INFIXES) or compact in _SECRET_WHOLE:
+        return True
     for i, part in enumerate(parts):
-        if part == "token":
-            before = parts[i - 1] if i else ""
+        if part.endswith("token"):  # 'token', 'hf_token', 'authtoken', 'HFToken'
+            before = parts[i - 1] if i else part[:-len("token")]
             after = parts[i + 1] if i + 1 < len(parts) else ""
             if before in _NOT_SECRET_BEFORE_TOKEN or after in _NOT_SECRET_AFTER_TOKEN:
                 continue
             return True
         if part in _SECRET_PARTS:
             return True
-    return any(pair in _SECRET_PAIRS for pair in zip(parts, parts[1:]))
+        if part.endswith("key") and part != "key" and part[:-3] in _SERVICES | _KEY_QUALIFIERS:  # 'openaikey'
+            return True
+    pairs = list(zip(parts, parts[1:]))
+    return any(pair in _SECRET_PAIRS or (pair[1] == "key" and pair[0] in _KEY_QUALIFIERS) for pair in pairs) or (
+        compact.endswith("key") and compact[:-3].endswith(tuple(_SERVICES)))
 
 
 def redact(obj: Any) -> Any:
@@ -426,21 +463,27 @@ def redact(obj: Any) -> Any:
     of a config uses: config.yaml, --print-config, the report, the loggers."""
     if isinstance(obj, dict):
         return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
+    if isinstance(obj, (list, tuple)):  # a list of words may be a command line: ['--api-key', 'sk-1']
+        return redact_argv(obj) if obj and all(isinstance(v, str) for v in obj) else [redact(v) for v in obj]
     return redact_text(obj) if isinstance(obj, str) else obj
 
 
-_AUTHORITY = re.compile(r"[^/\s]*+")
+_WORD = re.compile(r"[^\s'\"]++")
+# a credential by its well-known shape, wherever it stands (a key pasted into a command or a note): OpenAI's and
+# Anthropic's 'sk-...', Hugging Face's 'hf_...', GitHub's 'ghp_...' / 'github_pat_...', AWS's 'AKIA...', Slack's
+# 'xoxb-...'; long enough not to be a word. Each try starts where no letter or digit precedes it: linear.
+_KNOWN_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{20,}+|hf_[A-Za-z0-9]{30,}+"
+                          r"|gh[pousr]_[A-Za-z0-9]{30,}+|github_pat_[A-Za-z0-9_]{30,}+|AKIA[0-9A-Z]{16}(?![A-Za-z0-9])"
+                          r"|xox[abposr]-[A-Za-z0-9-]{10,}+)")
 # 'NAME=VALUE' / 'NAME: VALUE' inside a text (a URL's query 'api_key=...', a header in a command 'X-Api-Key: ...'):
 # a name starts where no name character precedes it, so each character begins at most one name (linear); only a
 # credential's name has its value read (and skipped), so another name's value is searched for names in turn. A
 # name may be a command-line flag ('--api-key=sk-1', and '--api-key sk-1' with a space) or a quoted key
 # ("'api_key': 'sk-1'", a dict or JSON a server prints)
 _NAME_SEP = re.compile(r"(?<![A-Za-z0-9_.-])(--?)?([A-Za-z][A-Za-z0-9_.-]*+)"
-                       r"(?:['\"]?+\s*+[=:]\s*+|(?(1)(?:[ \t]|\\\r?\n)++(?=[^\s-])|(?!)))")
+                       r"(?:(?:\\?+['\"])?+\s*+[=:]\s*+|(?(1)(?:[ \t]|\\\r?\n)++(?=[^\s-])|(?!)))")
 # the value (group 2), after an opening bracket or quote (group 1) that is kept
-_VALUE = re.compile(r"((?:[\[(]\s*+)?+['\"]?+)((?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#]++)")
+_VALUE = re.compile(r"((?:[\[(]\s*+)?+(?:\\?+['\"])?+)((?i:(?:bearer|basic|token)\s++)?[^\s&'\";,#\\]++)")
 _CLOSING = {"'": "'", '"': '"', "[": "]", "(": ")"}
 
 
@@ -452,10 +495,12 @@ def redact_text(text: str) -> str:
     resumed run reads its options back from config.yaml. Linear in the text."""
     if "@" in text:
         text = _without_userinfo(text)
+    if "_" in text or "-" in text or "AKIA" in text:
+        text = _KNOWN_TOKEN.sub(REDACTED, text)
     if "=" in text or ":" in text or "-" in text:
         out, pos = [], 0
         for m in _NAME_SEP.finditer(text):
-            if m.start() < pos or not is_secret_key(m[2]):
+            if m.start() < pos or not (is_secret_key(m[2]) or m[1] and m[2] in ("u", "user")):  # curl -u u:pw
                 continue
             value, start = _VALUE.match(text, m.end()), pos
             if value:
@@ -472,15 +517,22 @@ def redact_text(text: str) -> str:
 
 def _without_userinfo(text: str) -> str:
     """``text`` with the user:password of each URL in it redacted ('https://user:tok@host/v1' ->
-    'https://<redacted>@host/v1'; a base_url): up to the last '@' of the authority, as HTTP clients read it (a
-    password may hold '@'). Linear: each scan after a '://' stops at the next '/' or space."""
+    'https://<redacted>@host/v1'; a base_url): in each run of text between spaces and quotes that holds an '@',
+    what stands before its last '@' (a password may hold '@' or an unencoded '/'), after the '://' (or a leading
+    '//'); with a scheme, any user (a token alone is a user: 'https://ghp_x@github.com'), without one only
+    'user:password' ('admin:pw@host:8000', not 'me@example.org' or 'git@github.com:o/r'). Linear."""
     out, pos = [], 0
-    while (found := text.find("://", pos)) >= 0:
-        start = found + 3
-        end = _AUTHORITY.match(text, start).end()
-        at = text.rfind("@", start, end)
-        out.append(text[pos:start] + (f"{REDACTED}@" if at >= 0 else ""))
-        pos = at + 1 if at >= 0 else start
+    for m in _WORD.finditer(text):
+        word = m[0]
+        at = word.rfind("@")
+        if at < 0:
+            continue
+        scheme = word.find("://", 0, at)
+        start = scheme + 3 if scheme >= 0 else 2 if word.startswith("//") else 0
+        user = word[start:at]
+        if user and user != REDACTED and (":" in user if scheme < 0 else "/" not in user or ":" in user):
+            out.append(text[pos:m.start() + start] + REDACTED)
+            pos = m.start() + at
     return "".join(out) + text[pos:]
 
 
@@ -491,8 +543,8 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
     For libraries that record ``sys.argv`` (wandb)."""
     out: list[str] = []
     for arg in map(str, argv):
-        if out and out[-1].startswith("--") and "=" not in out[-1] and is_secret_key(out[-1]) \
-                and not arg.startswith("--"):
+        if out and (out[-1].startswith("--") and "=" not in out[-1] and is_secret_key(out[-1])
+                    or out[-1] in ("-u", "--user")) and not arg.startswith("--"):  # --api-key sk-1, curl -u u:pw
             out.append(REDACTED)
             continue
         parts = arg.split("=")
@@ -573,13 +625,26 @@ def is_environment_key(name: str) -> bool:
     return n in ("command", "cmd", *ENVIRONMENT_OPTIONS) or n.endswith(("_command", "_cmd"))
 
 
+#: star-kit's samplers that send the prompts out of this process: ``openai`` (to ``$OPENAI_BASE_URL``, or a local port
+#: anyone on the machine may listen on, when config.yaml names no ``base_url``, with ``$OPENAI_API_KEY``) and
+#: ``ray`` (a cluster it starts, or ``$RAY_ADDRESS``'s). A run directory naming one is used only when the command
+#: line names it again. (A plugin's sampler takes where it connects as ``base_url``, ``address`` or a
+#: ``*_command``, which are withheld the same way: the plugin guide says so.)
+REMOTE_SAMPLERS = ("openai", "ray")
+
+
 def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) -> dict[str, Any]:
     """``saved`` (a run directory's config.yaml) without the keys that name code: ``plugins`` (modules to
-    import) and every option whose value is a command. A run directory is data: such a key is used only when the
-    command line (flags or ``--config``; here ``given``) names it again, with the value given now (a server's
-    restart script or address may change between a run and its resume), else this refuses in one line."""
+    import), a sampler of :data:`REMOTE_SAMPLERS` and every option whose value is a command. A
+    run directory is data: such a key is used only when the command line (flags or ``--config``; here ``given``)
+    names it again, with the value given now (a server's restart script or address may change between a run and
+    its resume), else this refuses in one line."""
     saved = dict(saved)
     named, again = [], []
+    sampler = saved.get("sampler")
+    if sampler in REMOTE_SAMPLERS and not given.get("sampler"):
+        named.append(f"sampler {sampler!r} (it sends the prompts out of this process)")
+        again.append(f"--sampler {sampler}")
     raw = saved.pop("plugins", None) or []
     plugins = [p for p in (raw if isinstance(raw, list) else [raw]) if p]
     if plugins:

@@ -660,7 +660,12 @@ class StarRun:
         done = {r.iteration for r in history}
         # M(n) of the last finished iteration: its checkpoint, or M0 when it had nothing to train on (as an
         # uninterrupted run goes on from it; not an earlier iteration's checkpoint)
-        current = (max(history, key=lambda r: r.iteration).checkpoint if history else None) or base_model
+        last = max(history, key=lambda r: r.iteration) if history else None
+        if last is not None and last.checkpoint and not self.store.has(last.iteration, "checkpoint"):
+            raise StarKitError(f"--resume {self.store.root}: metrics.jsonl records iteration {last.iteration}'s "
+                               f"checkpoint, but {last.checkpoint} holds no model (no config.json): put the folder "
+                               f"back to go on, or start a new run", 2)
+        current = (last.checkpoint if last is not None else None) or base_model
         try:
             sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
         except BaseException:

@@ -112,16 +112,43 @@ TOKENIZER_FILES = (("tokenizer.json",), ("tokenizer.model",), ("spiece.model",),
 def check_model_folder(model: str, who: str) -> None:
     """Before ``who`` (a sampler) loads a local model folder: it holds weights and a tokenizer beside config.json;
     without them transformers fails with a message about sentencepiece or tiktoken, or a missing pytorch_model.bin:
-    one line instead. A hub id, or a folder without config.json, is left to the loader."""
+    one line instead. Its config.json names no attention kernel from the hub (``"attn_implementation":
+    "kernels-community/..."``: transformers would fetch and run that code, ``trust_remote_code`` or not; a
+    checkpoint in a run directory someone else wrote is data). A hub id, or a folder without config.json, is left
+    to the loader."""
     path = Path(model)
     if not (path / "config.json").is_file():
         return
+    kernel = _hub_kernel(path / "config.json")
+    if kernel is not None:
+        raise StarKitError(f"{who}: model folder {path}: config.json names the attention implementation "
+                           f"{kernel!r}, a kernel from the hub (code): refused; remove the key to load it with "
+                           f"transformers' own attention", 2)
     missing = [what for what, found in (
         ("no weights (*.safetensors or pytorch_model*.bin)", any(any(path.glob(g)) for g in WEIGHT_FILES)),
         ("no tokenizer (tokenizer.json, tokenizer.model, or vocab.json with merges.txt)",
          any(all((path / f).is_file() for f in files) for files in TOKENIZER_FILES))) if not found]
     if missing:
         raise StarKitError(f"{who}: model folder {path}: {' and '.join(missing)} beside its config.json", 2)
+
+
+def _hub_kernel(config_json: Path) -> str | None:
+    """The hub kernel a model's config.json asks for as its attention implementation (a value naming a repository,
+    ``owner/name``, at the top level or in a sub-config such as ``text_config``), or None."""
+    import json
+
+    try:
+        with open(config_json, "rb") as f:
+            data = json.loads(f.read(64 << 20))
+    except (OSError, ValueError):
+        return None  # the loader says what is wrong with it
+    configs = [data, *(v for v in data.values() if isinstance(v, dict))] if isinstance(data, dict) else []
+    for config in configs:
+        for key in ("attn_implementation", "_attn_implementation", "_attn_implementation_internal"):
+            value = config.get(key)
+            if isinstance(value, str) and "/" in value:
+                return value
+    return None
 
 
 def _package_file(name: str, embedded: EmbeddedModel, package: str, file: str) -> Path:

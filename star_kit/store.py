@@ -307,15 +307,16 @@ class RunStore:
         return [name for name in self.STEP_FILES if self.has(iteration, name)]
 
     def metrics(self) -> list[dict[str, Any]]:
-        """metrics.jsonl's rows; each ``checkpoint`` names this directory's ``iter_NN/checkpoint``, whatever path
-        the row recorded (a copied or moved run directory's rows name the folder it was made in; a resume goes on
-        from, and records, its own): a run directory never sends star-kit to load a model from elsewhere."""
+        """metrics.jsonl's rows; each ``checkpoint`` names this directory's ``iter_NN/checkpoint``, absolute,
+        whatever path the row recorded (a copied or moved run directory's rows name the folder it was made in; a
+        resume goes on from, and records, its own): a run directory never sends star-kit to load a model from
+        elsewhere, and a missing folder is never read as a hub id (``--resume .``: ``iter_01/checkpoint``)."""
         rows = read_jsonl(self.metrics_path) if self.metrics_path.exists() else []
         for row in rows:
             if row.get("checkpoint") is not None:
                 iteration = row.get("iteration")
-                row["checkpoint"] = str(self.artifact(iteration, "checkpoint")) if isinstance(iteration, int) \
-                    and not isinstance(iteration, bool) and iteration >= 0 else None
+                row["checkpoint"] = str(self.artifact(iteration, "checkpoint").absolute()) \
+                    if isinstance(iteration, int) and not isinstance(iteration, bool) and iteration >= 0 else None
         return rows
 
     def record(self, row: dict[str, Any]) -> None:

@@ -433,7 +433,8 @@ def test_worker_killed_is_one_error_and_resume_retrains(tiny_model, tmp_path, pl
     assert not (out / "iter_01" / "checkpoint").exists()
     assert not _workers()  # nothing left training beside a resumed run
 
-    done = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress"],
+    done = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--resume", str(out), "--no-progress",
+                           "--sampler", "ray"],
                           env=plugin_env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 training processes" in done.stderr and "2 sampling actors" in done.stderr

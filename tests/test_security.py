@@ -82,15 +82,60 @@ def _files_holding(root: Path, needle: str) -> list[str]:
 
 # -- secrets -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["api_key", "OPENAI_API_KEY", "apiKey", "hf_token", "access_token", "token",
-                                  "password", "client_secret", "Authorization", "auth_header", "credentials_file"])
+                                  "password", "client_secret", "Authorization", "auth_header", "credentials_file",
+                                  # written without separators, numbered, plural, a qualifier or a service before key
+                                  "apitoken", "authtoken", "accesstoken", "HFToken", "password1", "clientsecret",
+                                  "privatekey", "OpenAIKey", "subscription_key", "Ocp-Apim-Subscription-Key",
+                                  "api_keys", "apiKeys", "signing_key", "X-Amz-Signature", "key", "sig", "pw", "pass",
+                                  "passcode", "wandbkey"])
 def test_credential_option_names_are_recognised(name):
     assert is_secret_key(name)
 
 
 @pytest.mark.parametrize("name", ["pad_token", "eos_token_id", "max_tokens", "max_new_tokens", "tokenizer",
-                                  "author", "base_url", "batch_size", "served_model", "reload_command"])
+                                  "author", "base_url", "batch_size", "served_model", "reload_command", "sort_key",
+                                  "keyword", "monkey", "passes", "bypass", "compass", "suppress_tokens",
+                                  "long_prefill_token_threshold", "include_num_input_tokens_seen"])
 def test_ordinary_option_names_are_not_credentials(name):
     assert not is_secret_key(name)
+
+
+def test_no_option_of_trl_or_a_run_is_taken_for_a_credential_but_the_hubs_token():
+    """A name taken for a credential is never written and must be given again on --resume: SFTConfig's fields
+    and a run's keys, which config.yaml records, are not, except hub_token."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    names = [f.name for f in dataclasses.fields(SFTConfig)] + list(RunConfig.keys())
+    assert [n for n in names if is_secret_key(n)] == ["hub_token"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("curl -u admin:pw1 http://h/reload", "curl -u <redacted> http://h/reload"),
+    ("curl --user admin:pw1 http://h/reload", "curl --user <redacted> http://h/reload"),
+    ("http://h/reload?key=k1&sig=s1&X-Amz-Signature=a1&n=3",
+     "http://h/reload?key=<redacted>&sig=<redacted>&X-Amz-Signature=<redacted>&n=3"),
+    ("admin:pw1@host:8000/v1", "<redacted>@host:8000/v1"),  # no scheme
+    ("https://user:pw/1@host/v1", "https://<redacted>@host/v1"),  # an unencoded '/' in the password
+    ("https://ghp_tok@github.com/o/r", "https://<redacted>@github.com/o/r"),  # a token as the user
+    ('{\\"api_key\\": \\"sk-1\\"}', '{\\"api_key\\": \\"<redacted>\\"}'),  # escaped quotes
+    ("export K=sk-proj-abcdefghijklmnopqrstuvwxyz012; serve", "export K=<redacted>; serve"),  # by its shape
+    ("--hub hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", "--hub <redacted>"),
+    ("me@example.org git@github.com:o/r https://host/@scope/pkg", None),  # not credentials: kept
+])
+def test_credentials_in_more_forms_inside_a_value_are_redacted(text, expected):
+    from star_kit.config import redact_text
+
+    assert redact_text(text) == (expected or text)
+    assert redact_text(redact_text(text)) == redact_text(text)
+
+
+def test_a_list_option_that_is_a_command_line_loses_the_value_of_its_credential_flags():
+    assert redact({"launch_args": ["--api-key", "sk-1", "--seed", "3"], "stop": ["--", "Q:"],
+                   "argv": ("-u", "admin:pw", "http://h")}) == {
+        "launch_args": ["--api-key", REDACTED, "--seed", "3"], "stop": ["--", "Q:"],
+        "argv": ["-u", REDACTED, "http://h"]}
 
 
 def test_redact_reaches_nested_options_and_keeps_empty_values():
@@ -159,11 +204,12 @@ def test_a_credential_never_reaches_the_run_directory_report_or_loggers(tmp_path
     assert SECRET not in capsys.readouterr().out
 
     # Resume with the key again (a new one, even): accepted, and the sampler gets the flag's value.
-    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned", "--no-progress",
                  "--sampler-opt", "api_key=sk-NEW"]) == 0, capsys.readouterr().err
     assert SEEN[-1] == {"api_key": "sk-NEW", "batch_size": 4}
     # Resume without it: never the placeholder.
-    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress"]) == 0
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned",
+                 "--no-progress"]) == 0
     assert SEEN[-1] == {"batch_size": 4}
     assert _files_holding(out, "sk-NEW") == [] and _files_holding(out, SECRET) == []
 
@@ -224,10 +270,11 @@ def test_resume_does_not_run_the_command_a_run_directory_names(tmp_path, fake_mo
     assert main(["run", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert not pwned.exists()
-    assert "config.yaml names sampler option reload_command; a run directory is data" in err
-    assert "--sampler-opt reload_command=... again" in err and len(err.strip().splitlines()) == 1
+    assert "config.yaml names sampler 'openai' (it sends the prompts out of this process) and sampler option " \
+           "reload_command; a run directory is data" in err
+    assert "--sampler openai / --sampler-opt reload_command=... again" in err and len(err.strip().splitlines()) == 1
     # Passed again on the command line, it is the user's command: accepted (shown here, not run).
-    assert main(["run", "--resume", str(run), "--print-config",
+    assert main(["run", "--resume", str(run), "--print-config", "--sampler", "openai",
                  "--sampler-opt", f"reload_command=touch {pwned}"]) == 0
     assert f"reload_command: touch {pwned}" in capsys.readouterr().out
     assert is_command_key("reload_command") and is_command_key("start_cmd") and not is_command_key("commands_seen")
@@ -238,20 +285,20 @@ def test_resume_takes_commands_and_addresses_as_given_now(tmp_path, fake_model, 
     may be added (a run started without reload_command) or changed, and config.yaml records it as given now."""
     out = tmp_path / "run"
     assert _run(out, fake_model, "--sampler-opt", "base_url=http://127.0.0.1:8001/v1") == 0
-    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress", "--iterations", "0",
-                 "--sampler-opt", "base_url=http://127.0.0.1:8002/v1",
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned", "--no-progress",
+                 "--iterations", "0", "--sampler-opt", "base_url=http://127.0.0.1:8002/v1",
                  "--sampler-opt", "reload_command=echo restart {model}"]) == 0, capsys.readouterr().err
     saved = yaml.safe_load((out / "config.yaml").read_text())["sampler_options"]
     assert saved == {"base_url": "http://127.0.0.1:8002/v1", "reload_command": "echo restart {model}"}
     # a key that changes results is still refused by name, a command-like one (launch_args) too
-    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned", "--no-progress",
                  "--sampler-opt", "base_url=http://127.0.0.1:8002/v1", "--sampler-opt", "reload_command=x",
                  "--sampler-opt", "launch_args=--num_processes 4"]) == 2
     assert "config key 'sampler_options.launch_args' differs (unset in config.yaml, '--num_processes 4' now)" in \
         " ".join(capsys.readouterr().err.split())
     assert is_environment_key("reload_command") and is_environment_key("base_url")
     assert not is_environment_key("launch_args") and not is_environment_key("accelerate_config")
-    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--no-progress",
+    assert main(["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned", "--no-progress",
                  "--sampler-opt", "base_url=http://127.0.0.1:8002/v1", "--sampler-opt", "reload_command=x",
                  "--sampler-opt", "temperature_scale=2"]) == 2
     assert "config key 'sampler_options.temperature_scale' differs (unset in config.yaml, 2 now)" in \
@@ -282,6 +329,28 @@ def test_resume_does_not_take_what_runs_or_where_from_a_run_directory(tmp_path, 
     assert f"{kind} option {name}" in err and "config.yaml names" in err and "a run directory is data" in err
     assert f"{flag}=..." in err and len(err.strip().splitlines()) == 1
     assert is_command_key(name)
+
+
+@pytest.mark.parametrize("sampler", ["openai", "ray"])
+def test_a_run_directory_does_not_choose_a_sampler_that_sends_the_prompts_out(tmp_path, fake_model, capsys, sampler):
+    """A run directory naming ``sampler: openai`` and no base_url would send every prompt, with $OPENAI_API_KEY,
+    to $OPENAI_BASE_URL or a local port anyone may listen on (``ray``: start a cluster or join $RAY_ADDRESS): on
+    --resume and bench --run such a sampler is used only when the command line names it again."""
+    run = _crafted_run(tmp_path, fake_model, sampler=sampler)
+    for command in (["run", "--resume", str(run), "--no-progress"], ["bench", "--run", str(run), "--no-progress"]):
+        assert main(command) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"config.yaml names sampler {sampler!r} (it sends the prompts out of this process); a run " \
+               f"directory is data, pass --sampler {sampler} again to run it" in err, err
+    assert main(["run", "--resume", str(run), "--print-config", "--sampler", sampler]) == 0
+    assert f"sampler: {sampler}" in capsys.readouterr().out
+    for local in ("auto", "hf", "vllm", "canned"):  # decoders in this process: taken from config.yaml
+        (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(f"sampler: {sampler}",
+                                                                                  f"sampler: {local}"))
+        sampler = local
+        plugin = ["--plugin", "test_security"] if local == "canned" else []
+        assert main(["run", "--resume", str(run), "--print-config", *plugin]) == 0, capsys.readouterr().err
+        assert f"sampler: {local}" in capsys.readouterr().out
 
 
 def test_an_empty_value_of_such_an_option_is_nothing_to_refuse(tmp_path, fake_model, capsys):
@@ -372,8 +441,9 @@ def test_resume_report_and_bench_refuse_a_run_directory_holding_links_or_fifos(t
         entry.unlink()
         entry.symlink_to(elsewhere / "precious.txt") if kind == "link to a file" else os.mkfifo(entry)
     capsys.readouterr()
-    for argv in (["run", "--resume", str(out), "--plugin", "test_security", "--no-progress", "--iterations", "1"],
-                 ["run", "--resume", str(out), "--plugin", "test_security", "--print-config"],
+    for argv in (["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned", "--no-progress",
+                  "--iterations", "1"],
+                 ["run", "--resume", str(out), "--plugin", "test_security", "--sampler", "canned", "--print-config"],
                  ["report", str(out)],
                  ["bench", "--run", str(out), "--plugin", "test_security", "--sampler", "canned"]):
         assert main(argv) == 2, argv
@@ -520,3 +590,75 @@ def test_openai_sampler_sends_a_urls_user_and_password_as_basic_auth_and_never_s
         load_registry().create("samplers", "openai", "m", max_retries=0,
                                base_url=f"http://bob:{SECRET}@127.0.0.1:1/v1?api_key={SECRET}")
     assert SECRET not in str(failed.value) and "127.0.0.1:1/v1" in str(failed.value)
+
+
+def test_a_missing_checkpoint_folder_is_never_read_as_a_hub_id(tmp_path, fake_model, capsys, monkeypatch):
+    """metrics.jsonl records iteration 1's checkpoint, its folder is gone, the run is resumed from inside its
+    directory (``--resume .``): ``iter_01/checkpoint`` is a valid hub id, and the sampler would have asked the hub
+    for it with $HF_TOKEN. The row's path is this directory's, absolute, and the missing folder stops the resume."""
+    run = _crafted_run(tmp_path, fake_model, iterations=2, sampler="hf")
+    (run / "metrics.jsonl").write_text('{"iteration": 0, "accuracy": 0.25, "eval_examples": 4}\n'
+                                       '{"iteration": 1, "accuracy": 0.5, "steps": 40, "eval_examples": 4, '
+                                       '"checkpoint": "iter_01/checkpoint"}\n')
+    monkeypatch.chdir(run)
+    from star_kit.store import RunStore
+
+    assert RunStore(Path(".")).metrics()[1]["checkpoint"] == str(run / "iter_01" / "checkpoint")
+    assert main(["run", "--resume", ".", "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"metrics.jsonl records iteration 1's checkpoint, but {run / 'iter_01' / 'checkpoint'} holds no model" \
+           in err, err
+
+
+def test_a_config_file_a_run_directory_names_is_read_only_if_it_is_a_small_regular_file(tmp_path):
+    """An accelerate config path in a foreign config.yaml is read on --resume to compare what it decides: a FIFO
+    would block for ever, /dev/zero fill the memory."""
+    import os
+    import signal
+
+    from star_kit.config import MAX_CONFIG_BYTES, load_config_file
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.yaml"
+    big.write_text("a: 1\n" + "#" * MAX_CONFIG_BYTES)
+    signal.alarm(20)  # a regression would hang here
+    try:
+        for path, said in ((fifo, "not a regular file"), ("/dev/zero", "not a regular file"),
+                           (big, "larger than 1 MiB")):
+            with pytest.raises(StarKitError, match=said):
+                load_config_file(path)
+    finally:
+        signal.alarm(0)
+    from star_kit_plugins.trl_trainer import _accelerate_settings
+
+    assert _accelerate_settings(str(fifo)) == str(fifo)  # unreadable: its path counts, as for another machine's
+
+
+def test_bench_run_takes_only_a_star_kit_task_from_config_yaml(tmp_path, fake_model, capsys):
+    """``task: lm-eval:arc_easy`` (or ``arc_easy``) in a foreign config.yaml would make bench fetch that dataset
+    from the hub: a run's task is one of star-kit's, anything else is refused; --tasks names one explicitly."""
+    for task in ("lm-eval:arc_easy", "arc_easy"):
+        folder = tmp_path / task.replace(":", "_")
+        folder.mkdir()
+        run = _crafted_run(folder, fake_model, task=task, sampler="hf")
+        assert main(["bench", "--run", str(run), "--no-progress"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"config.yaml names task {task!r}, which is none of star-kit's" in err, err
+        assert "name what to bench with --tasks" in err
+
+
+def test_a_model_folder_naming_a_hub_kernel_as_its_attention_is_refused(tmp_path):
+    from star_kit.models import check_model_folder
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for config in ({"attn_implementation": "kernels-community/flash-attn3"},
+                   {"text_config": {"_attn_implementation": "someone/kernel"}}):
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(StarKitError, match=r"sampler 'hf': model folder .*ckpt: config.json names the attention "
+                                               r"implementation '.*/.*', a kernel from the hub \(code\): refused"):
+            check_model_folder(str(folder), "sampler 'hf'")
+    (folder / "config.json").write_text(json.dumps({"attn_implementation": "sdpa"}))
+    with pytest.raises(StarKitError, match="no weights"):  # past the kernel check: the folder's other checks
+        check_model_folder(str(folder), "sampler 'hf'")
