@@ -599,10 +599,11 @@ def reserved_option_problem(key: str) -> str | None:
 # ``accelerate_config`` (the launch's machines and processes), ``address`` (a Ray cluster: the driver unpickles what
 # its actors return), ``base_url`` (an OpenAI-compatible server: it receives every prompt, and the key from
 # ``$OPENAI_API_KEY``), TRL's ``push_to_hub`` / ``hub_model_id`` (a repository the trained model is pushed to with
-# the user's token) and ``chat_template_path`` (a tokenizer fetched from the hub). A plugin's option of another
-# name that does so should end in ``_command`` (the plugin guide says so).
+# the user's token), ``chat_template_path`` (a tokenizer fetched from the hub) and TRL's ``deepspeed`` (a DeepSpeed
+# config, whose monitors write files anywhere and send metrics to W&B or Comet). A plugin's option of another name
+# that does so should end in ``_command`` (the plugin guide says so).
 CODE_OPTIONS = ("launch_args", "accelerate_config", "address", "base_url", "push_to_hub", "hub_model_id",
-                "chat_template_path", "trust_remote_code")
+                "chat_template_path", "trust_remote_code", "deepspeed")
 
 
 def is_command_key(name: str) -> bool:

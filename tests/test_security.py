@@ -313,6 +313,7 @@ def test_resume_takes_commands_and_addresses_as_given_now(tmp_path, fake_model, 
     ("sampler", {"base_url": "http://203.0.113.9/v1"}, "--sampler-opt base_url"),  # every prompt, and the key
     ("trainer", {"push_to_hub": True, "hub_model_id": "someone/else"}, "--trainer-opt push_to_hub"),
     ("trainer", {"trust_remote_code": True}, "--trainer-opt trust_remote_code"),  # an SFTConfig field
+    ("trainer", {"deepspeed": {"wandb": {"enabled": True}}}, "--trainer-opt deepspeed"),  # its monitors
 ])
 def test_resume_does_not_take_what_runs_or_where_from_a_run_directory(tmp_path, fake_model, capsys, monkeypatch,
                                                                       kind, options, flag):
