@@ -303,15 +303,15 @@ def _size_problem(data: Any) -> str | None:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
+def load_config_file(path: str | Path, pipe: bool = False) -> dict[str, Any]:
     """A config file's keys (YAML or JSON): a regular file of at most :data:`MAX_CONFIG_BYTES`, safe YAML tags only,
     within :func:`_size_problem`'s limits; anything else refused in one line naming the file (and its line). A
     path a run directory names (an accelerate config on --resume) may be a FIFO or ``/dev/zero``: never waited on,
-    never read whole."""
+    never read whole. ``pipe``: the user's own ``--config``, which may be a pipe (``--config <(...)``)."""
     path = Path(path)
     try:
-        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        with open(path, "rb", opener=None if pipe else lambda name, flags: os.open(name, flags | os.O_NONBLOCK)) as f:
+            if not pipe and not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise StarKitError(f"cannot read config file {path}: not a regular file", 2)
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:

@@ -42,7 +42,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
     given: dict[str, Any] = {}
     file_data: dict[str, Any] = {}
     if getattr(args, "config", None):
-        file_data = load_config_file(args.config)
+        file_data = load_config_file(args.config, pipe=True)  # the user's: --config <(...) too
         RunConfig.from_dict(file_data, source=args.config)  # validates the keys and their types
         given.update(file_data)
     flags = {k: v for k, v in vars(args).items()

@@ -634,6 +634,11 @@ def test_a_config_file_a_run_directory_names_is_read_only_if_it_is_a_small_regul
     from star_kit_plugins.trl_trainer import _accelerate_settings
 
     assert _accelerate_settings(str(fifo)) == str(fifo)  # unreadable: its path counts, as for another machine's
+    r, w = os.pipe()  # the user's own --config may be a pipe: star-kit run --config <(...)
+    os.write(w, b"iterations: 2\n")
+    os.close(w)
+    assert load_config_file(f"/dev/fd/{r}", pipe=True) == {"iterations": 2}
+    os.close(r)
 
 
 def test_bench_run_takes_only_a_star_kit_task_from_config_yaml(tmp_path, fake_model, capsys):
