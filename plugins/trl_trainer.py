@@ -348,7 +348,11 @@ class TRLSFTTrainer:
         options.setdefault("logging_steps", max(1, steps // 10))
         options.setdefault("dataloader_num_workers", 0)
         if not cuda and "gradient_checkpointing" not in options:  # TRL's default recomputes the forward to save
-            options.setdefault("activation_checkpointing", False)  # memory: a CPU rarely needs it (measured 1.2x)
+            # memory: a CPU rarely needs it (measured 1.2x); the field's name in transformers < 5.24 (vLLM's pin)
+            # is gradient_checkpointing
+            field = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ \
+                else "gradient_checkpointing"
+            options.setdefault(field, False)
         args = SFTConfig(
             output_dir=str(work),
             max_steps=steps,

@@ -211,7 +211,8 @@ class _Engine:
         try:
             llm = self.vllm.LLM(model=model, tokenizer=model, **self.options)
         except (OSError, ValueError) as exc:
-            raise StarKitError(f"sampler 'vllm': cannot load model {model!r}: {one_line(exc)}") from exc
+            raise StarKitError(f"sampler 'vllm': cannot start the engine for {model!r}: "
+                               f"{one_line(exc, whole=True)}") from exc  # pydantic's reason is on its next lines
         self._llm, self._tokenizer, self.model = llm, llm.get_tokenizer(), model
         self._leading_tokens = leading_special_tokens(self._tokenizer)
 

@@ -201,6 +201,18 @@ def _quiet_interrupted_finalizers() -> None:
     sys.unraisablehook = hook
 
 
+def _given_again(run_dir: str) -> str:
+    """' --sampler ray --plugin m ...': what a resume of the run in ``run_dir`` must be given again (a run
+    directory is data: its plugins, a sampler that sends the prompts out, its commands), or ''."""
+    from .config import flags_to_give_again, load_config_file
+
+    try:
+        flags = flags_to_give_again(load_config_file(os.path.join(run_dir, "config.yaml")))
+    except StarKitError:
+        return ""
+    return "".join(f" {f}" for f in flags)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -220,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         how, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         where = getattr(args, "run_dir", None)
         if args.command == "run" and where and os.path.isfile(os.path.join(where, "config.yaml")):
-            err_console.print(f"{how}; continue with `star-kit run --resume {where}`", highlight=False, markup=False)
+            err_console.print(f"{how}; continue with `star-kit run --resume {where}{_given_again(where)}`",
+                              highlight=False, markup=False)
         elif args.command == "run":  # a start that is cut short removes what it wrote: nothing to resume
             err_console.print(f"{how} before anything was computed; run the same command again", highlight=False)
         elif args.command == "bench" and getattr(args, "json_written", False):

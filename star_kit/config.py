@@ -189,6 +189,24 @@ class RunConfig:
                 raise StarKitError(f"{name(key)} must be positive, got {value}", 2)
 
 
+#: the keys every config.yaml star-kit has written holds (RunConfig's first keys): one missing is a damaged or
+#: truncated file, never an older run (whose newer keys :func:`predated` fills)
+ALWAYS_SAVED = ("task", "model", "sampler", "trainer", "iterations", "patience", "train_size", "eval_size",
+                "rationalize", "baseline", "seed", "temperature", "top_p", "base_steps", "step_growth",
+                "step_schedule", "task_options", "sampler_options", "trainer_options")
+
+
+def check_saved_keys(saved: dict[str, Any], path: Any) -> None:
+    """A run directory's config.yaml (``saved``, read from ``path``) holds :data:`ALWAYS_SAVED`: else one line. An
+    empty or cut file would otherwise be filled with today's defaults, and a resume go on with other settings."""
+    missing = [k for k in ALWAYS_SAVED if k not in saved]
+    if missing:
+        what = "is empty" if not saved else f"has no {', '.join(repr(k) for k in missing[:3])}" + (
+            f" (and {len(missing) - 3} more keys)" if len(missing) > 3 else "")
+        raise StarKitError(f"{path} {what}: damaged or cut short (a run writes every key); put the run's config "
+                           f"back, or start a new run", 2)
+
+
 def predated(saved: dict[str, Any]) -> dict[str, Any]:
     """A run directory's saved config with the keys it predates set to what the run did then
     (:attr:`RunConfig.PREDATED`), so that resuming or benching it does not change what it measures. A run made
@@ -640,6 +658,21 @@ def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) ->
     run directory is data: such a key is used only when the command line (flags or ``--config``; here ``given``)
     names it again, with the value given now (a server's restart script or address may change between a run and
     its resume), else this refuses in one line."""
+    saved, named, again = _without_code(saved, given)
+    if named:
+        raise StarKitError(f"{where}: config.yaml names {' and '.join(named)}; a run directory is data, pass "
+                           f"{' / '.join(again)} again to run it", 2)
+    return saved
+
+
+def flags_to_give_again(saved: dict[str, Any]) -> list[str]:
+    """The flags a resume of a run with config.yaml ``saved`` must be given (:func:`code_from_saved`):
+    ``['--sampler ray', '--plugin m', '--sampler-opt reload_command=...']``; [] when none."""
+    return _without_code(saved, {})[2]
+
+
+def _without_code(saved: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """``saved`` less its code keys, the keys ``given`` does not name again, and the flags that would."""
     saved = dict(saved)
     named, again = [], []
     sampler = saved.get("sampler")
@@ -667,10 +700,7 @@ def code_from_saved(saved: dict[str, Any], given: dict[str, Any], where: str) ->
             named.append(f"{key[:-len('_options')]} option {name}")
             again.append(f"{flag} {name}=...")
         saved[key] = options
-    if named:
-        raise StarKitError(f"{where}: config.yaml names {' and '.join(named)}; a run directory is data, pass "
-                           f"{' / '.join(again)} again to run it", 2)
-    return saved
+    return saved, named, again
 
 
 def nothing_to_resume(run_dir: Any) -> StarKitError:

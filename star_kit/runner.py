@@ -14,8 +14,8 @@ from rich.table import Table
 
 from . import report
 from .cli_common import loaded_registry, quiet_libraries
-from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, code_from_saved, drop_redacted, load_config_file,
-                     local_paths_absolute, nothing_to_resume, predated)
+from .config import (OPTION_FLAGS, REDACTED, RunConfig, changed_key, check_saved_keys, code_from_saved, drop_redacted,
+                     load_config_file, local_paths_absolute, nothing_to_resume, predated)
 from .console import console, err_console, plain
 from .data import rows_count
 from .errors import StarKitError
@@ -37,6 +37,7 @@ def merged_config(args: argparse.Namespace) -> RunConfig:
             raise nothing_to_resume(args.resume)
         # paths an older run recorded relative are read from here, as that run's command did from its directory
         raw = load_config_file(path)
+        check_saved_keys(raw, path)
         saved = local_paths_absolute(predated(drop_redacted(raw)))
         RunConfig.from_dict(saved, source=path)  # a damaged or edited file: named in its one line
     given: dict[str, Any] = {}

@@ -668,3 +668,26 @@ def test_a_model_folder_naming_a_hub_kernel_as_its_attention_is_refused(tmp_path
     (folder / "config.json").write_text(json.dumps({"attn_implementation": "sdpa"}))
     with pytest.raises(StarKitError, match="no weights"):  # past the kernel check: the folder's other checks
         check_model_folder(str(folder), "sampler 'hf'")
+
+
+@pytest.mark.parametrize("cut", ["empty", "lines"])
+def test_a_damaged_config_yaml_stops_the_resume_instead_of_taking_the_defaults(tmp_path, fake_model, capsys, cut):
+    """An emptied or cut config.yaml was filled with today's defaults and the run went on with other sizes."""
+    run = _crafted_run(tmp_path, fake_model, sampler="hf", train_size=32, eval_size=16)
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text("" if cut == "empty" else "\n".join(text.splitlines()[:7]) + "\n")
+    assert main(["run", "--resume", str(run), "--print-config"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    said = "is empty" if cut == "empty" else "has no"
+    assert f"{run / 'config.yaml'} {said}" in err and "damaged or cut short (a run writes every key)" in err, err
+
+
+def test_the_resume_command_said_on_an_interrupt_names_what_must_be_given_again(tmp_path, fake_model):
+    from star_kit.cli import _given_again
+
+    run = _crafted_run(tmp_path, fake_model, sampler="openai", plugins=["my_plugin"],
+                       sampler_options={"reload_command": "curl http://h/reload"})
+    assert _given_again(str(run)) == " --sampler openai --plugin my_plugin --sampler-opt reload_command=..."
+    (run / "config.yaml").write_text(yaml.safe_dump(RunConfig(model=fake_model, sampler="hf").to_dict()))
+    assert _given_again(str(run)) == ""
+    assert _given_again(str(tmp_path / "nowhere")) == ""
