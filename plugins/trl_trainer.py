@@ -387,6 +387,14 @@ class TRLSFTTrainer:
         packed = self.packed_attention is not False and bool(args.padding_free) and use_packed_attention(
             patched, everywhere=self.packed_attention is True)
         world = args.world_size
+        expected = getattr(self, "expected_processes", None)  # set by the launching process (accelerate)
+        if expected is not None and world != expected:  # the global batch recorded would not be the one trained
+            hint = ("accelerate starts a MULTI_CPU config's processes through mpirun only (with mpirun_hostfile): on "
+                    "one machine without GPUs give num_processes without accelerate_config, which star-kit starts "
+                    "with gloo" if self.accelerate_config and not cuda else
+                    f"check {self.accelerate_config or 'the accelerate configuration'}")
+            raise StarKitError(f"trainer 'trl-sft': accelerate started {world} training process"
+                               f"{'es' if world > 1 else ''} where {expected} were asked ({hint})", 2)
         if trainer.is_world_process_zero():
             kind = trainer.accelerator.distributed_type.value  # accelerate's name: MULTI_GPU, FSDP, DEEPSPEED, ...
             device = trainer.accelerator.device.type
@@ -445,9 +453,12 @@ class TRLSFTTrainer:
         write_jsonl(work / "train.jsonl", (e.to_dict() for e in examples))
         options = self.options()
         secrets = {k: options.pop(k) for k in list(options) if is_secret_key(k)}  # hub_token ...: never on disk
+        expected = _processes({"launcher": "accelerate", "launch_args": self.launch_args, "num_processes":
+                               self.num_processes, "accelerate_config": self.accelerate_config})
         write_json(spec, {"base_model": str(base_model), "train": str(work / "train.jsonl"), "steps": steps,
                           "output_dir": str(output_dir), "seed": seed, "work": str(work / "trl"),
-                          "progress": str(progress), "options": options, "parent_pid": os.getpid()})
+                          "progress": str(progress), "options": options, "parent_pid": os.getpid(),
+                          "processes": expected, "accelerate_config": self.accelerate_config})
         log_path = output_dir.parent / "train_worker.log"
         cmd = self.launch_command(spec)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{SECRETS_ENV: json.dumps(secrets)})
@@ -730,7 +741,7 @@ def launch_args_problem(args: list[str]) -> str | None:
     return None
 
 
-_LAUNCHER_ERRORS = ("ChildFailedError", "SignalException")  # the launcher's own report of a failed worker
+_LAUNCHER_ERRORS = ("ChildFailedError", "SignalException", "CalledProcessError")  # the launcher's report of a worker
 _RANK_PREFIX = re.compile(r"^\[(?:rank|default)(\d+)\]: ?")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit|StopIteration)\b")
 
@@ -823,6 +834,8 @@ def run_worker(spec_path: str) -> None:
             fh.write("1\n" * k)
 
     trainer = TRLSFTTrainer(**spec["options"], **json.loads(os.environ.get(SECRETS_ENV) or "{}"))
+    trainer.expected_processes = spec.get("processes")  # as star-kit counted them (the global batch it records)
+    trainer.accelerate_config = spec.get("accelerate_config")
     work = Path(spec["work"])
     work.mkdir(parents=True, exist_ok=True)
     trainer.fit(spec["base_model"], examples, int(spec["steps"]), Path(spec["output_dir"]), int(spec["seed"]),

@@ -622,3 +622,24 @@ def test_a_run_trained_on_two_processes_resumes_on_one_with_the_same_global_batc
     assert "1 training process" in said and "effective batch 4" in said, said
     assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
     assert (out / "iter_02" / "checkpoint" / "config.json").is_file()
+
+
+def test_an_accelerate_config_that_starts_fewer_processes_than_it_names_stops_the_fine_tune(tiny_model, tmp_path,
+                                                                                            plugin_env):
+    """A MULTI_CPU accelerate config with num_processes 2 on one machine: accelerate starts one process (its CPU
+    processes run through mpirun only), while star-kit counted 2 for the global batch it records. The fine-tune
+    stops before training, naming both counts and what to do."""
+    config = tmp_path / "cpu2.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_CPU\nnum_machines: 1\n"
+                      "num_processes: 2\nmixed_precision: 'no'\nuse_cpu: true\n")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "star_kit.cli", "run", "--model", tiny_model, "--out", str(out),
+                           "--no-progress", "--task", "lenient-arithmetic", "--iterations", "1", "--train-size", "8",
+                           "--eval-size", "4", "--base-steps", "2", "--no-baseline", "--trainer-opt",
+                           "launcher=accelerate", "--trainer-opt", f"accelerate_config={config}"],
+                          env=plugin_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    err = " ".join(done.stderr.split())
+    assert "accelerate started 1 training process where 2 were asked (accelerate starts a MULTI_CPU config's " \
+           "processes through mpirun only" in err, done.stderr[-3000:]
+    assert not (out / "iter_01" / "checkpoint").exists()
