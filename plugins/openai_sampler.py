@@ -105,6 +105,14 @@ class OpenAISampler:
                 raise StarKitError(f"sampler 'openai': {key} must be a string, got {value!r} (in a config file, "
                                    f"quote it: {key}: '...{{model}}...')", 2)
         url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+        if not url.lower().startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            where = "base_url" if base_url else "$OPENAI_BASE_URL"
+            raise StarKitError(f"sampler 'openai': {where} must be an http:// or https:// URL (a server's "
+                               f"OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1), got {redact_text(url)!r}", 2)
+        for key, value, least in (("batch_size", batch_size, 1), ("concurrency", concurrency, 1),
+                                  ("max_retries", max_retries, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise StarKitError(f"sampler 'openai': {key} must be an integer >= {least}, got {value!r}", 2)
         # user:password@host: sent as HTTP Basic auth (urllib does not send a URL's userinfo), never shown
         scheme, sep, rest = url.partition("://")
         authority, slash, path = rest.partition("/")
@@ -114,10 +122,10 @@ class OpenAISampler:
         self.shown_url = redact_text(self.base_url)  # in messages: a credential in its query redacted too
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.served_template = str(served_model)
-        self.batch_size = max(1, int(batch_size))
-        self.concurrency = max(1, int(concurrency))
+        self.batch_size = batch_size
+        self.concurrency = concurrency
         self.timeout = float(timeout)
-        self.max_retries = max(0, int(max_retries))
+        self.max_retries = max_retries
         self.backoff = float(backoff)
         self.reload_command = reload_command or None
         self.serve_command = serve_command or None

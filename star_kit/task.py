@@ -39,6 +39,9 @@ def parse_digits(spec: Any, key: str) -> list[int]:
             text = str(spec).strip()
             if "-" in text:
                 lo, hi = (int(p) for p in text.split("-", 1))
+                if lo > hi:
+                    raise StarKitError(f"task option {key}={spec!r}: a range runs from the smaller count to the "
+                                       f"larger ('{hi}-{lo}')", 2)
                 values = list(range(lo, hi + 1))
             else:
                 values = [int(p) for p in text.split(",")]

@@ -217,3 +217,15 @@ def test_no_exemplar_is_a_held_out_sum(fmt):
     for exemplar in task.fewshot():
         a, b = sorted(task.exemplar_fields(exemplar).values()) or [None, None]
         assert a is not None and not held_out(f"{a} + {b}"), exemplar.question
+
+
+@pytest.mark.parametrize("spec, said", [("9-1", "a range runs from the smaller count to the larger ('1-9')"),
+                                        ("0-3", "digit counts must be between 1 and 30"),
+                                        ("a-b", "expected a digit range like '1-5'")])
+def test_a_bad_digit_range_says_what_is_wrong(spec, said):
+    from star_kit.errors import StarKitError
+    from star_kit.registry import load_registry
+
+    with pytest.raises(StarKitError, match=f"task option digits='{spec}': " + said.replace("(", r"\(").replace(
+            ")", r"\)")):
+        load_registry().create("tasks", "arithmetic", digits=spec)

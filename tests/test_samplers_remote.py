@@ -751,3 +751,20 @@ def test_a_server_that_accepts_and_never_answers_is_not_waited_on_silently(monke
     finally:
         listener.close()
     assert "retrying in 0.1s (attempt 2 of 2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, said", [
+    ({"base_url": "notaurl"}, "base_url must be an http:// or https:// URL"),
+    ({"base_url": "ftp://h/v1"}, "base_url must be an http:// or https:// URL"),
+    ({"base_url": "http://h/v1", "concurrency": 0}, "concurrency must be an integer >= 1, got 0"),
+    ({"base_url": "http://h/v1", "batch_size": -4}, "batch_size must be an integer >= 1, got -4"),
+    ({"base_url": "http://h/v1", "max_retries": -1}, "max_retries must be an integer >= 0, got -1"),
+])
+def test_bad_values_are_one_line_before_any_request(options, said):
+    """A URL that is none (urllib's 'unknown url type' read as a plugin crash) and counts below their least (one
+    was raised to 1 silently) are bad input: one line, exit code 2, nothing sent."""
+    from star_kit_plugins.openai_sampler import OpenAISampler
+
+    with pytest.raises(StarKitError, match=f"sampler 'openai': {said}") as err:
+        OpenAISampler("m", check_models=False, **options)
+    assert err.value.exit_code == 2
