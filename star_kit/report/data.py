@@ -33,10 +33,10 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not root.is_dir():
         raise StarKitError(f"report: {root} is not a directory", 2)
     store = RunStore(root)
-    store.check_entries("report")
-    if not store.metrics_path.is_file():
+    if not store.metrics_path.is_file():  # first: a folder that is no run is said so (and not walked)
         raise StarKitError(f"report: {root} has no metrics.jsonl (not a star-kit run directory, or no iteration "
                            f"has finished yet)", 2)
+    store.check_entries("report")
     def warn(message: str) -> None:
         print(f"warning: {store.metrics_path}: {message}", file=sys.stderr)
 
