@@ -27,6 +27,7 @@ from .errors import StarKitError, UnknownNameError, one_line
 from .records import PROMPT_NAMES
 
 LM_EVAL_PREFIX = "lm-eval:"
+ALL_NOTE_AT = 500  # benching every question of a task larger than this is said (no --limit given)
 UNSET = object()  # --limit not given (not a string: argparse would run a string default through optional_int)
 # Preferred headline metric of an lm-eval-native task (the first one present wins).
 _METRIC_PREFERENCE = ("exact_match", "acc", "acc_norm", "f1", "em", "bleu")
@@ -468,6 +469,10 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             err_console.print("[yellow]note:[/] " + escape(f"task {spec.name!r}: {rows_count(len(skipped))} "
                                                            f"skipped ({why}); first: {skipped[0]}"),
                               highlight=False)
+        if args.limit is UNSET and not args.run and spec.examples and len(spec.examples) > ALL_NOTE_AT:
+            err_console.print("[yellow]note:[/] " + escape(  # lm-eval's default too; on a CPU that may be hours
+                f"task {spec.name!r}: all its {len(spec.examples)} questions, for each of {len(targets)} "
+                f"model{'s' if len(targets) > 1 else ''} (--limit N benches N of them)"), highlight=False)
     # The run's own task, drawn as the run drew it (no --seed, --task-opt or other --data-dir asked for others):
     # the questions it recorded, or none at all (the same ids holding other questions would join wrong rows).
     same_draw = (args.seed is None and not options_for(run_task, dict(args.task_options))

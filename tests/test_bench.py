@@ -162,3 +162,16 @@ def test_models_whose_names_make_the_same_folder_keep_their_own_samples():
 
     assert model_folders(["a/b", "a_b", "a:b", "iter 1"]) == {"a/b": "a_b", "a_b": "a_b-2", "a:b": "a_b-3",
                                                              "iter 1": "iter_1"}
+
+
+def test_benching_every_question_of_a_large_task_is_said(tiny_model, capsys):
+    """No --limit: every question, as lm-eval does; for the arithmetic task's 1000 held-out sums (GSM8K's 1319)
+    that is said before anything loads, with the flag that benches fewer. (Here the run then stops on a bad
+    sampler option, before any model loads.)"""
+    assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--sampler-opt", "bogus=1",
+                 "--no-progress"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "note: task 'arithmetic': all its 1000 questions, for each of 1 model (--limit N benches N of them)" in err
+    assert main(["bench", "--model", tiny_model, "--tasks", "arithmetic", "--limit", "4", "--sampler-opt",
+                 "bogus=1", "--no-progress"]) == 2
+    assert "all its" not in capsys.readouterr().err
