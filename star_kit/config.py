@@ -671,6 +671,19 @@ def flags_to_give_again(saved: dict[str, Any]) -> list[str]:
     return _without_code(saved, {})[2]
 
 
+def _holds_command(value: Any, depth: int = 0) -> bool:
+    """Whether an option's value (a plugin's dict of settings, a list of them) holds a command key at any depth
+    (``{"server": {"start_command": ...}}``): the whole option is then withheld as a command is."""
+    if depth > 20:
+        return False
+    if isinstance(value, dict):
+        return any(is_command_key(k) and v not in (None, False, "", [], {}) or _holds_command(v, depth + 1)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_command(v, depth + 1) for v in value)
+    return False
+
+
 def _without_code(saved: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
     """``saved`` less its code keys, the keys ``given`` does not name again, and the flags that would."""
     saved = dict(saved)
@@ -692,7 +705,7 @@ def _without_code(saved: dict[str, Any], given: dict[str, Any]) -> tuple[dict[st
         if not isinstance(options, dict):
             continue
         options = dict(options)
-        for name in [k for k in options if is_command_key(k)]:
+        for name in [k for k in options if is_command_key(k) or _holds_command(options[k])]:
             value = options.pop(name)
             empty = value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
             if empty or name in (given.get(key) or {}):  # nothing to run, or the user's own again (its value now)

@@ -691,3 +691,17 @@ def test_the_resume_command_said_on_an_interrupt_names_what_must_be_given_again(
     (run / "config.yaml").write_text(yaml.safe_dump(RunConfig(model=fake_model, sampler="hf").to_dict()))
     assert _given_again(str(run)) == ""
     assert _given_again(str(tmp_path / "nowhere")) == ""
+
+
+def test_a_command_nested_in_a_plugins_option_is_withheld_as_one(tmp_path, fake_model, capsys):
+    """A plugin's option holding a dict of settings: a command key inside it names code as a top-level one does."""
+    run = _crafted_run(tmp_path, fake_model, sampler="hf", sampler_options={
+        "server": {"port": 8000, "hooks": [{"start_command": "touch PWNED"}]}})
+    assert main(["run", "--resume", str(run), "--print-config"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "config.yaml names sampler option server; a run directory is data, pass --sampler-opt server=... " \
+           "again" in err, err
+    from star_kit.config import flags_to_give_again
+
+    assert flags_to_give_again({"sampler_options": {"server": {"port": 8000, "start_command": ""}}}) == []  # empty
+    assert flags_to_give_again({"trainer_options": {"x": [{"cmd": "y"}]}}) == ["--trainer-opt x=..."]
