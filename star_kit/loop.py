@@ -668,11 +668,15 @@ class StarRun:
         current = (last.checkpoint if last is not None else None) or base_model
         try:
             sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
-        except BaseException:
+        except BaseException as exc:
             if fresh and not history:  # nothing was computed: the next try starts afresh, not as a resume
                 self.store.outcome_path.unlink(missing_ok=True)
                 self.store.config_path.unlink(missing_ok=True)
                 (self.store.root / "skipped_rows.json").unlink(missing_ok=True)
+            if isinstance(exc, PluginError) and last is not None and current == last.checkpoint:
+                # the run's own checkpoint does not load (a file cut by a full disk or an interrupted copy)
+                raise PluginError(f"{exc} (loading iteration {last.iteration}'s checkpoint {current}: a file there "
+                                  f"may be damaged)", exc.exit_code) from exc
             raise
         try:
             if config.baseline and 0 not in done:

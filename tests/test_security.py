@@ -705,3 +705,21 @@ def test_a_command_nested_in_a_plugins_option_is_withheld_as_one(tmp_path, fake_
 
     assert flags_to_give_again({"sampler_options": {"server": {"port": 8000, "start_command": ""}}}) == []  # empty
     assert flags_to_give_again({"trainer_options": {"x": [{"cmd": "y"}]}}) == ["--trainer-opt x=..."]
+
+
+def test_a_damaged_checkpoint_on_resume_is_named_as_the_runs_own(tmp_path, tiny_model, capsys):
+    """The sampler's load error (safetensors' 'incomplete metadata') read as a sampler crash: it now names the
+    iteration's checkpoint as where the damaged file may be."""
+    import shutil
+
+    run = _crafted_run(tmp_path, tiny_model, sampler="hf", iterations=2)
+    ckpt = run / "iter_01" / "checkpoint"
+    shutil.copytree(tiny_model, ckpt)
+    weights = next(ckpt.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    (run / "metrics.jsonl").write_text('{"iteration": 0, "accuracy": 0.25, "eval_examples": 4}\n'
+                                       '{"iteration": 1, "accuracy": 0.5, "steps": 40, "eval_examples": 4, '
+                                       f'"checkpoint": "{ckpt}"}}\n')
+    assert main(["run", "--resume", str(run), "--no-progress"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"(loading iteration 1's checkpoint {ckpt}: a file there may be damaged)" in err, err
