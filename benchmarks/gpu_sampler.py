@@ -7,7 +7,9 @@
 Made for a CUDA GPU (it runs on CPU too, slowly: the test suite runs it with ``--quick``). Steps:
 
 1. ``agreement``: the same ``--agree`` held-out prompts through both engines in float32 and in bfloat16
-   (``gpu_check.step_agreement``): identical texts, and the accuracy of each.
+   (``gpu_check.step_agreement``, which prints its cumulative result as each run ends and records a run's error in
+   it): identical texts, and the accuracy of each. (Before this reuse, the step drew training prompts, as the
+   throughput step does, and took the default dtype: the JSON of ``docs/results/gpu_sampler_*.json``.)
 2. ``throughput``: ``--n`` prompts through ``generate`` (its default batch) and through the prefix engine at each
    of ``--slots`` (and auto), alternated for ``--rounds`` rounds after a warm-up: useful tokens per second
    (completions cut at the stop string, re-tokenized), seconds, and the fraction of the device's bf16 matmul peak
@@ -105,9 +107,9 @@ def main() -> None:
     finally:
         for sampler in samplers.values():
             sampler.close()
-    costs = model_costs(model, args.n, split="train", new_tokens=tokens["generate"] / args.n)
     rows = {}
-    for name in samplers:
+    for name in samplers:  # each contender's own mean context (its completions' mean length)
+        costs = model_costs(model, args.n, split="train", new_tokens=tokens[name] / args.n)
         tps = tokens[name] / min(timings[name])
         rows[name] = {"tokens": tokens[name], "seconds": [round(t, 3) for t in timings[name]],
                       "tokens_per_s": round(tps, 1), "slots": slots[name],

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import star_kit
 from star_kit.config import is_secret_key, option_type_problem
 from star_kit.errors import StarKitError, did_you_mean
+from star_kit.models import check_model_folder
 from star_kit.protocols import Advance
 from star_kit.records import TrainExample
 from star_kit.registry import as_declared
@@ -281,6 +282,7 @@ class TRLSFTTrainer:
         from datasets import Dataset
         from transformers import AutoTokenizer
 
+        check_model_folder(str(base_model), "trainer 'trl-sft'")  # weights, tokenizer, no hub attention kernel
         cuda = torch.cuda.is_available()
         bf16 = self.uses_bf16(cuda)
         tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=False)

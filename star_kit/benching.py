@@ -119,6 +119,8 @@ def run_targets(run_dir: Path, note=None) -> tuple[dict[str, Any], list[Target]]
         raise StarKitError(f"--run {run_dir}: no config.yaml there (not a star-kit run directory)", 2)
     RunStore(run_dir).check_entries(f"--run {run_dir}")
     config = load_config_file(config_path)
+    if not config.get("model"):  # a cut file: its iterations would be labelled as the default model's
+        raise StarKitError(f"--run {run_dir}: {config_path} names no model (damaged or cut short?)", 2)
     from .config import RunConfig
 
     base = str(config.get("model") or RunConfig().model)

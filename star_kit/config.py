@@ -444,9 +444,14 @@ def _name_parts(name: str) -> list[str]:
 # words that name a credential wherever they stand in a name, its separators dropped ('clientsecret', 'password1',
 # 'X-Amz-Signature'); 'token' and 'key' are judged with their neighbours (below)
 _SECRET_INFIXES = ("password", "passwd", "passphrase", "passcode", "secret", "credential", "authorization",
-                   "apikey", "bearer", "cookie", "signature")
-# a name that is one of these words (with a service's name or a qualifier before it, or alone): a credential
-_SECRET_WHOLE = {"key", "sig", "pass", "pw", "pwd", "cred", "creds", "jwt", "sessionid", "sk"}
+                   "apikey", "bearer")
+# an option named by one of these words alone (or ending in 'signature': 'X-Amz-Signature') is a credential; inside
+# a text they are ordinary words ('Answer key: 42'), read as a credential's name only in a URL's query ('?key=')
+# or as a flag ('--key x'): :data:`_GENERIC_SECRETS`
+_SECRET_WHOLE = {"key", "sig", "signature", "pass", "pw", "pwd", "cred", "creds", "jwt"}
+_GENERIC_SECRETS = _SECRET_WHOLE
+# 'token' at the end of a word names a credential after these ('authtoken', 'HFToken'), not after others ('tiktoken')
+_TOKEN_PREFIXES = {"auth", "access", "api", "refresh", "bearer", "session", "secret", "sas", "id", "oauth"}
 _KEY_QUALIFIERS = {"api", "access", "private", "secret", "session", "subscription", "client", "master", "signing",
                    "encryption", "license", "account", "storage", "hmac", "app", "auth", "ssh", "service"}
 
@@ -455,13 +460,14 @@ def is_secret_key(name: str) -> bool:
     """Whether an option named ``name`` holds a credential (``api_key``, ``hf_token``, ``authtoken``,
     ``password1``, ``clientsecret``, ``OpenAIKey``, ``subscription_key``, ``X-Amz-Signature``, ``key``, ``pw`` ...)
     and not a tokenizer's or a budget's token (``pad_token``, ``max_new_tokens``, ``eos_token_id``)."""
-    parts = [p[:-1] if p == "keys" else p for p in _name_parts(name)]  # 'tokens' are a tokenizer's (suppress_tokens)
+    parts = _name_parts(name)
     compact = "".join(parts)
-    if any(word in compact for word in _SECRET_INFIXES) or compact in _SECRET_WHOLE:
+    if any(word in compact for word in _SECRET_INFIXES) or compact in _SECRET_WHOLE or \
+            (len(parts) > 1 and parts[-1] == "signature"):
         return True
     for i, part in enumerate(parts):
-        if part.endswith("token"):  # 'token', 'hf_token', 'authtoken', 'HFToken'
-            before = parts[i - 1] if i else part[:-len("token")]
+        if part == "token" or part.endswith("token") and part[:-5] in _TOKEN_PREFIXES | _SERVICES:
+            before = parts[i - 1] if part == "token" and i else part[:-len("token")]
             after = parts[i + 1] if i + 1 < len(parts) else ""
             if before in _NOT_SECRET_BEFORE_TOKEN or after in _NOT_SECRET_AFTER_TOKEN:
                 continue
@@ -470,9 +476,10 @@ def is_secret_key(name: str) -> bool:
             return True
         if part.endswith("key") and part != "key" and part[:-3] in _SERVICES | _KEY_QUALIFIERS:  # 'openaikey'
             return True
+    parts = [p[:-1] if p == "keys" else p for p in parts]  # 'api_keys' (not 'tokens': a tokenizer's)
     pairs = list(zip(parts, parts[1:]))
     return any(pair in _SECRET_PAIRS or (pair[1] == "key" and pair[0] in _KEY_QUALIFIERS) for pair in pairs) or (
-        compact.endswith("key") and compact[:-3].endswith(tuple(_SERVICES)))
+        compact.endswith("key") and compact[:-3] in _SERVICES | _KEY_QUALIFIERS)
 
 
 def redact(obj: Any) -> Any:
@@ -481,18 +488,28 @@ def redact(obj: Any) -> Any:
     of a config uses: config.yaml, --print-config, the report, the loggers."""
     if isinstance(obj, dict):
         return {k: (REDACTED if is_secret_key(k) and v not in (None, "") else redact(v)) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):  # a list of words may be a command line: ['--api-key', 'sk-1']
-        return redact_argv(obj) if obj and all(isinstance(v, str) for v in obj) else [redact(v) for v in obj]
+    if isinstance(obj, (list, tuple)):
+        return [redact(v) for v in obj]
     return redact_text(obj) if isinstance(obj, str) else obj
 
 
 _WORD = re.compile(r"[^\s'\"]++")
+_HOST_START = re.compile(r"[A-Za-z0-9\[]")  # what follows a URL's '@': a host name, an address, '[::1]'
 # a credential by its well-known shape, wherever it stands (a key pasted into a command or a note): OpenAI's and
 # Anthropic's 'sk-...', Hugging Face's 'hf_...', GitHub's 'ghp_...' / 'github_pat_...', AWS's 'AKIA...', Slack's
 # 'xoxb-...'; long enough not to be a word. Each try starts where no letter or digit precedes it: linear.
-_KNOWN_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{20,}+|hf_[A-Za-z0-9]{30,}+"
+_KNOWN_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_-]{32,}+|hf_[A-Za-z0-9]{30,}+"
                           r"|gh[pousr]_[A-Za-z0-9]{30,}+|github_pat_[A-Za-z0-9_]{30,}+|AKIA[0-9A-Z]{16}(?![A-Za-z0-9])"
-                          r"|xox[abposr]-[A-Za-z0-9-]{10,}+)")
+                          r"|xox[abposr]-[0-9]{6,}+-[A-Za-z0-9-]{10,}+)")
+
+
+def _known_token(m: re.Match) -> str:
+    """A match of :data:`_KNOWN_TOKEN` redacted when it looks generated (upper and lower case letters, and for
+    'sk-' a digit too, as keys are; 'sk-learn-is-a-great-library-for-ml-models' is not), else kept."""
+    word, body = m[0], m[0][3:]
+    generated = any(c.isupper() for c in body) and any(c.islower() for c in body) and (
+        any(c.isdigit() for c in body) or not word.startswith("sk-"))
+    return REDACTED if generated or word.startswith(("AKIA", "xox")) else word
 # 'NAME=VALUE' / 'NAME: VALUE' inside a text (a URL's query 'api_key=...', a header in a command 'X-Api-Key: ...'):
 # a name starts where no name character precedes it, so each character begins at most one name (linear); only a
 # credential's name has its value read (and skipped), so another name's value is searched for names in turn. A
@@ -514,13 +531,24 @@ def redact_text(text: str) -> str:
     if "@" in text:
         text = _without_userinfo(text)
     if "_" in text or "-" in text or "AKIA" in text:
-        text = _KNOWN_TOKEN.sub(REDACTED, text)
+        text = _KNOWN_TOKEN.sub(_known_token, text)
     if "=" in text or ":" in text or "-" in text:
         out, pos = [], 0
         for m in _NAME_SEP.finditer(text):
-            if m.start() < pos or not (is_secret_key(m[2]) or m[1] and m[2] in ("u", "user")):  # curl -u u:pw
+            if m.start() < pos:
+                continue
+            named = "".join(_name_parts(m[2]))
+            if named in _GENERIC_SECRETS:  # 'Answer key: 42' is prose; '?key=...' and '--key x' are credentials
+                secret = bool(m[1]) or m.start() > 0 and text[m.start() - 1] in "?&"
+            else:
+                secret = is_secret_key(m[2])
+            user = bool(m[1]) and m[2] in ("u", "user")  # curl -u user:password (not python -u, git push -u)
+            if not secret and not user:
                 continue
             value, start = _VALUE.match(text, m.end()), pos
+            if user and (not value or not any(c.isalpha() for c in value[2].partition(":")[0])
+                         or ":" not in value[2]):  # curl's user:password, not docker's --user 1000:1000
+                continue
             if value:
                 pos = value.end()
                 opened, close = value[1][:1], -1
@@ -548,7 +576,14 @@ def _without_userinfo(text: str) -> str:
         scheme = word.find("://", 0, at)
         start = scheme + 3 if scheme >= 0 else 2 if word.startswith("//") else 0
         user = word[start:at]
-        if user and user != REDACTED and (":" in user if scheme < 0 else "/" not in user or ":" in user):
+        if not user or user == REDACTED or not _HOST_START.match(word, at + 1):
+            continue
+        name, colon, _ = user.partition(":")
+        if scheme >= 0:  # 'user@', 'user:pw@', 'user:p/w@'; not 'host:8000/@fs' or 'host/q=from:@u'
+            found = "/" not in user or colon and "/" not in name and not _.split("/")[0].isdigit()
+        else:  # 'admin:pw@host'; not 'me@example.org', 'mailto:me@x.org', '12:30@home'
+            found = colon and "/" not in user and name.lower() != "mailto" and any(c.isalpha() for c in name)
+        if found:
             out.append(text[pos:m.start() + start] + REDACTED)
             pos = m.start() + at
     return "".join(out) + text[pos:]
@@ -672,13 +707,13 @@ def flags_to_give_again(saved: dict[str, Any]) -> list[str]:
 
 
 def _holds_command(value: Any, depth: int = 0) -> bool:
-    """Whether an option's value (a plugin's dict of settings, a list of them) holds a command key at any depth
-    (``{"server": {"start_command": ...}}``): the whole option is then withheld as a command is."""
+    """Whether an option's value (a plugin's dict of settings, a list of them) holds a ``*_command`` key at any
+    depth (``{"server": {"start_command": ...}}``): the whole option is then withheld as a command is."""
     if depth > 20:
         return False
     if isinstance(value, dict):
-        return any(is_command_key(k) and v not in (None, False, "", [], {}) or _holds_command(v, depth + 1)
-                   for k, v in value.items())
+        return any(str(k).lower().replace("-", "_").endswith(("_command", "_cmd"))  # ('command': a word in data)
+                   and v not in (None, False, "", [], {}) or _holds_command(v, depth + 1) for k, v in value.items())
     if isinstance(value, list):
         return any(_holds_command(v, depth + 1) for v in value)
     return False

@@ -663,8 +663,8 @@ class StarRun:
         last = max(history, key=lambda r: r.iteration) if history else None
         if last is not None and last.checkpoint and not self.store.has(last.iteration, "checkpoint"):
             raise StarKitError(f"--resume {self.store.root}: metrics.jsonl records iteration {last.iteration}'s "
-                               f"checkpoint, but {last.checkpoint} holds no model (no config.json): put the folder "
-                               f"back to go on, or start a new run", 2)
+                               f"checkpoint, but {last.checkpoint} holds no model (no config.json or "
+                               f"adapter_config.json): put the folder back to go on, or start a new run", 2)
         current = (last.checkpoint if last is not None else None) or base_model
         try:
             sampler: Sampler = registry.create("samplers", self.sampler_name, current, **config.sampler_options)
