@@ -629,10 +629,13 @@ def test_run_flags_are_generated_from_runconfig_and_booleans_undo_yaml(tmp_path,
 def test_bench_reads_a_run_config_through_runconfig(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("task: arithmetic\nseed: two\n")
+    (run / "config.yaml").write_text("task: arithmetic\nmodel: smollm2-135m\nseed: two\n")
     assert main(["bench", "--run", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "config.yaml: key 'seed' is 'two' (a string); expected an integer" in err and len(err.splitlines()) == 1
+    (run / "config.yaml").write_text("task: arithmetic\nseed: 2\n")  # cut before its model: not benched as M0
+    assert main(["bench", "--run", str(run), "--no-progress"]) == 2
+    assert "config.yaml names no model (damaged or cut short?)" in capsys.readouterr().err
 
 
 def test_a_task_class_attribute_the_yaml_overrides_is_refused_in_one_line():
