@@ -447,13 +447,15 @@ _SECRET_INFIXES = ("password", "passwd", "passphrase", "passcode", "secret", "cr
                    "apikey", "bearer")
 # an option named by one of these words alone (or ending in 'signature': 'X-Amz-Signature') is a credential; inside
 # a text they are ordinary words ('Answer key: 42'), read as a credential's name only in a URL's query ('?key=')
-# or as a flag ('--key x'): :data:`_GENERIC_SECRETS`
-_SECRET_WHOLE = {"key", "sig", "signature", "pass", "pw", "pwd", "cred", "creds", "jwt"}
-_GENERIC_SECRETS = _SECRET_WHOLE
+# or as a flag ('--key x')
+_SECRET_WHOLE = frozenset({"key", "sig", "signature", "pass", "pw", "pwd", "cred", "creds", "jwt"})
 # 'token' at the end of a word names a credential after these ('authtoken', 'HFToken'), not after others ('tiktoken')
-_TOKEN_PREFIXES = {"auth", "access", "api", "refresh", "bearer", "session", "secret", "sas", "id", "oauth"}
-_KEY_QUALIFIERS = {"api", "access", "private", "secret", "session", "subscription", "client", "master", "signing",
-                   "encryption", "license", "account", "storage", "hmac", "app", "auth", "ssh", "service"}
+_TOKEN_PREFIXES = frozenset({"auth", "access", "api", "refresh", "bearer", "session", "secret", "sas", "id", "oauth"})
+_KEY_QUALIFIERS = frozenset({"api", "access", "private", "secret", "session", "subscription", "client", "master",
+                             "signing", "encryption", "license", "account", "storage", "hmac", "app", "auth", "ssh",
+                             "service"})
+_TOKEN_NAMERS = _TOKEN_PREFIXES | _SERVICES  # what may stand before 'token' in one word ('hftoken')
+_KEY_NAMERS = _KEY_QUALIFIERS | _SERVICES  # what may stand before 'key' in one word ('openaikey')
 
 
 def is_secret_key(name: str) -> bool:
@@ -466,7 +468,7 @@ def is_secret_key(name: str) -> bool:
             (len(parts) > 1 and parts[-1] == "signature"):
         return True
     for i, part in enumerate(parts):
-        if part == "token" or part.endswith("token") and part[:-5] in _TOKEN_PREFIXES | _SERVICES:
+        if part == "token" or part.endswith("token") and part[:-5] in _TOKEN_NAMERS:
             before = parts[i - 1] if part == "token" and i else part[:-len("token")]
             after = parts[i + 1] if i + 1 < len(parts) else ""
             if before in _NOT_SECRET_BEFORE_TOKEN or after in _NOT_SECRET_AFTER_TOKEN:
@@ -474,12 +476,12 @@ def is_secret_key(name: str) -> bool:
             return True
         if part in _SECRET_PARTS:
             return True
-        if part.endswith("key") and part != "key" and part[:-3] in _SERVICES | _KEY_QUALIFIERS:  # 'openaikey'
+        if part.endswith("key") and part != "key" and part[:-3] in _KEY_NAMERS:  # 'openaikey'
             return True
     parts = [p[:-1] if p == "keys" else p for p in parts]  # 'api_keys' (not 'tokens': a tokenizer's)
     pairs = list(zip(parts, parts[1:]))
     return any(pair in _SECRET_PAIRS or (pair[1] == "key" and pair[0] in _KEY_QUALIFIERS) for pair in pairs) or (
-        compact.endswith("key") and compact[:-3] in _SERVICES | _KEY_QUALIFIERS)
+        compact.endswith("key") and compact[:-3] in _KEY_NAMERS)
 
 
 def redact(obj: Any) -> Any:
@@ -538,7 +540,7 @@ def redact_text(text: str) -> str:
             if m.start() < pos:
                 continue
             named = "".join(_name_parts(m[2]))
-            if named in _GENERIC_SECRETS:  # 'Answer key: 42' is prose; '?key=...' and '--key x' are credentials
+            if named in _SECRET_WHOLE:  # 'Answer key: 42' is prose; '?key=...' and '--key x' are credentials
                 secret = bool(m[1]) or m.start() > 0 and text[m.start() - 1] in "?&"
             else:
                 secret = is_secret_key(m[2])
@@ -578,9 +580,9 @@ def _without_userinfo(text: str) -> str:
         user = word[start:at]
         if not user or user == REDACTED or not _HOST_START.match(word, at + 1):
             continue
-        name, colon, _ = user.partition(":")
+        name, colon, rest = user.partition(":")
         if scheme >= 0:  # 'user@', 'user:pw@', 'user:p/w@'; not 'host:8000/@fs' or 'host/q=from:@u'
-            found = "/" not in user or colon and "/" not in name and not _.split("/")[0].isdigit()
+            found = "/" not in user or colon and "/" not in name and not rest.split("/")[0].isdigit()
         else:  # 'admin:pw@host'; not 'me@example.org', 'mailto:me@x.org', '12:30@home'
             found = colon and "/" not in user and name.lower() != "mailto" and any(c.isalpha() for c in name)
         if found:
@@ -662,8 +664,17 @@ CODE_OPTIONS = ("launch_args", "accelerate_config", "address", "base_url", "push
 def is_command_key(name: str) -> bool:
     """Whether an option names code to run or where to run it (``reload_command``, any ``*_command``, and
     :data:`CODE_OPTIONS`): never taken from a run directory's config.yaml alone."""
-    n = str(name).lower().replace("-", "_")
-    return n in ("command", "cmd", *CODE_OPTIONS) or n.endswith(("_command", "_cmd"))
+    n = _option_name(name)
+    return n in ("command", "cmd", *CODE_OPTIONS) or _names_command(n)
+
+
+def _option_name(name: Any) -> str:
+    return str(name).lower().replace("-", "_")
+
+
+def _names_command(n: str) -> bool:
+    """Whether an option name (lower case, '_' for '-') ends in ``_command`` or ``_cmd``."""
+    return n.endswith(("_command", "_cmd"))
 
 
 #: command keys that say where star-kit runs or connects, not what it computes: on ``--resume`` the value given then
@@ -675,8 +686,8 @@ ENVIRONMENT_OPTIONS = ("base_url", "address", "push_to_hub", "hub_model_id")
 def is_environment_key(name: str) -> bool:
     """Whether an option is a command or an address (``reload_command``, any ``*_command``,
     :data:`ENVIRONMENT_OPTIONS`): the user's environment, which may change between a run and its resume."""
-    n = str(name).lower().replace("-", "_")
-    return n in ("command", "cmd", *ENVIRONMENT_OPTIONS) or n.endswith(("_command", "_cmd"))
+    n = _option_name(name)
+    return n in ("command", "cmd", *ENVIRONMENT_OPTIONS) or _names_command(n)
 
 
 #: star-kit's samplers that send the prompts out of this process: ``openai`` (to ``$OPENAI_BASE_URL``, or a local port
@@ -712,7 +723,7 @@ def _holds_command(value: Any, depth: int = 0) -> bool:
     if depth > 20:
         return False
     if isinstance(value, dict):
-        return any(str(k).lower().replace("-", "_").endswith(("_command", "_cmd"))  # ('command': a word in data)
+        return any(_names_command(_option_name(k))  # (a key 'command' alone is a word in data)
                    and v not in (None, False, "", [], {}) or _holds_command(v, depth + 1) for k, v in value.items())
     if isinstance(value, list):
         return any(_holds_command(v, depth + 1) for v in value)
