@@ -110,6 +110,9 @@ class RaySampler:
     (seconds the actors may take to be placed and load the model, default 900). Every other option is
     the backend's (``batch_size=16``, ``dtype=float32``, vLLM's ``tensor_parallel_size`` ...)."""
 
+    #: what ``**backend_options`` takes, for ``star-kit plugins ray``
+    passed_on_options = "the backend's options (star-kit plugins hf, or the backend named)"
+
     def __init__(
         self,
         model: str,
@@ -249,7 +252,13 @@ class RaySampler:
                     and not did_you_mean(key, theirs):
                 raise StarKitError(f"sampler 'ray' has no option {key!r}{ours}; its options: "
                                    f"{', '.join(own)}, and the backend's ({backend!r})", 2)
-        registry.check_options("samplers", backend, model, **backend_options)  # an unknown backend option
+        try:
+            registry.check_options("samplers", backend, model, **backend_options)  # an unknown backend option
+        except StarKitError as exc:
+            if all(registry.accepts("samplers", backend, key) for key in backend_options):
+                raise  # a bad value of one of the backend's options
+            raise StarKitError(f"{exc} (through sampler 'ray', whose own options are {', '.join(own)})",
+                               exc.exit_code) from exc  # the backend's options are listed; ray's are options too
 
     def _start(self):
         return self.actor_class.remote(self.backend, self.model, self.backend_options, self.threads)

@@ -110,6 +110,9 @@ class TRLSFTTrainer:
     several machines), ``main_process_port`` (accelerate: default a free port), ``launch_args`` (accelerate: more
     ``accelerate launch`` arguments, a list or a string)."""
 
+    #: what ``**sft_options`` takes, for ``star-kit plugins trl-sft``
+    passed_on_options = "any other trl.SFTConfig field (max_length, num_train_epochs, optim ...), checked against it"
+
     def __init__(
         self,
         bf16: str | bool = "auto",

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import typing
-from typing import Sequence
+from typing import Any, Sequence
 
 from rich.markup import escape
 from rich.table import Table
@@ -19,7 +19,8 @@ from . import benching, report
 from .cli_common import OneLineParser, key_value, loaded_registry, optional_int, quiet_libraries
 from .config import RunConfig
 from .console import console, err_console
-from .errors import StarKitError, one_line
+from .registry import SINGULAR
+from .errors import StarKitError, did_you_mean, one_line
 from .runner import execute, merged_config, results_table  # noqa: F401 - results_table: star_kit.cli's, as before
 from .store import dump_yaml
 
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = "list the installed tasks, extractors, samplers, trainers, verifiers and event plugins (loggers)"
     plugins = sub.add_parser("plugins", help=listing, description=listing[0].upper() + listing[1:] + ".")
+    plugins.add_argument("name", nargs="?", help="a plugin's name: list the options its --task-opt, --sampler-opt "
+                         "or --trainer-opt takes (type, default)")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE[:OBJECT]",
                          help="also load a plugin without installing it (repeatable)")
@@ -137,10 +140,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         except StarKitError as exc:
             print(json.dumps({"error": str(exc)}, indent=2))
             return exc.exit_code
+        if args.name:
+            try:
+                return _plugin_options(registry, args.name, as_json=True)
+            except StarKitError as exc:
+                print(json.dumps({"error": str(exc)}, indent=2))
+                return exc.exit_code
 
         print(json.dumps({**registry.as_json(), "problems": registry.problems}, indent=2))
         return 0
     registry = loaded_registry(args.plugins)
+    if args.name:
+        return _plugin_options(registry, args.name)
     table = Table(title="star-kit plugins")
     for col in ("kind", "name", "plugin", "distribution"):
         table.add_column(col)
@@ -149,6 +160,40 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             name = f"{e['name']} ({', '.join(e['hooks'])})" if "hooks" in e else e["name"]
             table.add_row(*(Text(str(v)) for v in (kind[:-1], name, e["plugin"], e["distribution"])))
     console.print(table)
+    return 0
+
+
+def _plugin_options(registry: Any, name: str, as_json: bool = False) -> int:
+    """``star-kit plugins NAME``: the options of each plugin kind named NAME (a table each, or JSON)."""
+    kinds = [kind for kind in ("tasks", "samplers", "trainers", "extractors", "verifiers")
+             if name in registry.items[kind]]
+    if not kinds:
+        known = sorted({n for kind in registry.items.values() for n in kind})
+        raise StarKitError(f"no plugin named {name!r}{did_you_mean(name, known)} (star-kit plugins lists them)", 2)
+    if as_json:
+        print(json.dumps({kind: {"name": name, "provenance": registry.provenance(kind, name),
+                                 **registry.options(kind, name)} for kind in kinds}, indent=2))
+        return 0
+    for kind in kinds:
+        found = registry.options(kind, name)
+        flag = {"tasks": "--task-opt", "samplers": "--sampler-opt", "trainers": "--trainer-opt"}.get(kind)
+        title = f"{SINGULAR[kind]} {name!r}, {registry.provenance(kind, name)}"
+        if flag is None:
+            console.print(f"{title}: takes no options", highlight=False)
+            continue
+        console.print(f"{title}: {flag} KEY=VALUE", highlight=False)
+        table = Table()
+        for col in ("option", "type", "default"):
+            table.add_column(col)
+        for row in found["options"]:
+            default = "(required)" if row["required"] else json.dumps(row["default"])
+            table.add_row(Text(row["name"]), Text(row["type"]), Text(default))
+        if found["options"]:
+            console.print(table)
+        if found["more"]:
+            console.print(f"  and {found['more']}" if found["options"] else f"  {found['more']}", highlight=False)
+        elif not found["options"]:
+            console.print("  none", highlight=False)
     return 0
 
 

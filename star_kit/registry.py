@@ -251,6 +251,35 @@ class Registry:
                 and _round_trips(p.default)
                 and (n not in hints or option_type_problem(n, p.default, hints[n]) is None)}
 
+    def options(self, kind: str, name: str) -> dict[str, Any]:
+        """What ``--KIND-opt`` takes for ``name``, from its factory's signature (and, for a class whose
+        ``__init__`` passes ``**options`` on, its bases'): ``{"options": [{"name", "type", "default"}],
+        "more": what it also takes through ``**options``, or None}``. Extractors and verifiers take none;
+        a sampler's ``model`` and a task's ``data_dir``/``skip_bad_rows`` are star-kit's, not options."""
+        entry = self.get(kind, name)
+        if kind not in ("tasks", "samplers", "trainers"):
+            return {"options": [], "more": None}
+        try:
+            params = _passed_on_parameters(entry.obj)
+        except (TypeError, ValueError):
+            return {"options": [], "more": "any (its signature cannot be read)"}
+        positional = 1 if kind == "samplers" else 0  # the model a sampler is built for
+        rows, more = [], None
+        for i, (n, p) in enumerate(params.items()):
+            if p.kind is p.VAR_KEYWORD:
+                more = n
+                continue
+            if i < positional or n in ("data_dir", "skip_bad_rows") or p.kind is p.VAR_POSITIONAL:
+                continue
+            kind_of = p.annotation if isinstance(p.annotation, str) else \
+                "" if p.annotation is p.empty else inspect.formatannotation(p.annotation)
+            default = None if p.default is p.empty else p.default
+            rows.append({"name": n, "type": kind_of, "default": list(default) if isinstance(default, tuple)
+                         else default if _round_trips(default) else repr(default), "required": p.default is p.empty})
+        if more is not None:
+            more = getattr(entry.obj, "passed_on_options", None) or f"more options through **{more}"
+        return {"options": rows, "more": more}
+
     def accepts(self, kind: str, name: str, option: str) -> bool:
         """Whether the factory of ``name`` declares ``option`` (by name, or through ``**options``)."""
         try:

@@ -35,6 +35,34 @@ def test_plugins_json(capsys):
     assert all(e["distribution"] == "star-kit" for e in data["tasks"] if e["name"] == "arithmetic")
 
 
+def test_plugins_name_lists_its_options(capsys):
+    """`star-kit plugins NAME`: what --task-opt/--sampler-opt/--trainer-opt take, from the factory's signature,
+    with what a factory passes on through **options said; JSON too; an unknown name is one line, exit 2."""
+    assert main(["plugins", "hf"]) == 0
+    out = capsys.readouterr().out
+    assert "sampler 'hf', star-kit" in out and "--sampler-opt KEY=VALUE" in out
+    for row in ("batch_size", "int | Literal['auto']", "engine"):
+        assert row in out
+    assert "model" not in out.split("KEY=VALUE", 1)[1]  # the model a sampler is built for is not an option
+    assert main(["plugins", "trl-sft"]) == 0
+    out = capsys.readouterr().out
+    assert "learning_rate" in out and "5e-05" in out and "any other trl.SFTConfig field" in out
+    assert main(["plugins", "arithmetic", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"tasks", "extractors", "verifiers"}
+    task = {row["name"]: row for row in data["tasks"]["options"]}
+    assert task["digits"]["default"] == "1-5" and task["rationales"] == {
+        "name": "rationales", "type": "bool", "default": True, "required": False}
+    assert "data_dir" not in task and data["extractors"]["options"] == [] and data["tasks"]["more"] is None
+    assert main(["plugins", "ray", "--json"]) == 0
+    ray = json.loads(capsys.readouterr().out)["samplers"]
+    assert "backend" in {row["name"] for row in ray["options"]} and "backend's options" in ray["more"]
+    assert main(["plugins", "hff"]) == 2
+    assert "no plugin named 'hff' (did you mean 'hf'?)" in capsys.readouterr().err
+    assert main(["plugins", "hff", "--json"]) == 2
+    assert "no plugin named 'hff'" in json.loads(capsys.readouterr().out)["error"]
+
+
 def test_plugins_json_into_a_closed_pipe_is_no_traceback():
     # `star-kit plugins --json | head -1`: the reader goes away before the output ends
     import subprocess

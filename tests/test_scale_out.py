@@ -513,7 +513,11 @@ def test_print_config_checks_the_ray_samplers_own_options_and_its_backends(capsy
                          ("workers=0", "sampler 'ray': workers must be an integer >= 1, got 0"),
                          ("backend=hff", "option backend='hff' is not a sampler (available: "),
                          ("batch_sise=4", "sampler 'hf' (plugin 'hf', distribution 'star-kit') has no option "
-                                          "'batch_sise' (did you mean 'batch_size'?)")]:
+                                          "'batch_sise' (did you mean 'batch_size'?)"),
+                         ("nosuch=1", "has no option 'nosuch'; its options: dtype, device, batch_size, prefix_cache, "
+                                      "static_cache, engine (through sampler 'ray', whose own options are workers, "
+                                      "backend, address,"),
+                         ("dtype=bogus", "option dtype='bogus' is not 'auto' or 'bfloat16'")]:
         assert main(["run", "--sampler", "ray", "--sampler-opt", opt, "--print-config"]) == 2, opt
         captured = capsys.readouterr()
         assert captured.out == "" and message in captured.err, (opt, captured.err)
