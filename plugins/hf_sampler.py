@@ -6,7 +6,7 @@ import copy
 import gc
 import sys
 import warnings
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import star_kit
 from star_kit.errors import StarKitError, one_line
@@ -39,6 +39,31 @@ class HFSampler:
     # where and how the decoding runs, not what it decodes: a resumed run may change them (dtype counts)
     outcome_options = placement_options("device", "batch_size", "engine", "prefix_cache", "static_cache")
 
+    @staticmethod
+    def check_options(registry: Any, model: str, dtype: str = "auto", device: str = "auto",
+                      batch_size: Any = "auto", prefix_cache: bool = True, static_cache: Any = "auto",
+                      engine: str = "auto") -> None:
+        """The options' values, before a model loads (``--print-config`` runs it too); what depends on this
+        machine (is there a CUDA device N?) is checked where the sampler starts, which under the ray sampler is
+        another machine."""
+        import torch
+
+        if device != "auto":
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise StarKitError(f"sampler 'hf': device {device!r} is not a device (auto, cpu, cuda or cuda:N)",
+                                   2) from None
+        if dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise StarKitError(f"sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got {dtype!r}", 2)
+        if engine not in ENGINES:
+            raise StarKitError(f"sampler 'hf': engine must be one of {', '.join(ENGINES)}, got {engine!r}", 2)
+        if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                     or batch_size < 1):
+            raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}", 2)
+        if static_cache != "auto" and not isinstance(static_cache, bool):
+            raise StarKitError(f"sampler 'hf': static_cache must be auto, true or false, got {static_cache!r}", 2)
+
     def __init__(
         self, model: str, dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto", device: str = "auto",
         batch_size: int | Literal["auto"] = "auto", prefix_cache: bool = True,
@@ -47,13 +72,11 @@ class HFSampler:
         import torch
 
         self.torch = torch
+        HFSampler.check_options(None, model, dtype=dtype, device=device, batch_size=batch_size,
+                                static_cache=static_cache, engine=engine)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            self.device = torch.device(device)
-        except RuntimeError:
-            raise StarKitError(f"sampler 'hf': device {device!r} is not a device (auto, cpu, cuda or cuda:N)", 2) \
-                from None
+        self.device = torch.device(device)
         if self.device.type == "cuda":  # torch's own word for it is an AssertionError, later
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if (self.device.index or 0) >= count:
@@ -68,25 +91,14 @@ class HFSampler:
                 dtype = "bfloat16" if native else "float16"
             else:
                 dtype = "bfloat16"  # measured faster than fp32 for decoding on CPU
-        if dtype not in ("bfloat16", "float16", "float32"):
-            raise StarKitError(f"sampler 'hf': dtype must be auto, bfloat16, float16 or float32, got {dtype!r}", 2)
         self.dtype = getattr(torch, dtype)
-        if engine not in ENGINES:
-            raise StarKitError(f"sampler 'hf': engine must be one of {', '.join(ENGINES)}, got {engine!r}", 2)
         self.engine_option = engine
         self.auto_batch = batch_size == "auto"
         if batch_size == "auto":
             batch_size = 256 if self.device.type == "cuda" else 32  # generate on CPU: 64 no faster, 16 slower
-        try:
-            self.batch_size = int(batch_size)
-        except (TypeError, ValueError):
-            self.batch_size = 0
-        if self.batch_size < 1:
-            raise StarKitError(f"sampler 'hf': batch_size must be auto or a positive integer, got {batch_size!r}", 2)
+        self.batch_size = int(batch_size)
         if static_cache == "auto":  # measured slower on a GPU (see above); nothing is compiled on CPU
             static_cache = False
-        if not isinstance(static_cache, bool):
-            raise StarKitError(f"sampler 'hf': static_cache must be auto, true or false, got {static_cache!r}", 2)
         self.static_cache = static_cache
         self.prefix_cache = bool(prefix_cache) and not static_cache
         self.model = ""

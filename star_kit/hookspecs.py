@@ -74,8 +74,9 @@ def register_samplers(register: Register) -> None:
     Arguments: ``register(name, factory)``; ``factory(model: str, **options)`` returns an object satisfying
     :class:`star_kit.protocols.Sampler` with ``model`` (a local folder or hub id) loaded. ``options`` are
     ``--sampler-opt KEY=VALUE`` as keyword arguments, checked against the factory's annotations before any
-    model loads (a factory taking ``**options`` to pass on may check them in its own
-    ``check_options(registry, model, **options)``, which ``--print-config`` runs too). Options that only decide
+    model loads (a factory may check their values too, in its own ``check_options(registry, model, **options)``,
+    given the options set, which ``--print-config`` runs as well: a value that no machine would take, such as
+    ``batch_size=-4``; a factory taking ``**options`` to pass on checks them there). Options that only decide
     where or how fast it runs (a batch size, a device) may be declared with
     ``outcome_options = star_kit.protocols.placement_options("batch_size", ...)`` on the factory: a resumed run
     may change them; any other option (credentials, commands and addresses aside) is refused if it differs from

@@ -291,9 +291,9 @@ class Registry:
     def check_options(self, kind: str, name: str, /, *args: Any, **options: Any) -> dict[str, Any]:
         """Check options against the factory's signature and its annotations, without calling it (so before a
         model is loaded): an unknown option or a value of the wrong type is one line naming the plugin. A factory
-        that takes ``**options`` to pass on (the ray sampler's backend options) may define
-        ``check_options(registry, *args, **options)``, called last, raising on a bad one. Returns the options as
-        the factory gets them (:func:`as_declared`)."""
+        may define ``check_options(registry, *args, **options)`` (given the options set), called last, raising on
+        a bad value (``batch_size=-4``; a factory taking ``**options`` to pass on, the ray sampler's backend
+        options, checks them there). Returns the options as the factory gets them (:func:`as_declared`)."""
         from .config import option_type_problem
 
         entry = self.get(kind, name)
@@ -322,7 +322,7 @@ class Registry:
             if problem:
                 raise PluginError(f"{where}: {problem}", 2)
         own_check = getattr(entry.obj, "check_options", None)
-        if callable(own_check) and any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        if callable(own_check):
             with self.guard(kind, name):  # a plugin's bug in it is named, as in its factory
                 own_check(self, *args, **declared)
         return declared

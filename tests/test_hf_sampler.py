@@ -51,6 +51,20 @@ def test_hf_batch_size_auto_and_bad_values(tiny_model):
         assert err.value.exit_code == 2
 
 
+def test_print_config_refuses_the_hf_samplers_bad_values_before_a_model_loads(capsys):
+    """check_options: the values no machine takes are refused by --print-config too (one line, exit 2)."""
+    from star_kit.cli import main
+
+    for opt, message in (("batch_size=-4", "sampler 'hf': batch_size must be auto or a positive integer, got -4"),
+                         ("device=gpu", "sampler 'hf': device 'gpu' is not a device (auto, cpu, cuda or cuda:N)"),
+                         ("batch_size=0", "batch_size must be auto or a positive integer, got 0")):
+        assert main(["run", "--sampler", "hf", "--sampler-opt", opt, "--print-config"]) == 2, opt
+        captured = capsys.readouterr()
+        assert captured.out == "" and message in captured.err, (opt, captured.err)
+    assert main(["run", "--sampler", "hf", "--sampler-opt", "batch_size=4", "--print-config"]) == 0
+    assert "batch_size: 4" in capsys.readouterr().out
+
+
 def test_prefix_engine_matches_generate_greedy_and_keeps_order(tiny_model, prompts_and_params):
     """The prefix engine (shared prefix cache, per-row static cache, continuous batching) gives the texts of
     transformers' generate in float32, also when fewer slots than prompts make rows refill finished slots."""

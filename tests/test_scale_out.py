@@ -151,10 +151,14 @@ def test_ray_sampler_bad_options_are_one_line(ray_cluster, tiny_model):
     assert err.value.exit_code == 2
     with pytest.raises(StarKitError, match=r"option batch_size='x' is not an integer or 'auto'$"):
         RaySampler(tiny_model, workers=1, batch_size="x")
-    # A value only the backend itself checks (in the actor): its own line and exit code, not Ray's ActorDiedError.
-    with pytest.raises(StarKitError) as err:
+    # a value no machine takes: the backend's check_options, before any actor starts
+    with pytest.raises(StarKitError, match=r"^sampler 'hf': batch_size must be auto or a positive integer, got 0$"):
         RaySampler(tiny_model, workers=1, batch_size=0)
-    assert str(err.value) == "sampler 'ray': sampler 'hf': batch_size must be auto or a positive integer, got 0" \
+    # A value only the backend itself checks, on its machine (in the actor): its own line and exit code, not Ray's
+    # ActorDiedError.
+    with pytest.raises(StarKitError) as err:
+        RaySampler(tiny_model, workers=1, device="cuda:99")
+    assert str(err.value).startswith("sampler 'ray': sampler 'hf': device 'cuda:99': torch sees ") \
         and err.value.exit_code == 2
 
 
