@@ -46,7 +46,10 @@ from star_kit_plugins.sft_lm_head import use_compact_lm_head
 
 LAUNCHERS = ("inprocess", "accelerate")
 # options that decide where training runs, not what it computes (a resumed run may change them: outcome_options)
-PLACEMENT_OPTIONS = ("num_processes", "main_process_port")  # the launcher counts (accelerate's own configuration)
+# options that only say where the fine-tune runs: the launcher too (in this process or accelerate's: 2 processes x
+# batch 4 and 1 in process x batch 8 give the same loss curve, tests/test_scale_out.py); the settings of
+# accelerate's configuration, its default file's too, count
+PLACEMENT_OPTIONS = ("launcher", "num_processes", "main_process_port")
 GLOBAL_BATCH = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
 # settings of an accelerate config file that say where the processes run
 ACCELERATE_PLACEMENT = ("num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port",
@@ -208,17 +211,19 @@ class TRLSFTTrainer:
 
     @staticmethod
     def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
-        """What a resumed run must keep (see ``Registry.outcome``): every option but the process count and the
-        port, with the per-device batch and the accumulation replaced by the global batch they make with the
+        """What a resumed run must keep (see ``Registry.outcome``): every option but the launcher, the process
+        count and the port, with the per-device batch and the accumulation replaced by the global batch they make with the
         process count as accelerate counts it (:func:`_processes`; on the machine where it is computed: the run
         records it in outcome.json): a run killed on 8 GPUs resumes on 4 with ``num_processes=4
-        gradient_accumulation_steps=2``. An ``accelerate_config`` counts by its settings, not its path, and
+        gradient_accumulation_steps=2``, one trained in process on 8 GPUs with ``launcher=accelerate``. An ``accelerate_config`` counts by its settings, not its path, and
         ``launch_args`` by their flags, less those that say where the processes run (machines, addresses, ports)."""
         out = {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
         if options.get("launch_args"):  # less their process count (a placement, counted in the global batch)
             out["launch_args"] = _launch_args(options["launch_args"])[0]
-        if options.get("accelerate_config"):
-            out["accelerate_config"] = _accelerate_settings(options["accelerate_config"])
+        config = options.get("accelerate_config") or (
+            _default_accelerate_config() if options.get("launcher") == "accelerate" else None)
+        if config:  # accelerate's default configuration file too, which may say FSDP, DeepSpeed, a precision
+            out["accelerate_config"] = _accelerate_settings(config)
         layout = ("per_device_train_batch_size", "gradient_accumulation_steps")
         per_device, accumulation = (options.get(k, SFT_DEFAULTS[k]) for k in layout)
         if not all(isinstance(b, int) and not isinstance(b, bool) for b in (per_device, accumulation)):

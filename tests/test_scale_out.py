@@ -542,14 +542,17 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     eight = {"launcher": "accelerate", "num_processes": 8, "per_device_train_batch_size": 8, "learning_rate": 5e-5}
     four = {**eight, "num_processes": 4, "gradient_accumulation_steps": 2, "main_process_port": 29600}
     assert outcome("trainers", "trl-sft", eight) == outcome("trainers", "trl-sft", four) == {
-        "launcher": "accelerate", "learning_rate": 5e-5, batch: 64}
+        "learning_rate": 5e-5, batch: 64}
     assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 4})[batch] == 4  # in process: 1
+    # the launcher only places the work: in process at batch 8 = 2 processes of accelerate at batch 4
+    assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 8, "launcher": "inprocess"}) == outcome(
+        "trainers", "trl-sft", {"per_device_train_batch_size": 4, "launcher": "accelerate", "num_processes": 2})
     # launch_args' own --num_processes (the last one wins, as accelerate's parser takes it) is a placement too
     a = outcome("trainers", "trl-sft", {"launcher": "accelerate", "launch_args": "--num_processes 2 --mixed_precision"
                                         " bf16"})
     b = outcome("trainers", "trl-sft", {"launcher": "accelerate", "num_processes": 9, "gradient_accumulation_steps": 2,
                                         "launch_args": ["--mixed_precision", "bf16", "--num_processes=1"]})
-    assert a == b == {"launcher": "accelerate", "launch_args": ["--mixed_precision", "bf16"], batch: 16}
+    assert a == b == {"launch_args": ["--mixed_precision", "bf16"], batch: 16}
     # an accelerate config file: its process count and placement drop out, its settings count
     one, other = tmp_path / "a.yaml", tmp_path / "b.yaml"
     one.write_text("distributed_type: MULTI_GPU\nnum_processes: 8\nnum_machines: 2\nmain_process_ip: 10.0.0.1\n"
@@ -558,8 +561,7 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     on = {"launcher": "accelerate", "per_device_train_batch_size": 8}
     a = outcome("trainers", "trl-sft", {**on, "accelerate_config": str(one)})
     b = outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other), "gradient_accumulation_steps": 2})
-    assert a == b == {"launcher": "accelerate", "accelerate_config": {"distributed_type": "MULTI_GPU",
-                                                                      "mixed_precision": "bf16"}, batch: 64}
+    assert a == b == {"accelerate_config": {"distributed_type": "MULTI_GPU", "mixed_precision": "bf16"}, batch: 64}
     other.write_text("distributed_type: FSDP\nnum_processes: 8\n")
     assert outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other)}) != a
     # no count given: as accelerate counts it here (no default configuration file, no GPU: 1), recorded by the run
@@ -570,16 +572,22 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     monkeypatch.setattr(trl_trainer, "_default_accelerate_config", lambda: None)  # as on a machine without one
     here = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
     counted = outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8})
-    assert counted == {"launcher": "accelerate", batch: 8 * here}
+    assert counted == {batch: 8 * here}
     assert outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8,
                                            "main_process_port": 29500}) == counted  # the port only places it
     # launch_args' placement flags (machines, addresses, ports) drop out as the config file's do
     assert outcome("trainers", "trl-sft", {"launcher": "accelerate", "launch_args": "--main_process_ip 10.0.0.1 "
                                            "--num-machines=2 --same_network --machine_rank 1 --mixed_precision bf16 "
                                            "--num_processes 4"})["launch_args"] == ["--mixed_precision", "bf16"]
-    # the launcher counts: accelerate may bring its own default configuration (FSDP, DeepSpeed, precision)
-    assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) != outcome(
+    # the launcher only places the work, but accelerate's default configuration (FSDP, DeepSpeed, precision) counts
+    assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) == outcome(
         "trainers", "trl-sft", {"launcher": "accelerate", "num_processes": 1})
+    default = tmp_path / "default_config.yaml"
+    default.write_text("distributed_type: FSDP\nnum_processes: 1\n")
+    monkeypatch.setattr(trl_trainer, "_default_accelerate_config", lambda: str(default))
+    assert outcome("trainers", "trl-sft", {"launcher": "accelerate"}) == {
+        "accelerate_config": {"distributed_type": "FSDP"}, batch: 8}
+    assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) == {batch: 8}
     # samplers: where and how fast, not what (the dtype, the seed, vLLM's context length count)
     assert outcome("samplers", "hf", {"batch_size": 8, "device": "cuda:1", "engine": "generate",
                                       "dtype": "float32"}) == {"dtype": "float32"}
