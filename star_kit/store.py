@@ -281,8 +281,12 @@ class RunStore:
         """The first entry of the run directory that star-kit never writes there: a symbolic link, or anything but
         a regular file or a folder (a FIFO, a device, a socket); None when there is none. A run directory is data
         that star-kit reads back and writes over: through a link, a resume would delete or append to files
-        elsewhere and the report would embed them; a FIFO would block a read for ever."""
+        elsewhere and the report would embed them; a FIFO would block a read for ever. The folders of
+        :data:`OTHER_TOOLS` (a real folder, not a link) are another tool's, which star-kit never reads or writes:
+        not looked into (W&B links its latest run and logs there)."""
         for folder, dirs, files in os.walk(self.root, followlinks=False):
+            if Path(folder) == self.root:
+                dirs[:] = [d for d in dirs if d not in OTHER_TOOLS or (self.root / d).is_symlink()]
             for name in sorted(dirs + files):
                 path = Path(folder) / name
                 try:
@@ -333,6 +337,11 @@ class RunStore:
             shutil.rmtree(final)
         os.replace(tmp, final)
         return final
+
+
+#: folders of a run directory that another tool writes, with its own links: the W&B logger's ``wandb`` (W&B's
+#: files, in the run directory as ``wandb.init(dir=RUN)`` puts them)
+OTHER_TOOLS = ("wandb",)
 
 
 class RunLock:

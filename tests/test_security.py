@@ -216,6 +216,50 @@ def test_a_credential_never_reaches_the_run_directory_report_or_loggers(tmp_path
     assert _files_holding(out, "sk-NEW") == [] and _files_holding(out, SECRET) == []
 
 
+def test_the_real_wandb_logger_leaves_a_run_that_resumes_and_reports_without_credentials(tmp_path, fake_model,
+                                                                                          monkeypatch, capsys):
+    """W&B (offline) writes its own files, with links, into RUN/wandb: the run still resumes and reports (a run
+    directory's links are refused everywhere else), and neither a credential option nor the environment's keys
+    reach any file there."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("wandb") is None:
+        if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+            pytest.fail("CI=true and wandb is missing: scripts/setup.sh installs the 'wandb' extra")
+        pytest.skip("wandb is not installed (pip install 'star-kit[wandb]')")
+    from star_kit_plugins import wandb_logger
+
+    env_secret = "hf_EnvSecretAbCdEfGhIjKlMnOpQrStUv12"
+    for name, value in {"WANDB_PROJECT": "star-kit-test", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                        "WANDB_API_KEY": "0123456789abcdef0123456789abcdef01234567", "HF_TOKEN": env_secret,
+                        "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
+                        "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.setattr(wandb_logger, "_state", {"run": None, "dir": None, "defined": set()})
+    out = tmp_path / "run"
+    try:
+        assert _run(out, fake_model, "--sampler-opt", f"api_key={SECRET}") == 0, capsys.readouterr().err
+        assert _run(out, fake_model, "--resume", str(out), "--sampler-opt", f"api_key={SECRET}") == 0, \
+            capsys.readouterr().err
+    finally:
+        if wandb_logger._state["run"] is not None:
+            wandb_logger._state["run"].finish()
+    runs = sorted((out / "wandb").glob("offline-run-*"))
+    assert runs and any(p.is_symlink() for p in (out / "wandb").rglob("*")), "W&B wrote its files and links"
+    assert main(["report", str(out)]) == 0 and (out / "report.html").is_file()
+    for needle in (SECRET, env_secret, "0123456789abcdef0123456789abcdef01234567"):
+        assert _files_holding(out, needle) == [], needle
+    recorded = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
+    assert b"api_key" in recorded and b"<redacted>" in recorded  # the run's config, as W&B keeps it
+    # the exemption is W&B's folder itself, not a link named like it
+    (out / "wandb").rename(tmp_path / "elsewhere")
+    (out / "wandb").symlink_to(tmp_path / "elsewhere")
+    assert main(["report", str(out)]) == 2
+    assert "wandb is a symbolic link" in capsys.readouterr().err
+
+
 def test_report_of_an_older_run_hides_its_plaintext_credentials(tmp_path):
     from star_kit.report import write_report
     from star_kit.store import write_jsonl, write_yaml
