@@ -45,7 +45,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import star_kit
 from star_kit.errors import StarKitError, one_line
@@ -67,6 +67,10 @@ CONFIG_IGNORED = frozenset(
     {"_name_or_path", "_model_name_or_path", "_commit_hash", "transformers_version", "torch_dtype", "dtype",
      "use_cache"}
 )
+
+
+#: what vLLM's ``dtype`` takes
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
 
 def _positive_int(key: str, value) -> int:
@@ -312,6 +316,26 @@ class VLLMSampler:
     outcome_options = placement_options("gpu_memory_utilization", "enable_prefix_caching", "enforce_eager",
                                         "chunk_size", "tensor_parallel_size", "data_parallel_size", "reload")
 
+    @staticmethod
+    def check_options(registry: Any, model: str, dtype: str = "bfloat16", gpu_memory_utilization: Any = None,
+                      max_model_len: Any = 2048, chunk_size: Any = 512, tensor_parallel_size: Any = 1,
+                      data_parallel_size: Any = 1, reload: Any = "inplace", **_: Any) -> None:
+        """The options' values, before vLLM is imported (``--print-config`` runs it too, without vLLM installed);
+        what depends on the machine (its GPUs, their memory) is vLLM's to say when the engine starts."""
+        _positive_int("tensor_parallel_size", tensor_parallel_size)
+        _positive_int("data_parallel_size", data_parallel_size)
+        _positive_int("max_model_len", max_model_len)
+        _positive_int("chunk_size", chunk_size)
+        if str(reload).strip().lower() not in RELOAD_MODES:
+            raise StarKitError(f"sampler 'vllm': reload must be inplace or restart, got {reload!r}", 2)
+        if str(dtype) not in VLLM_DTYPES:
+            raise StarKitError(f"sampler 'vllm': dtype must be one of {', '.join(VLLM_DTYPES)}, got {dtype!r}", 2)
+        if gpu_memory_utilization is not None and (
+                isinstance(gpu_memory_utilization, bool) or not isinstance(gpu_memory_utilization, (int, float))
+                or not 0 < gpu_memory_utilization <= 1):
+            raise StarKitError(f"sampler 'vllm': gpu_memory_utilization is the share of the GPU's memory (of RAM on "
+                               f"CPU) vLLM may take, a number in (0, 1], got {gpu_memory_utilization!r}", 2)
+
     def __init__(
         self,
         model: str,
@@ -326,11 +350,13 @@ class VLLMSampler:
         data_parallel_size: int = 1,
         reload: str = "inplace",
     ) -> None:
+        VLLMSampler.check_options(None, model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                                  max_model_len=max_model_len, chunk_size=chunk_size,
+                                  tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
+                                  reload=reload)
         tp = _positive_int("tensor_parallel_size", tensor_parallel_size)
         dp = _positive_int("data_parallel_size", data_parallel_size)
         reload = str(reload).strip().lower()
-        if reload not in RELOAD_MODES:
-            raise StarKitError(f"sampler 'vllm': reload must be inplace or restart, got {reload!r}", 2)
         try:
             import vllm
         except ImportError as exc:

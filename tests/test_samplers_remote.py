@@ -597,6 +597,24 @@ def test_vllm_parallel_sizes_must_be_positive_integers(option, value):
         load_registry().create("samplers", "vllm", "whatever", **{option: value})
 
 
+def test_print_config_refuses_the_vllm_samplers_bad_values_without_vllm(capsys):
+    """check_options: values vLLM would refuse only as its engine starts (minutes in) are refused by
+    --print-config, which imports no vLLM (the main environment has none on CPU)."""
+    from star_kit.cli import main
+
+    for opt, message in (("gpu_memory_utilization=1.5", "gpu_memory_utilization is the share of the GPU's memory"),
+                         ("gpu_memory_utilization=0", "a number in (0, 1], got 0"),
+                         ("dtype=fp8", "dtype must be one of auto, half, float16, bfloat16, float, float32"),
+                         ("max_model_len=-1", "max_model_len must be a positive integer, got -1"),
+                         ("chunk_size=0", "chunk_size must be a positive integer, got 0"),
+                         ("reload=hot", "reload must be inplace or restart, got 'hot'")):
+        assert main(["run", "--sampler", "vllm", "--sampler-opt", opt, "--print-config"]) == 2, opt
+        captured = capsys.readouterr()
+        assert captured.out == "" and "error: sampler 'vllm': " in captured.err and message in captured.err, \
+            (opt, captured.err)
+    assert main(["run", "--sampler", "vllm", "--sampler-opt", "gpu_memory_utilization=0.5", "--print-config"]) == 0
+
+
 def test_vllm_reload_mode_is_checked():
     with pytest.raises(StarKitError, match=r"^sampler 'vllm': reload must be inplace or restart, got 'hot'$"):
         load_registry().create("samplers", "vllm", "whatever", reload="hot")
