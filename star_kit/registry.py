@@ -242,9 +242,7 @@ class Registry:
             params = _passed_on_parameters(entry.obj)
         except (TypeError, ValueError):
             return {}
-        hints = {}
-        for cls in reversed(entry.obj.__mro__[:-1]) if inspect.isclass(entry.obj) else (entry.obj,):
-            hints.update(_annotations(cls))  # a subclass's annotation of a name wins
+        hints = _chained_annotations(entry.obj)
         return {n: p.default for n, p in params.items()
                 if n not in exclude and not is_command_key(n)  # a command is never taken from a run directory
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty
@@ -259,9 +257,8 @@ class Registry:
         entry = self.get(kind, name)
         if kind not in ("tasks", "samplers", "trainers"):
             return {"options": [], "more": None}
-        try:
-            params = _passed_on_parameters(entry.obj)
-        except (TypeError, ValueError):
+        params, open_ = _chain(entry.obj)
+        if not params:
             return {"options": [], "more": "any (its signature cannot be read)"}
         positional = 1 if kind == "samplers" else 0  # the model a sampler is built for
         rows, more = [], None
@@ -276,8 +273,9 @@ class Registry:
             default = None if p.default is p.empty else p.default
             rows.append({"name": n, "type": kind_of, "default": list(default) if isinstance(default, tuple)
                          else default if _round_trips(default) else repr(default), "required": p.default is p.empty})
-        if more is not None:
-            more = getattr(entry.obj, "passed_on_options", None) or f"more options through **{more}"
+        if more is not None:  # (the **options of a subclass of a built-in: the built-in's, listed)
+            more = (getattr(entry.obj, "passed_on_options", None) or f"more options through **{more}") if open_ \
+                else None
         return {"options": rows, "more": more}
 
     def accepts(self, kind: str, name: str, option: str) -> bool:
@@ -303,11 +301,14 @@ class Registry:
         except (TypeError, ValueError):  # no signature available (builtins): let the call decide
             return options
         params = signature.parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        # a subclass that passes **options on to a built-in's __init__ takes the built-in's options, and no other
+        chained, open_ = _chain(entry.obj)
+        if not open_:
             bound = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(args)]
-            known = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            known = [n for n, p in chained.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                      and n not in (*bound, "data_dir", "skip_bad_rows")]  # star-kit's own: offered, not options
-            unknown = [k for k in options if k not in params]
+            unknown = [k for k in options if k not in chained or chained[k].kind in (
+                inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
             if unknown:
                 raise PluginError(f"{where} has no option {unknown[0]!r}{did_you_mean(unknown[0], known)}"
                                   f"; its options: {', '.join(known) or 'none'}", 2)
@@ -315,7 +316,7 @@ class Registry:
             signature.bind(*args, **options)
         except TypeError as exc:
             raise PluginError(f"{where} rejected its options {sorted(options)}: {exc}", 2) from exc
-        hints = _annotations(entry.obj)
+        hints = _chained_annotations(entry.obj)
         declared = as_declared(options, hints)
         for key, value in declared.items():
             problem = option_type_problem(key, value, hints[key]) if key in hints else None
@@ -323,8 +324,14 @@ class Registry:
                 raise PluginError(f"{where}: {problem}", 2)
         own_check = getattr(entry.obj, "check_options", None)
         if callable(own_check):
+            try:  # a subclass's own options do not reach a check_options it inherits
+                takes = inspect.signature(own_check).parameters
+            except (TypeError, ValueError):
+                takes = None
+            given = declared if takes is None or any(p.kind is p.VAR_KEYWORD for p in takes.values()) else \
+                {k: v for k, v in declared.items() if k in takes}
             with self.guard(kind, name):  # a plugin's bug in it is named, as in its factory
-                own_check(self, *args, **declared)
+                own_check(self, *args, **given)
         return declared
 
     def outcome(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -772,21 +779,43 @@ def _passed_on_parameters(factory: Any) -> dict[str, inspect.Parameter]:
     """A factory's parameters, and for a class whose ``__init__`` takes ``**options`` those of the base classes'
     ``__init__`` it passes them on to, up the MRO while each takes ``**options`` too (a wrapper of ``trl-sft`` that
     adds one option records trl-sft's defaults: learning rate, batch, schedule). The factory's own win."""
-    params = dict(inspect.signature(factory).parameters)
-    if not inspect.isclass(factory):
-        return params
+    return _chain(factory)[0]
+
+
+def _chain(factory: Any) -> tuple[dict[str, inspect.Parameter], bool]:
+    """:func:`_passed_on_parameters`, and whether the chain ends open: whether the last ``__init__`` up it still
+    takes any keyword (``**options``), so that no option name can be called unknown. A factory without a
+    signature: ({}, True)."""
+    try:
+        params = dict(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return {}, True
     open_ = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not inspect.isclass(factory):
+        return params, open_
     for base in factory.__mro__[1:]:
         if not open_ or base is object:
             break
         init = vars(base).get("__init__")
         if init is None:
             continue
-        theirs = list(inspect.signature(init).parameters.values())[1:]  # without self
+        try:
+            theirs = list(inspect.signature(init).parameters.values())[1:]  # without self
+        except (TypeError, ValueError):
+            break
         for p in theirs:
             params.setdefault(p.name, p)
         open_ = any(p.kind is p.VAR_KEYWORD for p in theirs)
-    return params
+    return params, open_
+
+
+def _chained_annotations(factory: Any) -> dict[str, Any]:
+    """The annotations of a factory's parameters and of those it passes on (a class's bases' ``__init__``); a
+    subclass's annotation of a name wins."""
+    hints: dict[str, Any] = {}
+    for cls in reversed(factory.__mro__[:-1]) if inspect.isclass(factory) else (factory,):
+        hints.update(_annotations(cls))
+    return hints
 
 
 def _annotations(factory: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ loggers' fields, and one notion of "right" (Task.is_correct) from filtering to e
 import dataclasses
 import inspect
 import json
+import re
 import subprocess
 import sys
 import types
@@ -15,8 +16,8 @@ import star_kit
 from star_kit.cli import main
 from star_kit.cli_common import key_value
 from star_kit.config import RunConfig, load_config_file
-from star_kit.errors import PluginError
-from star_kit.records import IterationResult
+from star_kit.errors import PluginError, StarKitError
+from star_kit.records import GenerationParams, IterationResult
 from star_kit.registry import Registry, load_registry
 from test_loop_scripted import base_model, scripted_run  # noqa: F401  (fixture)
 
@@ -344,6 +345,52 @@ def test_a_wrapped_trainer_records_the_defaults_it_passes_on(tmp_path, monkeypat
     assert main(["run", "--print-config"]) == 0
     plain = yaml.safe_load(capsys.readouterr().out)["trainer_options"]
     assert wrapped == {"freeze_embeddings": False, **plain} and plain["learning_rate"] == 5e-5
+
+
+_WRAPPED_SAMPLER = """
+import star_kit
+from star_kit_plugins.hf_sampler import HFSampler
+
+SEEN = []
+
+
+class Tagged(HFSampler):
+    def __init__(self, model: str, tag: str = "x", **options):
+        SEEN.append(tag)
+        super().__init__(model, **options)
+
+
+@star_kit.hookimpl
+def register_samplers(register):
+    register("hf-tagged", Tagged)
+"""
+
+
+def test_a_sampler_that_subclasses_hf_adds_an_option_and_keeps_hfs_checks(tmp_path, monkeypatch, capsys, tiny_model):
+    """A subclass of the hf sampler with one option of its own, the rest passed on (``**options``), as the README
+    suggests: its option does not reach the check_options it inherits; hf's options are still checked by name
+    (one line listing both), by type and by value, before a model loads; it builds and samples."""
+    (tmp_path / "wrapped_sampler.py").write_text(_WRAPPED_SAMPLER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import wrapped_sampler
+
+    registry = load_registry(["wrapped_sampler"])
+    assert registry.check_options("samplers", "hf-tagged", "m", tag="t", batch_size=4) == {"tag": "t",
+                                                                                           "batch_size": 4}
+    for options, message in (({"dtyp": "float32"}, "has no option 'dtyp' (did you mean 'dtype'?); its options: "
+                                                    "tag, dtype, device, batch_size"),
+                             ({"batch_size": "big"}, "option batch_size='big' is not an integer or 'auto'"),
+                             ({"batch_size": -4}, "batch_size must be auto or a positive integer, got -4")):
+        with pytest.raises(StarKitError, match=re.escape(message)) as err:
+            registry.check_options("samplers", "hf-tagged", "m", tag="t", **options)
+        assert err.value.exit_code == 2
+    sampler = registry.create("samplers", "hf-tagged", tiny_model, tag="T1", batch_size=2, dtype="float32")
+    assert wrapped_sampler.SEEN[-1] == "T1" and sampler.batch_size == 2
+    assert len(sampler.generate(["Q: 1 + 1 = ?\nA:"], GenerationParams(max_new_tokens=2))) == 1
+    sampler.close()
+    assert main(["plugins", "--plugin", "wrapped_sampler", "hf-tagged", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["samplers"]
+    assert [o["name"] for o in listed["options"]][:3] == ["tag", "dtype", "device"] and listed["more"] is None
 
 
 def _yaml_task(tmp_path, generation: str):
