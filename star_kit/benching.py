@@ -65,7 +65,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "bench", help="accuracy of models on tasks, side by side (through lm-eval)",
         description="Evaluate each --model (and/or each iteration of a --run) on each task through lm-eval. "
-                    "Tasks: star-kit tasks (see `star-kit plugins`) or any lm-eval task name.")
+                    "Tasks: star-kit tasks (see `star-kit plugins`) or any lm-eval task name; the prefix lm-eval: "
+                    "picks lm-eval's task where star-kit has one of that name (lm-eval:gsm8k).")
     p.add_argument("--model", dest="models", action="append", default=[], metavar="MODEL",
                    help="model alias, local folder, .gguf file or hub id (repeatable)")
     p.add_argument("--run", metavar="DIR", action="append", help="bench every iteration's checkpoint of a star-kit "
@@ -454,9 +455,13 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         err_console.print("[yellow]note:[/] " + escape(f"sampler {run_config['sampler']!r} as --run {args.run} "
                           "used it (for every model of this bench; --sampler chooses another)"), highlight=False)
     if tasks_of_run and task_names[0] not in registry.names("tasks"):  # not an lm-eval task (and its hub data)
-        raise StarKitError(f"--run {args.run}: config.yaml names task {task_names[0]!r}, which is none of "
-                           f"star-kit's ({', '.join(registry.names('tasks'))}); a run's task is one of them: name "
-                           f"what to bench with --tasks", 2)
+        from .store import RunStore
+
+        used = RunStore(args.run).plugin_used("task", task_names[0])
+        raise StarKitError(f"--run {args.run}: config.yaml names task {task_names[0]!r}, which no installed plugin "
+                           f"provides (installed: {', '.join(registry.names('tasks'))})"
+                           + (f"; {used}" if used else "; a run's task is star-kit's (built in or a plugin's), never "
+                              "one of lm-eval's: name what to bench with --tasks"), 2)
     sampler_name = registry.resolve_sampler(sampler_name)
     if maj_k > 1 and any(not n.startswith(LM_EVAL_PREFIX) and n not in registry.names("tasks") for n in task_names):
         err_console.print(f"[yellow]warning:[/] --eval-samples {maj_k}: maj@K is computed for star-kit tasks only, "

@@ -78,6 +78,7 @@ class UnknownNameError(StarKitError):
     exit_code = 2
 
     def __init__(self, kind: str, name: str, available: list[str] | None = None, hint: str = ""):
+        self.kind, self.name, self.available = kind, name, list(available or ())
         known = ", ".join(sorted(available)) if available else "none"
         message = f"unknown {kind} {name!r}{did_you_mean(name, available or ())}; available: {known}"
         if hint:

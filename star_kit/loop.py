@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from .config import RESERVED_OPTIONS, RunConfig, steps_for
 from .data import data_root, rows_count
-from .errors import PluginError, StarKitError
+from .errors import PluginError, StarKitError, UnknownNameError
 from .evaluation import RideAlong, evaluate, greedy_params, prompt_name, same_generation
 from .labels import eval_label_counts, format_counts, label_counts
 from .models import resolve_model
@@ -576,7 +576,18 @@ class StarRun:
     def check(self) -> tuple[Task, Any]:
         """Everything that can be checked without reading data or loading a model (``_run`` starts with it;
         ``--print-config`` runs it too): the config's values, the plugins it names, the task and the trainer built
-        from their options, the sampler's options against its factory. Returns the task and the trainer."""
+        from their options, the sampler's options against its factory. Returns the task and the trainer. A name
+        that nothing provides, in a run directory whose evaluation recorded where it came from (a plugin since
+        uninstalled), says so."""
+        try:
+            return self._check()
+        except UnknownNameError as exc:
+            hint = self.store.plugin_used(exc.kind, exc.name) if self.store.config_path.is_file() else None
+            if hint is None:
+                raise
+            raise UnknownNameError(exc.kind, exc.name, exc.available, hint) from None
+
+    def _check(self) -> tuple[Task, Any]:
         config, registry = self.config, self.registry
         config.validate()
         if config.data_dir:  # the folder (not its files) is checked here: --print-config refuses a wrong one too

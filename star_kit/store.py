@@ -277,6 +277,29 @@ class RunStore:
             return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
         return path.exists()
 
+    def plugin_used(self, kind: str, name: str) -> str | None:
+        """Where the run's ``kind`` ('task', 'extractor', 'sampler') named ``name`` came from, as its first
+        evaluation recorded it (eval.json's ``plugins``: "star-kit-subtract 0.0.1 (plugin 'subtract')"), for the
+        error of a resume or a bench whose plugin is no longer installed: "the run used it from ..., as
+        RUN/iter_00/eval.json records: install that, or load it with --plugin"; None where nothing says."""
+        for iteration in self.iterations():
+            path = self.artifact(iteration, "eval.json")
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8")).get("plugins") if path.is_file() else None
+            except (OSError, ValueError, AttributeError, RecursionError):
+                recorded = None
+            if not isinstance(recorded, dict):
+                continue
+            source = recorded.get(kind)
+            if not isinstance(source, str) or not source.strip():
+                return None
+            source = source.strip().splitlines()[0][:200]  # data of the run directory: shown as one short line
+            distribution = source.split()[0]
+            install = "loaded with --plugin then: load it again" if distribution == "(--plugin)" else \
+                f"install that distribution (pip install {distribution}) or load its module with --plugin"
+            return f"the run used {kind} {name!r} from {source}, as {path} records: {install}"
+        return None
+
     def foreign_entry(self) -> str | None:
         """The first entry of the run directory that star-kit never writes there: a symbolic link, or anything but
         a regular file or a folder (a FIFO, a device, a socket); None when there is none. A run directory is data

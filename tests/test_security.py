@@ -696,8 +696,27 @@ def test_bench_run_takes_only_a_star_kit_task_from_config_yaml(tmp_path, fake_mo
         run = _crafted_run(folder, fake_model, task=task, sampler="hf")
         assert main(["bench", "--run", str(run), "--no-progress"]) == 2
         err = " ".join(capsys.readouterr().err.split())
-        assert f"config.yaml names task {task!r}, which is none of star-kit's" in err, err
-        assert "name what to bench with --tasks" in err
+        assert f"config.yaml names task {task!r}, which no installed plugin provides" in err, err
+        assert "never one of lm-eval's: name what to bench with --tasks" in err
+
+
+def test_a_run_whose_plugin_is_gone_says_which_distribution_made_it(tmp_path, fake_model, capsys):
+    """A run made with a third party's task, resumed or benched after that distribution was uninstalled: the
+    one line says where the task came from, as the run's eval.json recorded it (and nothing is imported)."""
+    run = _crafted_run(tmp_path, fake_model, task="subtract", sampler="hf")
+    (run / "iter_00").mkdir()
+    (run / "iter_00" / "eval.json").write_text(json.dumps({"accuracy": 0.5, "plugins": {
+        "task": "star-kit-subtract 0.0.1 (plugin 'subtract')\nsecond line", "sampler": "star-kit 0.1.0 (plugin 'hf')"}}))
+    used = (f"the run used task 'subtract' from star-kit-subtract 0.0.1 (plugin 'subtract'), as "
+            f"{run / 'iter_00' / 'eval.json'} records: install that distribution (pip install star-kit-subtract) "
+            f"or load its module with --plugin")
+    for command in (["run", "--resume", str(run), "--no-progress"], ["run", "--resume", str(run), "--print-config"],
+                    ["bench", "--run", str(run), "--no-progress"]):
+        assert main(command) == 2, command
+        err = " ".join(capsys.readouterr().err.split())
+        assert used in err and "second line" not in err, (command, err)
+    assert main(["run", "--out", str(tmp_path / "new"), "--task", "subtract", "--print-config"]) == 2
+    assert "the run used" not in capsys.readouterr().err  # a new run: nothing recorded
 
 
 def test_a_model_folder_naming_a_hub_kernel_as_its_attention_is_refused(tmp_path):
