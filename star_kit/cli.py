@@ -127,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(dump_yaml(config.public_dict()), end="", markup=False,
                       highlight=False)
         return 0
+    args.had_run = os.path.isfile(os.path.join(config.out, "config.yaml"))  # (a failure's line says if this made it)
     execute(config, resume=bool(getattr(args, "resume", None)), progress=getattr(args, "progress", True))
     return 0
 
@@ -270,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("STAR_KIT_DEBUG"):
             raise
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        where = getattr(args, "run_dir", None)
+        if args.command == "run" and getattr(args, "had_run", True) is False and where \
+                and os.path.isfile(os.path.join(where, "config.yaml")):  # this run wrote it, then failed
+            err_console.print(f"{where} keeps what this run did; once mended, continue with `star-kit run --resume "
+                              f"{where}{_given_again(where)}`", highlight=False, markup=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated): the clean-up ran on the way here
         if argv is None:  # the console command (its process ends next), not a caller's main([...])

@@ -249,9 +249,12 @@ def load_rows(
                 kind = "a folder" if path.is_dir() else "a link to nothing" if not path.exists() else "not a file"
                 raise DataError(f"task {task!r}: {path} is {kind}, not a data file")
             if other is None:
+                inner = Path(local).parts[0]  # 'gsm8k': --data-dir DATA/gsm8k is one level too deep
+                deep = f"; --data-dir is the folder that holds {inner}/: {root.parent}" if root.name == inner and \
+                    len(Path(local).parts) > 1 and (root / Path(local).name).exists() else ""
                 raise DataError(f"task {task!r}: {path} not found (the data folder should hold {local}, or the "
                                 f"same name as .parquet, .csv or .json, or a datasets save_to_disk folder "
-                                f"{Path(local).with_suffix('')})")
+                                f"{Path(local).with_suffix('')}{deep})")
             path = other
         before = len(skipped) if skipped is not None else 0
         rows = read_jsonl_rows(path, skipped) if path.suffix == ".jsonl" else read_dataset_rows(path)

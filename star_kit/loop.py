@@ -456,6 +456,13 @@ class StarRun:
         if not train_set or not eval_set:
             raise PluginError(f"{where} returned no examples (train {len(train_set)}, eval {len(eval_set)})")
         check_splits_apart(where, train_set, eval_set, self.log)
+        # the prompts the run will build (sampling, rationalization, fine-tuning), once each, so that a task whose
+        # prompt() breaks its contract is named before a model loads, not after (the guard checks what it returns)
+        example = train_set[0]
+        task.prompt(example)
+        task.prompt(example, fewshot=False)
+        if config.rationalize:
+            task.prompt(example, hint=True)
         return train_set, eval_set
 
     def outcomes(self, data: dict[str, Any]) -> dict[str, Any]:

@@ -146,6 +146,8 @@ def load_exemplars(path: Path) -> list[Exemplar]:
         except KeyError as exc:
             raise DataError(f"{row.where}: bad exemplar (no {exc} field; each line holds question, rationale, "
                             "answer)") from None
+    if not exemplars:  # a few-shot prompt without shots: every model would be prompted with the question alone
+        raise DataError(f"{path}: no exemplars (the file has no rows; each line holds question, rationale, answer)")
     return exemplars
 
 

@@ -183,6 +183,10 @@ def test_exemplar_file_errors_name_file_and_line(tmp_path):
         load_exemplars(path)
     path.write_text('\ufeff{"question": "1 + 2", "rationale": "1 + 2 = 3.", "answer": 3}\n')
     assert [(e.question, e.answer) for e in load_exemplars(path)] == [("1 + 2", "3")]
+    for empty in ("", "\n\n"):  # a few-shot prompt without shots is refused, not prompted silently
+        path.write_text(empty)
+        with pytest.raises(DataError, match=r"fewshot\.jsonl: no exemplars \(the file has no rows"):
+            load_exemplars(path)
 
 
 @pytest.mark.parametrize("fmt", ["place_value", "column"])

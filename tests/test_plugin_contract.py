@@ -560,6 +560,36 @@ def test_a_factory_result_is_checked_against_its_protocol():
     assert err.value.exit_code == 1  # a plugin that breaks its contract: as one whose method returns the wrong thing
 
 
+_NO_PROMPT_TASK = """
+import star_kit
+from star_kit_plugins.arithmetic import ArithmeticTask
+
+
+class NoHintPrompt(ArithmeticTask):
+    def prompt(self, example, hint=False, fewshot=True):
+        return None if hint else super().prompt(example, hint=hint, fewshot=fewshot)
+
+
+@star_kit.hookimpl
+def register_tasks(register):
+    register("no-hint-prompt", NoHintPrompt)
+"""
+
+
+def test_a_task_whose_prompt_breaks_its_contract_is_named_before_a_model_loads(tmp_path, monkeypatch, capsys):
+    """The run builds each kind of prompt once as it draws the questions: a rationalization prompt of None is
+    named by --print-config (and by a run before its model loads), not minutes later; without rationalization
+    that prompt is never built."""
+    (tmp_path / "no_prompt_task.py").write_text(_NO_PROMPT_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    command = ["run", "--plugin", "no_prompt_task", "--task", "no-hint-prompt", "--print-config",
+               "--train-size", "4", "--eval-size", "4"]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert "task 'no-hint-prompt'" in err and "prompt() returned None (NoneType), not a string" in err
+    assert main([*command, "--no-rationalize"]) == 0
+
+
 def test_a_task_method_returning_no_string_is_named_where_it_returns(test_plugin):
     """A prompt of 42 would reach the sampler (and the sampler would be blamed): the task is named instead."""
     registry = load_registry()
@@ -637,9 +667,13 @@ def test_a_trainer_that_saves_no_model_folder_is_one_line_naming_it(test_plugin,
 
     monkeypatch.setattr(plugins_for_tests.RecordingTrainer, "train", lambda self, *args, **kwargs: None)
     assert _run(tmp_path, base_model) == 1
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "trainer 'recording' (plugin 'plugins_for_tests'" in err and "Traceback" not in err
+    *_, err, then = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "trainer 'recording' (plugin 'plugins_for_tests'" in err
     assert "train() returned without saving a model folder at output_dir" in err and "has no config.json" in err
+    # the baseline was evaluated before the failure: kept, and the line after the error says how to go on
+    run = tmp_path / "run"
+    assert then == f"{run} keeps what this run did; once mended, continue with `star-kit run --resume {run}`"
 
 
 def test_evaluation_scores_with_the_tasks_is_correct(test_plugin, tmp_path, base_model):

@@ -1,6 +1,7 @@
 """Malformed data rows: a clear error with file and line, or with --skip-bad-rows a counted skip."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -104,6 +105,10 @@ def test_a_missing_split_names_the_formats_read(tmp_path):
     with pytest.raises(DataError, match=r"train.jsonl not found \(the data folder should hold gsm8k/train.jsonl, or "
                                         r"the same name as .parquet, .csv or .json, or a datasets save_to_disk"):
         load_registry().create("tasks", "gsm8k", data_dir=str(root)).examples("train", None, 0)
+    # --data-dir DATA/gsm8k, one level too deep: the message names the folder to give
+    with pytest.raises(DataError, match=rf"gsm8k/gsm8k/test.jsonl not found .*; --data-dir is the folder that holds "
+                                        rf"gsm8k/: {re.escape(str(root))}\)$"):
+        load_registry().create("tasks", "gsm8k", data_dir=str(root / "gsm8k")).examples("eval", None, 0)
 
 
 def test_a_repeated_id_names_both_rows_and_can_be_skipped(tmp_path):
