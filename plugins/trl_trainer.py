@@ -212,11 +212,13 @@ class TRLSFTTrainer:
     @staticmethod
     def outcome_options(registry: Any, options: dict[str, Any]) -> dict[str, Any]:
         """What a resumed run must keep (see ``Registry.outcome``): every option but the launcher, the process
-        count and the port, with the per-device batch and the accumulation replaced by the global batch they make with the
-        process count as accelerate counts it (:func:`_processes`; on the machine where it is computed: the run
-        records it in outcome.json): a run killed on 8 GPUs resumes on 4 with ``num_processes=4
-        gradient_accumulation_steps=2``, one trained in process on 8 GPUs with ``launcher=accelerate``. An ``accelerate_config`` counts by its settings, not its path, and
-        ``launch_args`` by their flags, less those that say where the processes run (machines, addresses, ports)."""
+        count and the port, with the per-device batch and the accumulation replaced by the global batch they make
+        with the process count as accelerate counts it (:func:`_processes`; on the machine where it is computed:
+        the run records it in outcome.json): a run killed on 8 GPUs resumes on 4 with ``num_processes=4
+        gradient_accumulation_steps=2``, one trained in process on 8 GPUs with ``launcher=accelerate``. An
+        ``accelerate_config`` (or accelerate's default configuration file, under accelerate) counts by its
+        settings, not its path, and ``launch_args`` by their flags, less those that say where the processes run
+        (machines, addresses, ports)."""
         out = {k: v for k, v in options.items() if k not in PLACEMENT_OPTIONS}
         if options.get("launch_args"):  # less their process count (a placement, counted in the global batch)
             out["launch_args"] = _launch_args(options["launch_args"])[0]

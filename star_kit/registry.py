@@ -392,8 +392,9 @@ class Registry:
             problems = lm_eval_config_problems(getattr(obj, "lm_eval_config", None))
             if not problems and getattr(obj, "extractor", None) not in self.items["extractors"]:
                 named = getattr(obj, "extractor", None)
-                problems = [f"its extractor {named!r} is not registered (available: "
-                            f"{', '.join(self.names('extractors'))}){did_you_mean(str(named), self.names('extractors'))}"]
+                known = self.names("extractors")
+                problems = [f"its extractor {named!r} is not registered (available: {', '.join(known)})"
+                            f"{did_you_mean(str(named), known)}"]
             if not problems:
                 problems = yaml_overrides(obj) or _generation_mismatch(obj)
             if problems:
