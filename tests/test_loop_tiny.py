@@ -42,7 +42,8 @@ def test_loop_garbage_output_is_counted_not_raised(tiny_model, tmp_path):
     assert record["task_options"]["outcome"]["digits"] == 1
     trained = record["trainer_options"]["outcome"]
     assert trained["the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"] == 2
-    assert trained["launcher"] == "inprocess"
+    assert "launcher" not in trained  # it only places the fine-tune (in process, or accelerate's processes)
+    assert record["trainer_options"]["options"]["launcher"] == "inprocess"
     assert record["trainer_options"]["options"]["per_device_train_batch_size"] == 2
 
 
