@@ -410,10 +410,11 @@ class TRLSFTTrainer:
         if trainer.is_world_process_zero():
             kind = trainer.accelerator.distributed_type.value  # accelerate's name: MULTI_GPU, FSDP, DEEPSPEED, ...
             device = trainer.accelerator.device.type
+            spread = f" x {args.n_gpu} GPUs (DataParallel)" if world == 1 and args.n_gpu > 1 else ""
             print(f"trainer 'trl-sft': {world} training process{'es' if world > 1 else ''} on {device}"
-                  f"{'' if kind == 'NO' else f' ({kind})'} x per-device batch "
+                  f"{'' if kind == 'NO' else f' ({kind})'}{spread} x per-device batch "
                   f"{args.per_device_train_batch_size} x accumulation {args.gradient_accumulation_steps} = "
-                  f"effective batch {world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; "
+                  f"effective batch {world * args.train_batch_size * args.gradient_accumulation_steps}; "
                   f"{steps} optimizer step{'' if steps == 1 else 's'}"
                   + ("; padding-free batches" if args.padding_free else "") + ("; compact LM head" if compact else "")
                   + ("; packed attention" if packed else "") + shortened,
@@ -652,12 +653,14 @@ def _count_lines(path: Path) -> int:
 
 
 def _processes(options: dict[str, Any]) -> int | None:
-    """How many training processes ``options`` launch, as accelerate counts them: 1 in process; with accelerate
+    """How many data-parallel replicas ``options`` train with, as accelerate counts its processes: in process,
+    one process, which transformers spreads over every CUDA device it sees (``nn.DataParallel``: the global batch
+    is the per-device batch x the devices), so this machine's CUDA devices (1 without); with accelerate
     the last --num_processes of ``launch_args`` (they follow the option's on the command line), else
     ``num_processes``, else the ``accelerate_config`` file's, else accelerate's default configuration file's, else
     this machine's CUDA devices (at least 1). None where a file says nothing readable."""
     if options.get("launcher", "inprocess") != "accelerate":
-        return 1
+        return _cuda_devices()
     found = _launch_args(options.get("launch_args") or [])[1]
     if found is not None:
         return int(found) if found.isdigit() and int(found) >= 1 else None
@@ -668,6 +671,11 @@ def _processes(options: dict[str, Any]) -> int | None:
         data = _accelerate_file(config)
         count = data.get("num_processes") if data else None
         return count if isinstance(count, int) and not isinstance(count, bool) and count >= 1 else None
+    return _cuda_devices()
+
+
+def _cuda_devices() -> int:
+    """The CUDA devices torch sees here (1 without any)."""
     if not _has_cuda():
         return 1
     import torch

@@ -168,9 +168,18 @@ def _plugin_options(registry: Any, name: str, as_json: bool = False) -> int:
     """``star-kit plugins NAME``: the options of each plugin kind named NAME (a table each, or JSON)."""
     kinds = [kind for kind in ("tasks", "samplers", "trainers", "extractors", "verifiers")
              if name in registry.items[kind]]
-    if not kinds:
-        known = sorted({n for kind in registry.items.values() for n in kind})
+    events = [e for e in registry.events() if e["name"] == name]
+    if not kinds and not events:
+        known = sorted({n for kind in registry.items.values() for n in kind} | {e["name"] for e in registry.events()})
         raise StarKitError(f"no plugin named {name!r}{did_you_mean(name, known)} (star-kit plugins lists them)", 2)
+    if events and not kinds:  # a logger: called on events, with no options of its own
+        event = events[0]
+        if as_json:
+            print(json.dumps({"events": {**event, "options": [], "more": None}}, indent=2))
+        else:
+            console.print(f"event plugin {name!r} ({', '.join(event['hooks'])}), {event['distribution']}: takes no "
+                          f"options", highlight=False)
+        return 0
     if as_json:
         print(json.dumps({kind: {"name": name, "provenance": registry.provenance(kind, name),
                                  **registry.options(kind, name)} for kind in kinds}, indent=2))

@@ -348,7 +348,7 @@ def _shown_value(value: Any) -> str:
 # change what a run does on resume or in bench --run): config key -> (plugin kind, the config key naming the plugin,
 # the factory's parameters star-kit passes itself). Not the sampler's: ``--sampler auto`` may pick another sampler
 # on another machine, whose options differ.
-RECORDED_DEFAULTS = {"task_options": ("tasks", "task", ("data_dir", "skip_bad_rows")),
+RECORDED_DEFAULTS = {"task_options": ("tasks", "task", tuple(RESERVED_OPTIONS)),
                      "trainer_options": ("trainers", "trainer", ())}
 
 
@@ -563,7 +563,8 @@ class StarRun:
                                f"{is_now} now", 2)
         raise StarKitError(f"--resume {store.root}: {key}: {sub} is {is_now} here, {was} when the run was made "
                            f"with the same options (outcome.json): a file an option names has changed since, or "
-                           f"this machine decides it otherwise (the GPUs accelerate counts by default); give the "
+                           f"this machine decides it otherwise (the GPUs accelerate or an in-process trainer counts, "
+                           f"accelerate's default configuration file); give the "
                            f"option that keeps it (e.g. num_processes), or start a new run", 2)
 
     def run(self, resume: bool = False) -> list[IterationResult]:

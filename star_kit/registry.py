@@ -26,10 +26,13 @@ from typing import Any, Callable, Iterable, Iterator
 import pluggy
 
 from . import hookspecs
+from .config import RESERVED_OPTIONS
 from .errors import PluginError, StarKitError, UnknownNameError, did_you_mean, one_line, warn_once
 from .errors import shown_value as _shown
 
 BUILTIN_DISTRIBUTION = "star-kit"
+#: star-kit's own settings a task factory may declare (``data_dir``, ``skip_bad_rows``): offered, not options
+CORE_OPTIONS = tuple(RESERVED_OPTIONS)
 
 GROUP = "star_kit"
 KINDS = {
@@ -238,10 +241,7 @@ class Registry:
         from .config import is_command_key, option_type_problem
 
         entry = self.get(kind, name)
-        try:
-            params = _passed_on_parameters(entry.obj)
-        except (TypeError, ValueError):
-            return {}
+        params = _passed_on_parameters(entry.obj)
         hints = _chained_annotations(entry.obj)
         return {n: p.default for n, p in params.items()
                 if n not in exclude and not is_command_key(n)  # a command is never taken from a run directory
@@ -266,7 +266,7 @@ class Registry:
             if p.kind is p.VAR_KEYWORD:
                 more = n
                 continue
-            if i < positional or n in ("data_dir", "skip_bad_rows") or p.kind is p.VAR_POSITIONAL:
+            if i < positional or n in CORE_OPTIONS or p.kind is p.VAR_POSITIONAL:
                 continue
             kind_of = p.annotation if isinstance(p.annotation, str) else \
                 "" if p.annotation is p.empty else inspect.formatannotation(p.annotation)
@@ -279,12 +279,13 @@ class Registry:
         return {"options": rows, "more": more}
 
     def accepts(self, kind: str, name: str, option: str) -> bool:
-        """Whether the factory of ``name`` declares ``option`` (by name, or through ``**options``)."""
-        try:
-            params = inspect.signature(self.get(kind, name).obj).parameters
-        except (TypeError, ValueError):
+        """Whether the factory of ``name`` declares ``option``: by name, its own or one a class passes on through
+        ``**options`` to a base's ``__init__`` (:func:`_chain`), or through a ``**options`` that takes any."""
+        params, open_ = _chain(self.get(kind, name).obj)
+        if not params:  # no signature to read
             return False
-        return option in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        found = params.get(option)
+        return open_ or found is not None and found.kind not in (found.VAR_KEYWORD, found.VAR_POSITIONAL)
 
     def check_options(self, kind: str, name: str, /, *args: Any, **options: Any) -> dict[str, Any]:
         """Check options against the factory's signature and its annotations, without calling it (so before a
@@ -306,7 +307,7 @@ class Registry:
         if not open_:
             bound = [n for n, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(args)]
             known = [n for n, p in chained.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                     and n not in (*bound, "data_dir", "skip_bad_rows")]  # star-kit's own: offered, not options
+                     and n not in (*bound, *CORE_OPTIONS)]  # star-kit's own: offered, not options
             unknown = [k for k in options if k not in chained or chained[k].kind in (
                 inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
             if unknown:
@@ -322,14 +323,17 @@ class Registry:
             problem = option_type_problem(key, value, hints[key]) if key in hints else None
             if problem:
                 raise PluginError(f"{where}: {problem}", 2)
-        own_check = getattr(entry.obj, "check_options", None)
-        if callable(own_check):
-            try:  # a subclass's own options do not reach a check_options it inherits
+        own_check, owner = _own_check(entry.obj)
+        if own_check is not None:
+            try:
                 takes = inspect.signature(own_check).parameters
             except (TypeError, ValueError):
                 takes = None
-            given = declared if takes is None or any(p.kind is p.VAR_KEYWORD for p in takes.values()) else \
-                {k: v for k, v in declared.items() if k in takes}
+            # a check_options inherited from a base sees the options the base takes, not a subclass's own (which
+            # may share a name: a subclass's 'device' of its own meaning)
+            mine = set() if owner is entry.obj else _declared_below(entry.obj, owner)
+            given = {k: v for k, v in declared.items() if k not in mine and (
+                takes is None or k in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()))}
             with self.guard(kind, name):  # a plugin's bug in it is named, as in its factory
                 own_check(self, *args, **given)
         return declared
@@ -788,13 +792,26 @@ def _chain(factory: Any) -> tuple[dict[str, inspect.Parameter], bool]:
     """:func:`_passed_on_parameters`, and whether the chain ends open: whether the last ``__init__`` up it still
     takes any keyword (``**options``), so that no option name can be called unknown. A factory without a
     signature: ({}, True)."""
+    params: dict[str, inspect.Parameter] = {}
+    open_ = True
+    for _, theirs, open_ in _levels(factory):
+        for p in theirs:
+            params.setdefault(p.name, p)
+    return params, open_
+
+
+def _levels(factory: Any) -> Iterator[tuple[Any, list[inspect.Parameter], bool]]:
+    """The callables whose parameters a factory takes, in order, each with its parameters (without ``self``) and
+    whether it takes ``**options``: the factory itself, then, for a class whose ``__init__`` takes ``**options``,
+    each base's ``__init__`` it passes them on to, up the MRO while each takes ``**options`` too."""
     try:
-        params = dict(inspect.signature(factory).parameters)
+        own = list(inspect.signature(factory).parameters.values())
     except (TypeError, ValueError):
-        return {}, True
-    open_ = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return
+    open_ = any(p.kind is p.VAR_KEYWORD for p in own)
+    yield (factory.__init__ if inspect.isclass(factory) else factory), own, open_
     if not inspect.isclass(factory):
-        return params, open_
+        return
     for base in factory.__mro__[1:]:
         if not open_ or base is object:
             break
@@ -805,19 +822,55 @@ def _chain(factory: Any) -> tuple[dict[str, inspect.Parameter], bool]:
             theirs = list(inspect.signature(init).parameters.values())[1:]  # without self
         except (TypeError, ValueError):
             break
-        for p in theirs:
-            params.setdefault(p.name, p)
         open_ = any(p.kind is p.VAR_KEYWORD for p in theirs)
-    return params, open_
+        yield init, theirs, open_
 
 
 def _chained_annotations(factory: Any) -> dict[str, Any]:
-    """The annotations of a factory's parameters and of those it passes on (a class's bases' ``__init__``); a
-    subclass's annotation of a name wins."""
+    """The annotations of a factory's parameters and of those it passes on (its bases' ``__init__``), each from
+    the callable that declares it first (a subclass's own ``batch_size``, unannotated, is not held to a base's
+    annotation of that name)."""
     hints: dict[str, Any] = {}
-    for cls in reversed(factory.__mro__[:-1]) if inspect.isclass(factory) else (factory,):
-        hints.update(_annotations(cls))
+    seen: set[str] = set()
+    for level, theirs, _ in _levels(factory):
+        resolved = _annotations(level)
+        for p in theirs:
+            if p.name not in seen:
+                seen.add(p.name)
+                if p.name in resolved:
+                    hints[p.name] = resolved[p.name]
     return hints
+
+
+def _own_check(factory: Any) -> tuple[Callable[..., Any] | None, Any]:
+    """A factory's ``check_options`` (a static or class method of a class, up its MRO, or an attribute of a
+    function factory) and the class that defines it; (None, None) when it has none (an instance method of that
+    name is not one: it would be called with the registry as ``self``)."""
+    if not inspect.isclass(factory):
+        check = getattr(factory, "check_options", None)
+        return (check, factory) if callable(check) else (None, None)
+    for cls in factory.__mro__:
+        raw = vars(cls).get("check_options")
+        if raw is not None:
+            return (getattr(factory, "check_options"), cls) if isinstance(raw, (staticmethod, classmethod)) \
+                else (None, None)
+    return None, None
+
+
+def _declared_below(factory: Any, owner: Any) -> set[str]:
+    """The parameter names the classes of ``factory``'s MRO before ``owner`` declare in their own ``__init__``."""
+    names: set[str] = set()
+    for cls in factory.__mro__:
+        if cls is owner:
+            break
+        init = vars(cls).get("__init__")
+        if init is not None:
+            try:
+                names.update(p.name for p in list(inspect.signature(init).parameters.values())[1:]
+                             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+            except (TypeError, ValueError):
+                pass
+    return names
 
 
 def _annotations(factory: Any) -> dict[str, Any]:

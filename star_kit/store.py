@@ -281,22 +281,39 @@ class RunStore:
         """Where the run's ``kind`` ('task', 'extractor', 'sampler') named ``name`` came from, as its first
         evaluation recorded it (eval.json's ``plugins``: "star-kit-subtract 0.0.1 (plugin 'subtract')"), for the
         error of a resume or a bench whose plugin is no longer installed: "the run used it from ..., as
-        RUN/iter_00/eval.json records: install that, or load it with --plugin"; None where nothing says."""
+        RUN/iter_00/eval.json records: install that, or load it with --plugin"; None where nothing says. The run
+        directory is data: only a regular file of a folder that is no link, of a bounded size, is read, and what
+        it says is shown as one line of printable characters."""
+        import importlib.metadata as md
+
+        if self.foreign_entry():  # a link or a FIFO anywhere in it: read nothing (the caller's check names it)
+            return None
         for iteration in self.iterations():
             path = self.artifact(iteration, "eval.json")
             try:
-                recorded = json.loads(path.read_text(encoding="utf-8")).get("plugins") if path.is_file() else None
+                if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+                    continue
+                recorded = json.loads(path.read_text(encoding="utf-8")).get("plugins")
             except (OSError, ValueError, AttributeError, RecursionError):
-                recorded = None
+                continue
             if not isinstance(recorded, dict):
                 continue
             source = recorded.get(kind)
-            if not isinstance(source, str) or not source.strip():
+            if not isinstance(source, str):
                 return None
-            source = source.strip().splitlines()[0][:200]  # data of the run directory: shown as one short line
-            distribution = source.split()[0]
-            install = "loaded with --plugin then: load it again" if distribution == "(--plugin)" else \
-                f"install that distribution (pip install {distribution}) or load its module with --plugin"
+            source = "".join(c for c in source.strip().split("\n")[0][:200] if c.isprintable())
+            distribution = source.split()[0] if source.split() else ""
+            if distribution == "(--plugin)":
+                install = "loaded with --plugin then: load it again"
+            elif not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,98}[A-Za-z0-9])?", distribution):
+                return None
+            else:
+                try:
+                    md.distribution(distribution)
+                    install = (f"{distribution} is installed but did not register it here: is it left out by "
+                               f"STAR_KIT_LOAD_PLUGINS, or did it fail to import (a warning above)?")
+                except md.PackageNotFoundError:
+                    install = f"install that distribution (pip install {distribution}) or load its module with --plugin"
             return f"the run used {kind} {name!r} from {source}, as {path} records: {install}"
         return None
 
@@ -361,6 +378,9 @@ class RunStore:
         os.replace(tmp, final)
         return final
 
+
+#: the largest record of a run directory read for a message (eval.json's plugins)
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 #: folders of a run directory that another tool writes, with its own links: the W&B logger's ``wandb`` (W&B's
 #: files, in the run directory as ``wandb.init(dir=RUN)`` puts them)

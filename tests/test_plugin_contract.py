@@ -360,9 +360,39 @@ class Tagged(HFSampler):
         super().__init__(model, **options)
 
 
+class OwnDevice(HFSampler):  # its own 'device', of its own meaning, not passed on
+    def __init__(self, model: str, device: str = "npu0", **options):
+        self.own_device = device
+        super().__init__(model, **options)
+
+
+class WithMethod:  # an instance method named check_options is not an options check
+    def __init__(self, model: str, batch_size: int = 1):
+        self.model = model
+
+    def check_options(self, *args, **kwargs):
+        raise AssertionError("called with the registry as self")
+
+
 @star_kit.hookimpl
 def register_samplers(register):
     register("hf-tagged", Tagged)
+    register("hf-own-device", OwnDevice)
+    register("with-method", WithMethod)
+
+
+from star_kit_plugins.arithmetic import ArithmeticTask  # noqa: E402
+
+
+class Extra(ArithmeticTask):  # takes arithmetic's options (digits ...), not star-kit's skip_bad_rows
+    def __init__(self, extra: int = 1, **options):
+        self.extra = extra
+        super().__init__(**options)
+
+
+@star_kit.hookimpl
+def register_tasks(register):
+    register("arithmetic-extra", Extra)
 """
 
 
@@ -391,6 +421,19 @@ def test_a_sampler_that_subclasses_hf_adds_an_option_and_keeps_hfs_checks(tmp_pa
     assert main(["plugins", "--plugin", "wrapped_sampler", "hf-tagged", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)["samplers"]
     assert [o["name"] for o in listed["options"]][:3] == ["tag", "dtype", "device"] and listed["more"] is None
+    # a subclass's own option of a name the base has is its own: not held to hf's check nor its annotation
+    assert registry.check_options("samplers", "hf-own-device", "m", device="npu0", dtype="float32") == {
+        "device": "npu0", "dtype": "float32"}
+    assert registry.check_options("samplers", "with-method", "m", batch_size=2) == {"batch_size": 2}
+    # a task subclass that passes **options on to arithmetic's: arithmetic's options, and no skip_bad_rows
+    assert registry.accepts("tasks", "arithmetic-extra", "digits") and registry.accepts("tasks", "arithmetic-extra",
+                                                                                        "extra")
+    assert not registry.accepts("tasks", "arithmetic-extra", "skip_bad_rows")
+    task = registry.create("tasks", "arithmetic-extra", _core={"skip_bad_rows": True}, extra=2, digits="1-2")
+    assert task.extra == 2
+    with pytest.raises(StarKitError, match=r"has no option 'digitz' \(did you mean 'digits'\?\); its options: extra, "
+                                           r"digits"):
+        registry.check_options("tasks", "arithmetic-extra", digitz="1-2")
 
 
 def _yaml_task(tmp_path, generation: str):

@@ -57,6 +57,8 @@ def test_plugins_name_lists_its_options(capsys):
     assert main(["plugins", "ray", "--json"]) == 0
     ray = json.loads(capsys.readouterr().out)["samplers"]
     assert "backend" in {row["name"] for row in ray["options"]} and "backend's options" in ray["more"]
+    assert main(["plugins", "csv-logger"]) == 0  # an event plugin (a logger): listed, without options
+    assert "event plugin 'csv-logger' (star_kit_iteration_end), star-kit: takes no options" in capsys.readouterr().out
     assert main(["plugins", "hff"]) == 2
     assert "no plugin named 'hff' (did you mean 'hf'?)" in capsys.readouterr().err
     assert main(["plugins", "hff", "--json"]) == 2

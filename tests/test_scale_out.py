@@ -536,6 +536,12 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     from star_kit.protocols import placement_options
     from star_kit.registry import load_registry
 
+    import torch
+
+    from star_kit_plugins import trl_trainer
+
+    monkeypatch.setattr(trl_trainer, "_default_accelerate_config", lambda: None)  # as on a machine without one
+    here = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1  # in process: DataParallel over all
     registry = load_registry()
     outcome = registry.outcome
     batch = "the global batch (per_device_train_batch_size x gradient_accumulation_steps x processes)"
@@ -543,10 +549,11 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     four = {**eight, "num_processes": 4, "gradient_accumulation_steps": 2, "main_process_port": 29600}
     assert outcome("trainers", "trl-sft", eight) == outcome("trainers", "trl-sft", four) == {
         "learning_rate": 5e-5, batch: 64}
-    assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 4})[batch] == 4  # in process: 1
-    # the launcher only places the work: in process at batch 8 = 2 processes of accelerate at batch 4
-    assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 8, "launcher": "inprocess"}) == outcome(
-        "trainers", "trl-sft", {"per_device_train_batch_size": 4, "launcher": "accelerate", "num_processes": 2})
+    assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 4})[batch] == 4 * here
+    # the launcher only places the work: in process at batch 8 = 2 processes of accelerate at batch 4 (on a CPU)
+    assert outcome("trainers", "trl-sft", {"per_device_train_batch_size": 8 * here, "launcher": "inprocess"}) == \
+        outcome("trainers", "trl-sft", {"per_device_train_batch_size": 4, "launcher": "accelerate",
+                                        "num_processes": 2 * here})
     # launch_args' own --num_processes (the last one wins, as accelerate's parser takes it) is a placement too
     a = outcome("trainers", "trl-sft", {"launcher": "accelerate", "launch_args": "--num_processes 2 --mixed_precision"
                                         " bf16"})
@@ -565,12 +572,6 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     other.write_text("distributed_type: FSDP\nnum_processes: 8\n")
     assert outcome("trainers", "trl-sft", {**on, "accelerate_config": str(other)}) != a
     # no count given: as accelerate counts it here (no default configuration file, no GPU: 1), recorded by the run
-    import torch
-
-    from star_kit_plugins import trl_trainer
-
-    monkeypatch.setattr(trl_trainer, "_default_accelerate_config", lambda: None)  # as on a machine without one
-    here = max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
     counted = outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8})
     assert counted == {batch: 8 * here}
     assert outcome("trainers", "trl-sft", {"launcher": "accelerate", "per_device_train_batch_size": 8,
@@ -587,7 +588,7 @@ def test_what_a_resume_on_another_cluster_may_change(tmp_path, monkeypatch):
     monkeypatch.setattr(trl_trainer, "_default_accelerate_config", lambda: str(default))
     assert outcome("trainers", "trl-sft", {"launcher": "accelerate"}) == {
         "accelerate_config": {"distributed_type": "FSDP"}, batch: 8}
-    assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) == {batch: 8}
+    assert outcome("trainers", "trl-sft", {"launcher": "inprocess"}) == {batch: 8 * here}
     # samplers: where and how fast, not what (the dtype, the seed, vLLM's context length count)
     assert outcome("samplers", "hf", {"batch_size": 8, "device": "cuda:1", "engine": "generate",
                                       "dtype": "float32"}) == {"dtype": "float32"}

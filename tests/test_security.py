@@ -717,6 +717,23 @@ def test_a_run_whose_plugin_is_gone_says_which_distribution_made_it(tmp_path, fa
         assert used in err and "second line" not in err, (command, err)
     assert main(["run", "--out", str(tmp_path / "new"), "--task", "subtract", "--print-config"]) == 2
     assert "the run used" not in capsys.readouterr().err  # a new run: nothing recorded
+    # what the run directory says is data: control characters dropped, no command made of a name that is none
+    record = run / "iter_00" / "eval.json"
+    record.write_text(json.dumps({"plugins": {"task": "star-kit-subtract 0.0.1\x1b[2K\x07 (plugin 'subtract')"}}))
+    assert main(["run", "--resume", str(run), "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "from star-kit-subtract 0.0.1[2K (plugin" in err
+    record.write_text(json.dumps({"plugins": {"task": "git+https://evil.example/x.git 1.0"}}))
+    assert main(["run", "--resume", str(run), "--print-config"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "unknown task 'subtract'" in err and "evil" not in err and "pip install" not in err
+    # a run directory holding a link: nothing in it is read for the message
+    (run / "iter_00").rename(tmp_path / "elsewhere")
+    (run / "iter_00").symlink_to(tmp_path / "elsewhere")
+    record = tmp_path / "elsewhere" / "eval.json"
+    record.write_text(json.dumps({"plugins": {"task": "star-kit-subtract 0.0.1 (plugin 'subtract')"}}))
+    assert main(["run", "--resume", str(run), "--print-config"]) == 2
+    assert "the run used" not in capsys.readouterr().err
 
 
 def test_a_model_folder_naming_a_hub_kernel_as_its_attention_is_refused(tmp_path):
