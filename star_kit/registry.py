@@ -334,8 +334,14 @@ class Registry:
             mine = set() if owner is entry.obj else _declared_below(entry.obj, owner)
             given = {k: v for k, v in declared.items() if k not in mine and (
                 takes is None or k in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values()))}
-            with self.guard(kind, name):  # a plugin's bug in it is named, as in its factory
-                own_check(self, *args, **given)
+            try:
+                with self.guard(kind, name):  # a plugin's bug in it is named, as in its factory
+                    own_check(self, *args, **given)
+            except StarKitError as exc:
+                if owner is entry.obj or where in str(exc):
+                    raise
+                # a base's check: its words name the base ("sampler 'hf': ..."), the line names the plugin used too
+                raise StarKitError(f"{where}: {exc}", exc.exit_code) from exc
         return declared
 
     def outcome(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -410,7 +410,9 @@ def test_a_sampler_that_subclasses_hf_adds_an_option_and_keeps_hfs_checks(tmp_pa
     for options, message in (({"dtyp": "float32"}, "has no option 'dtyp' (did you mean 'dtype'?); its options: "
                                                     "tag, dtype, device, batch_size"),
                              ({"batch_size": "big"}, "option batch_size='big' is not an integer or 'auto'"),
-                             ({"batch_size": -4}, "batch_size must be auto or a positive integer, got -4")):
+                             ({"batch_size": -4}, "sampler 'hf-tagged' (plugin 'wrapped_sampler', distribution "
+                                                  "'(--plugin)'): sampler 'hf': batch_size must be auto or a positive "
+                                                  "integer, got -4")):
         with pytest.raises(StarKitError, match=re.escape(message)) as err:
             registry.check_options("samplers", "hf-tagged", "m", tag="t", **options)
         assert err.value.exit_code == 2
