@@ -354,8 +354,7 @@ class VLLMSampler:
                                   max_model_len=max_model_len, chunk_size=chunk_size,
                                   tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
                                   reload=reload)
-        tp = _positive_int("tensor_parallel_size", tensor_parallel_size)
-        dp = _positive_int("data_parallel_size", data_parallel_size)
+        tp, dp = int(tensor_parallel_size), int(data_parallel_size)  # checked above: positive (a number or its text)
         reload = str(reload).strip().lower()
         try:
             import vllm
