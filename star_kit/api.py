@@ -21,6 +21,7 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
     ``progress=False`` hides the progress bars. The merge, the checks and their one-line errors are the
     command's: bad input raises :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads (a
     keyword ``run`` does not take: :class:`star_kit.errors.ArgumentError`, also a ``TypeError``)."""
+    from .cli_common import library_settings_kept
     from .errors import ArgumentError, StarKitError, did_you_mean
     from .runner import execute, merged_config
 
@@ -50,10 +51,11 @@ def run(config: RunConfig | dict[str, Any] | str | os.PathLike | None = None, /,
             raise StarKitError(f"star_kit.run: {key} must be a dict of option names and values, got "
                                f"{type(value).__name__}", 2)
         setattr(args, key, value)
-    config = merged_config(args)
-    # a range error names a keyword by its key here, not by the command's flag ("--train-size")
-    config.origin.update({key: "star_kit.run" for key in options if key not in config.origin})
-    return execute(config, resume=resume is not None, progress=progress)
+    with library_settings_kept():
+        config = merged_config(args)
+        # a range error names a keyword by its key here, not by the command's flag ("--train-size")
+        config.origin.update({key: "star_kit.run" for key in options if key not in config.origin})
+        return execute(config, resume=resume is not None, progress=progress)
 
 
 def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tuple | None = None, *,
@@ -71,6 +73,7 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
     :class:`star_kit.errors.StarKitError` (``exit_code`` 2) before any model loads (an option bench does not take:
     :class:`star_kit.errors.ArgumentError`, also a ``TypeError``)."""
     from .benching import add_parser, run_bench
+    from .cli_common import library_settings_kept
     from .errors import ArgumentError, StarKitError, did_you_mean
 
     parser = argparse.ArgumentParser(prog="star_kit.bench")
@@ -119,4 +122,5 @@ def bench(models: str | os.PathLike | list | tuple = (), tasks: str | list | tup
                 raise StarKitError(f"star_kit.bench: {key} must be one of {', '.join(action.choices)}, got "
                                    f"{value!r}", 2)
         setattr(args, key, value)
-    return run_bench(args)
+    with library_settings_kept():
+        return run_bench(args)

@@ -505,6 +505,7 @@ def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     folders = model_folders([t.label for t in targets])
     keep = Path(args.out) if args.out else None
     scratch = tempfile.TemporaryDirectory(prefix="star-kit-bench-") if keep is None else None
+    registry.samples_discarded = scratch is not None
     root = keep or Path(scratch.name)
     results: list[dict[str, Any]] = []
     sampler = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import re
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 from .config import is_all, parse_scalar
 from .errors import did_you_mean
@@ -46,6 +48,63 @@ def quiet_libraries() -> None:
         datasets.logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+QUIET_ENVIRONMENT = ("TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS",
+                     "TQDM_DISABLE")
+
+
+@contextlib.contextmanager
+def library_settings_kept() -> Iterator[None]:
+    """For the Python API (``star_kit.run``, ``star_kit.bench``): what :func:`quiet_libraries` changes for the
+    process (the environment variables it sets, the warning filters, transformers' and datasets' verbosity and
+    progress bars) is put back when the call returns or raises, so that a notebook's own warnings, logs and bars
+    come back after it; and tqdm's bars (lm-eval's, transformers') are off during the call even where tqdm was
+    imported before (``TQDM_DISABLE`` is read when tqdm is imported): star-kit shows its own progress."""
+    saved_env = {key: os.environ.get(key) for key in QUIET_ENVIRONMENT}
+    restore: list[Any] = []
+    try:
+        import transformers
+
+        verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+        restore.append(lambda: (transformers.logging.set_verbosity(verbosity),
+                                transformers.logging.enable_progress_bar() if bars
+                                else transformers.logging.disable_progress_bar()))
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        d_verbosity, d_bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+        restore.append(lambda: (datasets.logging.set_verbosity(d_verbosity),
+                                datasets.enable_progress_bars() if d_bars else datasets.disable_progress_bars()))
+    except ImportError:
+        pass
+    try:
+        from tqdm import std as tqdm_std
+
+        original = tqdm_std.tqdm.__init__
+
+        @functools.wraps(original)
+        def quiet_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            original(self, *args, **kwargs)
+
+        tqdm_std.tqdm.__init__ = quiet_init
+        restore.append(lambda: setattr(tqdm_std.tqdm, "__init__", original))
+    except ImportError:
+        pass
+    try:
+        with warnings.catch_warnings():  # the filters as they were, after
+            yield
+    finally:
+        for undo in restore:
+            undo()
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def key_value(text: str) -> tuple[str, Any]:

@@ -67,6 +67,7 @@ class Registry:
         self.problems: list[str] = []
         self._dist: dict[str, str] = {}
         self._warned: set[tuple[str, str]] = set()  # (kind, name): a misbehaving extractor/verifier, said once
+        self.samples_discarded = False  # bench without --out: the samples' folder is gone when a warning is read
 
     # -- loading -----------------------------------------------------------------------------------------
     def add_plugin(self, plugin: object, name: str, distribution: str) -> None:
@@ -517,7 +518,8 @@ class Registry:
     def note_no_answers(self, name: str, n: int, where: Any) -> None:
         """A warning (once per extractor) that it found no answer in any of ``n`` completions, recorded in
         ``where``: a bug in an extractor makes an accuracy of 0 that says nothing about the model."""
-        self._warn_once("extractors", name, f"found no answer in any of {n} completions (see {where}): if they "
+        see = "bench --out DIR keeps them to look at" if self.samples_discarded else f"see {where}"
+        self._warn_once("extractors", name, f"found no answer in any of {n} completions ({see}): if they "
                                             f"hold answers, the extractor misses them and the accuracy of 0 says "
                                             f"nothing about the model")
 

@@ -107,3 +107,36 @@ def test_bench_from_python_bad_input_is_the_commands_error(tiny_model, tmp_path)
     with pytest.raises(StarKitError, match="unknown task 'nope'"):
         star_kit.bench(tiny_model, "nope", json=tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_api_puts_the_libraries_settings_back_and_shows_no_tqdm_bars(tiny_model, monkeypatch, capfd):
+    """A notebook calls star_kit.bench/run between its own work: the environment variables, warning filters and
+    transformers' and datasets' verbosity and bars star-kit quiets are put back after the call (after a refused
+    one too), and lm-eval's tqdm bars stay off during it even though tqdm was imported first."""
+    import os
+    import warnings
+
+    import datasets
+    import tqdm  # noqa: F401  (imported before the call, as in any HF user's session)
+    import transformers
+
+    from star_kit.cli_common import QUIET_ENVIRONMENT
+
+    for key in QUIET_ENVIRONMENT:
+        monkeypatch.delenv(key, raising=False)
+    transformers.logging.set_verbosity_warning()
+    datasets.enable_progress_bars()
+    before = (list(warnings.filters), transformers.logging.get_verbosity(), datasets.is_progress_bar_enabled())
+    try:
+        rows = star_kit.bench(tiny_model, "arithmetic", limit=2, progress=False, sampler_options={"dtype": "float32"})
+        assert rows[0]["n"] == 2
+        err = capfd.readouterr().err
+        assert "it/s]" not in err and "%|" not in err, err[-500:]  # no tqdm bar
+        with pytest.raises(StarKitError):
+            star_kit.run(train_size="lots")
+        after = (list(warnings.filters), transformers.logging.get_verbosity(), datasets.is_progress_bar_enabled())
+        assert after == before and not any(key in os.environ for key in QUIET_ENVIRONMENT)
+        with tqdm.tqdm(range(3), disable=False) as bar:  # the session's own bars work again
+            assert not bar.disable
+    finally:
+        transformers.logging.set_verbosity_error()

@@ -150,6 +150,19 @@ def test_an_extractor_that_never_finds_an_answer_is_said_once(test_plugin, tmp_p
     assert history[0].accuracy == 0 and history[0].eval_no_answer == 8
 
 
+def test_a_bench_without_out_does_not_point_at_samples_it_deletes(test_plugin, base_model, tmp_path, capsys):
+    """bench without --out evaluates in a temporary folder, gone when the warning is read: it says how to keep
+    the completions instead; with --out it names the file."""
+    command = ["bench", "--model", base_model, "--tasks", "never-answering-task", "--limit", "8", "--sampler",
+               "scripted", "--no-progress"]
+    assert main(command) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "found no answer" in line]
+    assert len(warned) == 1 and "(bench --out DIR keeps them to look at)" in warned[0]
+    assert main([*command, "--out", str(tmp_path / "kept")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "found no answer" in line]
+    assert len(warned) == 1 and f"(see {tmp_path / 'kept'}" in warned[0]
+
+
 # 6. everything that can fail is checked before config.yaml is written and before a model loads --------------------
 @pytest.mark.parametrize("flags,message", [
     (["--trainer-opt", "nope=1"], "trainer 'recording' (plugin 'plugins_for_tests', distribution '(--plugin)') "
