@@ -19,8 +19,8 @@ from . import benching, report
 from .cli_common import OneLineParser, key_value, loaded_registry, optional_int, quiet_libraries
 from .config import RunConfig
 from .console import console, err_console
-from .registry import SINGULAR
 from .errors import StarKitError, did_you_mean, one_line
+from .registry import OPTION_KINDS, SINGULAR
 from .runner import execute, merged_config, results_table  # noqa: F401 - results_table: star_kit.cli's, as before
 from .store import dump_yaml
 
@@ -186,12 +186,11 @@ def _plugin_options(registry: Any, name: str, as_json: bool = False) -> int:
         return 0
     for kind in kinds:
         found = registry.options(kind, name)
-        flag = {"tasks": "--task-opt", "samplers": "--sampler-opt", "trainers": "--trainer-opt"}.get(kind)
         title = f"{SINGULAR[kind]} {name!r}, {registry.provenance(kind, name)}"
-        if flag is None:
+        if kind not in OPTION_KINDS:
             console.print(f"{title}: takes no options", highlight=False)
             continue
-        console.print(f"{title}: {flag} KEY=VALUE", highlight=False)
+        console.print(f"{title}: --{SINGULAR[kind]}-opt KEY=VALUE", highlight=False)
         table = Table()
         for col in ("option", "type", "default"):
             table.add_column(col)

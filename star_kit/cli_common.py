@@ -28,11 +28,14 @@ def loaded_registry(plugins: Any = ()) -> Any:
     return registry
 
 
+#: the environment :func:`quiet_libraries` sets where unset (TQDM_DISABLE: library bars; star-kit shows its own)
+QUIET_ENVIRONMENT = {"TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
+                     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+
+
 def quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # library bars; star-kit shows its own rich progress
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore")
     try:
         import transformers
@@ -48,10 +51,6 @@ def quiet_libraries() -> None:
         datasets.logging.set_verbosity_error()
     except ImportError:
         pass
-
-
-QUIET_ENVIRONMENT = ("TOKENIZERS_PARALLELISM", "TRANSFORMERS_VERBOSITY", "HF_DATASETS_DISABLE_PROGRESS_BARS",
-                     "TQDM_DISABLE")
 
 
 @contextlib.contextmanager

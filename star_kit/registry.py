@@ -34,6 +34,9 @@ BUILTIN_DISTRIBUTION = "star-kit"
 #: star-kit's own settings a task factory may declare (``data_dir``, ``skip_bad_rows``): offered, not options
 CORE_OPTIONS = tuple(RESERVED_OPTIONS)
 
+#: the kinds of plugin that take options (``--task-opt``, ``--sampler-opt``, ``--trainer-opt``)
+OPTION_KINDS = ("tasks", "samplers", "trainers")
+
 GROUP = "star_kit"
 KINDS = {
     "tasks": "register_tasks",
@@ -256,7 +259,7 @@ class Registry:
         "more": what it also takes through ``**options``, or None}``. Extractors and verifiers take none;
         a sampler's ``model`` and a task's ``data_dir``/``skip_bad_rows`` are star-kit's, not options."""
         entry = self.get(kind, name)
-        if kind not in ("tasks", "samplers", "trainers"):
+        if kind not in OPTION_KINDS:
             return {"options": [], "more": None}
         params, open_ = _chain(entry.obj)
         if not params:
